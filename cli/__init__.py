@@ -1,0 +1,31 @@
+"""The ``stalesim`` command line: one click group; each command lives next to what it drives."""
+
+from __future__ import annotations
+
+import click
+from stalesim.cli.errors import InputErrorGroup
+from stalesim.cli.lazy_group import LazyGroup
+
+
+class _RootGroup(InputErrorGroup, LazyGroup):
+    pass
+
+
+@click.group(
+    cls=_RootGroup,
+    lazy_subcommands={
+        "simulate": "stalesim.sim.cli:simulate",
+        "presets": "stalesim.sim.cli:presets",
+        "bench": "stalesim.cli.bench:bench",
+        "validate": "stalesim.validate.cli:validate",
+        "fit": "stalesim.validate.cli:fit",
+        "report": "stalesim.reports.cli:report",
+    },
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(package_name="stalesim")
+def main() -> None:
+    """Plan asynchronous RL clusters: throughput, staleness, and the learning rate it allows."""
+
+
+__all__ = ["main"]

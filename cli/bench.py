@@ -1,0 +1,17 @@
+"""``stalesim bench``: benchmark commands that print measured figures."""
+
+from __future__ import annotations
+
+import click
+from stalesim.cli.lazy_group import LazyGroup
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands={
+        "sim": "stalesim.sim.bench:bench_sim",
+        "kernels": "stalesim.kernels.bench:bench_kernels",
+    },
+)
+def bench() -> None:
+    """Measure speed: the simulator (samples per wall-second) or the Triton kernels."""

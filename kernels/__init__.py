@@ -1,0 +1,1 @@
+"""Triton kernels for GRPO training, each beside its plain-torch reference."""

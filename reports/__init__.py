@@ -1,0 +1,1 @@
+"""Offline HTML reports rendered from result files (Parquet and JSON), never from live objects."""

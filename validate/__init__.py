@@ -1,0 +1,1 @@
+"""Real asynchronous GRPO training that measures the staleness-learning-rate law."""
