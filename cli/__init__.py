@@ -18,7 +18,7 @@ class _RootGroup(InputErrorGroup, LazyGroup):
         "presets": "stalesim.sim.cli:presets",
         "bench": "stalesim.cli.bench:bench",
         "validate": "stalesim.validate.cli:validate",
-        "fit": "stalesim.validate.cli:fit",
+        "fit": "stalesim.validate.law_cli:fit",
         "report": "stalesim.reports.cli:report",
     },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
