@@ -13,10 +13,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# Module names differ from function names: importing a submodule sets it as an attribute of
+# the package, which would shadow a function of the same name.
 _EXPORTS = {
-    "token_logprobs": "stalesim.kernels.token_logprobs",
-    "fused_linear_logprobs": "stalesim.kernels.fused_linear_logprobs",
-    "grpo_loss": "stalesim.kernels.grpo_loss",
+    "token_logprobs": "stalesim.kernels.logprobs",
+    "fused_linear_logprobs": "stalesim.kernels.fused_linear",
+    "grpo_loss": "stalesim.kernels.loss",
     "group_advantages": "stalesim.kernels.advantages",
 }
 
