@@ -1,0 +1,190 @@
+"""The staleness–learning-rate law: how far the best and the largest stable learning rate fall
+as rollouts get staler, and how many steps the best learning rate needs to reach the target.
+
+The family (DESIGN.md, "The staleness–learning-rate law") is the smooth form of the paper's
+``min{horizon limit, stale limit / S}``::
+
+    eta(S) = eta0 / (1 + (S / s_c) ** k) ** (alpha / k)
+
+flat at ``eta0`` while ``S << s_c`` (horizon-limited), falling as ``S ** -alpha`` once
+``S >> s_c`` (stale-limited; the paper predicts ``alpha ≈ 1``), with ``k`` setting how sharp
+the knee is. ``steps_to_target`` is modelled as ``steps0 * (eta_opt(S) / eta_opt(0)) ** -p``:
+``p = 1`` is "the same distance travelled at a slower pace".
+
+A fitted law is a JSON file (``law.json``) holding the parameters, their bootstrap intervals,
+the per-S points they came from, the fit quality and where it came from. This module reads
+and evaluates it; ``stalesim.validate.fit`` produces it. No torch, no scipy.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+#: What the paper (arXiv 2607.01083) predicts for ``alpha`` in the stale-limited regime.
+PAPER_ALPHA = 1.0
+
+LAW_SCHEMA = "stalesim.law/1"
+
+CURVE_PARAMS = ("eta0", "s_c", "k", "alpha")
+STEPS_PARAMS = ("steps0", "p")
+
+
+def law_curve(
+    staleness: float | np.ndarray, eta0: float, s_c: float, k: float, alpha: float
+) -> np.ndarray:
+    """``eta0 / (1 + (S / s_c) ** k) ** (alpha / k)`` evaluated elementwise (``S >= 0``)."""
+    s = np.asarray(staleness, dtype=float)
+    return eta0 / (1.0 + (np.maximum(s, 0.0) / s_c) ** k) ** (alpha / k)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FitQuality(_Frozen):
+    """How well a curve matches the points it was fitted to; residuals are natural-log ratios
+    ``ln(point / curve)``, so 0.1 means the point sits about 10% above the curve."""
+
+    n_points: int
+    r2_log: float | None = None
+    rmse_log: float | None = None
+    residuals_log: list[float] = Field(default_factory=list)
+
+
+class Band(_Frozen):
+    """Pointwise bootstrap band of a curve on a staleness grid (lower and upper percentile)."""
+
+    staleness: list[float]
+    lo: list[float]
+    hi: list[float]
+
+
+class LawCurve(_Frozen):
+    """One fitted ``eta(S)`` curve of the family, with bootstrap percentile intervals."""
+
+    eta0: float = Field(gt=0)
+    s_c: float = Field(gt=0)
+    k: float = Field(gt=0)
+    alpha: float = Field(ge=0)
+    intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    fixed: list[str] = Field(default_factory=list)
+    quality: FitQuality | None = None
+    band: Band | None = None
+
+    def __call__(self, staleness: float | np.ndarray) -> np.ndarray:
+        return law_curve(staleness, self.eta0, self.s_c, self.k, self.alpha)
+
+
+class StepsModel(_Frozen):
+    """``steps_to_target(S) = steps0 * (eta_opt(S) / eta_opt(0)) ** -p``."""
+
+    steps0: float = Field(gt=0)
+    p: float
+    p_fixed: bool = False
+    intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    quality: FitQuality | None = None
+
+    def __call__(self, eta_ratio: float | np.ndarray) -> np.ndarray:
+        return self.steps0 * np.asarray(eta_ratio, dtype=float) ** (-self.p)
+
+
+class Law(_Frozen):
+    """A fitted staleness–learning-rate law, as stored in ``law.json``.
+
+    ``staleness_summary`` says which summary of a staleness distribution ``S`` stands for when
+    the law is applied to a setup whose staleness varies (``max``, ``p99``, ``mean`` or
+    ``token_mean``); the validator picks it from held-out error where the data allow.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["stalesim.law/1"] = Field(LAW_SCHEMA, alias="schema")
+    staleness_summary: Literal["max", "p99", "mean", "token_mean"] = "max"
+    eta_opt: LawCurve
+    eta_max: LawCurve | None = None
+    steps_to_target: StepsModel | None = None
+    alpha_paper: float = PAPER_ALPHA
+    points: list[dict[str, Any]] = Field(default_factory=list)
+    summary_comparison: dict[str, Any] | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    source: dict[str, Any] = Field(default_factory=dict)
+
+    def eta_opt_at(self, staleness: float | np.ndarray) -> np.ndarray:
+        """The best learning rate at staleness ``S``."""
+        return self.eta_opt(staleness)
+
+    def eta_max_at(self, staleness: float | np.ndarray) -> np.ndarray:
+        """The largest stable learning rate at ``S`` (needs a fitted ``eta_max``)."""
+        if self.eta_max is None:
+            raise ValueError("this law has no eta_max fit (no run collapsed in its sweep)")
+        return self.eta_max(staleness)
+
+    def steps_to_target_at(self, staleness: float | np.ndarray) -> np.ndarray:
+        """Learner steps to the target reward when training at ``eta_opt(S)``."""
+        if self.steps_to_target is None:
+            raise ValueError("this law has no steps_to_target model (target never reached)")
+        ratio = self.eta_opt(staleness) / self.eta_opt(0.0)
+        return self.steps_to_target(ratio)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON form written to ``law.json``."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def law_from_dict(data: Any, where: str = "law") -> Law:
+    """Validate a parsed ``law.json``; a malformed one is a one-line ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return Law.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top)"
+        raise ValueError(
+            f"{where}: malformed law at {key!r} (value {first.get('input')!r}): {first['msg']}"
+        ) from None
+
+
+def load_law(path: str | Path) -> Law:
+    """Read a ``law.json`` written by ``stalesim fit``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such law file") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    return law_from_dict(data, where=str(path))
+
+
+def default_law() -> Law:
+    """The law shipped with stalesim: the fit of the cpu-tiny sweep (see its ``source``)."""
+    text = resources.files("stalesim.sim").joinpath("data", "default_law.json").read_text()
+    return law_from_dict(json.loads(text), where="stalesim.sim/data/default_law.json")
+
+
+__all__ = [
+    "CURVE_PARAMS",
+    "LAW_SCHEMA",
+    "PAPER_ALPHA",
+    "STEPS_PARAMS",
+    "Band",
+    "FitQuality",
+    "Law",
+    "LawCurve",
+    "StepsModel",
+    "default_law",
+    "law_curve",
+    "law_from_dict",
+    "load_law",
+]

@@ -1,0 +1,163 @@
+"""``stalesim fit RUNS_DIR``: turn a learning-rate × staleness sweep into ``law.json``."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.command()
+@click.argument(
+    "runs_dir", type=click.Path(path_type=Path), default=Path("reports/results/cpu-tiny")
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where to write the fitted law [default: RUNS_DIR/law.json].",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Bootstrap replicates (runs resampled inside each LR × S cell) for the intervals.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option(
+    "--objective",
+    default="reward_auc",
+    show_default=True,
+    help="runs.parquet column whose maximum over the LR grid defines eta_opt (higher is better).",
+)
+@click.option(
+    "--min-final-reward",
+    type=float,
+    default=None,
+    help="Also count a run as failed (for eta_max) when its final reward ends below this.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def fit(
+    runs_dir: Path,
+    out: Path | None,
+    bootstrap: int,
+    seed: int,
+    objective: str,
+    min_final_reward: float | None,
+    quiet: bool,
+) -> None:
+    """Fit the staleness–learning-rate law to the sweep in RUNS_DIR and write law.json.
+
+    For each staleness S: the best learning rate eta_opt(S) (vertex of a quadratic in ln lr
+    of the objective), the largest stable one eta_max(S) (where half the seeds fail), and
+    steps to target at eta_opt(S). Then eta(S) = eta0 / (1 + (S/s_c)^k)^(alpha/k) is fitted
+    to both, with bootstrap intervals, and the staleness summaries (max, mean,
+    token-weighted mean) are compared on the runs whose staleness was drawn from a
+    distribution.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from stalesim.validate.fit import FitSettings, fit_runs_dir
+
+    settings = FitSettings(
+        objective=objective, bootstrap=bootstrap, seed=seed, min_final_reward=min_final_reward
+    )
+    command = "stalesim fit " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    quiet = quiet or bool(os.environ.get("STALESIM_QUIET")) or bool(os.environ.get("CI"))
+    console = Console()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("bootstrap", total=bootstrap)
+        result, path = fit_runs_dir(
+            runs_dir,
+            out,
+            settings,
+            command=command,
+            progress=lambda n: bar.advance(task, n),
+        )
+    _print_points(console, result.points)
+    _print_law(console, result.law)
+    console.print(f"wrote {path}")
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    return format(value, spec)
+
+
+def _print_points(console: Any, points: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="Per-staleness estimates (95% bootstrap intervals)")
+    for name in ("S", "runs", "eta_opt", "interval", "flag", "eta_max", "interval", "flag"):
+        table.add_column(name, justify="right")
+    table.add_column("steps to target", justify="right")
+    for row in points.iter_rows(named=True):
+        table.add_row(
+            str(row["staleness"]),
+            str(row["n_runs"]),
+            _fmt(row["eta_opt"]),
+            f"{_fmt(row['eta_opt_lo'])}–{_fmt(row['eta_opt_hi'])}",
+            row["eta_opt_flag"] + ("" if row["eta_opt_in_fit"] else " (not fitted)"),
+            _fmt(row["eta_max"]),
+            f"{_fmt(row['eta_max_lo'])}–{_fmt(row['eta_max_hi'])}",
+            row["eta_max_flag"] + ("" if row["eta_max_in_fit"] else " (not fitted)"),
+            _fmt(row["steps_to_target"], ".0f"),
+        )
+    console.print(table)
+
+
+def _print_law(console: Any, law: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="eta(S) = eta0 / (1 + (S/s_c)^k)^(alpha/k)")
+    table.add_column("curve")
+    for name in ("eta0", "s_c", "k", "alpha", "R² (ln)", "rms ln-resid"):
+        table.add_column(name, justify="right")
+    for label, curve in (("eta_opt", law.eta_opt), ("eta_max", law.eta_max)):
+        if curve is None:
+            table.add_row(label, "not fitted (fewer than 3 uncensored points)", *[""] * 5)
+            continue
+        cells = []
+        for name in ("eta0", "s_c", "k", "alpha"):
+            value = getattr(curve, name)
+            if name in curve.fixed:
+                cells.append(f"{_fmt(value)} (fixed)")
+            else:
+                lo, hi = curve.intervals.get(name, (None, None))
+                cells.append(f"{_fmt(value)} [{_fmt(lo)}, {_fmt(hi)}]")
+        quality = curve.quality
+        cells += [_fmt(quality.r2_log, ".3f"), _fmt(quality.rmse_log, ".3f")]
+        table.add_row(label, *cells)
+    console.print(table)
+    console.print(f"paper's prediction: alpha ≈ {law.alpha_paper:g} in the stale-limited regime")
+    steps = law.steps_to_target
+    if steps is not None:
+        p = f"p = {steps.p:.3g}" + (
+            " (fixed: eta_opt hardly moves)"
+            if steps.p_fixed
+            else f" [{_fmt(steps.intervals['p'][0])}, {_fmt(steps.intervals['p'][1])}]"
+            if "p" in steps.intervals
+            else ""
+        )
+        console.print(f"steps_to_target(S) = {steps.steps0:.4g} · (eta_opt(S)/eta_opt(0))^-p, {p}")
+    comparison = law.summary_comparison or {}
+    if comparison.get("status") == "compared":
+        errors = ", ".join(f"{k} {v:.3f}" for k, v in comparison["rmse_log"].items())
+        console.print(f"staleness summary, held-out rms ln-error: {errors}")
+        console.print(f"  {comparison['verdict']}")
+    else:
+        console.print(f"staleness summary comparison: {comparison.get('status', 'not run')}")
