@@ -1,0 +1,444 @@
+"""The page ``stalesim simulate`` writes: what a simulated cluster achieved, read from its files.
+
+It reads the simulator's output folder as data (``summary.json``, ``busy.parquet``,
+``queue.parquet``, ``steps.parquet``) and never imports the simulator, so a page can be
+re-rendered from any finished run. Long traces are binned in time (see
+:mod:`stalesim.reports.timeline`), so the page stays small however long the run was.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import polars as pl
+from stalesim.reports.page import Metric, Page
+from stalesim.reports.timeline import bin_intervals, step_signal_intervals
+
+#: Time bins for utilisation and (long) queue traces: fine enough to see a learner step's
+#: rhythm in a run of a few dozen steps, coarse enough to keep the page small.
+UTILISATION_BINS = 300
+QUEUE_BINS = 1000
+#: Traces up to this many rows are drawn as they are; longer ones are binned or thinned.
+RAW_ROWS_LIMIT = 4000
+
+CHART_WIDTH = 820
+POOL_ORDER = ["rollout", "learner"]
+
+
+def write_simulate_report(out_dir: Path) -> Path:
+    """Render ``out_dir/report.html`` from the simulator's files in ``out_dir``; returns its path."""
+    out_dir = Path(out_dir)
+    return build_simulate_page(out_dir).write(out_dir / "report.html")
+
+
+def build_simulate_page(out_dir: Path) -> Page:
+    """The simulate page for the run in ``out_dir``, not yet written."""
+    out_dir = Path(out_dir)
+    summary = read_summary(out_dir / "summary.json")
+    busy = read_table(out_dir / "busy.parquet", ["pool", "unit", "kind", "start_s", "end_s"])
+    queue = read_table(out_dir / "queue.parquet", ["time_s", "groups_waiting"])
+    steps = read_table(out_dir / "steps.parquet", ["step", "start_s", "end_s", "idle_before_s"])
+
+    t_end = _trace_end(busy, queue, steps)
+    warmup_s = _number(summary.get("warmup_s")) or 0.0
+    scenario = summary.get("scenario") or {}
+
+    page = Page("Simulated cluster", subtitle=_subtitle(scenario, summary))
+    for heading, metrics in headline_metrics(summary):
+        page.metrics(heading, metrics)
+    page.chart(
+        staleness_chart(summary),
+        heading="Staleness",
+        caption="Share of samples and of tokens at each lag (versions between the weights that "
+        "generated a sample and the weights it trained), measured window only. For sequences "
+        "generated under several weight versions a sample counts at its largest lag; the token "
+        "share weights each token by its own lag.",
+    )
+    if t_end > 0:
+        page.chart(
+            utilisation_chart(busy, t_end=t_end, warmup_s=warmup_s),
+            heading="Utilisation over time",
+            caption=f"Busy fraction of each pool in {UTILISATION_BINS} equal time bins, split by "
+            "what the units were doing; 100% means every unit of the pool was busy for the whole "
+            "bin. The grey band is the warm-up, excluded from the headline numbers.",
+        )
+        page.chart(
+            queue_chart(queue, t_end=t_end, warmup_s=warmup_s, summary=summary),
+            heading="Queue occupancy",
+            caption=_queue_caption(queue),
+        )
+        page.chart(
+            step_time_chart(steps),
+            heading="Learner steps",
+            caption="Duration of each learner step and the idle time before it "
+            "(the learner waiting for data).",
+        )
+    page.table(
+        scenario_table(scenario),
+        heading="Scenario",
+        caption="Every setting the simulation ran with.",
+        collapsed=True,
+        max_rows=10_000,
+    )
+    return page
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The run's ``summary.json`` as a mapping; a one-line ValueError names a bad file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file (is this a `stalesim simulate` output?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_table(path: Path, columns: list[str]) -> pl.DataFrame:
+    """The named columns of a Parquet file; a one-line ValueError names a missing/bad file."""
+    if not path.exists():
+        raise ValueError(f"{path}: no such file (is this a `stalesim simulate` output?)")
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as exc:  # polars raises several types for a corrupt file
+        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    missing = [name for name in columns if name not in schema]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    try:
+        return pl.read_parquet(path, columns=columns)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
+def headline_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
+    """The headline numbers, in groups, exactly as the summary states them."""
+    throughput = _section(summary, "throughput")
+    step_time = _section(summary, "step_time_s")
+    utilisation = _section(summary, "utilisation")
+    staleness = _section(summary, "staleness")
+    by_sample = staleness.get("sample_quantiles") or {}
+    by_token = staleness.get("token_quantiles") or {}
+    dropped = summary.get("dropped") or {}
+
+    dropped_metrics = [
+        Metric(f"dropped: {reason}", count, "samples") for reason, count in dropped.items()
+    ] or [Metric("dropped", 0, "samples")]
+    return [
+        (
+            "Throughput (measured window)",
+            [
+                Metric("samples/s", throughput.get("samples_per_s"), "samples/s"),
+                Metric("tokens/s", throughput.get("tokens_per_s"), "tokens/s"),
+                Metric("learner steps/h", throughput.get("steps_per_h"), "steps/h"),
+            ],
+        ),
+        (
+            "Learner step time",
+            [
+                Metric("step time mean", step_time.get("mean"), "s"),
+                Metric("step time p50", step_time.get("p50"), "s"),
+                Metric("step time p99", step_time.get("p99"), "s"),
+            ],
+        ),
+        (
+            "Utilisation",
+            [
+                Metric("rollout utilisation", utilisation.get("rollout"), kind="percent"),
+                Metric("learner utilisation", utilisation.get("learner"), kind="percent"),
+                Metric("mean queue", summary.get("mean_queue_groups"), "groups"),
+            ],
+        ),
+        (
+            "Staleness (versions)",
+            [
+                Metric("sample mean", by_sample.get("mean"), "versions"),
+                Metric("sample p99", by_sample.get("p99"), "versions"),
+                Metric("sample max", by_sample.get("max"), "versions"),
+                Metric("token-weighted mean", by_token.get("mean"), "versions"),
+                Metric("token-weighted p99", by_token.get("p99"), "versions"),
+                Metric("token-weighted max", by_token.get("max"), "versions"),
+            ],
+        ),
+        ("Dropped", dropped_metrics),
+        (
+            "Run",
+            [
+                Metric("learner steps", summary.get("steps")),
+                Metric("GPU-hours", summary.get("gpu_hours"), "GPU·h"),
+                Metric("cost", summary.get("cost_usd"), "USD", note="null when no price is set"),
+                Metric("measured window", summary.get("measured_window_s"), "s"),
+                Metric("warm-up", summary.get("warmup_s"), "s"),
+                Metric("simulation wall time", summary.get("wall_s"), "s"),
+                Metric("seed", summary.get("seed")),
+            ],
+        ),
+    ]
+
+
+def staleness_chart(summary: dict[str, Any]) -> alt.TopLevelMixin:
+    """Grouped bars: share of samples and of tokens per staleness value."""
+    rows = _section(summary, "staleness").get("histogram") or []
+    histogram = pl.DataFrame(
+        rows, schema={"staleness": pl.Int64, "samples": pl.Float64, "tokens": pl.Float64}
+    )
+    long = (
+        histogram.unpivot(index="staleness", on=["samples", "tokens"], variable_name="weighting")
+        .rename({"value": "count"})
+        .with_columns(share=pl.col("count") / pl.col("count").sum().over("weighting"))
+        .with_columns(pl.col("share").fill_nan(0.0))
+    )
+    return (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            x=alt.X("staleness:O", title="staleness (versions)", axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("weighting:N"),
+            y=alt.Y("share:Q", title="share", axis=alt.Axis(format="%")),
+            color=alt.Color("weighting:N", title="weighted by"),
+            tooltip=[
+                alt.Tooltip("staleness:O"),
+                alt.Tooltip("weighting:N"),
+                alt.Tooltip("count:Q", format=",.0f"),
+                alt.Tooltip("share:Q", format=".2%"),
+            ],
+        )
+        .properties(width=CHART_WIDTH, height=220)
+    )
+
+
+def pool_utilisation(busy: pl.DataFrame, *, t_end: float, bins: int) -> pl.DataFrame:
+    """Busy fraction per pool, kind and time bin: busy unit-seconds / (units × bin width).
+
+    A pool's unit count is the largest ``unit`` index in the trace plus one (units are
+    numbered from 0), so a unit that never worked still counts as idle capacity unless it
+    is the last one.
+    """
+    units = busy.group_by("pool").agg(units=pl.col("unit").max() + 1)
+    return (
+        bin_intervals(busy, t_end=t_end, bins=bins, by=["pool", "kind"])
+        .join(units, on="pool")
+        .with_columns(utilisation=pl.col("value") / pl.col("units"))
+        .select("pool", "kind", "bin", "bin_start_s", "bin_end_s", "units", "utilisation")
+    )
+
+
+def utilisation_chart(busy: pl.DataFrame, *, t_end: float, warmup_s: float) -> alt.TopLevelMixin:
+    """Stacked busy fraction over time, one panel per pool."""
+    binned = pool_utilisation(busy, t_end=t_end, bins=UTILISATION_BINS).with_columns(
+        time_s=(pl.col("bin_start_s") + pl.col("bin_end_s")) / 2,
+        pool_label=pl.format("{} ({} units)", "pool", "units"),
+    )
+    pools = sorted(
+        binned["pool"].unique().to_list(),
+        key=lambda p: (POOL_ORDER.index(p) if p in POOL_ORDER else len(POOL_ORDER), p),
+    )
+    x = alt.X(
+        "time_s:Q", title="simulated time (s)", scale=alt.Scale(domain=[0, t_end], nice=False)
+    )
+    panels = []
+    for pool in pools:
+        frame = binned.filter(pl.col("pool") == pool)
+        area = (
+            alt.Chart(frame)
+            .mark_area(interpolate="step")
+            .encode(
+                x=x,
+                y=alt.Y(
+                    "utilisation:Q",
+                    stack="zero",
+                    title=f"{frame['pool_label'][0]} busy",
+                    axis=alt.Axis(format="%"),
+                    scale=alt.Scale(domain=[0, 1]),
+                ),
+                color=alt.Color("kind:N", title="activity"),
+                tooltip=[
+                    alt.Tooltip("bin_start_s:Q", title="from (s)", format=",.1f"),
+                    alt.Tooltip("bin_end_s:Q", title="to (s)", format=",.1f"),
+                    alt.Tooltip("kind:N"),
+                    alt.Tooltip("utilisation:Q", format=".1%"),
+                ],
+            )
+        )
+        panels.append(
+            alt.layer(_warmup_band(warmup_s), area).properties(width=CHART_WIDTH, height=150)
+        )
+    return alt.vconcat(*panels).resolve_scale(color="shared")
+
+
+def queue_chart(
+    queue: pl.DataFrame, *, t_end: float, warmup_s: float, summary: dict[str, Any]
+) -> alt.TopLevelMixin:
+    """Groups waiting in the buffer over time: the exact step trace, or its binned mean."""
+    x = alt.X(
+        "time_s:Q", title="simulated time (s)", scale=alt.Scale(domain=[0, t_end], nice=False)
+    )
+    y_title = "groups waiting"
+    if queue.height <= RAW_ROWS_LIMIT:
+        frame = queue.select(pl.col("time_s").cast(pl.Float64), "groups_waiting").sort("time_s")
+        # Extend the last level to the end of the run, so the step line covers the whole axis.
+        if frame.height:
+            frame = pl.concat(
+                [frame, frame.tail(1).with_columns(time_s=pl.lit(t_end))], how="vertical_relaxed"
+            )
+        signal = (
+            alt.Chart(frame)
+            .mark_line(interpolate="step-after")
+            .encode(
+                x=x,
+                y=alt.Y("groups_waiting:Q", title=y_title),
+                tooltip=["time_s:Q", "groups_waiting:Q"],
+            )
+        )
+    else:
+        intervals = step_signal_intervals(queue, time="time_s", value="groups_waiting", t_end=t_end)
+        frame = bin_intervals(intervals, t_end=t_end, bins=QUEUE_BINS, weight="groups_waiting")
+        frame = frame.with_columns(time_s=pl.col("bin_start_s"))
+        base = alt.Chart(frame)
+        signal = alt.layer(
+            base.mark_area(interpolate="step-after", opacity=0.25).encode(
+                x=x, y=alt.Y("low:Q", title=y_title), y2="high:Q"
+            ),
+            base.mark_line(interpolate="step-after").encode(
+                x=x,
+                y=alt.Y("value:Q", title=y_title),
+                tooltip=[
+                    alt.Tooltip("bin_start_s:Q", title="from (s)", format=",.1f"),
+                    alt.Tooltip("value:Q", title="mean waiting", format=",.2f"),
+                    alt.Tooltip("low:Q", title="least"),
+                    alt.Tooltip("high:Q", title="most"),
+                ],
+            ),
+        )
+    layers = [_warmup_band(warmup_s), signal]
+    mean_queue = _number(summary.get("mean_queue_groups"))
+    if mean_queue is not None:
+        mean_rule = (
+            alt.Chart(pl.DataFrame({"mean": [mean_queue]}))
+            .mark_rule(strokeDash=[5, 4], color="#e45756")
+            .encode(
+                y="mean:Q", tooltip=[alt.Tooltip("mean:Q", title="mean (summary)", format=",.2f")]
+            )
+        )
+        layers.append(mean_rule)
+    return alt.layer(*layers).properties(width=CHART_WIDTH, height=200)
+
+
+def step_time_chart(steps: pl.DataFrame) -> alt.TopLevelMixin:
+    """Per learner step: its duration and the idle time before it."""
+    frame = steps.select(
+        "step",
+        duration_s=pl.col("end_s") - pl.col("start_s"),
+        idle_before_s=pl.col("idle_before_s"),
+    ).sort("step")
+    if frame.height > RAW_ROWS_LIMIT:
+        frame = frame.gather_every(-(-frame.height // RAW_ROWS_LIMIT))
+    long = frame.unpivot(index="step", variable_name="measure", value_name="seconds")
+    # Steps are whole numbers: with few of them, tick each one rather than show "0.5".
+    step_axis = (
+        alt.Axis(values=frame["step"].to_list(), format="d")
+        if frame.height <= 20
+        else alt.Axis(format="d")
+    )
+    return (
+        alt.Chart(long)
+        .mark_line(point=frame.height <= 200)
+        .encode(
+            x=alt.X("step:Q", title="learner step", axis=step_axis),
+            y=alt.Y("seconds:Q", title="seconds"),
+            color=alt.Color("measure:N", title=None),
+            tooltip=["step:Q", "measure:N", alt.Tooltip("seconds:Q", format=",.3f")],
+        )
+        .properties(width=CHART_WIDTH, height=200)
+    )
+
+
+def scenario_table(scenario: dict[str, Any]) -> pl.DataFrame:
+    """The nested scenario flattened to ``setting`` (dotted key path) and ``value`` rows."""
+    rows = list(_flatten(scenario))
+    return pl.DataFrame(rows, schema={"setting": pl.String, "value": pl.String}, orient="row")
+
+
+def _flatten(value: Any, prefix: str = ""):
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            yield from _flatten(inner, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
+        yield prefix, text
+
+
+def _warmup_band(warmup_s: float) -> alt.Chart:
+    return (
+        alt.Chart(pl.DataFrame({"start": [0.0], "end": [max(warmup_s, 0.0)], "label": ["warm-up"]}))
+        .mark_rect(color="#9a9aa8", opacity=0.15)
+        .encode(x="start:Q", x2="end:Q", tooltip=[alt.Tooltip("label:N", title="")])
+    )
+
+
+def _queue_caption(queue: pl.DataFrame) -> str:
+    text = "Completed groups waiting in the buffer for the learner. The dashed line is the mean."
+    if queue.height > RAW_ROWS_LIMIT:
+        text += (
+            f" The trace has {queue.height:,} changes, so it is shown as the time-weighted mean "
+            f"in {QUEUE_BINS} bins, with the band spanning the least and most waiting in each bin."
+        )
+    return text
+
+
+def _subtitle(scenario: dict[str, Any], summary: dict[str, Any]) -> str:
+    def get(*path: str) -> Any:
+        node: Any = scenario
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    parts = [
+        f"mode {get('algorithm', 'mode')}" if get("algorithm", "mode") else None,
+        get("model", "preset"),
+        get("hardware", "gpu"),
+    ]
+    engines, tp, learner = (
+        get("cluster", "rollout_engines"),
+        get("cluster", "rollout_tp"),
+        get("cluster", "learner_gpus"),
+    )
+    if engines is not None:
+        parts.append(f"{engines} rollout engines" + (f" × TP{tp}" if tp is not None else ""))
+    if learner is not None:
+        parts.append(f"{learner} learner GPUs")
+    if summary.get("steps") is not None:
+        parts.append(f"{summary['steps']} steps")
+    return " · ".join(str(p) for p in parts if p)
+
+
+def _trace_end(busy: pl.DataFrame, queue: pl.DataFrame, steps: pl.DataFrame) -> float:
+    ends = [
+        busy["end_s"].max() if busy.height else None,
+        queue["time_s"].max() if queue.height else None,
+        steps["end_s"].max() if steps.height else None,
+    ]
+    return float(max((e for e in ends if e is not None), default=0.0))
+
+
+def _section(summary: dict[str, Any], key: str) -> dict[str, Any]:
+    value = summary.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
