@@ -1,0 +1,96 @@
+"""Per-token log-probs from logits: ``logp[i] = log_softmax(logits[i] / T)[targets[i]]``.
+
+The Triton path never materialises a softmax: the forward keeps one float32 log-sum-exp per row,
+and the backward recomputes the probabilities tile by tile from it while writing ``dlogits``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from stalesim.kernels._logprob_buffers import new_buffer
+from stalesim.kernels.backend import load_triton_module, resolve_backend
+from stalesim.kernels.checks import (
+    KERNEL_FLOAT_DTYPES,
+    REFERENCE_FLOAT_DTYPES,
+    check_logprob_inputs,
+    require_tensor,
+)
+
+
+class _TokenLogprobs(torch.autograd.Function):
+    """Autograd wrapper around the Triton forward and backward kernels."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        temperature: float,
+        kernels: ModuleType,
+    ) -> torch.Tensor:
+        # Rows may be strided (a slice of a larger batch); the vocabulary axis must be dense.
+        logits = logits if logits.stride(1) == 1 else logits.contiguous()
+        targets = targets.contiguous()
+        n_rows = logits.shape[0]
+        logp = new_buffer((n_rows,), torch.float32, logits.device)
+        lse = new_buffer((n_rows,), torch.float32, logits.device)
+        kernels.logprob_forward(logits, targets, temperature, logp, lse)
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.temperature = temperature
+        ctx.kernels = kernels
+        return logp
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_logp: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None, None, None]:
+        logits, targets, lse = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        grad_logits = new_buffer(tuple(logits.shape), logits.dtype, logits.device)
+        ctx.kernels.logprob_backward(
+            logits,
+            targets,
+            lse,
+            grad_logp.to(torch.float32).contiguous(),
+            ctx.temperature,
+            grad_logits,
+        )
+        return grad_logits, None, None, None
+
+
+def token_logprobs(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Log-probability of each row's target token under ``softmax(logits / temperature)``.
+
+    Args:
+        logits: ``[N, V]`` float32, bfloat16 or float16 (float64 too with the reference).
+        targets: ``[N]`` int64 or int32 indices in ``[0, V)``.
+        temperature: finite and > 0.
+        backend: ``"auto"`` (Triton on CUDA, the reference on CPU), ``"triton"`` (on CPU: the
+            interpreter) or ``"reference"``.
+
+    Returns:
+        ``[N]`` float32 log-probs (float64 when the reference is given float64 logits);
+        differentiable with respect to ``logits``.
+
+    Raises:
+        ValueError: mismatched shapes or devices, targets outside ``[0, V)``, a temperature
+            that is not finite and > 0, an unsupported dtype or backend.
+    """
+    chosen = resolve_backend(backend, require_tensor("logits", logits).device)
+    allowed = KERNEL_FLOAT_DTYPES if chosen == "triton" else REFERENCE_FLOAT_DTYPES
+    temperature = check_logprob_inputs(logits, targets, temperature, allowed=allowed)
+    if chosen == "reference":
+        from stalesim.kernels.reference import token_logprobs_ref
+
+        logp = token_logprobs_ref(logits, targets, temperature=temperature)
+        return logp if logits.dtype == torch.float64 else logp.to(torch.float32)
+    kernels = load_triton_module("_logprob_triton")
+    return _TokenLogprobs.apply(logits, targets, temperature, kernels)
