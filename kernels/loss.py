@@ -1,0 +1,294 @@
+"""The GRPO loss as one fused Triton pass forward and one backward, behind autograd.
+
+``grpo_loss`` computes exactly what :func:`stalesim.kernels.reference.grpo_loss_ref`
+specifies (read that docstring for the math, the options and the statistics). The forward
+kernel reads each per-token tensor once and writes the per-token derivative ``∂ℓ/∂θ`` (before
+the aggregation weight) plus per-(row, tile) partial sums; the host combines the partials of
+``R * T`` programs into the loss and the statistics without a device synchronisation. The
+backward kernel scales the saved derivative by the upstream gradient and the row's aggregation
+weight. Only ``logp`` receives a gradient, so the loss composes through autograd with
+``token_logprobs`` and ``fused_linear_logprobs``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from stalesim.kernels.backend import Backend, load_triton_module, resolve_backend
+from stalesim.kernels.checks import (
+    KERNEL_FLOAT_DTYPES,
+    REFERENCE_FLOAT_DTYPES,
+    check_grpo_loss_inputs,
+)
+from stalesim.kernels.reference import grpo_loss_ref
+
+MAX_BLOCK = 512
+"""Tokens per program: a tile of one row."""
+
+STAT_NAMES = (
+    "clip_frac_low",
+    "clip_frac_high",
+    "ratio_mean",
+    "ratio_max",
+    "is_trunc_frac",
+    "ess",
+    "approx_kl",
+    "ref_kl",
+)
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Every buffer a kernel writes is allocated here (tests poison it with NaN)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+@dataclass(frozen=True)
+class _Options:
+    eps_low: float
+    eps_high: float
+    is_cap: float | None
+    sequence: bool
+    kl_estimator: int
+    beta: float
+    aggregation: str
+    max_tokens: int | None
+
+
+def grpo_loss(
+    logp: torch.Tensor,
+    behaviour_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    ref_logp: torch.Tensor | None = None,
+    proximal_logp: torch.Tensor | None = None,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    is_cap: float | None = None,
+    ratio_level: Literal["token", "sequence"] = "token",
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3",
+    beta: float = 0.0,
+    aggregation: Literal["token_mean", "seq_mean_token_mean", "constant"] = "token_mean",
+    max_tokens: int | None = None,
+    backend: Backend = "auto",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GRPO loss and off-policy statistics; the math is :func:`reference.grpo_loss_ref`'s.
+
+    ``backend="auto"`` runs the Triton kernels on CUDA (the reference for float64 inputs, which
+    the kernels do not read) and the reference on CPU; ``"triton"`` forces the kernels (under
+    the Triton interpreter on CPU); ``"reference"`` forces plain torch.
+
+    Returns the scalar loss (float32 from the kernels) and a dict of detached 0-dim float32
+    tensors on the inputs' device with the statistics the reference documents (``ref_kl``
+    only when ``ref_logp`` is given). Reading them as Python floats synchronises the device.
+    """
+    options = dict(
+        ref_logp=ref_logp,
+        proximal_logp=proximal_logp,
+        eps_low=eps_low,
+        eps_high=eps_high,
+        is_cap=is_cap,
+        ratio_level=ratio_level,
+        kl_estimator=kl_estimator,
+        beta=beta,
+        aggregation=aggregation,
+        max_tokens=max_tokens,
+    )
+    if not isinstance(logp, torch.Tensor):
+        raise ValueError(f"logp: expected a torch.Tensor, got {type(logp).__name__}")
+    chosen = resolve_backend(backend, logp.device)
+    if chosen == "triton" and backend == "auto" and logp.dtype == torch.float64:
+        chosen = "reference"
+    if chosen == "reference":
+        return grpo_loss_ref(logp, behaviour_logp, advantages, mask, **options)
+
+    if logp.dtype in REFERENCE_FLOAT_DTYPES and logp.dtype not in KERNEL_FLOAT_DTYPES:
+        raise ValueError(
+            f"logp: backend='triton' reads float32, float16 or bfloat16, got "
+            f"{str(logp.dtype).removeprefix('torch.')}; use backend='reference' for float64"
+        )
+    check_grpo_loss_inputs(logp, behaviour_logp, advantages, mask, **options)
+    if logp.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            "backend='triton' with CPU tensors needs the Triton interpreter "
+            "(set TRITON_INTERPRET=1 before importing triton)"
+        )
+    kernel_options = _Options(
+        eps_low=float(eps_low),
+        eps_high=float(eps_high),
+        is_cap=None if is_cap is None else float(is_cap),
+        sequence=ratio_level == "sequence",
+        kl_estimator=int(kl_estimator[1]),
+        beta=float(beta),
+        aggregation=aggregation,
+        max_tokens=max_tokens,
+    )
+    if mask.dtype == torch.bool:
+        # Triton reads bytes; a bool tensor is reinterpreted without a copy.
+        mask = mask.view(torch.uint8)
+    loss, stats = _GRPOLoss.apply(
+        logp, behaviour_logp, advantages, mask, proximal_logp, ref_logp, kernel_options
+    )
+    names = STAT_NAMES if ref_logp is not None else STAT_NAMES[:-1]
+    return loss, dict(zip(names, stats.unbind(0), strict=False))
+
+
+class _GRPOLoss(torch.autograd.Function):
+    """Autograd over the fused kernels; gradient w.r.t. ``logp`` only."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        logp: torch.Tensor,
+        behaviour_logp: torch.Tensor,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        proximal_logp: torch.Tensor | None,
+        ref_logp: torch.Tensor | None,
+        options: _Options,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, stats, dloss, row_weight = _forward(
+            logp, behaviour_logp, advantages, mask, proximal_logp, ref_logp, options
+        )
+        ctx.save_for_backward(dloss, row_weight)
+        ctx.logp_dtype = logp.dtype
+        ctx.mark_non_differentiable(stats)
+        return loss, stats
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_stats: torch.Tensor):
+        dloss, row_weight = ctx.saved_tensors
+        kernels = load_triton_module("_grpo_loss_triton")
+        rows, length = dloss.shape
+        block, tiles = _tiling(length)
+        grad = _empty((rows, length), ctx.logp_dtype, dloss.device)
+        if rows * length > 0:
+            kernels.grpo_backward_kernel[(rows * tiles,)](
+                dloss,
+                row_weight,
+                grad_loss.reshape(1).to(torch.float32),
+                grad,
+                length,
+                tiles,
+                BLOCK=block,
+            )
+        return grad, None, None, None, None, None, None
+
+
+def _tiling(length: int) -> tuple[int, int]:
+    """Tile width (a power of two, at most MAX_BLOCK) and tiles per row for rows of ``length``."""
+    block = min(max(16, 1 << max(length - 1, 0).bit_length()), MAX_BLOCK)
+    return block, max(1, -(-length // block))
+
+
+def _forward(
+    logp: torch.Tensor,
+    behaviour_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    proximal_logp: torch.Tensor | None,
+    ref_logp: torch.Tensor | None,
+    options: _Options,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss, stacked statistics, per-token ∂ℓ/∂θ and per-row aggregation weights."""
+    kernels = load_triton_module("_grpo_loss_triton")
+    device = logp.device
+    rows, length = logp.shape
+    block, tiles = _tiling(length)
+    programs = rows * tiles
+    logp, behaviour_logp, advantages, mask = (
+        t.contiguous() for t in (logp, behaviour_logp, advantages, mask)
+    )
+    if proximal_logp is not None:
+        prox_mode = int(kernels.PROX_TENSOR)
+        proximal_logp = proximal_logp.contiguous()
+    elif options.is_cap is not None:
+        prox_mode = int(kernels.PROX_CURRENT)
+    else:
+        prox_mode = int(kernels.PROX_BEHAVIOUR)
+    if ref_logp is not None:
+        ref_logp = ref_logp.contiguous()
+    # Unused pointer arguments still need a tensor; the constexpr flags keep them unread.
+    prox_arg = proximal_logp if proximal_logp is not None else logp
+    ref_arg = ref_logp if ref_logp is not None else logp
+
+    dloss = _empty((rows, length), torch.float32, device)
+    partial = _empty((int(kernels.NUM_STATS), programs), torch.float32, device)
+    row_log_ratio = row_log_weight = dloss  # placeholders unless the ratio is per sequence
+    if programs > 0 and options.sequence:
+        sums = _empty((3, programs), torch.float32, device)
+        kernels.grpo_sequence_sums_kernel[(programs,)](
+            logp, behaviour_logp, prox_arg, mask, sums, length, tiles, programs,
+            PROX_MODE=prox_mode, BLOCK=block,
+        )  # fmt: skip
+        row_sums = sums.view(3, rows, tiles).sum(dim=2)
+        tokens = row_sums[2].clamp(min=1)
+        row_log_ratio = (row_sums[0] / tokens).contiguous()
+        row_log_weight = (row_sums[1] / tokens).contiguous()
+    if programs > 0:
+        kernels.grpo_forward_kernel[(programs,)](
+            logp, behaviour_logp, prox_arg, ref_arg, advantages, mask,
+            row_log_ratio, row_log_weight, dloss, partial,
+            length, tiles, programs,
+            options.eps_low, options.eps_high,
+            options.is_cap if options.is_cap is not None else 0.0, options.beta,
+            PROX_MODE=prox_mode,
+            SEQUENCE=options.sequence,
+            HAS_CAP=options.is_cap is not None,
+            HAS_REF=ref_logp is not None,
+            USE_KL=ref_logp is not None and options.beta > 0,
+            KL_ESTIMATOR=options.kl_estimator,
+            BLOCK=block,
+        )  # fmt: skip
+
+    per_tile = partial.view(-1, rows, tiles).double()
+    row_loss = per_tile[int(kernels.STAT_LOSS)].sum(dim=1)
+    row_tokens = per_tile[int(kernels.STAT_TOKENS)].sum(dim=1)
+    row_weight = _row_weights(row_tokens, options.aggregation, options.max_tokens, rows, length)
+    loss = (row_loss * row_weight).sum().to(torch.float32)
+    stats = _combine_stats(partial.double(), kernels)
+    return loss, stats, dloss, row_weight.to(torch.float32).contiguous()
+
+
+def _row_weights(
+    row_tokens: torch.Tensor, aggregation: str, max_tokens: int | None, rows: int, length: int
+) -> torch.Tensor:
+    """The aggregation weight ``a_i`` of each row (see ``grpo_loss_ref``)."""
+    if aggregation == "token_mean":
+        return (1 / row_tokens.sum().clamp(min=1)).expand(rows)
+    if aggregation == "seq_mean_token_mean":
+        nonempty_rows = (row_tokens > 0).sum().clamp(min=1)
+        return 1 / (row_tokens.clamp(min=1) * nonempty_rows)
+    return torch.full_like(row_tokens, 1 / (rows * (max_tokens or length)))
+
+
+def _combine_stats(partial: torch.Tensor, kernels) -> torch.Tensor:
+    """Statistics in ``STAT_NAMES`` order from the per-program partials (float64 in, f32 out)."""
+    tokens = partial[int(kernels.STAT_TOKENS)].sum()
+    count = tokens.clamp(min=1)
+    shifts = partial[int(kernels.STAT_ESS_SHIFT)]
+    top = shifts.max() if shifts.numel() else shifts.new_tensor(-torch.inf)
+    top = torch.where(top == -torch.inf, 0.0, top)
+    # Partial sums were taken relative to each program's own max; rescale to the global max.
+    rescale = torch.exp(shifts - top)
+    ess_sum = (partial[int(kernels.STAT_ESS_SUM)] * rescale).sum()
+    ess_sum_sq = (partial[int(kernels.STAT_ESS_SUM_SQ)] * rescale * rescale).sum()
+    ratio_max = partial[int(kernels.STAT_RATIO_MAX)]
+    ratio_max = ratio_max.max() if ratio_max.numel() else ratio_max.new_tensor(1.0)
+    values = torch.stack(
+        [
+            partial[int(kernels.STAT_CLIP_LOW)].sum() / count,
+            partial[int(kernels.STAT_CLIP_HIGH)].sum() / count,
+            partial[int(kernels.STAT_RATIO_SUM)].sum() / count,
+            ratio_max,
+            partial[int(kernels.STAT_TRUNCATED)].sum() / count,
+            ess_sum**2 / (count * ess_sum_sq).clamp(min=torch.finfo(torch.float64).tiny),
+            partial[int(kernels.STAT_APPROX_KL)].sum() / count,
+            partial[int(kernels.STAT_REF_KL)].sum() / count,
+        ]
+    )
+    on_policy = values.new_tensor([0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    return torch.where(tokens == 0, on_policy, values).to(torch.float32)
