@@ -547,8 +547,17 @@ def fit_sweep(
             "steps_to_target_hi": _nanpercentile(steps_boot, tail[1]),
         }
     )
+    fixed_optima = _FixedOptima(
+        frames={
+            int(key[0]): frame
+            for key, frame in fixed.partition_by("staleness", as_dict=True).items()
+        },
+        staleness=staleness[opt_usable],
+        eta=opt[opt_usable],
+        boot=opt_boot[:, opt_usable],
+    )
     distribution_points, comparison = _compare_summaries(
-        spec_frames, spec_point, spec_replicas, opt_curve, opt_curve_boot, tail
+        fixed_optima, spec_frames, spec_point, spec_replicas, tail
     )
     chosen = comparison.get("best") if comparison.get("distinguishable") else None
     law = Law.model_validate(
@@ -667,22 +676,51 @@ def _distribution_groups(runs: pl.DataFrame) -> dict[str, pl.DataFrame]:
     }
 
 
+@dataclass(frozen=True)
+class _FixedOptima:
+    """The fixed-S ``eta_opt`` points the law is fitted to, and their bootstrap replicates."""
+
+    frames: dict[int, pl.DataFrame]  # fixed runs per nominal S
+    staleness: np.ndarray  # nominal S of the usable points
+    eta: np.ndarray
+    boot: np.ndarray  # replicates x usable points
+
+    def measured(self, column: str) -> np.ndarray | None:
+        """The fixed runs' mean measured staleness summary per usable point."""
+        if not all(column in self.frames[int(s)].columns for s in self.staleness):
+            return None
+        return np.array(
+            [float(self.frames[int(s)][column].cast(pl.Float64).mean()) for s in self.staleness]
+        )
+
+
 def _compare_summaries(
+    fixed: _FixedOptima,
     spec_frames: dict[str, pl.DataFrame],
     spec_point: dict[str, Optimum],
     spec_replicas: list[dict[str, Optimum]],
-    curve: CurveFit,
-    curve_boot: list[CurveFit],
     tail: tuple[float, float],
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    empty = pl.DataFrame()
+    """Which measured staleness summary, put into a law fitted on the fixed-S runs, predicts
+    the distribution runs' ``eta_opt`` best.
+
+    For each summary the law is refitted with the fixed runs' *measured* value of that summary
+    as ``S`` (it is below the nominal S because the lag cannot reach before version 0), so both
+    sides of the comparison use the same measurement.
+    """
     if not spec_frames:
-        return empty, {"status": "no distribution runs in the sweep", "distinguishable": False}
+        return pl.DataFrame(), {
+            "status": "no distribution runs in the sweep",
+            "distinguishable": False,
+        }
     summaries = {
         name: column
         for name, column in SUMMARY_COLUMNS.items()
         if all(column in f.columns for f in spec_frames.values())
+        and fixed.measured(column) is not None
     }
+    identical = _identical_summaries(fixed, spec_frames, summaries)
+    summaries = {name: column for name, column in summaries.items() if name not in identical}
     rows = []
     for spec, frame in spec_frames.items():
         row: dict[str, Any] = {
@@ -705,58 +743,70 @@ def _compare_summaries(
     if not usable:
         return table, {
             "status": "eta_opt of every distribution is at a grid edge or has fewer than 3 LRs",
+            "excluded": list(spec_frames),
             "distinguishable": False,
         }
-    summary_values = {
+    at = {
         name: np.array(
             [table.filter(pl.col("staleness_spec") == s)[f"S_{name}"][0] for s in usable]
         )
         for name in summaries
     }
     measured = np.log(np.array([spec_point[s].eta for s in usable]))
+    replica_measured = np.log(
+        np.array([[rep[s].eta for s in usable] for rep in spec_replicas])
+    ).reshape(len(spec_replicas), len(usable))
+    log_sd = _log_sd(fixed.boot)
+    fixed_k = 1.0 if len(fixed.staleness) < 5 else None
 
-    def rmse(fit: CurveFit, log_eta: np.ndarray, name: str) -> float:
-        return float(np.sqrt(np.mean((log_eta - np.log(fit(summary_values[name]))) ** 2)))
-
-    errors = {name: rmse(curve, measured, name) for name in summaries}
-    boot = {name: [] for name in summaries}
-    for replica, spec_rep in zip(curve_boot, spec_replicas, strict=False):
-        log_eta = np.log(np.array([spec_rep[s].eta for s in usable]))
-        for name in summaries:
-            boot[name].append(rmse(replica, log_eta, name))
-    boot_arr = {name: np.array(v) for name, v in boot.items()}
-    ranking = sorted(errors, key=errors.get)
-    best = ranking[0]
-    wins = {other: float(np.mean(boot_arr[best] < boot_arr[other])) for other in ranking[1:]}
-    distinguishable = bool(wins) and all(w >= 0.95 for w in wins.values())
-    predictions = {
-        f"predicted_{name}": [float(curve(v)) for v in summary_values[name]] for name in summaries
-    }
+    errors: dict[str, float] = {}
+    boot: dict[str, np.ndarray] = {}
+    predictions: dict[str, list[float]] = {}
+    for name, column in summaries.items():
+        x = fixed.measured(column)
+        curve = fit_curve(x, fixed.eta, log_sd, fixed_k=fixed_k)
+        predicted = np.log(curve(at[name]))
+        errors[name] = float(np.sqrt(np.mean((measured - predicted) ** 2)))
+        predictions[f"predicted_{name}"] = [float(v) for v in np.exp(predicted)]
+        replica_errors = []
+        for row, spec_row in zip(fixed.boot, replica_measured, strict=True):
+            replica = fit_curve(x, row, log_sd, fixed_k=fixed_k, start=curve)
+            replica_errors.append(np.sqrt(np.mean((spec_row - np.log(replica(at[name]))) ** 2)))
+        boot[name] = np.array(replica_errors)
     table = table.join(
         pl.DataFrame({"staleness_spec": usable, **predictions}), on="staleness_spec", how="left"
     )
+    ranking = sorted(errors, key=errors.get)
+    best = ranking[0]
+    wins = {other: float(np.mean(boot[best] < boot[other])) for other in ranking[1:]}
+    distinguishable = bool(wins) and all(w >= 0.95 for w in wins.values())
     if distinguishable:
         verdict = (
-            f"{best} predicts best (beats every other summary in ≥95% of bootstrap replicates)"
+            f"{best} predicts best (lower error than every other summary in at least 95% of "
+            "bootstrap replicates)"
         )
     elif wins:
         verdict = (
-            f"not distinguishable: {best} has the lowest error, but its bootstrap win rates "
-            + ", ".join(f"vs {o} {w:.0%}" for o, w in wins.items())
-            + " fall short of 95%"
+            f"not distinguishable: {best} has the lowest error, but it wins only "
+            + ", ".join(f"{w:.0%} of replicates against {o}" for o, w in wins.items())
+            + " (95% needed)"
         )
     else:
         verdict = f"only one summary available ({best})"
+    missing = [name for name in SUMMARY_COLUMNS if name not in summaries and name not in identical]
     return table, {
         "status": "compared",
         "n_distributions": len(usable),
         "excluded": [s for s in spec_frames if s not in usable],
-        "metric": "RMS of ln(measured eta_opt / law eta_opt(summary)) over distribution runs",
+        "not_available": missing,
+        "identical": identical,
+        "metric": (
+            "RMS over distribution runs of ln(measured eta_opt / predicted), the prediction "
+            "being the law refitted on the fixed runs' measured value of the same summary"
+        ),
         "rmse_log": errors,
         "rmse_log_intervals": {
-            name: [float(np.percentile(v, q)) for q in tail]
-            for name, v in boot_arr.items()
-            if v.size
+            name: [float(np.percentile(v, q)) for q in tail] for name, v in boot.items() if v.size
         },
         "ranking": ranking,
         "best": best,
@@ -764,6 +814,28 @@ def _compare_summaries(
         "distinguishable": distinguishable,
         "verdict": verdict,
     }
+
+
+def _identical_summaries(
+    fixed: _FixedOptima, spec_frames: dict[str, pl.DataFrame], summaries: dict[str, str]
+) -> dict[str, str]:
+    """Summaries equal to an earlier one on every run (e.g. mean and token-weighted mean when
+    all responses have one length): they cannot be told apart, so they are compared once."""
+    identical: dict[str, str] = {}
+    names = list(summaries)
+    for i, name in enumerate(names):
+        for first in names[:i]:
+            if first in identical:
+                continue
+            a, b = summaries[first], summaries[name]
+            same = np.allclose(fixed.measured(a), fixed.measured(b), rtol=1e-9) and all(
+                np.allclose(f[a].cast(pl.Float64).to_numpy(), f[b].cast(pl.Float64).to_numpy())
+                for f in spec_frames.values()
+            )
+            if same:
+                identical[name] = first
+                break
+    return identical
 
 
 def _staleness_grid(max_staleness: float) -> np.ndarray:
