@@ -1,0 +1,153 @@
+"""Training and sweep configs, and the built-in presets ``cpu-tiny`` and ``gpu-small``.
+
+``cpu-tiny`` is sized so that a full learning-rate x staleness x seed sweep finishes on a
+2-core machine in under 20 minutes; ``gpu-small`` is the same code with a model and task large
+enough to keep one GPU busy.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from stalesim.sim.config_file import ConfigError, StrictModel, validate_config
+from stalesim.validate.collapse import CollapseConfig
+from stalesim.validate.policy import PolicyConfig
+from stalesim.validate.staleness import parse_staleness
+from stalesim.validate.tasks import SortTaskConfig
+from stalesim.validate.warm_start import WarmStartConfig
+
+
+class GRPOConfig(StrictModel):
+    """The GRPO objective, passed to ``stalesim.kernels.grpo_loss``."""
+
+    eps_low: float = Field(0.2, ge=0)
+    eps_high: float = Field(0.28, ge=0)
+    is_cap: float | None = Field(None, gt=0, description="truncate importance weights at this")
+    ratio_level: Literal["token", "sequence"] = "token"
+    aggregation: Literal["token_mean", "seq_mean_token_mean", "constant"] = "token_mean"
+    advantage_scale: Literal["group", "batch", "none"] = "group"
+
+
+class TrainConfig(StrictModel):
+    """Everything a training run needs except its learning rate, staleness and seed."""
+
+    task: SortTaskConfig = SortTaskConfig()
+    policy: PolicyConfig = PolicyConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    collapse: CollapseConfig = CollapseConfig()
+    steps: int = Field(150, ge=1, description="learner steps per run")
+    prompts_per_step: int = Field(32, ge=1, description="groups per learner step (B)")
+    samples_per_prompt: int = Field(8, ge=2, description="responses per group (G)")
+    minibatches_per_step: int = Field(
+        1, ge=1, description="optimizer steps (versions) per learner step"
+    )
+    temperature: float = Field(1.0, gt=0)
+    warmup_steps: int = Field(10, ge=0, description="linear LR warm-up, in optimizer steps")
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(
+        None, gt=0, description="max gradient norm; None: no clipping (it hides LR effects)"
+    )
+    target_reward: float = Field(0.9, gt=0, le=1)
+    smoothing_window: int = Field(10, ge=1, description="steps in the smoothed reward")
+    device: str = "cpu"
+    backend: Literal["auto", "triton", "reference"] = "auto"
+
+    @field_validator("minibatches_per_step")
+    @classmethod
+    def _divides_batch(cls, value: int, info) -> int:
+        groups = info.data.get("prompts_per_step")
+        if groups is not None and groups % value:
+            raise ValueError(f"must divide prompts_per_step={groups}")
+        return value
+
+
+class RunConfig(StrictModel):
+    """One training run: a train config, a peak learning rate, a staleness spec, a seed."""
+
+    preset: str
+    train: TrainConfig
+    lr: float = Field(gt=0)
+    staleness: str
+    seed: int
+
+    @field_validator("staleness")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        return parse_staleness(value).text
+
+
+class SweepConfig(StrictModel):
+    """A grid of runs: every learning rate x staleness spec x seed."""
+
+    preset: str
+    train: TrainConfig
+    lrs: list[float] = Field(min_length=1)
+    staleness: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+
+    @field_validator("lrs")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(lr <= 0 for lr in value):
+            raise ValueError("learning rates must be > 0")
+        return value
+
+    @field_validator("staleness")
+    @classmethod
+    def _specs(cls, value: list[str]) -> list[str]:
+        return [parse_staleness(v).text for v in value]
+
+    def runs(self) -> list[RunConfig]:
+        """The grid, ordered so that early runs cover every staleness and LR."""
+        return [
+            RunConfig(preset=self.preset, train=self.train, lr=lr, staleness=spec, seed=seed)
+            for seed in self.seeds
+            for spec in self.staleness
+            for lr in self.lrs
+        ]
+
+
+_FIXED_S = ["0", "1", "2", "4", "8", "16", "32"]
+
+PRESETS: dict[str, dict] = {
+    "cpu-tiny": {
+        "preset": "cpu-tiny",
+        "train": {
+            "task": {"n_digits": 6, "base": 10},
+            "policy": {"n_layer": 2, "n_head": 4, "n_embd": 64},
+            "warm_start": {"steps": 100, "corrupt_prob": 0.9, "max_mistakes": 3},
+            "steps": 150,
+            "prompts_per_step": 32,
+            "samples_per_prompt": 8,
+            "device": "cpu",
+        },
+        "lrs": [3e-4, 6e-4, 1e-3, 1.5e-3, 2.2e-3, 3.3e-3, 5e-3, 1e-2],
+        "staleness": [*_FIXED_S, "uniform:0-16", "geometric:p=0.1,max=32"],
+        "seeds": [0, 1],
+    },
+    "gpu-small": {
+        "preset": "gpu-small",
+        "train": {
+            "task": {"n_digits": 12, "base": 16},
+            "policy": {"n_layer": 6, "n_head": 8, "n_embd": 256},
+            "warm_start": {"steps": 400, "batch_size": 256, "corrupt_prob": 0.9, "max_mistakes": 4},
+            "steps": 300,
+            "prompts_per_step": 64,
+            "samples_per_prompt": 16,
+            "device": "cuda",
+        },
+        "lrs": [1e-4, 2e-4, 3e-4, 5e-4, 8e-4, 1.2e-3, 2e-3, 4e-3],
+        "staleness": [*_FIXED_S, "uniform:0-16", "geometric:p=0.1,max=32"],
+        "seeds": [0, 1, 2],
+    },
+}
+
+
+def preset_sweep(name: str, **grid: list | None) -> SweepConfig:
+    """The preset's sweep, with any of ``lrs``, ``staleness``, ``seeds`` replaced."""
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name!r}: expected one of {', '.join(PRESETS)}")
+    data = {**PRESETS[name], **{k: v for k, v in grid.items() if v is not None}}
+    return validate_config(SweepConfig, data, source=f"preset {name}")

@@ -1,0 +1,157 @@
+"""A resumable, parallel sweep of training runs over learning rate x staleness x seed.
+
+Layout of a runs directory::
+
+    config.json                  the sweep config (preset, train config, grid)
+    shards/<run_id>.steps.parquet  one row per step of a finished run
+    shards/<run_id>.run.json       the run's summary row, written last: it marks the run done
+    runs.parquet, steps.parquet  the merged tables of the grid's finished runs
+
+A run whose ``.run.json`` exists is never redone, so a sweep that is stopped and started again
+picks up where it left off. Runs execute in separate processes (one torch thread each); the
+merged tables are rewritten atomically after every finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from stalesim.sim.files import write_json, write_parquet
+from stalesim.validate.presets import RunConfig, SweepConfig
+from stalesim.validate.trainer import run_id
+
+RUN_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String,
+    "preset": pl.String,
+    "lr": pl.Float64,
+    "staleness": pl.Int64,
+    "staleness_kind": pl.String,
+    "staleness_spec": pl.String,
+    "staleness_mean": pl.Float64,
+    "staleness_max": pl.Int64,
+    "staleness_token_mean": pl.Float64,
+    "seed": pl.Int64,
+    "final_reward": pl.Float64,
+    "reward_auc": pl.Float64,
+    "steps_to_target": pl.Float64,
+    "target_reward": pl.Float64,
+    "collapsed": pl.Boolean,
+    "collapse_step": pl.Int64,
+    "collapse_reason": pl.String,
+    "steps": pl.Int64,
+    "steps_done": pl.Int64,
+    "minibatches_per_step": pl.Int64,
+    "wall_s": pl.Float64,
+}
+
+
+def _shard_paths(out: Path, rid: str) -> tuple[Path, Path]:
+    return out / "shards" / f"{rid}.steps.parquet", out / "shards" / f"{rid}.run.json"
+
+
+def is_done(out: Path, run: RunConfig) -> bool:
+    return _shard_paths(out, run_id(run))[1].exists()
+
+
+def execute_run(run_json: str, out: str) -> str:
+    """Train one run (in a worker process) and write its shards; returns the run id."""
+    import torch
+
+    torch.set_num_threads(1)
+    from stalesim.validate.trainer import train_run
+
+    run = RunConfig.model_validate_json(run_json)
+    result = train_run(run)
+    steps_path, run_path = _shard_paths(Path(out), result.run["run_id"])
+    write_parquet(steps_path, pl.DataFrame(result.steps))
+    write_json(run_path, result.run)
+    return result.run["run_id"]
+
+
+def merge(out: Path, runs: Iterable[RunConfig]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Build ``runs.parquet`` and ``steps.parquet`` from the finished shards of ``runs``."""
+    rows, step_tables = [], []
+    for run in runs:
+        steps_path, run_path = _shard_paths(out, run_id(run))
+        if run_path.exists():
+            rows.append(json.loads(run_path.read_text()))
+            step_tables.append(pl.read_parquet(steps_path))
+    runs_table = pl.DataFrame(
+        [{k: row.get(k) for k in RUN_SCHEMA} for row in rows], schema=RUN_SCHEMA, orient="row"
+    )
+    steps_table = pl.concat(step_tables, how="diagonal_relaxed") if step_tables else pl.DataFrame()
+    write_parquet(out / "runs.parquet", runs_table)
+    write_parquet(out / "steps.parquet", steps_table)
+    return runs_table, steps_table
+
+
+def prepare_warm_start(config: SweepConfig) -> None:
+    """Train (or find cached) the warm start once, before workers need it."""
+    from stalesim.validate.trainer import resolve_device
+    from stalesim.validate.warm_start import warm_start_state
+
+    train = config.train
+    warm_start_state(train.policy, train.task, train.warm_start, resolve_device(train.device))
+
+
+def run_sweep(
+    config: SweepConfig,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Run every unfinished run of the grid; return the merged run and step tables.
+
+    ``on_progress(done, total)`` is called at the start and after each finished run.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config.model_dump(mode="json"))
+    runs = config.runs()
+    todo = [run for run in runs if not is_done(out, run)]
+    done = len(runs) - len(todo)
+    report = on_progress or (lambda done, total: None)
+    report(done, len(runs))
+    if todo:
+        prepare_warm_start(config)
+    if workers <= 1:
+        for run in todo:
+            execute_run(run.model_dump_json(), str(out))
+            done += 1
+            merge(out, runs)
+            report(done, len(runs))
+    elif todo:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=get_context("spawn"), initializer=_quiet_worker
+        ) as pool:
+            pending = {pool.submit(execute_run, run.model_dump_json(), str(out)) for run in todo}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()
+                    done += 1
+                merge(out, runs)
+                report(done, len(runs))
+    return merge(out, runs)
+
+
+def _quiet_worker() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def describe(config: SweepConfig) -> dict[str, Any]:
+    """The grid's size, for messages."""
+    return {
+        "runs": len(config.lrs) * len(config.staleness) * len(config.seeds),
+        "lrs": len(config.lrs),
+        "staleness": len(config.staleness),
+        "seeds": len(config.seeds),
+    }
