@@ -118,7 +118,8 @@ def group_advantages_ref(
       with ``std`` the unbiased standard deviation of all ``B·G`` rewards;
     * ``"none"`` (Dr. GRPO): ``A = r - r̄_b``.
 
-    A group whose rewards are all equal gets advantages 0 under every scale. Output is float32
+    A group whose rewards are all equal gets advantages exactly 0 under every scale, for any
+    ``eps`` (including 0). Output is float32
     (float64 for float64 input), shape ``[B, G]``; it does not require grad.
     """
     require_tensor("rewards", rewards)
@@ -134,11 +135,17 @@ def group_advantages_ref(
     if scale == "batch" and groups * group_size < 2:
         raise ValueError("rewards: scale='batch' needs at least 2 rewards in the batch")
     r = rewards.detach().to(compute_dtype(rewards.dtype))
-    centred = r - r.mean(dim=1, keepdim=True)
-    if scale == "none" or r.numel() == 0:
+    if r.numel() == 0:
+        return r.clone()
+    # The rounded mean of equal rewards can differ from them by an ulp; those groups are set to
+    # exactly 0 rather than to a ratio of two rounding errors.
+    constant_group = r.amax(dim=1, keepdim=True) == r.amin(dim=1, keepdim=True)
+    centred = torch.where(constant_group, 0.0, r - r.mean(dim=1, keepdim=True))
+    if scale == "none":
         return centred
     std = r.std(dim=1, keepdim=True) if scale == "group" else r.std()
-    return centred / (std + eps)
+    # std is 0 only where every centred value is already 0; dividing by 1 keeps them 0.
+    return centred / torch.where(std > 0, std + eps, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
