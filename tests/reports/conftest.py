@@ -154,9 +154,10 @@ def write_sim_output(
 
 
 def long_busy(engines: int, intervals_per_engine: int) -> pl.DataFrame:
-    """A regular long trace: engine u is busy for 0.8 s of every second, offset by u/engines s."""
+    """A regular long trace: engine u is busy for 0.8 s of every second, from 0.2 u / engines s
+    into it, so the last interval ends just before ``intervals_per_engine`` seconds."""
     unit = np.repeat(np.arange(engines), intervals_per_engine)
-    start = np.tile(np.arange(intervals_per_engine, dtype=float), engines) + unit / engines
+    start = np.tile(np.arange(intervals_per_engine, dtype=float), engines) + 0.2 * unit / engines
     return pl.DataFrame(
         {
             "pool": ["rollout"] * unit.size,
@@ -171,9 +172,18 @@ def long_busy(engines: int, intervals_per_engine: int) -> pl.DataFrame:
 def long_queue(changes: int) -> pl.DataFrame:
     """A saw-tooth queue: 0, 1, ..., 9, 0, 1, ... changing every 0.1 s."""
     index = np.arange(changes)
-    return pl.DataFrame({"time_s": index * 0.1, "groups_waiting": index % 10})
+    return pl.DataFrame({"time_s": index / 10, "groups_waiting": index % 10})
 
 
 @pytest.fixture
 def sim_out(tmp_path: Path) -> Path:
     return write_sim_output(tmp_path / "run")
+
+
+@pytest.fixture
+def long_sim_out(tmp_path: Path) -> Path:
+    """About a million busy intervals (64 engines x 15,000 s) and 150,000 queue changes; the
+    last queue change is at 15,000 s, so the run spans exactly [0, 15000) s."""
+    return write_sim_output(
+        tmp_path / "long", busy=long_busy(64, 15_000), queue=long_queue(150_001)
+    )

@@ -1,0 +1,224 @@
+"""The simulate page: numbers equal the summary's, charts hold the trace, long traces stay small."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import types
+from html.parser import HTMLParser
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from stalesim.cli import main
+from stalesim.reports.page import vega_javascript
+from stalesim.reports.simulate_page import (
+    QUEUE_BINS,
+    UTILISATION_BINS,
+    build_simulate_page,
+    write_simulate_report,
+)
+
+
+class Metrics(HTMLParser):
+    """label -> (data-value, shown text) of every headline card."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cards: dict[str, tuple[str, str]] = {}
+        self._label: str | None = None
+        self._value = ""
+        self._in_value = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "data-label" in attrs:
+            self._label, self._value = attrs["data-label"], attrs["data-value"]
+        if attrs.get("class") == "metric-value":
+            self._in_value, self._shown = True, ""
+
+    def handle_endtag(self, tag):
+        if self._in_value and tag == "div":
+            self.cards[self._label] = (self._value, self._shown)
+            self._in_value = False
+
+    def handle_data(self, data):
+        if self._in_value:
+            self._shown += data
+
+
+def metric_cards(html: str) -> dict[str, tuple[str, str]]:
+    parser = Metrics()
+    parser.feed(html)
+    return parser.cards
+
+
+def chart_specs(html: str) -> list[dict]:
+    match = re.search(
+        r'<script type="application/json" id="chart-specs">(.*?)</script>', html, re.S
+    )
+    return json.loads(match.group(1))
+
+
+def datasets(spec: dict) -> list[list[dict]]:
+    return list(spec.get("datasets", {}).values())
+
+
+def test_headline_numbers_equal_the_summary(sim_out):
+    summary = json.loads((sim_out / "summary.json").read_text())
+    cards = metric_cards(write_simulate_report(sim_out).read_text())
+    expected = {
+        "samples/s": summary["throughput"]["samples_per_s"],
+        "tokens/s": summary["throughput"]["tokens_per_s"],
+        "learner steps/h": summary["throughput"]["steps_per_h"],
+        "step time mean": summary["step_time_s"]["mean"],
+        "step time p50": summary["step_time_s"]["p50"],
+        "step time p99": summary["step_time_s"]["p99"],
+        "rollout utilisation": summary["utilisation"]["rollout"],
+        "learner utilisation": summary["utilisation"]["learner"],
+        "mean queue": summary["mean_queue_groups"],
+        "sample mean": summary["staleness"]["sample_quantiles"]["mean"],
+        "sample p99": summary["staleness"]["sample_quantiles"]["p99"],
+        "sample max": summary["staleness"]["sample_quantiles"]["max"],
+        "token-weighted mean": summary["staleness"]["token_quantiles"]["mean"],
+        "token-weighted p99": summary["staleness"]["token_quantiles"]["p99"],
+        "token-weighted max": summary["staleness"]["token_quantiles"]["max"],
+        "dropped: in_flight": summary["dropped"]["in_flight"],
+        "dropped: stale": summary["dropped"]["stale"],
+        "GPU-hours": summary["gpu_hours"],
+        "cost": summary["cost_usd"],
+        "learner steps": summary["steps"],
+        "measured window": summary["measured_window_s"],
+        "warm-up": summary["warmup_s"],
+    }
+    for label, value in expected.items():
+        recorded, shown = cards[label]
+        assert float(recorded) == value, label
+        number = float(re.match(r"[-\d,.]+", shown).group().replace(",", ""))
+        scale = 100.0 if label.endswith("utilisation") else 1.0
+        assert number == pytest.approx(value * scale, rel=5e-4), (label, shown)
+    assert cards["tokens/s"][1] == "123.5tokens/s"
+    assert cards["rollout utilisation"][1] == "82.5%"
+
+
+def test_missing_cost_shows_a_dash_not_zero(sim_out):
+    summary = json.loads((sim_out / "summary.json").read_text())
+    summary["cost_usd"] = None
+    (sim_out / "summary.json").write_text(json.dumps(summary))
+    cards = metric_cards(write_simulate_report(sim_out).read_text())
+    assert cards["cost"] == ("", "—USD")
+
+
+def test_charts_carry_the_histogram_utilisation_and_queue(sim_out):
+    page = build_simulate_page(sim_out)
+    html = page.html()
+    specs = chart_specs(html)
+    assert page.chart_count == len(specs) == 4
+
+    (histogram,) = datasets(specs[0])
+    shares = {(row["staleness"], row["weighting"]): row["share"] for row in histogram}
+    # 4 and 2 samples; 1200 and 600 tokens; nothing at lag 2.
+    assert shares[(0, "samples")] == pytest.approx(4 / 6)
+    assert shares[(1, "tokens")] == pytest.approx(600 / 1800)
+    assert shares[(2, "samples")] == 0.0
+
+    rows = [row for data in datasets(specs[1]) for row in data if "utilisation" in row]
+    busy = pl.DataFrame(rows)
+    assert busy.height == UTILISATION_BINS * 3  # rollout decode, rollout sync, learner train
+    # Averaged over the 40 s run the pools are busy 82.5% and 30% (no training in period 0).
+    per_pool = busy.group_by("pool").agg(pl.col("utilisation").sum() / UTILISATION_BINS)
+    assert dict(per_pool.rows()) == pytest.approx({"rollout": 0.825, "learner": 0.3})
+
+    queue_rows = [row for data in datasets(specs[2]) for row in data if "groups_waiting" in row]
+    assert [r["groups_waiting"] for r in queue_rows] == [1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 2]
+    assert queue_rows[-1]["time_s"] == 40.0
+
+
+def test_scenario_table_lists_every_setting(sim_out):
+    html = write_simulate_report(sim_out).read_text()
+    assert '<details class="fold"><summary>Scenario</summary>' in html
+    assert "<td>cluster.rollout_engines</td><td>2</td>" in html
+    assert "<td>algorithm.mode</td><td>async</td>" in html
+    assert "<td>tags</td><td>[&quot;a&quot;, &quot;b&quot;]</td>" in html
+
+
+def test_long_traces_are_binned_and_the_page_stays_small(long_sim_out):
+    busy_rows = pl.scan_parquet(long_sim_out / "busy.parquet").select(pl.len()).collect().item()
+    assert busy_rows > 900_000
+    html = write_simulate_report(long_sim_out).read_text()
+    assert len(html.encode()) - len(vega_javascript().encode()) < 3_000_000
+    specs = chart_specs(html)
+
+    rows = [row for data in datasets(specs[1]) for row in data if "utilisation" in row]
+    assert len(rows) == UTILISATION_BINS
+    # Each engine is busy 0.8 s of every second and a bin holds 50 whole seconds: 80% busy.
+    assert [row["utilisation"] for row in rows] == pytest.approx([0.8] * UTILISATION_BINS, abs=1e-9)
+
+    queue = [row for data in datasets(specs[2]) for row in data if "value" in row]
+    assert len(queue) == QUEUE_BINS
+    # The saw-tooth 0..9 has mean 4.5 over each whole second, and a bin holds 15 of them.
+    assert [row["value"] for row in queue] == pytest.approx([4.5] * QUEUE_BINS, abs=1e-6)
+    assert {(row["low"], row["high"]) for row in queue} == {(0.0, 9.0)}
+
+
+def test_missing_and_corrupt_files_name_the_file(sim_out):
+    (sim_out / "queue.parquet").unlink()
+    with pytest.raises(ValueError, match=r"queue\.parquet: no such file"):
+        write_simulate_report(sim_out)
+    (sim_out / "queue.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match=r"queue\.parquet: not a readable Parquet file"):
+        write_simulate_report(sim_out)
+    pl.DataFrame({"time_s": [0.0]}).write_parquet(sim_out / "queue.parquet")
+    with pytest.raises(ValueError, match=r"queue\.parquet: missing column\(s\) groups_waiting"):
+        write_simulate_report(sim_out)
+    (sim_out / "summary.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"summary\.json: not valid JSON"):
+        write_simulate_report(sim_out)
+
+
+def test_cli_rerenders_and_reports_bad_input_on_one_line(sim_out, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["report", "simulate", str(sim_out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"wrote {sim_out / 'report.html'}"
+    assert (sim_out / "report.html").stat().st_size > len(vega_javascript())
+
+    (sim_out / "busy.parquet").unlink()
+    result = runner.invoke(main, ["report", "simulate", str(sim_out)])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0
+    assert result.output.startswith("error: ") and "busy.parquet: no such file" in result.output
+
+    result = runner.invoke(main, ["report", "simulate", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "nowhere: no such directory" in result.output
+
+
+def test_cli_validate_explains_when_the_validate_report_is_missing(monkeypatch, tmp_path):
+    runner = CliRunner()
+    monkeypatch.setitem(sys.modules, "stalesim.reports.validate_page", None)
+    result = runner.invoke(main, ["report", "validate", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0
+    assert "validate report is not available" in result.output
+
+    monkeypatch.setitem(sys.modules, "stalesim.reports.validate_page", types.ModuleType("empty"))
+    result = runner.invoke(main, ["report", "validate", str(tmp_path)])
+    assert result.exit_code == 2 and "render_validate_report is missing" in result.output
+
+
+def test_cli_validate_passes_runs_dir_and_out_to_the_renderer(monkeypatch, tmp_path):
+    calls = []
+
+    def render_validate_report(runs_dir, out):
+        calls.append((runs_dir, out))
+        return out
+
+    module = types.ModuleType("stalesim.reports.validate_page")
+    module.render_validate_report = render_validate_report
+    monkeypatch.setitem(sys.modules, "stalesim.reports.validate_page", module)
+    out = tmp_path / "v.html"
+    result = CliRunner().invoke(main, ["report", "validate", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert calls == [(tmp_path, out)]
+    assert result.output.strip() == f"wrote {out}"
