@@ -14,6 +14,7 @@ from typing import Any
 
 import altair as alt
 import polars as pl
+from stalesim.reports.inputs import read_json_object, read_parquet_columns
 from stalesim.reports.page import Metric, Page
 from stalesim.reports.timeline import bin_intervals, step_signal_intervals
 
@@ -37,10 +38,14 @@ def write_simulate_report(out_dir: Path) -> Path:
 def build_simulate_page(out_dir: Path) -> Page:
     """The simulate page for the run in ``out_dir``, not yet written."""
     out_dir = Path(out_dir)
-    summary = read_summary(out_dir / "summary.json")
-    busy = read_table(out_dir / "busy.parquet", ["pool", "unit", "kind", "start_s", "end_s"])
-    queue = read_table(out_dir / "queue.parquet", ["time_s", "groups_waiting"])
-    steps = read_table(out_dir / "steps.parquet", ["step", "start_s", "end_s", "idle_before_s"])
+    summary = read_json_object(out_dir / "summary.json")
+    busy = read_parquet_columns(
+        out_dir / "busy.parquet", ["pool", "unit", "kind", "start_s", "end_s"]
+    )
+    queue = read_parquet_columns(out_dir / "queue.parquet", ["time_s", "groups_waiting"])
+    steps = read_parquet_columns(
+        out_dir / "steps.parquet", ["step", "start_s", "end_s", "idle_before_s"]
+    )
 
     t_end = _trace_end(busy, queue, steps)
     warmup_s = _number(summary.get("warmup_s")) or 0.0
@@ -84,38 +89,6 @@ def build_simulate_page(out_dir: Path) -> Page:
         max_rows=10_000,
     )
     return page
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """The run's ``summary.json`` as a mapping; a one-line ValueError names a bad file."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file (is this a `stalesim simulate` output?)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def read_table(path: Path, columns: list[str]) -> pl.DataFrame:
-    """The named columns of a Parquet file; a one-line ValueError names a missing/bad file."""
-    if not path.exists():
-        raise ValueError(f"{path}: no such file (is this a `stalesim simulate` output?)")
-    try:
-        schema = pl.read_parquet_schema(path)
-    except Exception as exc:  # polars raises several types for a corrupt file
-        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    missing = [name for name in columns if name not in schema]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    try:
-        return pl.read_parquet(path, columns=columns)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
 
 
 def headline_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
@@ -437,8 +410,3 @@ def _section(summary: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import types
 from html.parser import HTMLParser
@@ -222,3 +223,16 @@ def test_cli_validate_passes_runs_dir_and_out_to_the_renderer(monkeypatch, tmp_p
     assert result.exit_code == 0, result.output
     assert calls == [(tmp_path, out)]
     assert result.output.strip() == f"wrote {out}"
+
+
+def test_report_help_imports_no_heavy_libraries():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from stalesim.cli import main\n"
+        "result = CliRunner().invoke(main, ['report', '--help'])\n"
+        "assert result.exit_code == 0 and 'simulate' in result.output and 'validate' in result.output\n"
+        "print(sorted(m for m in ('altair', 'polars', 'torch', 'vl_convert') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,53 @@
+"""Reading result files as data, with one-line errors that name the file.
+
+Pages are rendered from files other commands wrote; a missing or damaged file is the user's
+input problem, so every failure here is a ValueError whose message names the path and says what
+is wrong (the CLI prints it as one line with exit code 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file whose top level is an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_parquet_columns(path: Path, columns: Sequence[str]) -> pl.DataFrame:
+    """The named columns of a Parquet file (other columns are ignored, so writers may add some)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as exc:  # polars raises several exception types for a damaged file
+        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    missing = [name for name in columns if name not in schema]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    try:
+        return pl.read_parquet(path, columns=list(columns))
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

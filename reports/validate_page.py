@@ -1,0 +1,630 @@
+"""The validation page: what real GRPO training under controlled staleness measured, and the
+staleness–learning-rate law fitted to it.
+
+It reads a sweep folder as data: ``runs.parquet`` (one row per run), ``steps.parquet`` (one row
+per learner step, optional) and ``law.json`` (written by ``stalesim fit``). When ``law.json``
+is missing the law is fitted here, in memory, and the page says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import numpy as np
+import polars as pl
+from stalesim.reports.page import Metric, Page
+from stalesim.sim.law import Law, load_law
+
+#: Bootstrap replicates when the page has to fit the law itself (no law.json yet).
+PAGE_BOOTSTRAP = 200
+#: Reward curves are averaged over seeds and thinned to at most this many steps per curve.
+CURVE_POINTS = 150
+FACET_WIDTH = 210
+FACET_HEIGHT = 130
+#: Staleness axis: symlog keeps S = 0 on a log-like axis.
+S_SCALE = alt.Scale(type="symlog", constant=1)
+LR_SCALE = alt.Scale(type="log")
+
+
+def render_validate_report(runs_dir: Path, out: Path | None = None) -> Path:
+    """Render the validation page for the sweep in ``runs_dir``; returns the page's path
+    (``runs_dir/report.html`` unless ``out`` is given)."""
+    runs_dir = Path(runs_dir)
+    page = build_validate_page(runs_dir)
+    return page.write(out if out is not None else runs_dir / "report.html")
+
+
+def build_validate_page(runs_dir: Path) -> Page:
+    """The validation page for ``runs_dir``, not yet written."""
+    from stalesim.validate.fit import read_sweep
+
+    runs, steps = read_sweep(runs_dir)
+    law, fitted_here = _law_for(runs_dir, runs)
+    points = pl.DataFrame(law.points)
+    runs = runs.with_columns(_group_label(runs).alias("group"))
+
+    preset = law.source.get("preset") or _presets(runs)
+    page = Page(
+        "Staleness and the learning rate: validation",
+        subtitle=f"{preset} sweep · {runs.height} runs · {runs_dir}",
+    )
+    for heading, metrics in headline_metrics(law, points, runs):
+        page.metrics(heading, metrics)
+    page.prose(findings(law, points, runs, fitted_here), heading="What the sweep shows")
+    page.chart(
+        law_chart(law, points),
+        heading="Best and largest stable learning rate vs staleness",
+        caption="Points: per-S estimates with 95% bootstrap intervals (runs resampled inside each "
+        "LR × S cell); hollow points are bounds (optimum at a grid edge, or no LR failed) and are "
+        "not fitted. Lines: the fitted law eta(S) = eta0 / (1 + (S/s_c)^k)^(alpha/k); bands: "
+        "pointwise 95% bootstrap band.",
+    )
+    page.chart(
+        exponent_chart(law),
+        heading="Fitted exponent alpha vs the paper",
+        caption="alpha is the slope of log eta vs log S once staleness dominates; the paper "
+        "(arXiv 2607.01083) predicts alpha ≈ 1 in the stale-limited regime. Bars: 95% bootstrap "
+        "intervals. If the sweep never leaves the horizon-limited regime, alpha is poorly "
+        "determined and its interval is wide.",
+    )
+    if law.settings.get("objective") in runs.columns:
+        page.chart(
+            objective_chart(runs, law),
+            heading=f"{law.settings['objective']} across the learning-rate grid",
+            caption="Mean over seeds (lines) and each run (dots), per fixed staleness; the rule "
+            "marks the estimated eta_opt(S), the vertex of a weighted quadratic in ln(lr) near "
+            "the best grid point.",
+        )
+    if steps is not None and {"run_id", "step", "reward_mean"} <= set(steps.columns):
+        page.chart(
+            reward_curves_chart(runs, steps),
+            heading="Reward curves per learning rate and staleness",
+            caption="Mean reward per learner step, averaged over seeds; one panel per staleness, "
+            "one line per learning rate. A curve that stops early collapsed.",
+        )
+    page.chart(
+        heatmap_chart(runs, "steps_to_target"),
+        heading="Steps to target reward (LR × staleness)",
+        caption="Median over seeds of the learner steps until the smoothed reward first reaches "
+        "the target; empty cells: no seed reached it.",
+    )
+    page.chart(
+        heatmap_chart(runs, "collapsed"),
+        heading="Collapses (LR × staleness)",
+        caption="Fraction of seeds whose run collapsed (NaN/inf, reward far below its best, or "
+        "KL exploding).",
+    )
+    comparison = law.summary_comparison or {}
+    if comparison.get("status") == "compared":
+        page.chart(
+            summary_chart(comparison),
+            heading="Which staleness summary predicts best",
+            caption=comparison.get("metric", ""),
+        )
+    page.prose(_comparison_text(comparison), heading="Staleness summary comparison")
+    page.table(_points_table(points), heading="Per-staleness estimates")
+    page.table(_params_table(law), heading="Law parameters")
+    page.table(_runs_table(runs), heading="All runs", collapsed=True)
+    page.prose(_source_text(law, fitted_here), heading="Where this came from")
+    return page
+
+
+def _law_for(runs_dir: Path, runs: pl.DataFrame) -> tuple[Law, bool]:
+    law_path = runs_dir / "law.json"
+    if law_path.exists():
+        return load_law(law_path), False
+    from stalesim.validate.fit import FitSettings, describe_source, fit_sweep
+
+    source = describe_source(runs_dir, runs, "stalesim report validate (fitted in memory)")
+    return fit_sweep(runs, FitSettings(bootstrap=PAGE_BOOTSTRAP), source=source).law, True
+
+
+def _presets(runs: pl.DataFrame) -> str:
+    if "preset" not in runs.columns:
+        return "unnamed"
+    return ", ".join(sorted(map(str, runs["preset"].drop_nulls().unique().to_list()))) or "unnamed"
+
+
+def _group_label(runs: pl.DataFrame) -> pl.Expr:
+    """``S=4`` for fixed runs, the spec for distribution runs."""
+    fixed = pl.lit("S=") + pl.col("staleness").cast(pl.Utf8)
+    if "staleness_kind" not in runs.columns or "staleness_spec" not in runs.columns:
+        return fixed
+    return (
+        pl.when(pl.col("staleness_kind") == "fixed").then(fixed).otherwise(pl.col("staleness_spec"))
+    )
+
+
+def _group_order(runs: pl.DataFrame) -> list[str]:
+    ordered = runs.select("group", "staleness", _is_fixed(runs).alias("fixed")).unique()
+    ordered = ordered.sort(["fixed", "staleness", "group"], descending=[True, False, False])
+    return ordered["group"].to_list()
+
+
+def _is_fixed(runs: pl.DataFrame) -> pl.Expr:
+    if "staleness_kind" not in runs.columns:
+        return pl.lit(True)
+    return pl.col("staleness_kind") == "fixed"
+
+
+# --------------------------------------------------------------------------- numbers and prose
+
+
+def _point(points: pl.DataFrame, staleness: int, column: str) -> float | None:
+    row = points.filter(pl.col("staleness") == staleness)
+    if row.height == 0 or column not in row.columns:
+        return None
+    value = row[column][0]
+    return None if value is None else float(value)
+
+
+def headline_metrics(
+    law: Law, points: pl.DataFrame, runs: pl.DataFrame
+) -> list[tuple[str, list[Metric]]]:
+    """The numbers at the top of the page."""
+    s_top = int(points["staleness"].max())
+    opt0, opt_top = _point(points, 0, "eta_opt"), _point(points, s_top, "eta_opt")
+    ratio = opt_top / opt0 if opt0 and opt_top else None
+    alpha_ci = law.eta_opt.intervals.get("alpha")
+    steps0 = _point(points, 0, "steps_to_target")
+    steps_top = _point(points, s_top, "steps_to_target")
+    collapsed = runs["collapsed"].cast(pl.Float64).mean()
+    learning = [
+        Metric("eta_opt at S=0", opt0, note=_ci_note(points, 0, "eta_opt")),
+        Metric(f"eta_opt at S={s_top}", opt_top, note=_ci_note(points, s_top, "eta_opt")),
+        Metric(f"eta_opt(S={s_top}) / eta_opt(0)", ratio),
+        Metric(
+            "alpha (eta_opt)",
+            law.eta_opt.alpha,
+            note=f"95% interval {alpha_ci[0]:.3g}–{alpha_ci[1]:.3g}" if alpha_ci else "",
+        ),
+        Metric("alpha, paper", law.alpha_paper),
+    ]
+    if law.eta_max is not None:
+        learning.append(Metric("eta_max at S=0 (fit)", float(law.eta_max(0.0))))
+    sweep = [
+        Metric("steps to target, S=0", steps0),
+        Metric(f"steps to target, S={s_top}", steps_top),
+        Metric("runs", runs.height),
+        Metric("collapsed", float(collapsed) if collapsed is not None else None, kind="percent"),
+    ]
+    return [("Learning rate", learning), ("Sweep", sweep)]
+
+
+def _ci_note(points: pl.DataFrame, staleness: int, column: str) -> str:
+    lo, hi = _point(points, staleness, f"{column}_lo"), _point(points, staleness, f"{column}_hi")
+    if lo is None or hi is None:
+        return ""
+    return f"95% bootstrap interval {lo:.3g}–{hi:.3g}"
+
+
+def findings(law: Law, points: pl.DataFrame, runs: pl.DataFrame, fitted_here: bool) -> str:
+    """Plain statements of what the sweep does and does not show, computed from the numbers."""
+    s_top = int(points["staleness"].max())
+    flag0 = points.filter(pl.col("staleness") == 0)["eta_opt_flag"].to_list()
+    lines = []
+    if flag0:
+        lines.append(
+            "At S=0 the best learning rate is an interior optimum of the grid."
+            if flag0[0] == "ok"
+            else f"At S=0 the best learning rate is not an interior optimum ({flag0[0]}): the "
+            "grid does not bracket it, so it is a bound."
+        )
+    opt0_hi = _point(points, 0, "eta_opt_hi")
+    opt0_lo = _point(points, 0, "eta_opt_lo")
+    top_hi = _point(points, s_top, "eta_opt_hi")
+    top = _point(points, s_top, "eta_opt")
+    opt0 = _point(points, 0, "eta_opt")
+    if None not in (opt0_lo, opt0_hi, top_hi, top, opt0):
+        if top_hi < opt0_lo:
+            lines.append(
+                f"At S={s_top} the best learning rate ({top:.3g}) is lower than at S=0 "
+                f"({opt0:.3g}) by more than the bootstrap spread: their 95% intervals do not "
+                "overlap."
+            )
+        elif top < opt0:
+            lines.append(
+                f"At S={s_top} the best learning rate ({top:.3g}) is lower than at S=0 "
+                f"({opt0:.3g}), but not by more than the bootstrap spread (the 95% intervals "
+                "overlap)."
+            )
+        else:
+            lines.append(
+                f"At S={s_top} the best learning rate ({top:.3g}) is not lower than at S=0 "
+                f"({opt0:.3g}): within S ≤ {s_top} the optimum does not move down."
+            )
+    failing = runs.filter(pl.col("collapsed").cast(pl.Boolean))
+    if failing.height:
+        lowest = float(failing["lr"].min())
+        lines.append(
+            f"{failing.height} of {runs.height} runs collapsed; the lowest learning rate with a "
+            f"collapse was {lowest:.3g}."
+        )
+    else:
+        lines.append("No run collapsed: eta_max is only bounded below by the largest LR tried.")
+    alpha_ci = law.eta_opt.intervals.get("alpha")
+    if alpha_ci:
+        inside = alpha_ci[0] <= law.alpha_paper <= alpha_ci[1]
+        lines.append(
+            f"The fitted exponent of eta_opt is alpha = {law.eta_opt.alpha:.3g} (95% interval "
+            f"{alpha_ci[0]:.3g}–{alpha_ci[1]:.3g}), "
+            + ("consistent with" if inside else "not consistent with")
+            + f" the paper's alpha ≈ {law.alpha_paper:g}; the knee is at s_c = "
+            f"{law.eta_opt.s_c:.3g} versions."
+        )
+    steps = law.steps_to_target
+    if steps is not None:
+        if steps.p_fixed:
+            lines.append(
+                "Steps to target are modelled as steps0 / (eta_opt(S)/eta_opt(0)) with the "
+                "exponent held at 1, because eta_opt hardly moves across the measured S."
+            )
+        elif "p" in steps.intervals:
+            lo, hi = steps.intervals["p"]
+            lines.append(
+                f"Steps to target scale as (eta_opt(S)/eta_opt(0))^-p with p = {steps.p:.3g} "
+                f"(95% interval {lo:.3g}–{hi:.3g}); p = 1 would mean the same distance travelled "
+                "at a slower pace."
+            )
+    if fitted_here:
+        lines.append(
+            f"No law.json was found next to the runs, so this page fitted the law itself with "
+            f"{PAGE_BOOTSTRAP} bootstrap replicates; run `stalesim fit` to record it."
+        )
+    return "\n\n".join(lines)
+
+
+def _comparison_text(comparison: dict[str, Any]) -> str:
+    if comparison.get("status") != "compared":
+        return f"Not compared: {comparison.get('status', 'no comparison in law.json')}."
+    text = comparison["verdict"] + "."
+    if comparison.get("identical"):
+        same = ", ".join(f"{a} = {b}" for a, b in comparison["identical"].items())
+        text += f" Identical on these runs, so compared once: {same}."
+    if comparison.get("not_available"):
+        text += f" Not recorded by the runs: {', '.join(comparison['not_available'])}."
+    if comparison.get("excluded"):
+        text += (
+            " Distributions left out (optimum at a grid edge): "
+            + ", ".join(comparison["excluded"])
+            + "."
+        )
+    return text
+
+
+def _source_text(law: Law, fitted_here: bool) -> str:
+    source = law.source
+    parts = [f"{key}: `{value}`" for key, value in source.items() if value is not None]
+    settings = law.settings
+    text = "Fit: " + "; ".join(parts) + "." if parts else "The law records no source."
+    if settings:
+        text += (
+            f"\n\nObjective `{settings.get('objective')}` ({settings.get('objective_direction')}); "
+            f"eta_opt rule: {settings.get('optimum_rule')}; eta_max rule: "
+            f"{settings.get('eta_max_rule')}, failure = {settings.get('failure')}; bootstrap: "
+            f"{settings.get('bootstrap')} replicates of {settings.get('bootstrap_unit')}; law "
+            f"fit: {settings.get('law_fit')}."
+        )
+    return text
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def law_chart(law: Law, points: pl.DataFrame) -> alt.TopLevelMixin:
+    """eta_opt(S) and eta_max(S): estimates with intervals, the fitted law and its band."""
+    curves = []
+    estimates = []
+    for name, curve in (("eta_opt", law.eta_opt), ("eta_max", law.eta_max)):
+        if curve is None or curve.band is None:
+            continue
+        grid = np.array(curve.band.staleness)
+        curves.append(
+            pl.DataFrame(
+                {
+                    "S": grid,
+                    "eta": curve(grid),
+                    "lo": curve.band.lo,
+                    "hi": curve.band.hi,
+                    "quantity": name,
+                }
+            )
+        )
+    for name in ("eta_opt", "eta_max"):
+        if name not in points.columns:
+            continue
+        estimates.append(
+            points.select(
+                pl.col("staleness").cast(pl.Float64).alias("S"),
+                pl.col(name).alias("eta"),
+                pl.col(f"{name}_lo").alias("lo"),
+                pl.col(f"{name}_hi").alias("hi"),
+                pl.col(f"{name}_flag").alias("flag"),
+                pl.col(f"{name}_in_fit").alias("fitted"),
+                pl.lit(name).alias("quantity"),
+            )
+        )
+    color = alt.Color("quantity:N", title=None)
+    x = alt.X("S:Q", scale=S_SCALE, title="staleness S (versions)")
+    y = alt.Y("eta:Q", scale=LR_SCALE, title="learning rate")
+    layers = []
+    if curves:
+        lines = pl.concat(curves)
+        base = alt.Chart(lines)
+        layers.append(
+            base.mark_area(opacity=0.18).encode(
+                x=x, y=alt.Y("lo:Q", scale=LR_SCALE), y2="hi:Q", color=color
+            )
+        )
+        layers.append(base.mark_line().encode(x=x, y=y, color=color))
+    dots = pl.concat(estimates).drop_nulls("eta")
+    base = alt.Chart(dots)
+    tooltip = ["quantity:N", "S:Q", alt.Tooltip("eta:Q", format=".3g"), "flag:N", "fitted:N"]
+    layers.append(
+        base.mark_rule().encode(x=x, y=alt.Y("lo:Q", scale=LR_SCALE), y2="hi:Q", color=color)
+    )
+    layers.append(
+        base.mark_point(size=60, filled=True).encode(
+            x=x,
+            y=y,
+            color=color,
+            fill=alt.condition("datum.fitted", color, alt.value("white")),
+            tooltip=tooltip,
+        )
+    )
+    return alt.layer(*layers).properties(width=720, height=340)
+
+
+def exponent_chart(law: Law) -> alt.TopLevelMixin:
+    """alpha of each fitted curve with its interval, next to the paper's alpha = 1."""
+    rows = []
+    for name, curve in (("eta_opt", law.eta_opt), ("eta_max", law.eta_max)):
+        if curve is None:
+            continue
+        lo, hi = curve.intervals.get("alpha", (curve.alpha, curve.alpha))
+        rows.append({"curve": name, "alpha": curve.alpha, "lo": lo, "hi": hi})
+    frame = pl.DataFrame(rows)
+    y = alt.Y("curve:N", title=None)
+    x_scale = alt.Scale(domain=[0, max(2.0, float(frame["hi"].max()) * 1.05)])
+    base = alt.Chart(frame)
+    paper = alt.Chart(pl.DataFrame({"alpha": [law.alpha_paper], "label": ["paper: alpha ≈ 1"]}))
+    return alt.layer(
+        base.mark_rule(strokeWidth=2).encode(
+            x=alt.X("lo:Q", scale=x_scale, title="alpha"), x2="hi:Q", y=y
+        ),
+        base.mark_point(size=90, filled=True).encode(
+            x="alpha:Q", y=y, tooltip=[alt.Tooltip("alpha:Q", format=".3g"), "lo:Q", "hi:Q"]
+        ),
+        paper.mark_rule(color="#e45756", strokeDash=[5, 4]).encode(x="alpha:Q"),
+        paper.mark_text(color="#e45756", align="left", dx=4, dy=-6, baseline="bottom").encode(
+            x="alpha:Q", text="label:N"
+        ),
+    ).properties(width=560, height=90)
+
+
+def objective_chart(runs: pl.DataFrame, law: Law) -> alt.TopLevelMixin:
+    """The objective vs learning rate for every fixed staleness, with eta_opt(S) marked."""
+    objective = law.settings["objective"]
+    fixed = runs.filter(_is_fixed(runs)).select(
+        "lr", "staleness", pl.col(objective).cast(pl.Float64).alias("value")
+    )
+    means = fixed.group_by("lr", "staleness").agg(pl.col("value").mean()).sort("lr")
+    optima = pl.DataFrame(law.points).select("staleness", pl.col("eta_opt").alias("lr"))
+    color = alt.Color("staleness:O", title="S", scale=alt.Scale(scheme="viridis"))
+    x = alt.X("lr:Q", scale=LR_SCALE, title="learning rate")
+    y = alt.Y("value:Q", title=objective, scale=alt.Scale(zero=False))
+    return alt.layer(
+        alt.Chart(fixed).mark_circle(size=18, opacity=0.45).encode(x=x, y=y, color=color),
+        alt.Chart(means)
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=y,
+            color=color,
+            tooltip=[
+                "staleness:O",
+                alt.Tooltip("lr:Q", format=".3g"),
+                alt.Tooltip("value:Q", format=".3f"),
+            ],
+        ),
+        alt.Chart(optima).mark_rule(strokeDash=[4, 3]).encode(x="lr:Q", color=color),
+    ).properties(width=720, height=320)
+
+
+def reward_curves_chart(runs: pl.DataFrame, steps: pl.DataFrame) -> alt.TopLevelMixin:
+    """Small multiples: reward vs step, one panel per staleness, one line per learning rate."""
+    joined = steps.select("run_id", "step", pl.col("reward_mean").cast(pl.Float64)).join(
+        runs.select("run_id", "lr", "group"), on="run_id", how="inner"
+    )
+    curves = (
+        joined.group_by("group", "lr", "step")
+        .agg(pl.col("reward_mean").mean().alias("reward"), pl.len().alias("seeds"))
+        .sort("group", "lr", "step")
+    )
+    longest = int(curves["step"].max()) + 1 if curves.height else 1
+    stride = max(1, -(-longest // CURVE_POINTS))
+    curves = curves.filter(pl.col("step") % stride == 0).with_columns(
+        pl.col("lr").map_elements(lambda v: f"{v:.2g}", return_dtype=pl.Utf8).alias("lr_label")
+    )
+    lr_order = [f"{v:.2g}" for v in sorted(runs["lr"].unique().to_list())]
+    return (
+        alt.Chart(curves)
+        .mark_line(strokeWidth=1.3)
+        .encode(
+            x=alt.X("step:Q", title="learner step"),
+            y=alt.Y("reward:Q", title="mean reward", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color(
+                "lr_label:O", title="learning rate", sort=lr_order, scale=alt.Scale(scheme="plasma")
+            ),
+            tooltip=["group:N", "lr_label:N", "step:Q", alt.Tooltip("reward:Q", format=".3f")],
+        )
+        .properties(width=FACET_WIDTH, height=FACET_HEIGHT)
+        .facet(facet=alt.Facet("group:N", title=None, sort=_group_order(runs)), columns=3)
+    )
+
+
+def heatmap_chart(runs: pl.DataFrame, column: str) -> alt.TopLevelMixin:
+    """LR × staleness grid of the median steps to target, or of the collapse fraction."""
+    if column == "collapsed":
+        value = pl.col("collapsed").cast(pl.Float64).mean().alias("value")
+        title, fmt, scheme = "collapsed fraction", ".0%", "reds"
+    else:
+        present = column in runs.columns
+        # a run that never reached the target counts as infinitely slow, so the median is
+        # undefined (empty cell) once half the seeds never got there
+        steps = pl.col(column).cast(pl.Float64).fill_null(float("inf")) if present else pl.lit(None)
+        value = steps.median().alias("value")
+        title, fmt, scheme = "median steps to target", ".0f", "blues"
+    cells = (
+        runs.group_by("group", "lr")
+        .agg(value, pl.len().alias("runs"))
+        .with_columns(
+            pl.when(pl.col("value").is_infinite())
+            .then(None)
+            .otherwise(pl.col("value"))
+            .alias("value"),
+            pl.col("lr").map_elements(lambda v: f"{v:.2g}", return_dtype=pl.Utf8).alias("lr_label"),
+        )
+    )
+    lr_order = [f"{v:.2g}" for v in sorted(runs["lr"].unique().to_list())]
+    x = alt.X("lr_label:O", sort=lr_order, title="learning rate")
+    y = alt.Y("group:O", sort=_group_order(runs), title="staleness")
+    base = alt.Chart(cells).encode(x=x, y=y)
+    return alt.layer(
+        base.mark_rect().encode(
+            color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme=scheme)),
+            tooltip=["group:N", "lr_label:N", alt.Tooltip("value:Q", format=fmt), "runs:Q"],
+        ),
+        base.mark_text(fontSize=10).encode(text=alt.Text("value:Q", format=fmt)),
+    ).properties(width=620, height=alt.Step(24))
+
+
+def summary_chart(comparison: dict[str, Any]) -> alt.TopLevelMixin:
+    """Held-out RMS log error of each staleness summary, with bootstrap intervals."""
+    intervals = comparison.get("rmse_log_intervals", {})
+    frame = pl.DataFrame(
+        [
+            {
+                "summary": name,
+                "rmse": error,
+                "lo": intervals.get(name, [error, error])[0],
+                "hi": intervals.get(name, [error, error])[1],
+            }
+            for name, error in comparison["rmse_log"].items()
+        ]
+    )
+    y = alt.Y("summary:N", sort=comparison.get("ranking"), title=None)
+    base = alt.Chart(frame)
+    return alt.layer(
+        base.mark_bar(opacity=0.7).encode(
+            x=alt.X("rmse:Q", title="RMS ln(measured / predicted eta_opt)"), y=y
+        ),
+        base.mark_rule().encode(x="lo:Q", x2="hi:Q", y=y),
+    ).properties(width=560, height=alt.Step(26))
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _points_table(points: pl.DataFrame) -> pl.DataFrame:
+    wanted = [
+        "staleness",
+        "n_runs",
+        "n_lrs",
+        "grid_best_lr",
+        "eta_opt",
+        "eta_opt_lo",
+        "eta_opt_hi",
+        "eta_opt_flag",
+        "eta_max",
+        "eta_max_lo",
+        "eta_max_hi",
+        "eta_max_flag",
+        "steps_to_target",
+        "steps_to_target_lo",
+        "steps_to_target_hi",
+    ]
+    return points.select([c for c in wanted if c in points.columns])
+
+
+def _params_table(law: Law) -> pl.DataFrame:
+    rows = []
+    for name, curve in (("eta_opt", law.eta_opt), ("eta_max", law.eta_max)):
+        if curve is None:
+            continue
+        for param in ("eta0", "s_c", "k", "alpha"):
+            lo, hi = curve.intervals.get(param, (None, None))
+            rows.append(
+                {
+                    "curve": name,
+                    "parameter": param,
+                    "value": float(getattr(curve, param)),
+                    "lo": lo,
+                    "hi": hi,
+                    "note": "fixed" if param in curve.fixed else "",
+                }
+            )
+        quality = curve.quality
+        if quality is not None:
+            rows.append(
+                {
+                    "curve": name,
+                    "parameter": "R² of ln eta",
+                    "value": quality.r2_log,
+                    "lo": None,
+                    "hi": None,
+                    "note": f"{quality.n_points} points",
+                }
+            )
+    steps = law.steps_to_target
+    if steps is not None:
+        for param in ("steps0", "p"):
+            lo, hi = steps.intervals.get(param, (None, None))
+            rows.append(
+                {
+                    "curve": "steps_to_target",
+                    "parameter": param,
+                    "value": float(getattr(steps, param)),
+                    "lo": lo,
+                    "hi": hi,
+                    "note": "fixed" if param == "p" and steps.p_fixed else "",
+                }
+            )
+    return pl.DataFrame(
+        rows, schema_overrides={"lo": pl.Float64, "hi": pl.Float64, "value": pl.Float64}
+    )
+
+
+def _runs_table(runs: pl.DataFrame) -> pl.DataFrame:
+    wanted = [
+        "run_id",
+        "group",
+        "lr",
+        "seed",
+        "final_reward",
+        "reward_auc",
+        "steps_to_target",
+        "collapsed",
+        "collapse_step",
+        "staleness_mean",
+        "staleness_token_mean",
+        "staleness_max",
+        "wall_s",
+    ]
+    return runs.select([c for c in wanted if c in runs.columns]).sort("group", "lr", "seed")
+
+
+__all__ = [
+    "build_validate_page",
+    "exponent_chart",
+    "findings",
+    "headline_metrics",
+    "heatmap_chart",
+    "law_chart",
+    "objective_chart",
+    "render_validate_report",
+    "reward_curves_chart",
+    "summary_chart",
+]
