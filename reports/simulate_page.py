@@ -62,14 +62,19 @@ def build_simulate_page(out_dir: Path) -> Page:
         "generated under several weight versions a sample counts at its largest lag; the token "
         "share weights each token by its own lag.",
     )
-    if t_end > 0:
-        page.chart(
-            utilisation_chart(busy, t_end=t_end, warmup_s=warmup_s),
-            heading="Utilisation over time",
-            caption=f"Busy fraction of each pool in {UTILISATION_BINS} equal time bins, split by "
-            "what the units were doing; 100% means every unit of the pool was busy for the whole "
-            "bin. The grey band is the warm-up, excluded from the headline numbers.",
-        )
+    if t_end <= 0:
+        page.prose("The trace is empty: no simulated time passed.", heading="Over time")
+    else:
+        if busy.height:
+            page.chart(
+                utilisation_chart(busy, t_end=t_end, warmup_s=warmup_s),
+                heading="Utilisation over time",
+                caption=f"Busy fraction of each pool in {UTILISATION_BINS} equal time bins, split "
+                "by what the units were doing; 100% means every unit of the pool was busy for the "
+                "whole bin. The grey band is the warm-up, excluded from the headline numbers.",
+            )
+        else:
+            page.prose("No unit was ever busy.", heading="Utilisation over time")
         page.chart(
             queue_chart(queue, t_end=t_end, warmup_s=warmup_s, summary=summary),
             heading="Queue occupancy",
