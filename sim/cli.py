@@ -1,0 +1,168 @@
+"""``stalesim simulate`` and ``stalesim presets``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import click
+
+DEFAULT_OUT = "stalesim-out"
+
+
+def quiet_wanted(flag: bool) -> bool:
+    """Progress bars are off under ``--quiet``, ``STALESIM_QUIET=1`` or in CI."""
+    return (
+        flag or os.environ.get("STALESIM_QUIET", "") not in ("", "0") or bool(os.environ.get("CI"))
+    )
+
+
+@click.command()
+@click.argument("scenario_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--preset", default=None, help="Built-in scenario to start from (see `stalesim presets`)."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a scenario key, e.g. --set algorithm.mode=sync (repeatable).",
+)
+@click.option("--steps", default=50, show_default=True, type=int, help="Learner steps to simulate.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option(
+    "--out",
+    "out_dir",
+    default=DEFAULT_OUT,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the trace (Parquet), summary.json and report.html.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary JSON instead of a table.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def simulate(
+    scenario_file: Path | None,
+    preset: str | None,
+    overrides: tuple[str, ...],
+    steps: int,
+    seed: int,
+    out_dir: Path,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Simulate an RL cluster: throughput, utilisation and the staleness of its samples.
+
+    Runs the built-in default scenario when given no SCENARIO_FILE; a file and --set
+    overrides lie over the preset.
+    """
+    from stalesim.sim.files import write_json, write_parquet
+    from stalesim.sim.metrics import summarize
+    from stalesim.sim.presets import load_scenario
+    from stalesim.sim.run import simulate as run_simulation
+    from stalesim.sim.summary_table import summary_table
+
+    scenario = load_scenario(
+        str(scenario_file) if scenario_file is not None else None, preset, overrides
+    )
+    if steps < 1:
+        raise click.BadParameter(f"--steps={steps}: need at least 1")
+    show_progress = not quiet_wanted(quiet) and not as_json
+    if show_progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"simulating {scenario.name}", total=steps)
+            trace = run_simulation(
+                scenario,
+                steps,
+                seed,
+                progress=lambda done, _total: bar.update(task, completed=done),
+            )
+    else:
+        trace = run_simulation(scenario, steps, seed)
+    summary = summarize(trace, scenario, steps, seed)
+    write_parquet(out_dir / "samples.parquet", trace.samples)
+    write_parquet(out_dir / "steps.parquet", trace.steps)
+    write_parquet(out_dir / "busy.parquet", trace.busy)
+    write_parquet(out_dir / "queue.parquet", trace.queue)
+    write_json(out_dir / "summary.json", summary)
+    report = None
+    if importlib.util.find_spec("stalesim.reports.simulate_page") is not None:
+        from stalesim.reports.simulate_page import write_simulate_report
+
+        report = write_simulate_report(out_dir)
+    if as_json:
+        click.echo(json.dumps(json.loads((out_dir / "summary.json").read_text()), indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(summary_table(summary))
+    console.print(f"wrote {out_dir}/ (samples, steps, busy, queue .parquet; summary.json)")
+    if report is not None:
+        console.print(f"report: {report}")
+
+
+@click.command()
+def presets() -> None:
+    """List the built-in scenarios, model presets and GPUs."""
+    from rich.console import Console
+    from rich.table import Table
+    from stalesim.sim.hardware import CATALOG
+    from stalesim.sim.models import MODELS
+    from stalesim.sim.presets import preset_description, preset_names
+
+    console = Console()
+    scenarios = Table(title="scenarios (--preset NAME)")
+    scenarios.add_column("name")
+    scenarios.add_column("what it is")
+    for name in preset_names():
+        scenarios.add_row(name, preset_description(name))
+    console.print(scenarios)
+    models = Table(title="models (model.preset)")
+    for column in ("preset", "params", "active", "layers", "KV heads", "head dim", "KV KiB/token"):
+        models.add_column(column, justify="right" if column != "preset" else "left")
+    for key, m in MODELS.items():
+        models.add_row(
+            key,
+            f"{m.params / 1e9:.2f}B",
+            f"{m.active_params / 1e9:.2f}B",
+            str(m.layers),
+            str(m.kv_heads),
+            str(m.head_dim),
+            f"{m.kv_bytes_per_token / 1024:.0f}",
+        )
+    console.print(models)
+    gpus = Table(title="hardware (hardware.gpu)")
+    for column in (
+        "gpu",
+        "bf16 TFLOP/s",
+        "HBM GB",
+        "HBM TB/s",
+        "NVLink GB/s",
+        "net GB/s",
+        "per node",
+        "$/GPU-h",
+    ):
+        gpus.add_column(column, justify="right" if column != "gpu" else "left")
+    for key, g in CATALOG.items():
+        gpus.add_row(
+            key,
+            f"{g.peak_flops / 1e12:.0f}",
+            f"{g.hbm_bytes / 1e9:.0f}",
+            f"{g.hbm_bytes_per_s / 1e12:.2f}",
+            f"{g.nvlink_bytes_per_s / 1e9:.0f}",
+            f"{g.network_bytes_per_s / 1e9:.0f}",
+            str(g.gpus_per_node),
+            "-" if g.price_per_gpu_hour is None else f"{g.price_per_gpu_hour:.2f}",
+        )
+    console.print(gpus)

@@ -1,0 +1,373 @@
+"""Rollout engines: inference servers with continuous batching, timed in closed form.
+
+An engine holds at most ``slots`` live sequences and as many KV-cache tokens as its memory
+allows; a sequence reserves its prompt plus its whole response when admitted (an engine that
+never has to preempt). Every live sequence gains one token per decode iteration, so each
+engine keeps an *iteration clock*: a sequence admitted at iteration ``i`` with ``r`` tokens to
+go finishes at iteration ``i + r``. A heap of finish iterations gives the next completion, and
+the time to reach it is the closed-form sum of the linear iteration times
+(:mod:`stalesim.sim.time_model`): one simulation event per completion, none per token.
+
+New sequences and new weights join at iteration boundaries. Admitting sequences costs their
+prefill; loading weights costs a stall. The :class:`RolloutPool` holds the engines and the FIFO
+queue of samples waiting for an engine.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable
+from heapq import heappop, heappush
+
+import simpy
+from stalesim.sim.time_model import DecodeTimeModel
+from stalesim.sim.trace import TraceRecorder
+
+NO_VERSION = -1
+
+
+class Engine:
+    """One inference server of ``tp`` GPUs."""
+
+    def __init__(self, index: int, pool: RolloutPool) -> None:
+        self.index = index
+        self.pool = pool
+        tm = pool.time_model
+        self.a, self.beta, self.gamma = tm.a_s, tm.beta_s_per_token, tm.gamma_s_per_seq
+        self.prefill_s_per_token = tm.prefill_s_per_token
+        self.t0 = 0.0  # decoding from iteration it0 resumes at t0 (later than now while stalled)
+        self.it0 = 0
+        self.b = 0
+        # context tokens = dsum + b * iteration; dsum sums (tokens at admission - admission iter)
+        self.dsum = 0
+        self.heap: list[tuple[int, int]] = []  # (finish iteration, sample id)
+        self.kv_free = pool.kv_tokens
+        self.version = 0
+        self.hist_it = [0]
+        self.hist_v = [0]
+        self.wake: simpy.Event | None = None
+        self.span_start = math.nan
+        self.next_version = NO_VERSION
+        self.switch_stall_until = 0.0
+        self.switch_stall_s = 0.0
+
+    # -- time ---------------------------------------------------------------------------
+    def _iterations_s(self, n: int) -> float:
+        b = self.b
+        first = self.a + self.gamma * b + self.beta * (self.dsum + b * self.it0)
+        return n * first + self.beta * b * n * (n - 1) * 0.5
+
+    def _advance(self, now: float, round_up: bool = True) -> bool:
+        """Move the state to an iteration boundary near ``now`` (the first one at or after it,
+        or with ``round_up=False`` the last one before it). False when that boundary is the
+        next completion, which its own event will handle."""
+        if self.b == 0 or now <= self.t0:
+            self.t0 = max(self.t0, now)
+            return True
+        n_next = self.heap[0][0] - self.it0
+        span = now - self.t0
+        b = self.b
+        first = self.a + self.gamma * b + self.beta * (self.dsum + b * self.it0)
+        q = self.beta * b * 0.5
+        lin = first - q
+        if q > 0:
+            x = (-lin + math.sqrt(lin * lin + 4.0 * q * span)) / (2.0 * q)
+        else:
+            x = span / first
+        if round_up:
+            n = max(math.ceil(x - 1e-9), 0)
+            while self._iterations_s(n) < span * (1 - 1e-12):
+                n += 1
+            if n >= n_next:
+                return False
+            self.t0 = max(self.t0 + self._iterations_s(n), now)
+        else:
+            n = min(max(math.floor(x + 1e-9), 0), n_next - 1)
+            self.t0 = now
+        self.it0 += n
+        return True
+
+    def _schedule(self, now: float) -> None:
+        if self.b:
+            n = self.heap[0][0] - self.it0
+            event = self.pool.env.timeout(self.t0 + self._iterations_s(n) - now)
+            event.callbacks.append(self._on_wake)
+            self.wake = event
+        else:
+            self.wake = None
+
+    def _went_idle(self, at: float) -> None:
+        """Close the decode span once the live set is empty."""
+        if self.span_start == self.span_start:  # an open span (not NaN)
+            self.pool.rec.busy("rollout", self.index, "decode", self.span_start, at)
+            self.span_start = math.nan
+            self.pool.idle.add(self)
+
+    # -- behaviour versions -------------------------------------------------------------
+    def _leave(self, sid: int, end_it: int) -> None:
+        """Take ``sid`` off the engine at iteration ``end_it``; account its tokens' versions."""
+        rec = self.pool.rec
+        start_it = rec.s_admit_it[sid]
+        prompt = rec.s_prompt[sid]
+        done = rec.s_done[sid]
+        self.b -= 1
+        self.dsum -= prompt + done - start_it
+        self.kv_free += prompt + rec.s_len[sid]
+        tokens = end_it - start_it
+        rec.s_done[sid] = done + tokens
+        if tokens <= 0:
+            return
+        hist_it = self.hist_it
+        if hist_it[-1] <= start_it:
+            v = self.version
+            if done == 0:
+                rec.s_vmin[sid] = v
+                rec.s_vmax[sid] = v
+                rec.s_vsum[sid] = float(v * tokens)
+                return
+            vmin = vmax = v
+            vsum = v * tokens
+        else:
+            i = bisect_right(hist_it, start_it) - 1
+            vmin, vmax, vsum = 1 << 60, -1, 0
+            last = len(hist_it) - 1
+            while i <= last:
+                lo = max(hist_it[i], start_it)
+                hi = min(hist_it[i + 1], end_it) if i < last else end_it
+                if hi > lo:
+                    v = self.hist_v[i]
+                    vmin = min(vmin, v)
+                    vmax = max(vmax, v)
+                    vsum += v * (hi - lo)
+                if hi >= end_it:
+                    break
+                i += 1
+        rec.s_vmin[sid] = min(rec.s_vmin[sid], vmin)
+        rec.s_vmax[sid] = max(rec.s_vmax[sid], vmax)
+        rec.s_vsum[sid] += vsum
+
+    def _switch(self, version: int, stall_until: float) -> None:
+        if stall_until > self.t0:
+            rec = self.pool.rec
+            if self.b:
+                rec.busy("rollout", self.index, "decode", self.span_start, self.t0)
+                self.span_start = stall_until
+            rec.busy("rollout", self.index, "sync", self.t0, stall_until)
+            self.t0 = stall_until
+        self.version = version
+        self.hist_it.append(self.it0)
+        self.hist_v.append(version)
+        self.next_version = NO_VERSION
+        self.pool.version_changed()
+
+    # -- events -------------------------------------------------------------------------
+    def _on_wake(self, event: simpy.Event) -> None:
+        if event is not self.wake:
+            return
+        pool = self.pool
+        rec = pool.rec
+        now = pool.env.now
+        heap = self.heap
+        finish_it = heap[0][0]
+        self.t0 = now
+        self.it0 = finish_it
+        s_finish = rec.s_finish
+        finished = pool.sample_finished
+        while heap and heap[0][0] == finish_it:
+            sid = heappop(heap)[1]
+            self._leave(sid, finish_it)
+            s_finish[sid] = now
+            finished(sid, now)
+        if self.b == 0:
+            self._went_idle(now)
+        self._boundary(now)
+
+    def _boundary(self, now: float) -> None:
+        """At an iteration boundary: take pending weights, admit work, schedule the next event."""
+        if self.next_version != NO_VERSION:
+            if self.pool.inflight:
+                self._switch(self.next_version, self.switch_stall_until)
+            elif self.b == 0:
+                self._switch(self.next_version, self.t0 + self.switch_stall_s)
+        if self.next_version == NO_VERSION or self.pool.inflight:
+            self.pool.fill(self, now)
+        self._schedule(now)
+
+    def kick(self, now: float) -> None:
+        """Offer the engine new work or weights now; it takes them at its next boundary."""
+        if self.wake is None:
+            self.t0 = max(self.t0, now)
+            self._boundary(now)
+        elif self._advance(now):
+            self._boundary(now)
+
+    def admit(self, sid: int, now: float) -> None:
+        """Start (or resume) ``sid`` at the current boundary ``it0``; prefill is charged by
+        the caller once for the whole admission."""
+        rec = self.pool.rec
+        context = rec.s_prompt[sid] + rec.s_done[sid]
+        self.kv_free -= rec.s_prompt[sid] + rec.s_len[sid]
+        if self.b == 0 and self.span_start != self.span_start:
+            self.span_start = max(self.t0, now)
+            self.pool.idle.discard(self)
+        self.b += 1
+        self.dsum += context - self.it0
+        rec.s_admit_it[sid] = self.it0
+        rec.s_engine[sid] = self.index
+        if rec.s_start[sid] != rec.s_start[sid]:
+            rec.s_start[sid] = max(self.t0, now)
+        heappush(self.heap, (self.it0 + rec.s_len[sid] - rec.s_done[sid], sid))
+
+    def preempt(self, now: float) -> list[int]:
+        """Stop every live sequence at the last boundary before ``now``; return them (their
+        progress is kept, their KV cache is not)."""
+        if self.wake is None:
+            return []
+        self._advance(now, round_up=False)
+        parked = sorted(sid for _, sid in self.heap)
+        for sid in parked:
+            self._leave(sid, self.it0)
+        self.heap.clear()
+        self.t0 = now
+        self._went_idle(now)
+        self._schedule(now)
+        return parked
+
+
+class RolloutPool:
+    """The rollout engines and the FIFO queue of samples waiting for one."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        rec: TraceRecorder,
+        *,
+        engines: int,
+        slots: int,
+        kv_tokens: int,
+        time_model: DecodeTimeModel,
+        inflight: bool,
+        on_group_complete: Callable[[int, float], None],
+    ) -> None:
+        self.env = env
+        self.rec = rec
+        self.slots = slots
+        self.kv_tokens = kv_tokens
+        self.time_model = time_model
+        self.inflight = inflight
+        self.group_size = rec.group_size
+        self.on_group_complete = on_group_complete
+        self.on_starve: Callable[[float], bool] | None = None
+        self.on_versions_advanced: Callable[[float], None] | None = None
+        self.pending: deque[int] = deque()
+        self.engines = [Engine(i, self) for i in range(engines)]
+        self.idle: set[Engine] = set(self.engines)
+        self.min_version = 0
+        self.open_groups = 0
+        self.finished_samples = 0
+        self.prefill_s = 0.0
+        self._kick_scheduled = False
+
+    def sample_finished(self, sid: int, now: float) -> None:
+        rec = self.rec
+        self.finished_samples += 1
+        g = sid // self.group_size
+        count = rec.g_finished[g] + 1
+        rec.g_finished[g] = count
+        if rec.s_vmin[sid] < rec.g_vmin[g]:
+            rec.g_vmin[g] = rec.s_vmin[sid]
+        if rec.s_vmax[sid] > rec.g_vmax[g]:
+            rec.g_vmax[g] = rec.s_vmax[sid]
+        if count == self.group_size:
+            rec.g_complete[g] = now
+            self.open_groups -= 1
+            self.on_group_complete(g, now)
+
+    def add_group(self, g: int) -> None:
+        first = g * self.group_size
+        self.pending.extend(range(first, first + self.group_size))
+        self.open_groups += 1
+
+    def fill(self, engine: Engine, now: float) -> None:
+        """Admit waiting samples into ``engine`` while it has slots and KV cache."""
+        pending = self.pending
+        free = self.slots - engine.b
+        if free <= 0:
+            return
+        rec = self.rec
+        s_prompt, s_len, s_done = rec.s_prompt, rec.s_len, rec.s_done
+        prefill_tokens = 0
+        launched = False
+        while free:
+            if not pending:
+                if self.on_starve is None or not self.on_starve(now):
+                    break
+                launched = True
+            sid = pending[0]
+            if s_prompt[sid] + s_len[sid] > engine.kv_free:
+                break
+            pending.popleft()
+            engine.admit(sid, now)
+            prefill_tokens += s_prompt[sid] + s_done[sid]
+            free -= 1
+        if prefill_tokens:
+            stall = prefill_tokens * engine.prefill_s_per_token
+            engine.t0 = max(engine.t0, now) + stall
+            self.prefill_s += stall
+        if launched and pending and self.idle:
+            self.request_kick()
+
+    def kick_all(self, now: float) -> None:
+        """Offer waiting samples to every engine that can take some, emptiest first."""
+        for engine in sorted(self.engines, key=lambda e: e.b):
+            if not self.pending and self.on_starve is None:
+                break
+            if engine.b < self.slots:
+                engine.kick(now)
+
+    def request_kick(self) -> None:
+        """Kick all engines once, after the current event (never from inside an engine)."""
+        if not self._kick_scheduled:
+            self._kick_scheduled = True
+            event = self.env.timeout(0)
+            event.callbacks.append(self._deferred_kick)
+
+    def _deferred_kick(self, _event: simpy.Event) -> None:
+        self._kick_scheduled = False
+        self.kick_all(self.env.now)
+
+    def version_changed(self) -> None:
+        low = min(e.version for e in self.engines)
+        if low > self.min_version:
+            self.min_version = low
+            if self.on_versions_advanced is not None:
+                self.on_versions_advanced(self.env.now)
+
+    # -- weights ------------------------------------------------------------------------
+    def load_all(self, version: int, now: float, stall_s: float) -> None:
+        """Load ``version`` into idle engines, each stalled ``stall_s`` (between batches)."""
+        for engine in self.engines:
+            if engine.b:
+                raise RuntimeError("load_all needs idle engines")
+            engine.t0 = max(engine.t0, now)
+            engine.next_version = version
+            engine._switch(version, engine.t0 + stall_s)
+
+    def publish(self, version: int, now: float, *, stall_until: float, stall_s: float) -> None:
+        """New weights for running engines: in flight, they take them at the next iteration
+        boundary after a stall until ``stall_until``; otherwise each stops admitting, drains,
+        and loads them with a stall of ``stall_s``."""
+        for engine in self.engines:
+            engine.next_version = version
+            engine.switch_stall_until = stall_until
+            engine.switch_stall_s = stall_s
+            if engine.wake is None or self.inflight:
+                engine.kick(now)
+
+    def preempt_all(self, now: float) -> list[int]:
+        parked: list[int] = []
+        for engine in self.engines:
+            parked.extend(engine.preempt(now))
+        return sorted(parked)

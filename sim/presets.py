@@ -1,0 +1,85 @@
+"""Built-in scenarios (``sim/data/*.yaml``): each one lies over the default."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import yaml
+from stalesim.sim.config_file import (
+    ConfigError,
+    apply_overrides,
+    deep_merge,
+    read_yaml_mapping,
+    validate_config,
+)
+from stalesim.sim.scenario import Scenario
+
+DEFAULT = "default"
+
+
+def _data_files() -> dict[str, Any]:
+    folder = resources.files("stalesim.sim") / "data"
+    return {p.name.removesuffix(".yaml"): p for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def preset_names() -> list[str]:
+    names = sorted(_data_files())
+    names.remove(DEFAULT)
+    return [DEFAULT, *names]
+
+
+def preset_mapping(name: str) -> dict[str, Any]:
+    """The preset's YAML laid over the default's."""
+    files = _data_files()
+    if name not in files:
+        raise ConfigError(
+            f"--preset {name!r}: unknown preset; allowed: {', '.join(preset_names())}"
+        )
+    base = yaml.safe_load(files[DEFAULT].read_text()) or {}
+    if name == DEFAULT:
+        return base
+    return deep_merge(base, yaml.safe_load(files[name].read_text()) or {})
+
+
+def preset_description(name: str) -> str:
+    lines = _data_files()[name].read_text().splitlines()
+    words = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        words.append(line.lstrip("# ").strip())
+    return " ".join(words)
+
+
+def load_scenario(
+    path: str | None = None, preset: str | None = None, overrides: tuple[str, ...] = ()
+) -> Scenario:
+    """Preset (default when none), then the YAML file, then ``--set`` overrides."""
+    data = preset_mapping(preset or DEFAULT)
+    source = "config"
+    if path is not None:
+        patch = read_yaml_mapping(path)
+        data = _without_replaced_distributions(data, patch)
+        data = deep_merge(data, patch)
+        source = str(path)
+    data = apply_overrides(data, overrides)
+    return validate_config(Scenario, data, source)
+
+
+def _without_replaced_distributions(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    # A length distribution is replaced whole: merging a "fixed" one into a "lognormal" one
+    # would mix their keys.
+    work = patch.get("workload")
+    if not isinstance(work, dict) or not isinstance(base.get("workload"), dict):
+        return base
+    base = dict(base)
+    base["workload"] = {
+        k: v
+        for k, v in base["workload"].items()
+        if not (k in DISTRIBUTIONS and isinstance(work.get(k), dict) and "kind" in work[k])
+    }
+    return base
+
+
+DISTRIBUTIONS = ("prompt_tokens", "response_tokens")

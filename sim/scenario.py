@@ -1,0 +1,199 @@
+"""The scenario: one validated description of a cluster, a model and an RL algorithm.
+
+Sections ``hardware``, ``model``, ``workload``, ``cluster``, ``algorithm`` and ``weight_sync``
+mirror the YAML file. :func:`check_feasible` rejects scenarios that cannot run (a model that
+does not fit an engine, a KV cache too small for one sequence, ...) with one-line
+:class:`ConfigError` messages.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, model_validator
+from stalesim.sim.config_file import ConfigError, StrictModel
+from stalesim.sim.hardware import CATALOG, GpuSpec
+from stalesim.sim.lengths import Fixed, LengthDistribution, LogNormal
+from stalesim.sim.models import MODELS, ModelSpec
+
+Mode = Literal["sync_colocated", "sync", "one_step", "async", "partial_rollout"]
+SYNC_MODES = ("sync_colocated", "sync")
+
+
+class HardwareConfig(StrictModel):
+    """A catalog GPU (``gpu``), with any datasheet figure overridden."""
+
+    gpu: str = "H100"
+    peak_flops: float | None = Field(default=None, gt=0)
+    hbm_bytes: float | None = Field(default=None, gt=0)
+    hbm_bytes_per_s: float | None = Field(default=None, gt=0)
+    nvlink_bytes_per_s: float | None = Field(default=None, gt=0)
+    network_bytes_per_s: float | None = Field(default=None, gt=0)
+    gpus_per_node: int | None = Field(default=None, gt=0)
+    price_per_gpu_hour: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _known(self) -> HardwareConfig:
+        if self.gpu not in CATALOG:
+            raise ValueError(f"unknown GPU; allowed: {', '.join(CATALOG)}")
+        return self
+
+    def spec(self) -> GpuSpec:
+        base = CATALOG[self.gpu]
+        changes = {k: v for k, v in self.model_dump(exclude={"gpu"}).items() if v is not None}
+        return base.model_copy(update=changes)
+
+
+class ModelConfig(StrictModel):
+    """A model preset (``preset``), with any size overridden."""
+
+    preset: str = "qwen2.5-7b"
+    params: float | None = Field(default=None, gt=0)
+    active_params: float | None = Field(default=None, gt=0)
+    layers: int | None = Field(default=None, gt=0)
+    kv_heads: int | None = Field(default=None, gt=0)
+    head_dim: int | None = Field(default=None, gt=0)
+    dtype_bytes: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelConfig:
+        if self.preset not in MODELS:
+            raise ValueError(f"unknown model preset; allowed: {', '.join(MODELS)}")
+        return self
+
+    def spec(self) -> ModelSpec:
+        base = MODELS[self.preset]
+        changes = {k: v for k, v in self.model_dump(exclude={"preset"}).items() if v is not None}
+        if (
+            "params" in changes
+            and "active_params" not in changes
+            and base.params == base.active_params
+        ):
+            changes["active_params"] = changes["params"]
+        return base.model_copy(update=changes)
+
+
+class WorkloadConfig(StrictModel):
+    """What one learner step consumes: ``B`` prompts of ``G`` responses each."""
+
+    prompts_per_step: int = Field(default=64, ge=1)
+    group_size: int = Field(default=8, ge=1)
+    prompt_tokens: LengthDistribution = Fixed(value=512)
+    response_tokens: LengthDistribution = LogNormal(mean=2000, sigma=0.8)
+    max_prompt_tokens: int = Field(default=4096, ge=1)
+    max_response_tokens: int = Field(default=8192, ge=1)
+    group_correlation: float = Field(
+        default=0.5, ge=0, le=1, description="share of response-length log-variance per prompt"
+    )
+
+
+class DecodeCoefficients(StrictModel):
+    """Measured engine timings: ``t_iter = a_s + beta_s_per_token*C + gamma_s_per_seq*b``."""
+
+    a_s: float = Field(ge=0)
+    beta_s_per_token: float = Field(ge=0)
+    gamma_s_per_seq: float = Field(ge=0)
+    prefill_s_per_token: float = Field(default=0.0, ge=0)
+
+
+class ClusterConfig(StrictModel):
+    """How the GPUs are split into rollout engines and the learner, and how well they run."""
+
+    rollout_engines: int = Field(default=8, ge=1)
+    rollout_tp: int = Field(default=1, ge=1)
+    learner_gpus: int = Field(default=8, ge=1)
+    max_num_seqs: int = Field(default=256, ge=1)
+    memory_reserve_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="HBM kept for activations, graphs, fragmentation"
+    )
+    rollout_memory_efficiency: float = Field(default=0.7, gt=0, le=1)
+    rollout_compute_efficiency: float = Field(default=0.5, gt=0, le=1)
+    decode_overhead_s: float = Field(default=0.002, ge=0, description="per decode iteration")
+    learner_mfu: float = Field(default=0.4, gt=0, le=1)
+    decode_coefficients: DecodeCoefficients | None = None
+
+
+class AlgorithmConfig(StrictModel):
+    """The RL loop: how generation and learning interleave, and what a learner step costs."""
+
+    mode: Mode = "async"
+    max_staleness: int = Field(default=2, ge=0)
+    inflight_updates: bool = False
+    minibatches_per_step: int = Field(default=1, ge=1)
+    staleness_filter: int | None = Field(
+        default=None, ge=0, description="drop groups staler than this when consumed"
+    )
+    partial_overprovision: float = Field(
+        default=0.5, ge=0, description="partial_rollout: extra groups in flight, share of B"
+    )
+    old_logprob_pass: bool = True
+    reference_model: bool = True
+
+
+class WeightSyncConfig(StrictModel):
+    """Publishing new weights from the learner to the rollout engines."""
+
+    bandwidth_bytes_per_s: float | None = Field(
+        default=None, gt=0, description="default: NVLink when colocated, else the network"
+    )
+    latency_s: float = Field(default=0.5, ge=0)
+    pause_policy: Literal["blocking", "overlapped"] = "blocking"
+
+
+class Scenario(StrictModel):
+    """A whole simulated setup."""
+
+    name: str = "custom"
+    hardware: HardwareConfig = HardwareConfig()
+    model: ModelConfig = ModelConfig()
+    workload: WorkloadConfig = WorkloadConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    weight_sync: WeightSyncConfig = WeightSyncConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        b = self.workload.prompts_per_step
+        m = self.algorithm.minibatches_per_step
+        if b % m:
+            raise ValueError(
+                f"algorithm.minibatches_per_step={m} must divide workload.prompts_per_step={b}"
+            )
+        if self.algorithm.inflight_updates and self.algorithm.mode != "async":
+            raise ValueError(
+                f"algorithm.inflight_updates=true needs algorithm.mode=async, not {self.algorithm.mode}"
+            )
+        return self
+
+
+def check_feasible(scenario: Scenario, derived: dict[str, float]) -> None:
+    """Raise :class:`ConfigError` when the scenario cannot run at all."""
+    cluster, work = scenario.cluster, scenario.workload
+    gib = 1024**3
+    if derived["weight_bytes"] > derived["engine_usable_bytes"]:
+        raise ConfigError(
+            f"model.preset={scenario.model.preset}: {derived['weight_bytes'] / gib:.1f} GiB of "
+            f"weights do not fit an engine of cluster.rollout_tp={cluster.rollout_tp} x "
+            f"{scenario.hardware.gpu} ({derived['engine_usable_bytes'] / gib:.1f} GiB usable); "
+            "raise cluster.rollout_tp or pick a smaller model"
+        )
+    longest = (
+        math.ceil(min(work.prompt_tokens.upper(), work.max_prompt_tokens))
+        + work.max_response_tokens
+    )
+    if derived["kv_tokens_per_engine"] < longest:
+        raise ConfigError(
+            f"KV cache of {derived['kv_tokens_per_engine']} tokens per engine is too small for one "
+            f"sequence of {longest} tokens (prompt + workload.max_response_tokens); raise "
+            "cluster.rollout_tp or lower workload.max_response_tokens"
+        )
+    if scenario.algorithm.mode in SYNC_MODES:
+        samples = work.prompts_per_step * work.group_size
+        slots = cluster.rollout_engines * cluster.max_num_seqs
+        if samples > slots:
+            raise ConfigError(
+                f"algorithm.mode={scenario.algorithm.mode} launches a whole batch at once: "
+                f"B*G={samples} samples (workload.prompts_per_step x workload.group_size) but the "
+                f"engines hold at most {slots} (cluster.rollout_engines x cluster.max_num_seqs)"
+            )
