@@ -15,7 +15,7 @@ from typing import Any
 import altair as alt
 import polars as pl
 from stalesim.reports.inputs import read_json_object, read_parquet_columns
-from stalesim.reports.page import Metric, Page
+from stalesim.reports.page import Metric, Page, format_number
 from stalesim.reports.timeline import bin_intervals, step_signal_intervals
 
 #: Time bins for utilisation and (long) queue traces: fine enough to see a learner step's
@@ -67,7 +67,7 @@ def build_simulate_page(out_dir: Path) -> Page:
     else:
         if busy.height:
             page.chart(
-                utilisation_chart(busy, t_end=t_end, warmup_s=warmup_s),
+                utilisation_chart(busy, t_end=t_end, warmup_s=warmup_s, units=pool_sizes(scenario)),
                 heading="Utilisation over time",
                 caption=f"Busy fraction of each pool in {UTILISATION_BINS} equal time bins, split "
                 "by what the units were doing; 100% means every unit of the pool was busy for the "
@@ -85,6 +85,16 @@ def build_simulate_page(out_dir: Path) -> Page:
             heading="Learner steps",
             caption="Duration of each learner step and the idle time before it "
             "(the learner waiting for data).",
+        )
+    derived = summary.get("derived")
+    if isinstance(derived, dict) and derived:
+        page.table(
+            scenario_table(derived, round_numbers=True),
+            heading="Derived quantities",
+            caption="What the simulator computed from the scenario before running "
+            "(memory budget, time-model coefficients, GPU counts).",
+            collapsed=True,
+            max_rows=10_000,
         )
     page.table(
         scenario_table(scenario),
@@ -106,9 +116,14 @@ def headline_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
     by_token = staleness.get("token_quantiles") or {}
     dropped = summary.get("dropped") or {}
 
+    unconsumed = summary.get("unconsumed_at_end") or {}
     dropped_metrics = [
         Metric(f"dropped: {reason}", count, "samples") for reason, count in dropped.items()
-    ] or [Metric("dropped", 0, "samples")]
+    ] or [Metric("dropped", 0, "samples", note="no sample was dropped")]
+    dropped_metrics += [
+        Metric(f"left {reason} at end", count, "samples", note="generated but not consumed")
+        for reason, count in unconsumed.items()
+    ]
     return [
         (
             "Throughput (measured window)",
@@ -145,11 +160,13 @@ def headline_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
                 Metric("token-weighted max", by_token.get("max"), "versions"),
             ],
         ),
-        ("Dropped", dropped_metrics),
+        ("Dropped and unconsumed", dropped_metrics),
         (
             "Run",
             [
                 Metric("learner steps", summary.get("steps")),
+                Metric("samples generated", summary.get("samples_generated"), "samples"),
+                Metric("simulated time", summary.get("simulated_s"), "s"),
                 Metric("GPU-hours", summary.get("gpu_hours"), "GPU·h"),
                 Metric("cost", summary.get("cost_usd"), "USD", note="null when no price is set"),
                 Metric("measured window", summary.get("measured_window_s"), "s"),
@@ -192,25 +209,34 @@ def staleness_chart(summary: dict[str, Any]) -> alt.TopLevelMixin:
     )
 
 
-def pool_utilisation(busy: pl.DataFrame, *, t_end: float, bins: int) -> pl.DataFrame:
+def pool_utilisation(
+    busy: pl.DataFrame, *, t_end: float, bins: int, units: dict[str, int] | None = None
+) -> pl.DataFrame:
     """Busy fraction per pool, kind and time bin: busy unit-seconds / (units × bin width).
 
-    A pool's unit count is the largest ``unit`` index in the trace plus one (units are
-    numbered from 0), so a unit that never worked still counts as idle capacity unless it
-    is the last one.
+    ``units`` gives a pool's size where it is known (the scenario's engine count); otherwise
+    it is the largest ``unit`` index in the trace plus one (units are numbered from 0).
     """
-    units = busy.group_by("pool").agg(units=pl.col("unit").max() + 1)
+    known = units or {}
+    seen = busy.group_by("pool").agg(seen=pl.col("unit").max() + 1)
+    sizes = seen.with_columns(
+        units=pl.col("pool")
+        .replace_strict(known, default=None, return_dtype=pl.Int64)
+        .fill_null(pl.col("seen"))
+    ).select("pool", "units")
     return (
         bin_intervals(busy, t_end=t_end, bins=bins, by=["pool", "kind"])
-        .join(units, on="pool")
+        .join(sizes, on="pool")
         .with_columns(utilisation=pl.col("value") / pl.col("units"))
         .select("pool", "kind", "bin", "bin_start_s", "bin_end_s", "units", "utilisation")
     )
 
 
-def utilisation_chart(busy: pl.DataFrame, *, t_end: float, warmup_s: float) -> alt.TopLevelMixin:
+def utilisation_chart(
+    busy: pl.DataFrame, *, t_end: float, warmup_s: float, units: dict[str, int] | None = None
+) -> alt.TopLevelMixin:
     """Stacked busy fraction over time, one panel per pool."""
-    binned = pool_utilisation(busy, t_end=t_end, bins=UTILISATION_BINS).with_columns(
+    binned = pool_utilisation(busy, t_end=t_end, bins=UTILISATION_BINS, units=units).with_columns(
         time_s=(pl.col("bin_start_s") + pl.col("bin_end_s")) / 2,
         pool_label=pl.format("{} ({} units)", "pool", "units"),
     )
@@ -338,19 +364,32 @@ def step_time_chart(steps: pl.DataFrame) -> alt.TopLevelMixin:
     )
 
 
-def scenario_table(scenario: dict[str, Any]) -> pl.DataFrame:
-    """The nested scenario flattened to ``setting`` (dotted key path) and ``value`` rows."""
-    rows = list(_flatten(scenario))
+def pool_sizes(scenario: dict[str, Any]) -> dict[str, int]:
+    """Pool sizes the scenario states: the rollout pool has one unit per engine."""
+    engines = (scenario.get("cluster") or {}).get("rollout_engines")
+    return {"rollout": engines} if isinstance(engines, int) and engines > 0 else {}
+
+
+def scenario_table(settings: dict[str, Any], round_numbers: bool = False) -> pl.DataFrame:
+    """A nested mapping flattened to ``setting`` (dotted key path) and ``value`` rows.
+
+    Values are shown exactly (as JSON) unless ``round_numbers``, which shows floats to four
+    significant digits: right for computed quantities, wrong for settings a user typed.
+    """
+    rows = list(_flatten(settings, "", round_numbers))
     return pl.DataFrame(rows, schema={"setting": pl.String, "value": pl.String}, orient="row")
 
 
-def _flatten(value: Any, prefix: str = ""):
+def _flatten(value: Any, prefix: str, round_numbers: bool):
     if isinstance(value, dict) and value:
         for key, inner in value.items():
-            yield from _flatten(inner, f"{prefix}.{key}" if prefix else str(key))
+            yield from _flatten(inner, f"{prefix}.{key}" if prefix else str(key), round_numbers)
+    elif isinstance(value, str):
+        yield prefix, value
+    elif round_numbers and isinstance(value, float):
+        yield prefix, format_number(value)
     else:
-        text = value if isinstance(value, str) else json.dumps(value)
-        yield prefix, text
+        yield prefix, json.dumps(value)
 
 
 def _warmup_band(warmup_s: float) -> alt.Chart:

@@ -142,14 +142,19 @@ def hand_made_summary() -> dict:
 
 
 def write_sim_output(
-    out_dir: Path, busy: pl.DataFrame | None = None, queue: pl.DataFrame | None = None
+    out_dir: Path,
+    busy: pl.DataFrame | None = None,
+    queue: pl.DataFrame | None = None,
+    engines: int = 2,
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
+    summary = hand_made_summary()
+    summary["scenario"]["cluster"]["rollout_engines"] = engines
     (busy if busy is not None else hand_made_busy()).write_parquet(out_dir / "busy.parquet")
     (queue if queue is not None else hand_made_queue()).write_parquet(out_dir / "queue.parquet")
     hand_made_steps().write_parquet(out_dir / "steps.parquet")
     hand_made_samples().write_parquet(out_dir / "samples.parquet")
-    (out_dir / "summary.json").write_text(json.dumps(hand_made_summary(), indent=2))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return out_dir
 
 
@@ -185,5 +190,5 @@ def long_sim_out(tmp_path: Path) -> Path:
     """About a million busy intervals (64 engines x 15,000 s) and 150,000 queue changes; the
     last queue change is at 15,000 s, so the run spans exactly [0, 15000) s."""
     return write_sim_output(
-        tmp_path / "long", busy=long_busy(64, 15_000), queue=long_queue(150_001)
+        tmp_path / "long", busy=long_busy(64, 15_000), queue=long_queue(150_001), engines=64
     )

@@ -86,3 +86,15 @@ def test_bad_bin_arguments_are_value_errors():
         bin_intervals(intervals((0.0, 1.0)), t_end=1.0, bins=0)
     with pytest.raises(ValueError, match="t_end"):
         bin_intervals(intervals((0.0, 1.0)), t_end=0.0, bins=3)
+
+
+def test_pool_size_from_the_scenario_counts_idle_engines(sim_out):
+    # The scenario says 4 engines; only engines 0 and 1 ever worked, so the pool is half as busy.
+    busy = pl.read_parquet(sim_out / "busy.parquet")
+    util = pool_utilisation(busy, t_end=40.0, bins=1, units={"rollout": 4})
+    rows = {
+        (pool, kind): value
+        for pool, kind, value in util.select("pool", "kind", "utilisation").rows()
+    }
+    assert rows[("rollout", "decode")] == pytest.approx(15.5 / 40, abs=1e-12)
+    assert rows[("learner", "train")] == pytest.approx(12.0 / 40, abs=1e-12)
