@@ -208,8 +208,8 @@ def grpo_forward_kernel(
     tl.store(dloss_ptr + ptr_offs, tl.where(m, dloss, 0.0), mask=in_row)
 
     behaviour_log_ratio = theta - mu
-    shift = tl.max(tl.where(m, behaviour_log_ratio, -float("inf")), axis=0)
-    safe_shift = tl.where(shift == -float("inf"), 0.0, shift)
+    shift = tl.max(tl.where(m, behaviour_log_ratio, float("-inf")), axis=0)
+    safe_shift = tl.where(shift == float("-inf"), 0.0, shift)
     shifted = tl.where(m, tl.exp(behaviour_log_ratio - safe_shift), 0.0)
     tl.store(partial_ptr + STAT_LOSS * P + pid, tl.sum(tl.where(m, loss, 0.0), axis=0))
     tl.store(partial_ptr + STAT_TOKENS * P + pid, tl.sum(mf, axis=0))
@@ -221,7 +221,7 @@ def grpo_forward_kernel(
     tl.store(partial_ptr + STAT_RATIO_SUM * P + pid, tl.sum(tl.where(m, ratio, 0.0), axis=0))
     tl.store(
         partial_ptr + STAT_RATIO_MAX * P + pid,
-        tl.max(tl.where(m, ratio, -float("inf")), axis=0),
+        tl.max(tl.where(m, ratio, float("-inf")), axis=0),
     )
     tl.store(partial_ptr + STAT_TRUNCATED * P + pid, tl.sum(truncated.to(tl.float32), axis=0))
     tl.store(partial_ptr + STAT_ESS_SHIFT * P + pid, shift)
