@@ -111,7 +111,9 @@ def grpo_loss(
             f"{str(logp.dtype).removeprefix('torch.')}; use backend='reference' for float64"
         )
     check_grpo_loss_inputs(logp, behaviour_logp, advantages, mask, **options)
-    if logp.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    # Without CUDA, load_triton_module switches the interpreter on; with CUDA it must already be.
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available()
+    if logp.device.type == "cpu" and not interpreted:
         raise ValueError(
             "backend='triton' with CPU tensors needs the Triton interpreter "
             "(set TRITON_INTERPRET=1 before importing triton)"
