@@ -53,8 +53,9 @@ def launch_config(dtype: torch.dtype, device: torch.device) -> FusedLaunch:
     if device.type != "cuda":
         # The interpreter computes ieee float32 products, which keeps exact parity.
         return FusedLaunch(16, 32, 16, num_warps=1, num_stages=1, dot_precision="ieee")
-    # float32 operands follow torch's own matmul setting, so results match torch.matmul's.
-    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    # float32 operands follow torch's own matmul precision setting ("highest" by default), so
+    # results match torch.matmul's.
+    tf32 = dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest"
     block_h = 32 if dtype == torch.float32 else 64
     return FusedLaunch(
         128, 128, block_h, num_warps=8, num_stages=3, dot_precision="tf32" if tf32 else "ieee"

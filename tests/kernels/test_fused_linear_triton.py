@@ -1,0 +1,214 @@
+"""fused_linear_logprobs (Triton, under the interpreter on CPU) against the float64 reference.
+
+The interpreter multiplies bfloat16 ``tl.dot`` operands wrongly, so the fused matmul kernels are
+tested in float32 and float16 here; bfloat16 runs on GPUs only.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from stalesim.kernels import _logprob_buffers, fused_linear
+from stalesim.kernels.fused_linear import fused_linear_logprobs
+from stalesim.kernels.loss import grpo_loss
+from stalesim.kernels.reference import fused_linear_logprobs_ref, grpo_loss_ref
+
+# Odd sizes: with 16x32x16 interpreter tiles, 13 rows, 389 vocabulary columns (13 tiles, the
+# last partial) and 24 hidden units (a full and a partial tile).
+N, V, H = 13, 389, 24
+
+# The logits are float32-exact products of the inputs (ieee dot), so forward values are
+# float32-accurate in both dtypes; the logit gradients pass through the input dtype.
+GRAD_TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3}
+
+
+@pytest.fixture(autouse=True)
+def poisoned_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every output, gradient and slab buffer starts as NaN, so unwritten elements are caught."""
+    monkeypatch.setattr(_logprob_buffers, "POISON_VALUE", float("nan"))
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.detach().double() - want).norm() / want.norm())
+
+
+def make_inputs(
+    seed: int, dtype: torch.dtype, with_bias: bool, rows: int = N, vocab: int = V
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(rows, H, generator=gen).to(dtype).requires_grad_()
+    weight = (0.5 * torch.randn(vocab, H, generator=gen)).to(dtype).requires_grad_()
+    bias = torch.randn(vocab, generator=gen).to(dtype).requires_grad_() if with_bias else None
+    targets = torch.randint(0, vocab, (rows,), generator=gen)
+    upstream = torch.randn(rows, generator=gen)
+    return hidden, weight, bias, targets, upstream
+
+
+def reference_grads(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    upstream: torch.Tensor,
+    temperature: float,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    leaves = [t.detach().double().requires_grad_() for t in (hidden, weight)]
+    exact_bias = bias.detach().double().requires_grad_() if bias is not None else None
+    logp = fused_linear_logprobs_ref(*leaves, targets, temperature=temperature, bias=exact_bias)
+    logp.backward(upstream.double())
+    grads = [t.grad for t in leaves] + ([exact_bias.grad] if exact_bias is not None else [])
+    return logp.detach(), grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize(("with_bias", "temperature"), [(False, 1.0), (True, 0.7)])
+def test_forward_and_backward_match_reference(
+    dtype: torch.dtype, with_bias: bool, temperature: float
+) -> None:
+    hidden, weight, bias, targets, upstream = make_inputs(
+        int(10 * temperature) + dtype.itemsize, dtype, with_bias
+    )
+    logp = fused_linear_logprobs(
+        hidden, weight, targets, temperature=temperature, bias=bias, backend="triton"
+    )
+    logp.backward(upstream)
+    want, want_grads = reference_grads(hidden, weight, bias, targets, upstream, temperature)
+
+    assert logp.dtype == torch.float32 and logp.shape == (N,)
+    assert relative_error(logp, want) < 1e-6
+    got_grads = [hidden.grad, weight.grad] + ([bias.grad] if bias is not None else [])
+    for got, wanted in zip(got_grads, want_grads, strict=True):
+        assert got.dtype == dtype
+        assert relative_error(got, wanted) < GRAD_TOLERANCE[dtype]
+
+
+def test_backward_over_many_slabs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slab budget of two tiles splits the vocabulary into 7 slabs, the last partial."""
+    tile = 32
+    monkeypatch.setattr(fused_linear, "SLAB_BYTES", N * 4 * 2 * tile)
+    assert fused_linear.slab_columns(N, V, 4, tile) == 2 * tile
+    hidden, weight, bias, targets, upstream = make_inputs(5, torch.float32, True)
+    logp = fused_linear_logprobs(hidden, weight, targets, bias=bias, backend="triton")
+    logp.backward(upstream)
+    want, want_grads = reference_grads(hidden, weight, bias, targets, upstream, 1.0)
+    assert relative_error(logp, want) < 1e-6
+    for got, wanted in zip((hidden.grad, weight.grad, bias.grad), want_grads, strict=True):
+        assert relative_error(got, wanted) < 1e-5
+
+
+def test_only_requested_gradients_are_computed() -> None:
+    hidden, weight, _, targets, upstream = make_inputs(6, torch.float32, False)
+    frozen = weight.detach()
+    logp = fused_linear_logprobs(hidden, frozen, targets, backend="triton")
+    logp.backward(upstream)
+    _, (want_hidden, _) = reference_grads(hidden, frozen, None, targets, upstream, 1.0)
+    assert frozen.grad is None
+    assert relative_error(hidden.grad, want_hidden) < 1e-5
+
+
+def test_extreme_logits_and_masked_vocabulary() -> None:
+    """Logits in the thousands, and a bias of -inf that removes part of the vocabulary."""
+    hidden, weight, bias, targets, upstream = make_inputs(7, torch.float32, True)
+    with torch.no_grad():
+        hidden.mul_(300.0)  # logits of order 1e3 to 1e4
+        bias[::3] = float("-inf")
+    targets = torch.where(targets % 3 == 0, targets + 1, targets).clamp(max=V - 1)
+    logp = fused_linear_logprobs(
+        hidden, weight, targets, temperature=1.3, bias=bias, backend="triton"
+    )
+    logp.backward(upstream)
+    want, (want_hidden, want_weight, _) = reference_grads(
+        hidden, weight, bias, targets, upstream, 1.3
+    )
+    assert want.abs().max() > 1e3
+    assert torch.isfinite(logp).all()
+    assert torch.isfinite(hidden.grad).all() and torch.isfinite(weight.grad).all()
+    assert torch.allclose(logp.double(), want, rtol=1e-5, atol=1e-2)
+    assert relative_error(hidden.grad, want_hidden) < 1e-4
+    assert relative_error(weight.grad, want_weight) < 1e-4
+    assert (weight.grad[::3] == 0).all()
+
+
+def test_gpu_tile_sizes_under_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 128x128x32 float32 tiles a GPU uses, on shapes that leave every tile partial."""
+    kernels = load_fused_kernels()
+    gpu_tiles = kernels.launch_config(torch.float32, torch.device("cuda"))
+    assert (gpu_tiles.block_n, gpu_tiles.block_v, gpu_tiles.dot_precision) == (128, 128, "ieee")
+    monkeypatch.setattr(kernels, "launch_config", lambda dtype, device: gpu_tiles)
+    hidden, weight, bias, targets, upstream = make_inputs(8, torch.float32, True, rows=130)
+    logp = fused_linear_logprobs(hidden, weight, targets, bias=bias, backend="triton")
+    logp.backward(upstream)
+    want, want_grads = reference_grads(hidden, weight, bias, targets, upstream, 1.0)
+    assert relative_error(logp, want) < 1e-6
+    for got, wanted in zip((hidden.grad, weight.grad, bias.grad), want_grads, strict=True):
+        assert relative_error(got, wanted) < 1e-5
+
+
+def load_fused_kernels():
+    from stalesim.kernels.backend import load_triton_module
+
+    return load_triton_module("_fused_triton")
+
+
+def test_composes_with_grpo_loss() -> None:
+    """hidden -> fused log-probs -> GRPO loss has the reference chain's gradients."""
+    rows, length = 3, 5
+    hidden, weight, _, targets, _ = make_inputs(9, torch.float32, False, rows=rows * length)
+    gen = torch.Generator().manual_seed(10)
+    behaviour = fused_linear_logprobs_ref(hidden.detach(), weight.detach(), targets).view(
+        rows, length
+    ) + 0.3 * torch.randn(rows, length, generator=gen)
+    advantages = torch.randn(rows, generator=gen)
+    mask = torch.ones(rows, length, dtype=torch.bool)
+    mask[1, 3:] = False
+    options = {"eps_low": 0.2, "eps_high": 0.28, "aggregation": "seq_mean_token_mean"}
+
+    logp = fused_linear_logprobs(hidden, weight, targets, backend="triton").view(rows, length)
+    loss, _ = grpo_loss(logp, behaviour, advantages, mask, backend="triton", **options)
+    loss.backward()
+
+    exact_hidden = hidden.detach().double().requires_grad_()
+    exact_weight = weight.detach().double().requires_grad_()
+    exact_logp = fused_linear_logprobs_ref(exact_hidden, exact_weight, targets).view(rows, length)
+    want_loss, _ = grpo_loss_ref(
+        exact_logp, behaviour.double(), advantages.double(), mask, **options
+    )
+    want_loss.backward()
+
+    assert loss.item() == pytest.approx(want_loss.item(), rel=1e-5, abs=1e-7)
+    assert relative_error(hidden.grad, exact_hidden.grad) < 1e-5
+    assert relative_error(weight.grad, exact_weight.grad) < 1e-5
+
+
+def test_auto_on_cpu_is_the_reference() -> None:
+    hidden, weight, bias, targets, _ = make_inputs(11, torch.float32, True)
+    got = fused_linear_logprobs(hidden, weight, targets, bias=bias)
+    assert torch.equal(got, fused_linear_logprobs_ref(hidden, weight, targets, bias=bias))
+
+
+def _good() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.randn(4, 8), torch.randn(10, 8), torch.tensor([0, 3, 9, 1])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda h, w, t: (h, w, torch.tensor([0, 3, 10, 1])), "outside"),
+        (lambda h, w, t: (h, w[:, :7], t), "weight"),
+        (lambda h, w, t: (h, w, t[:2]), "targets"),
+        (lambda h, w, t: (h, w.half(), t), "dtype"),
+        (lambda h, w, t: (h.double(), w.double(), t), "dtype"),
+        (lambda h, w, t: (h, w.to("meta"), t), "device"),
+    ],
+)
+def test_bad_inputs_raise_value_error(change, message: str) -> None:
+    hidden, weight, targets = change(*_good())
+    with pytest.raises(ValueError, match=message):
+        fused_linear_logprobs(hidden, weight, targets, backend="triton")
+
+
+def test_bad_bias_and_temperature_raise() -> None:
+    with pytest.raises(ValueError, match="bias"):
+        fused_linear_logprobs(*_good(), bias=torch.zeros(9), backend="triton")
+    with pytest.raises(ValueError, match="temperature"):
+        fused_linear_logprobs(*_good(), temperature=0.0, backend="triton")
