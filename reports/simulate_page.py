@@ -339,8 +339,8 @@ def step_time_chart(steps: pl.DataFrame) -> alt.TopLevelMixin:
     """Per learner step: its duration and the idle time before it."""
     frame = steps.select(
         "step",
-        duration_s=pl.col("end_s") - pl.col("start_s"),
-        idle_before_s=pl.col("idle_before_s"),
+        pl.col("end_s").sub(pl.col("start_s")).alias("step duration"),
+        pl.col("idle_before_s").alias("idle before the step"),
     ).sort("step")
     if frame.height > RAW_ROWS_LIMIT:
         frame = frame.gather_every(-(-frame.height // RAW_ROWS_LIMIT))

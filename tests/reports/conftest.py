@@ -192,3 +192,16 @@ def long_sim_out(tmp_path: Path) -> Path:
     return write_sim_output(
         tmp_path / "long", busy=long_busy(64, 15_000), queue=long_queue(150_001), engines=64
     )
+
+
+@pytest.fixture(scope="session")
+def real_sim_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ``stalesim simulate`` output: the default scenario, 12 learner steps."""
+    from click.testing import CliRunner
+    from stalesim.cli import main
+
+    out_dir = tmp_path_factory.mktemp("real") / "run"
+    args = ["simulate", "--steps", "12", "--seed", "3", "--out", str(out_dir), "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return out_dir

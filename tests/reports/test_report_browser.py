@@ -43,7 +43,7 @@ def rendered_dom(page: Path, profile: Path) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("fixture", ["sim_out", "long_sim_out"])
+@pytest.mark.parametrize("fixture", ["sim_out", "long_sim_out", "real_sim_out"])
 def test_simulate_page_charts_render_offline(fixture, request, tmp_path):
     out_dir = request.getfixturevalue(fixture)
     charts = build_simulate_page(out_dir).chart_count

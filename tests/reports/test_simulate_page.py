@@ -20,6 +20,7 @@ from stalesim.reports.simulate_page import (
     build_simulate_page,
     write_simulate_report,
 )
+from stalesim.reports.timeline import bin_intervals
 
 
 class Metrics(HTMLParser):
@@ -236,3 +237,39 @@ def test_report_help_imports_no_heavy_libraries():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_real_simulate_output_renders_the_summary_and_its_trace(real_sim_out):
+    summary = json.loads((real_sim_out / "summary.json").read_text())
+    html = (real_sim_out / "report.html").read_text()  # written by `stalesim simulate` itself
+    cards = metric_cards(html)
+    assert float(cards["tokens/s"][0]) == summary["throughput"]["tokens_per_s"]
+    assert float(cards["step time p99"][0]) == summary["step_time_s"]["p99"]
+    assert float(cards["rollout utilisation"][0]) == summary["utilisation"]["rollout"]
+    assert float(cards["sample max"][0]) == summary["staleness"]["sample_quantiles"]["max"]
+
+    specs = chart_specs(html)
+    (histogram,) = datasets(specs[0])
+    samples = {r["staleness"]: r["count"] for r in histogram if r["weighting"] == "samples"}
+    assert samples == {r["staleness"]: r["samples"] for r in summary["staleness"]["histogram"]}
+
+    # The simulator's rollout utilisation is decode time inside the measured window over
+    # engines x window; the page's binning must find the same busy seconds.
+    busy = pl.read_parquet(real_sim_out / "busy.parquet").filter(
+        (pl.col("pool") == "rollout") & (pl.col("kind") == "decode")
+    )
+    start = summary["warmup_s"]
+    end = start + summary["measured_window_s"]
+
+    def busy_seconds_before(t: float) -> float:
+        return bin_intervals(busy, t_end=t, bins=1)["value"][0] * t
+
+    engines = summary["scenario"]["cluster"]["rollout_engines"]
+    window_busy = busy_seconds_before(end) - busy_seconds_before(start)
+    assert window_busy / (engines * (end - start)) == pytest.approx(
+        summary["utilisation"]["rollout"], rel=1e-9
+    )
+    rows = [r for data in datasets(specs[1]) for r in data if r.get("kind") == "decode"]
+    t_end = rows[-1]["bin_end_s"]
+    chart_busy = sum(r["utilisation"] * (r["bin_end_s"] - r["bin_start_s"]) for r in rows)
+    assert chart_busy * engines == pytest.approx(busy_seconds_before(t_end), rel=1e-9)
