@@ -91,10 +91,11 @@ class Cluster:
             on_group_complete=self._group_complete,
         )
         self.trained = [self.env.event() for _ in range(steps)]
+        self.batch_ready = [self.env.event() for _ in range(steps)]
         self.launched = 0
         self.dropped = 0
         self.dropped_by_reason: dict[str, int] = {}
-        self.on_drop: Callable[[float], None] | None = None
+        self.on_drop: Callable[[float, int], None] | None = None
         self.after_step: Callable[[int, float], None] | None = None
         self._all_complete: simpy.Event | None = None
         bounds = []
@@ -158,7 +159,7 @@ class Cluster:
                 need = B - len(batch)
                 if len(buffer) < need:
                     yield buffer.wait_for(need)
-                dropped = False
+                dropped = 0
                 for g in buffer.take(need, env.now):
                     version = step * M + len(batch) // per_minibatch
                     if self.bound is not None and version - rec.g_vmin[g] > self.bound[0]:
@@ -167,13 +168,14 @@ class Cluster:
                         self.dropped_by_reason[self.bound[1]] = (
                             self.dropped_by_reason.get(self.bound[1], 0) + 1
                         )
-                        dropped = True
+                        dropped += 1
                         continue
                     rec.g_step[g] = step
                     rec.g_version[g] = version
                     batch.append(g)
                 if dropped and self.on_drop is not None:
-                    self.on_drop(env.now)
+                    self.on_drop(env.now, dropped)
+            self.batch_ready[step].succeed()
             start = env.now
             tokens_mb = []
             for m in range(M):

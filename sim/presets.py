@@ -39,7 +39,8 @@ def preset_mapping(name: str) -> dict[str, Any]:
     base = yaml.safe_load(files[DEFAULT].read_text()) or {}
     if name == DEFAULT:
         return base
-    return deep_merge(base, yaml.safe_load(files[name].read_text()) or {})
+    patch = yaml.safe_load(files[name].read_text()) or {}
+    return deep_merge(_without_replaced_distributions(base, patch), patch)
 
 
 def preset_description(name: str) -> str:

@@ -160,6 +160,15 @@ class Scenario(StrictModel):
             raise ValueError(
                 f"algorithm.minibatches_per_step={m} must divide workload.prompts_per_step={b}"
             )
+        floor = {"sync": m - 1, "sync_colocated": m - 1, "one_step": 2 * m - 1}.get(
+            self.algorithm.mode
+        )
+        f = self.algorithm.staleness_filter
+        if f is not None and floor is not None and f < floor:
+            raise ValueError(
+                f"algorithm.staleness_filter={f} would drop every group of some mini-batch in "
+                f"mode {self.algorithm.mode} with {m} mini-batches per step; allowed: >= {floor}"
+            )
         if self.algorithm.inflight_updates and self.algorithm.mode != "async":
             raise ValueError(
                 f"algorithm.inflight_updates=true needs algorithm.mode=async, not {self.algorithm.mode}"
