@@ -347,15 +347,22 @@ def law_chart(law: Law, points: pl.DataFrame) -> alt.TopLevelMixin:
             )
         )
     color = alt.Color("quantity:N", title=None)
-    x = alt.X("S:Q", scale=S_SCALE, title="staleness S (versions)")
+    s_top = float(points["staleness"].max())
+    ticks = [0, *[2**i for i in range(int(np.log2(max(s_top, 1))) + 2)]]
+    x = alt.X("S:Q", scale=S_SCALE, title="staleness S (versions)", axis=alt.Axis(values=ticks))
     y = alt.Y("eta:Q", scale=LR_SCALE, title="learning rate")
     layers = []
     if curves:
-        lines = pl.concat(curves)
+        # the curve is drawn a little past the largest S measured, no further: beyond it the
+        # band is extrapolation
+        lines = pl.concat(curves).filter(pl.col("S") <= 1.25 * s_top)
         base = alt.Chart(lines)
         layers.append(
             base.mark_area(opacity=0.18).encode(
-                x=x, y=alt.Y("lo:Q", scale=LR_SCALE), y2="hi:Q", color=color
+                x=x,
+                y=alt.Y("lo:Q", scale=LR_SCALE),
+                y2="hi:Q",
+                color=alt.Color("quantity:N", legend=None),
             )
         )
         layers.append(base.mark_line().encode(x=x, y=y, color=color))
@@ -487,6 +494,12 @@ def heatmap_chart(runs: pl.DataFrame, column: str) -> alt.TopLevelMixin:
             .alias("value"),
             pl.col("lr").map_elements(lambda v: f"{v:.2g}", return_dtype=pl.Utf8).alias("lr_label"),
         )
+        .with_columns(
+            pl.col("value")
+            .map_elements(lambda v: format(v, fmt), return_dtype=pl.Utf8)
+            .fill_null("never" if column != "collapsed" else "—")
+            .alias("label")
+        )
     )
     lr_order = [f"{v:.2g}" for v in sorted(runs["lr"].unique().to_list())]
     x = alt.X("lr_label:O", sort=lr_order, title="learning rate")
@@ -497,7 +510,7 @@ def heatmap_chart(runs: pl.DataFrame, column: str) -> alt.TopLevelMixin:
             color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme=scheme)),
             tooltip=["group:N", "lr_label:N", alt.Tooltip("value:Q", format=fmt), "runs:Q"],
         ),
-        base.mark_text(fontSize=10).encode(text=alt.Text("value:Q", format=fmt)),
+        base.mark_text(fontSize=10).encode(text="label:N"),
     ).properties(width=620, height=alt.Step(24))
 
 

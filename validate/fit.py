@@ -319,11 +319,34 @@ def fit_curve(
         log_k = np.log(fixed_k) if fixed_k is not None else theta[2]
         return theta[0], theta[1], log_k, theta[-1]
 
-    def residuals(theta: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        log_s = np.log(s)  # -inf at S = 0, where every term below is 0
+
+    def terms(theta: np.ndarray) -> tuple[np.ndarray, ...]:
         log_eta0, log_sc, log_k, alpha = unpack(theta)
         k = np.exp(log_k)
-        model = log_eta0 - (alpha / k) * np.log1p((s / np.exp(log_sc)) ** k)
-        return (y - model) / sd
+        distance = np.where(s > 0, log_s - log_sc, 0.0)
+        u = np.where(s > 0, np.exp(np.minimum(k * distance, 700.0)), 0.0)  # (S / s_c) ** k
+        return log_eta0, alpha, k, distance, u, np.log1p(u)
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        log_eta0, alpha, k, _, _, log1p_u = terms(theta)
+        return (y - (log_eta0 - (alpha / k) * log1p_u)) / sd
+
+    def jacobian(theta: np.ndarray) -> np.ndarray:
+        # analytic derivatives of the model ln eta(S) in (ln eta0, ln s_c, ln k, alpha); the
+        # residual is (y - model) / sd, hence the minus sign
+        _, alpha, k, distance, u, log1p_u = terms(theta)
+        share = u / (1.0 + u)
+        columns = [
+            np.ones_like(s),
+            alpha * share,
+            (alpha / k) * log1p_u - alpha * share * distance,
+            -log1p_u / k,
+        ]
+        if fixed_k is not None:
+            del columns[2]
+        return -np.stack(columns, axis=1) / sd[:, None]
 
     lower = [-np.inf, _LOG_SC_BOUNDS[0], _LOG_K_BOUNDS[0], _ALPHA_BOUNDS[0]]
     upper = [np.inf, _LOG_SC_BOUNDS[1], _LOG_K_BOUNDS[1], _ALPHA_BOUNDS[1]]
@@ -333,7 +356,8 @@ def fit_curve(
     positive = s[s > 0]
     middle = float(np.median(positive)) if positive.size else 1.0
     if start is not None:
-        # a bootstrap replicate: its point estimate plus one generic start is enough
+        # a bootstrap replicate starts at the point estimate; a generic start is the fallback
+        # when that does not converge
         starts = [
             (np.log(start.eta0), np.log(start.s_c), np.log(start.k), start.alpha),
             (y0, np.log(middle), np.log(2.0), 1.0),
@@ -348,9 +372,11 @@ def fit_curve(
     for guess in starts:
         theta0 = np.array(guess if fixed_k is None else (guess[0], guess[1], guess[3]))
         theta0 = np.clip(theta0, np.array(lower) + 1e-9, np.array(upper) - 1e-9)
-        result = least_squares(residuals, theta0, bounds=(lower, upper), method="trf")
+        result = least_squares(residuals, theta0, jac=jacobian, bounds=(lower, upper), method="trf")
         if best is None or result.cost < best.cost - 1e-12:
             best = result
+        if start is not None and result.success:
+            break
     log_eta0, log_sc, log_k, alpha = unpack(best.x)
     return CurveFit(
         float(np.exp(log_eta0)),
