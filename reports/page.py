@@ -222,8 +222,9 @@ def frame_to_html(frame: pl.DataFrame, max_rows: int = 500) -> str:
     """A Polars frame as a plain HTML table (numbers right-aligned and formatted)."""
     shown = frame.head(max_rows)
     numeric = [dtype.is_numeric() for dtype in shown.dtypes]
+    numeric_class = ' class="num"'
     head = "".join(
-        f'<th class="{"num" if is_num else ""}">{_escape(name)}</th>'
+        f"<th{numeric_class if is_num else ''}>{_escape(name)}</th>"
         for name, is_num in zip(shown.columns, numeric, strict=True)
     )
     rows = []
