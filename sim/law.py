@@ -169,7 +169,13 @@ def load_law(path: str | Path) -> Law:
 
 def default_law() -> Law:
     """The law shipped with stalesim: the fit of the cpu-tiny sweep (see its ``source``)."""
-    text = resources.files("stalesim.sim").joinpath("data", "default_law.json").read_text()
+    try:
+        text = resources.files("stalesim.sim").joinpath("data", "default_law.json").read_text()
+    except FileNotFoundError:
+        raise ValueError(
+            "this installation ships no default law (stalesim/sim/data/default_law.json); "
+            "fit one with `stalesim fit RUNS_DIR` and pass its law.json"
+        ) from None
     return law_from_dict(json.loads(text), where="stalesim.sim/data/default_law.json")
 
 
