@@ -19,6 +19,8 @@ from pydantic import Field
 from stalesim.sim.config_file import StrictModel
 from torch import nn
 
+_FULL_PRECISION = (torch.float32, torch.float64)
+
 
 class PolicyConfig(StrictModel):
     """Shape of the transformer."""
@@ -77,6 +79,9 @@ class _Attention(nn.Module):
             k, v = cache.extend(layer, k, v)
         if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif t == 1:
+            # One new token after the cache may attend to every key: no mask needed.
+            y = F.scaled_dot_product_attention(q, k, v)
         else:
             # New queries sit after every cached key; among themselves they are causal.
             total = k.shape[2]
@@ -177,7 +182,9 @@ class Policy(nn.Module):
                 h = self.hidden(step_input, cache)[:, -1]
             else:
                 h = self.hidden(sequence)[:, -1]
-            logits = (h @ self.output_weight.T).float() / temperature
+            logits = h @ self.output_weight.T
+            # Half-precision logits are sampled in float32; float32 and float64 stay as they are.
+            logits = (logits if logits.dtype in _FULL_PRECISION else logits.float()) / temperature
             log_probs = torch.log_softmax(logits, dim=-1)
             cdf = log_probs.exp().cumsum(dim=-1)
             u = torch.rand(n, generator=generator, device=prompts.device) * cdf[:, -1]
@@ -193,5 +200,5 @@ class Policy(nn.Module):
         logp_t = torch.stack(logps, dim=1)
         # A token counts if no end-of-sequence came strictly before it.
         eos_before = torch.cumsum((tokens_t == eos_id).int(), dim=1) - (tokens_t == eos_id).int()
-        mask = (eos_before == 0).to(torch.float32)
+        mask = (eos_before == 0).to(logp_t.dtype)
         return Rollout(tokens=tokens_t, logp=logp_t * mask, mask=mask)

@@ -93,7 +93,7 @@ def split_staleness_list(text: str) -> list[str]:
 
     Commas separate specs except the one inside a geometric spec (before ``max=``).
     """
-    parts = re.split(r"\s+|,(?=\s*(?:\d|fixed:|uniform:|geometric:))", text.strip())
+    parts = re.split(r"\s+|,(?!\s*max=)", text.strip())
     return [p for p in parts if p]
 
 

@@ -15,7 +15,6 @@ merged tables are rewritten atomically after every finished run.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -129,8 +128,12 @@ def run_sweep(
             merge(out, runs)
             report(done, len(runs))
     elif todo:
+        # Workers fork from a fresh server process that has imported torch but never run a
+        # parallel region: starting one is cheap, and no OpenMP state crosses a fork.
+        context = get_context("forkserver")
+        context.set_forkserver_preload(["torch", "stalesim.validate.trainer"])
         with ProcessPoolExecutor(
-            max_workers=workers, mp_context=get_context("spawn"), initializer=_quiet_worker
+            max_workers=workers, mp_context=context, initializer=_one_thread
         ) as pool:
             pending = {pool.submit(execute_run, run.model_dump_json(), str(out)) for run in todo}
             while pending:
@@ -143,8 +146,10 @@ def run_sweep(
     return merge(out, runs)
 
 
-def _quiet_worker() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def describe(config: SweepConfig) -> dict[str, Any]:

@@ -284,7 +284,7 @@ def train_run(
                 rollout=batch.rollout,
             )
         advantages = kernels.group_advantages(
-            batch.rewards.to(device), scale=cfg.grpo.advantage_scale
+            batch.rewards.to(device), scale=cfg.grpo.advantage_scale, backend=cfg.backend
         ).reshape(-1)
         rollout_s = time.perf_counter() - t0
 
