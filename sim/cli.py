@@ -58,6 +58,7 @@ def simulate(
     Runs the built-in default scenario when given no SCENARIO_FILE; a file and --set
     overrides lie over the preset.
     """
+    from stalesim.sim.config_file import ConfigError
     from stalesim.sim.files import write_json, write_parquet
     from stalesim.sim.metrics import summarize
     from stalesim.sim.presets import load_scenario
@@ -68,7 +69,7 @@ def simulate(
         str(scenario_file) if scenario_file is not None else None, preset, overrides
     )
     if steps < 1:
-        raise click.BadParameter(f"--steps={steps}: need at least 1")
+        raise ConfigError(f"--steps={steps}: need at least 1 learner step")
     show_progress = not quiet_wanted(quiet) and not as_json
     if show_progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -123,14 +124,14 @@ def presets() -> None:
 
     console = Console()
     scenarios = Table(title="scenarios (--preset NAME)")
-    scenarios.add_column("name")
+    scenarios.add_column("name", no_wrap=True)
     scenarios.add_column("what it is")
     for name in preset_names():
         scenarios.add_row(name, preset_description(name))
     console.print(scenarios)
     models = Table(title="models (model.preset)")
     for column in ("preset", "params", "active", "layers", "KV heads", "head dim", "KV KiB/token"):
-        models.add_column(column, justify="right" if column != "preset" else "left")
+        models.add_column(column, justify="right" if column != "preset" else "left", no_wrap=True)
     for key, m in MODELS.items():
         models.add_row(
             key,
@@ -142,18 +143,18 @@ def presets() -> None:
             f"{m.kv_bytes_per_token / 1024:.0f}",
         )
     console.print(models)
-    gpus = Table(title="hardware (hardware.gpu)")
+    gpus = Table(title="hardware (hardware.gpu): dense bf16, HBM size and bandwidth")
     for column in (
         "gpu",
-        "bf16 TFLOP/s",
-        "HBM GB",
-        "HBM TB/s",
+        "TFLOP/s",
+        "GB",
+        "TB/s",
         "NVLink GB/s",
         "net GB/s",
-        "per node",
+        "/node",
         "$/GPU-h",
     ):
-        gpus.add_column(column, justify="right" if column != "gpu" else "left")
+        gpus.add_column(column, justify="right" if column != "gpu" else "left", no_wrap=True)
     for key, g in CATALOG.items():
         gpus.add_row(
             key,

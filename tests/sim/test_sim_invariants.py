@@ -126,7 +126,7 @@ def test_partial_rollout_spans_versions_and_filter_drops() -> None:
 
 @pytest.mark.parametrize("mode", ["sync", "one_step", "async", "partial_rollout", "sync_colocated"])
 def test_no_sample_is_lost(mode: str) -> None:
-    scenario, trace = run(
+    _, trace = run(
         f"algorithm.mode={mode}", "algorithm.staleness_filter=2", "algorithm.max_staleness=3"
     )
     s = trace.samples
