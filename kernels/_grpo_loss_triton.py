@@ -38,6 +38,10 @@ PROX_BEHAVIOUR: tl.constexpr = tl.constexpr(0)  # p = μ (standard PPO/GRPO)
 PROX_TENSOR: tl.constexpr = tl.constexpr(1)  # p = proximal_logp (decoupled, AReaL)
 PROX_CURRENT: tl.constexpr = tl.constexpr(2)  # p = sg(θ) (truncated IS, AIPO)
 
+AGG_TOKEN_MEAN: tl.constexpr = tl.constexpr(0)
+AGG_SEQ_MEAN_TOKEN_MEAN: tl.constexpr = tl.constexpr(1)
+AGG_CONSTANT: tl.constexpr = tl.constexpr(2)
+
 KL_K1: tl.constexpr = tl.constexpr(1)
 KL_K2: tl.constexpr = tl.constexpr(2)
 KL_K3: tl.constexpr = tl.constexpr(3)
@@ -134,8 +138,7 @@ def grpo_forward_kernel(
     ref_ptr,
     adv_ptr,
     mask_ptr,
-    row_log_ratio_ptr,  # [R] float32, sequence level only: mean of θ - p over the row
-    row_log_weight_ptr,  # [R] float32, sequence level only: mean of p - μ over the row
+    sequence_sums_ptr,  # [3, P] float32, sequence level only: grpo_sequence_sums_kernel's output
     dloss_ptr,  # [R, L] float32 out: ∂ℓ/∂θ per token, before the aggregation weight (0 on padding)
     partial_ptr,  # [NUM_STATS, P] float32 out
     L,
@@ -152,6 +155,7 @@ def grpo_forward_kernel(
     USE_KL: tl.constexpr,
     KL_ESTIMATOR: tl.constexpr,
     BLOCK: tl.constexpr,
+    TILES_BLOCK: tl.constexpr,  # power of two >= T
 ):
     """One pass over a tile: per-token loss and its derivative, and partial statistics."""
     pid = tl.program_id(0)
@@ -163,8 +167,13 @@ def grpo_forward_kernel(
     zeros = tl.zeros([BLOCK], dtype=tl.float32)
 
     if SEQUENCE:
-        log_ratio = zeros + tl.load(row_log_ratio_ptr + row)
-        log_weight = zeros + tl.load(row_log_weight_ptr + row)
+        # The row's T tile sums are few; every tile of the row adds them up itself.
+        tiles = tl.arange(0, TILES_BLOCK)
+        row_sums = sequence_sums_ptr + row * T + tiles
+        in_sums = tiles < T
+        tokens = tl.maximum(tl.sum(tl.load(row_sums + 2 * P, mask=in_sums, other=0.0), axis=0), 1.0)
+        log_ratio = zeros + tl.sum(tl.load(row_sums, mask=in_sums, other=0.0), axis=0) / tokens
+        log_weight = zeros + tl.sum(tl.load(row_sums + P, mask=in_sums, other=0.0), axis=0) / tokens
     else:
         log_ratio = theta - p
         log_weight = p - mu
@@ -252,3 +261,138 @@ def grpo_backward_kernel(
     scale = tl.load(grad_out_ptr).to(tl.float32) * tl.load(row_weight_ptr + row)
     dloss = tl.load(dloss_ptr + ptr_offs, mask=in_row, other=0.0)
     tl.store(grad_ptr + ptr_offs, (dloss * scale).to(grad_ptr.dtype.element_ty), mask=in_row)
+
+
+@triton.jit
+def grpo_finalize_kernel(
+    partial_ptr,  # [NUM_STATS, P] float32 from grpo_forward_kernel
+    loss_ptr,  # [1] float32 out
+    stats_ptr,  # [8] float32 out, in loss.STAT_NAMES order
+    row_weight_ptr,  # [R] float32 out: the aggregation weight a_i
+    R,
+    T,
+    P,
+    constant_weight,  # 1 / (R * max_tokens), for AGG_CONSTANT
+    AGGREGATION: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ROWS_BLOCK: tl.constexpr,
+    TILES_BLOCK: tl.constexpr,  # power of two >= T
+):
+    """One program combines all partials into the loss, the statistics and the row weights.
+
+    It replaces a dozen small host-side reductions (each a kernel launch) by one launch, and
+    accumulates in float64 so the totals do not depend on the number of programs.
+    """
+    lanes = tl.arange(0, BLOCK)
+    f64_zeros = tl.zeros([BLOCK], dtype=tl.float64)
+    tokens = f64_zeros
+    clip_low = f64_zeros
+    clip_high = f64_zeros
+    ratio_sum = f64_zeros
+    truncated = f64_zeros
+    approx_kl = f64_zeros
+    ref_kl = f64_zeros
+    ratio_max = f64_zeros + float("-inf")
+    shift_max = f64_zeros + float("-inf")
+    for start in range(0, P, BLOCK):
+        offs = start + lanes
+        inside = offs < P
+        tokens += tl.load(partial_ptr + STAT_TOKENS * P + offs, mask=inside, other=0.0).to(
+            tl.float64
+        )
+        clip_low += tl.load(partial_ptr + STAT_CLIP_LOW * P + offs, mask=inside, other=0.0).to(
+            tl.float64
+        )
+        clip_high += tl.load(partial_ptr + STAT_CLIP_HIGH * P + offs, mask=inside, other=0.0).to(
+            tl.float64
+        )
+        ratio_sum += tl.load(partial_ptr + STAT_RATIO_SUM * P + offs, mask=inside, other=0.0).to(
+            tl.float64
+        )
+        truncated += tl.load(partial_ptr + STAT_TRUNCATED * P + offs, mask=inside, other=0.0).to(
+            tl.float64
+        )
+        approx_kl += tl.load(partial_ptr + STAT_APPROX_KL * P + offs, mask=inside, other=0.0).to(
+            tl.float64
+        )
+        ref_kl += tl.load(partial_ptr + STAT_REF_KL * P + offs, mask=inside, other=0.0).to(
+            tl.float64
+        )
+        ratio_max = tl.maximum(
+            ratio_max,
+            tl.load(partial_ptr + STAT_RATIO_MAX * P + offs, mask=inside, other=float("-inf")).to(
+                tl.float64
+            ),
+        )
+        shift_max = tl.maximum(
+            shift_max,
+            tl.load(partial_ptr + STAT_ESS_SHIFT * P + offs, mask=inside, other=float("-inf")).to(
+                tl.float64
+            ),
+        )
+    total_tokens = tl.sum(tokens, axis=0)
+    count = tl.maximum(total_tokens, 1.0)
+    empty = total_tokens == 0.0
+
+    # ESS partials were taken relative to each program's own max; rescale to the global max.
+    top = tl.max(shift_max, axis=0)
+    top = tl.where(top == float("-inf"), 0.0, top)
+    ess_sum = f64_zeros
+    ess_sum_sq = f64_zeros
+    for start in range(0, P, BLOCK):
+        offs = start + lanes
+        inside = offs < P
+        shift = tl.load(partial_ptr + STAT_ESS_SHIFT * P + offs, mask=inside, other=float("-inf"))
+        rescale = tl.exp(shift.to(tl.float64) - top)
+        ess_sum += rescale * tl.load(
+            partial_ptr + STAT_ESS_SUM * P + offs, mask=inside, other=0.0
+        ).to(tl.float64)
+        ess_sum_sq += (rescale * rescale) * tl.load(
+            partial_ptr + STAT_ESS_SUM_SQ * P + offs, mask=inside, other=0.0
+        )
+    ess_total = tl.sum(ess_sum, axis=0)
+    ess = ess_total * ess_total / tl.maximum(count * tl.sum(ess_sum_sq, axis=0), 1e-300)
+
+    # Rows: each row's tile partials form one line of a [ROWS_BLOCK, TILES_BLOCK] block.
+    row_lanes = tl.arange(0, ROWS_BLOCK)
+    tile_lanes = tl.arange(0, TILES_BLOCK)
+    nonempty = tl.zeros([ROWS_BLOCK], dtype=tl.float64)
+    for start in range(0, R, ROWS_BLOCK):
+        rows = start + row_lanes
+        cells = rows[:, None] * T + tile_lanes[None, :]
+        inside = (rows[:, None] < R) & (tile_lanes[None, :] < T)
+        row_tokens = tl.sum(
+            tl.load(partial_ptr + STAT_TOKENS * P + cells, mask=inside, other=0.0), axis=1
+        )
+        nonempty += (row_tokens > 0.0).to(tl.float64)
+    nonempty_rows = tl.maximum(tl.sum(nonempty, axis=0), 1.0)
+    loss = tl.zeros([ROWS_BLOCK], dtype=tl.float64)
+    for start in range(0, R, ROWS_BLOCK):
+        rows = start + row_lanes
+        cells = rows[:, None] * T + tile_lanes[None, :]
+        inside = (rows[:, None] < R) & (tile_lanes[None, :] < T)
+        row_tokens = tl.sum(
+            tl.load(partial_ptr + STAT_TOKENS * P + cells, mask=inside, other=0.0), axis=1
+        ).to(tl.float64)
+        row_loss = tl.sum(
+            tl.load(partial_ptr + STAT_LOSS * P + cells, mask=inside, other=0.0), axis=1
+        ).to(tl.float64)
+        if AGGREGATION == AGG_TOKEN_MEAN:
+            weight = tl.zeros([ROWS_BLOCK], dtype=tl.float64) + 1.0 / count
+        elif AGGREGATION == AGG_SEQ_MEAN_TOKEN_MEAN:
+            weight = 1.0 / (tl.maximum(row_tokens, 1.0) * nonempty_rows)
+        else:
+            weight = tl.zeros([ROWS_BLOCK], dtype=tl.float64) + constant_weight
+        tl.store(row_weight_ptr + rows, weight.to(tl.float32), mask=rows < R)
+        loss += tl.where(rows < R, weight * row_loss, 0.0)
+    tl.store(loss_ptr, tl.sum(loss, axis=0).to(tl.float32))
+
+    # With no tokens every statistic takes its on-policy value.
+    tl.store(stats_ptr + 0, tl.where(empty, 0.0, tl.sum(clip_low, axis=0) / count).to(tl.float32))
+    tl.store(stats_ptr + 1, tl.where(empty, 0.0, tl.sum(clip_high, axis=0) / count).to(tl.float32))
+    tl.store(stats_ptr + 2, tl.where(empty, 1.0, tl.sum(ratio_sum, axis=0) / count).to(tl.float32))
+    tl.store(stats_ptr + 3, tl.where(empty, 1.0, tl.max(ratio_max, axis=0)).to(tl.float32))
+    tl.store(stats_ptr + 4, tl.where(empty, 0.0, tl.sum(truncated, axis=0) / count).to(tl.float32))
+    tl.store(stats_ptr + 5, tl.where(empty, 1.0, ess).to(tl.float32))
+    tl.store(stats_ptr + 6, tl.where(empty, 0.0, tl.sum(approx_kl, axis=0) / count).to(tl.float32))
+    tl.store(stats_ptr + 7, tl.where(empty, 0.0, tl.sum(ref_kl, axis=0) / count).to(tl.float32))

@@ -3,10 +3,11 @@
 ``grpo_loss`` computes exactly what :func:`stalesim.kernels.reference.grpo_loss_ref`
 specifies (read that docstring for the math, the options and the statistics). The forward
 kernel reads each per-token tensor once and writes the per-token derivative ``∂ℓ/∂θ`` (before
-the aggregation weight) plus per-(row, tile) partial sums; the host combines the partials of
-``R * T`` programs into the loss and the statistics without a device synchronisation. The
-backward kernel scales the saved derivative by the upstream gradient and the row's aggregation
-weight. Only ``logp`` receives a gradient, so the loss composes through autograd with
+the aggregation weight) plus per-(row, tile) partial sums; one more single-program kernel
+combines the partials of the ``R * T`` programs into the loss, the statistics and the row
+aggregation weights. A forward is thus two launches (three at sequence level, whose ratio needs
+per-row sums first) and never synchronises with the host. The backward kernel scales the saved
+derivative by the upstream gradient and the row's aggregation weight. Only ``logp`` receives a gradient, so the loss composes through autograd with
 ``token_logprobs`` and ``fused_linear_logprobs``.
 """
 
@@ -27,6 +28,9 @@ from stalesim.kernels.reference import grpo_loss_ref
 
 MAX_BLOCK = 512
 """Tokens per program: a tile of one row."""
+
+FINALIZE_BLOCK = 1024
+"""Partials the single finalize program reads per step."""
 
 STAT_NAMES = (
     "clip_frac_low",
@@ -219,21 +223,18 @@ def _forward(
 
     dloss = _empty((rows, length), torch.float32, device)
     partial = _empty((int(kernels.NUM_STATS), programs), torch.float32, device)
-    row_log_ratio = row_log_weight = dloss  # placeholders unless the ratio is per sequence
+    sequence_sums = dloss  # a placeholder unless the ratio is per sequence
+    tiles_block = 1 << max(tiles - 1, 0).bit_length()
     if programs > 0 and options.sequence:
-        sums = _empty((3, programs), torch.float32, device)
+        sequence_sums = _empty((3, programs), torch.float32, device)
         kernels.grpo_sequence_sums_kernel[(programs,)](
-            logp, behaviour_logp, prox_arg, mask, sums, length, tiles, programs,
+            logp, behaviour_logp, prox_arg, mask, sequence_sums, length, tiles, programs,
             PROX_MODE=prox_mode, BLOCK=block,
         )  # fmt: skip
-        row_sums = sums.view(3, rows, tiles).sum(dim=2)
-        tokens = row_sums[2].clamp(min=1)
-        row_log_ratio = (row_sums[0] / tokens).contiguous()
-        row_log_weight = (row_sums[1] / tokens).contiguous()
     if programs > 0:
         kernels.grpo_forward_kernel[(programs,)](
             logp, behaviour_logp, prox_arg, ref_arg, advantages, mask,
-            row_log_ratio, row_log_weight, dloss, partial,
+            sequence_sums, dloss, partial,
             length, tiles, programs,
             options.eps_low, options.eps_high,
             options.is_cap if options.is_cap is not None else 0.0, options.beta,
@@ -244,53 +245,23 @@ def _forward(
             USE_KL=ref_logp is not None and options.beta > 0,
             KL_ESTIMATOR=options.kl_estimator,
             BLOCK=block,
+            TILES_BLOCK=tiles_block,
         )  # fmt: skip
 
-    per_tile = partial.view(-1, rows, tiles).double()
-    row_loss = per_tile[int(kernels.STAT_LOSS)].sum(dim=1)
-    row_tokens = per_tile[int(kernels.STAT_TOKENS)].sum(dim=1)
-    row_weight = _row_weights(row_tokens, options.aggregation, options.max_tokens, rows, length)
-    loss = (row_loss * row_weight).sum().to(torch.float32)
-    stats = _combine_stats(partial.double(), kernels)
-    return loss, stats, dloss, row_weight.to(torch.float32).contiguous()
-
-
-def _row_weights(
-    row_tokens: torch.Tensor, aggregation: str, max_tokens: int | None, rows: int, length: int
-) -> torch.Tensor:
-    """The aggregation weight ``a_i`` of each row (see ``grpo_loss_ref``)."""
-    if aggregation == "token_mean":
-        return (1 / row_tokens.sum().clamp(min=1)).expand(rows)
-    if aggregation == "seq_mean_token_mean":
-        nonempty_rows = (row_tokens > 0).sum().clamp(min=1)
-        return 1 / (row_tokens.clamp(min=1) * nonempty_rows)
-    return torch.full_like(row_tokens, 1 / (rows * (max_tokens or length)))
-
-
-def _combine_stats(partial: torch.Tensor, kernels) -> torch.Tensor:
-    """Statistics in ``STAT_NAMES`` order from the per-program partials (float64 in, f32 out)."""
-    tokens = partial[int(kernels.STAT_TOKENS)].sum()
-    count = tokens.clamp(min=1)
-    shifts = partial[int(kernels.STAT_ESS_SHIFT)]
-    top = shifts.max() if shifts.numel() else shifts.new_tensor(-torch.inf)
-    top = torch.where(top == -torch.inf, 0.0, top)
-    # Partial sums were taken relative to each program's own max; rescale to the global max.
-    rescale = torch.exp(shifts - top)
-    ess_sum = (partial[int(kernels.STAT_ESS_SUM)] * rescale).sum()
-    ess_sum_sq = (partial[int(kernels.STAT_ESS_SUM_SQ)] * rescale * rescale).sum()
-    ratio_max = partial[int(kernels.STAT_RATIO_MAX)]
-    ratio_max = ratio_max.max() if ratio_max.numel() else ratio_max.new_tensor(1.0)
-    values = torch.stack(
-        [
-            partial[int(kernels.STAT_CLIP_LOW)].sum() / count,
-            partial[int(kernels.STAT_CLIP_HIGH)].sum() / count,
-            partial[int(kernels.STAT_RATIO_SUM)].sum() / count,
-            ratio_max,
-            partial[int(kernels.STAT_TRUNCATED)].sum() / count,
-            ess_sum**2 / (count * ess_sum_sq).clamp(min=torch.finfo(torch.float64).tiny),
-            partial[int(kernels.STAT_APPROX_KL)].sum() / count,
-            partial[int(kernels.STAT_REF_KL)].sum() / count,
-        ]
-    )
-    on_policy = values.new_tensor([0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
-    return torch.where(tokens == 0, on_policy, values).to(torch.float32)
+    loss = _empty((1,), torch.float32, device)
+    stats = _empty((len(STAT_NAMES),), torch.float32, device)
+    row_weight = _empty((rows,), torch.float32, device)
+    aggregation = {
+        "token_mean": kernels.AGG_TOKEN_MEAN,
+        "seq_mean_token_mean": kernels.AGG_SEQ_MEAN_TOKEN_MEAN,
+        "constant": kernels.AGG_CONSTANT,
+    }[options.aggregation]
+    kernels.grpo_finalize_kernel[(1,)](
+        partial, loss, stats, row_weight, rows, tiles, programs,
+        1.0 / max(rows * (options.max_tokens or length), 1),
+        AGGREGATION=int(aggregation),
+        BLOCK=FINALIZE_BLOCK,
+        ROWS_BLOCK=max(1, FINALIZE_BLOCK // tiles_block),
+        TILES_BLOCK=tiles_block,
+    )  # fmt: skip
+    return loss.view(()), stats, dloss, row_weight

@@ -155,6 +155,22 @@ def test_fully_masked_batch_gives_zero_loss_zero_gradient_on_policy_stats():
     assert stats["clip_frac_low"].item() == 0.0 and stats["ref_kl"].item() == 0.0
 
 
+@pytest.mark.parametrize(("rows", "length"), [(0, 5), (3, 0), (1, 1)])
+def test_degenerate_shapes(rows, length):
+    tensors = {
+        "logp": torch.zeros(rows, length),
+        "behaviour_logp": torch.zeros(rows, length),
+        "advantages": torch.ones(rows),
+        "mask": torch.ones(rows, length, dtype=torch.bool),
+    }
+    case = {"ratio_level": "sequence", "aggregation": "seq_mean_token_mean"}
+    loss, stats, grad = _run(grpo_loss, tensors, case, backend="triton")
+    ref_loss, ref_stats, ref_grad = _run(grpo_loss_ref, tensors, case)
+    assert loss.item() == ref_loss.item() == (-1.0 if rows * length else 0.0)
+    assert torch.equal(grad, ref_grad)
+    assert {k: v.item() for k, v in stats.items()} == {k: v.item() for k, v in ref_stats.items()}
+
+
 def test_garbage_in_padding_is_never_read():
     tensors = _inputs(torch.float32, seed=4)
     clean = _run(grpo_loss, tensors, CASES["everything"], backend="triton")
