@@ -53,6 +53,11 @@ def build_validate_page(runs_dir: Path) -> Page:
     for heading, metrics in headline_metrics(law, points, runs):
         page.metrics(heading, metrics)
     page.prose(findings(law, points, runs, fitted_here), heading="What the sweep shows")
+    if law.notes:
+        page.prose(
+            "\n\n".join(f"{note[0].upper()}{note[1:]}." for note in law.notes),
+            heading="Limits of this fit",
+        )
     page.chart(
         law_chart(law, points),
         heading="Best and largest stable learning rate vs staleness",

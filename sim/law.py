@@ -114,6 +114,7 @@ class Law(_Frozen):
     summary_comparison: dict[str, Any] | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     source: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
 
     def eta_opt_at(self, staleness: float | np.ndarray) -> np.ndarray:
         """The best learning rate at staleness ``S``."""

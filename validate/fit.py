@@ -134,14 +134,27 @@ class Cells:
     steps: tuple[np.ndarray, ...]  # steps to target per run, inf when never reached
 
     def resampled(self, rng: np.random.Generator) -> Cells:
-        """The same cells with runs drawn with replacement inside each LR."""
+        """The same cells with runs drawn with replacement inside each LR.
+
+        Objective values are redrawn as ``mean + sqrt(n/(n-1)) * (x* - mean)``: plain
+        resampling of n runs gives a mean whose variance is (n-1)/n of the right one, which
+        with two seeds would halve it.
+        """
         picks = [rng.integers(0, len(v), len(v)) for v in self.values]
         return Cells(
             self.lrs,
-            tuple(v[i] for v, i in zip(self.values, picks, strict=True)),
+            tuple(_inflated(v, i) for v, i in zip(self.values, picks, strict=True)),
             tuple(f[i] for f, i in zip(self.failed, picks, strict=True)),
             tuple(s[i] for s, i in zip(self.steps, picks, strict=True)),
         )
+
+
+def _inflated(values: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    n = len(values)
+    if n < 2:
+        return values[picks]
+    centre = values.mean()
+    return centre + np.sqrt(n / (n - 1)) * (values[picks] - centre)
 
 
 def build_cells(
@@ -451,7 +464,10 @@ class FitSettings:
             "fail_threshold": self.fail_threshold,
             "min_final_reward": self.min_final_reward,
             "bootstrap": self.bootstrap,
-            "bootstrap_unit": "runs (seeds) resampled with replacement inside each (S, lr) cell",
+            "bootstrap_unit": (
+                "runs (seeds) resampled with replacement inside each (S, lr) cell, objective "
+                "deviations scaled by sqrt(n/(n-1))"
+            ),
             "seed": self.seed,
             "confidence": self.confidence,
             "law_fit": "least_squares on ln(eta), weights 1/max(bootstrap sd of ln eta, 0.05)",
@@ -586,6 +602,7 @@ def fit_sweep(
         fixed_optima, spec_frames, spec_point, spec_replicas, tail
     )
     chosen = comparison.get("best") if comparison.get("distinguishable") else None
+    notes = _notes(groups, staleness, opt_flags, max_flags, opt_usable, max_curve, steps_model)
     law = Law.model_validate(
         {
             "schema": LAW_SCHEMA,
@@ -598,9 +615,40 @@ def fit_sweep(
             "summary_comparison": comparison,
             "settings": settings.as_dict(),
             "source": source or {},
+            "notes": notes,
         }
     )
     return SweepFit(law, points, distribution_points)
+
+
+def _notes(
+    groups: dict[int, Cells],
+    staleness: np.ndarray,
+    opt_flags: list[str],
+    max_flags: list[str],
+    opt_usable: np.ndarray,
+    max_curve: CurveFit | None,
+    steps_model: dict[str, Any] | None,
+) -> list[str]:
+    """Plain warnings about what limits this fit, for the CLI and the page."""
+    notes = []
+    single = sorted(s for s, c in groups.items() if any(len(v) < 2 for v in c.values))
+    if single:
+        notes.append(
+            f"only one run in some LR cells at S={single}: the bootstrap cannot see seed noise "
+            "there, so intervals are too narrow"
+        )
+    for label, flags in (("eta_opt", opt_flags), ("eta_max", max_flags)):
+        odd = {int(s): f for s, f in zip(staleness, flags, strict=True) if f != "ok"}
+        if odd:
+            notes.append(f"{label} is a bound, not an estimate, at {odd} (left out of the fit)")
+    if opt_usable.sum() < 5:
+        notes.append("fewer than 5 usable staleness values: k is held at 1 in the law fits")
+    if max_curve is None:
+        notes.append("eta_max(S) not fitted: fewer than 3 staleness values with a failing LR")
+    if steps_model is None:
+        notes.append("steps_to_target not modelled: the target was reached at fewer than 2 S")
+    return notes
 
 
 def _fit_with_bootstrap(
@@ -813,7 +861,9 @@ def _compare_summaries(
         )
     elif wins:
         verdict = (
-            f"not distinguishable: {best} has the lowest error, but it wins only "
+            f"not distinguishable: {best} has the lowest error ({errors[best]:.3g}; "
+            + ", ".join(f"{o} {errors[o]:.3g}" for o in wins)
+            + "), but it has the lower error in only "
             + ", ".join(f"{w:.0%} of replicates against {o}" for o, w in wins.items())
             + " (95% needed)"
         )

@@ -98,23 +98,42 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
     return format(value, spec)
 
 
+def _estimate(value: Any, lo: Any, hi: Any, flag: str, fitted: bool) -> str:
+    text = f"{_fmt(value)} [{_fmt(lo)}, {_fmt(hi)}]"
+    if flag != "ok":
+        text += f" {flag}"
+    if not fitted:
+        text += " (not fitted)"
+    return text
+
+
 def _print_points(console: Any, points: Any) -> None:
     from rich.table import Table
 
-    table = Table(title="Per-staleness estimates (95% bootstrap intervals)")
-    for name in ("S", "runs", "eta_opt", "interval", "flag", "eta_max", "interval", "flag"):
-        table.add_column(name, justify="right")
+    table = Table(title="Per-staleness estimates [95% bootstrap interval]")
+    table.add_column("S", justify="right")
+    table.add_column("runs", justify="right")
+    table.add_column("eta_opt", justify="right")
+    table.add_column("eta_max", justify="right")
     table.add_column("steps to target", justify="right")
     for row in points.iter_rows(named=True):
         table.add_row(
             str(row["staleness"]),
             str(row["n_runs"]),
-            _fmt(row["eta_opt"]),
-            f"{_fmt(row['eta_opt_lo'])}–{_fmt(row['eta_opt_hi'])}",
-            row["eta_opt_flag"] + ("" if row["eta_opt_in_fit"] else " (not fitted)"),
-            _fmt(row["eta_max"]),
-            f"{_fmt(row['eta_max_lo'])}–{_fmt(row['eta_max_hi'])}",
-            row["eta_max_flag"] + ("" if row["eta_max_in_fit"] else " (not fitted)"),
+            _estimate(
+                row["eta_opt"],
+                row["eta_opt_lo"],
+                row["eta_opt_hi"],
+                row["eta_opt_flag"],
+                row["eta_opt_in_fit"],
+            ),
+            _estimate(
+                row["eta_max"],
+                row["eta_max_lo"],
+                row["eta_max_hi"],
+                row["eta_max_flag"],
+                row["eta_max_in_fit"],
+            ),
             _fmt(row["steps_to_target"], ".0f"),
         )
     console.print(table)
@@ -129,7 +148,6 @@ def _print_law(console: Any, law: Any) -> None:
         table.add_column(name, justify="right")
     for label, curve in (("eta_opt", law.eta_opt), ("eta_max", law.eta_max)):
         if curve is None:
-            table.add_row(label, "not fitted (fewer than 3 uncensored points)", *[""] * 5)
             continue
         cells = []
         for name in ("eta0", "s_c", "k", "alpha"):
@@ -154,6 +172,8 @@ def _print_law(console: Any, law: Any) -> None:
             else ""
         )
         console.print(f"steps_to_target(S) = {steps.steps0:.4g} · (eta_opt(S)/eta_opt(0))^-p, {p}")
+    for note in law.notes:
+        console.print(f"note: {note}")
     comparison = law.summary_comparison or {}
     if comparison.get("status") == "compared":
         errors = ", ".join(f"{k} {v:.3f}" for k, v in comparison["rmse_log"].items())
