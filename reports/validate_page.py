@@ -482,6 +482,7 @@ def heatmap_chart(runs: pl.DataFrame, column: str) -> alt.TopLevelMixin:
     if column == "collapsed":
         value = pl.col("collapsed").cast(pl.Float64).mean().alias("value")
         title, fmt, scheme = "collapsed fraction", ".0%", "reds"
+        domain: Any = [0.0, 1.0]
     else:
         present = column in runs.columns
         # a run that never reached the target counts as infinitely slow, so the median is
@@ -489,6 +490,7 @@ def heatmap_chart(runs: pl.DataFrame, column: str) -> alt.TopLevelMixin:
         steps = pl.col(column).cast(pl.Float64).fill_null(float("inf")) if present else pl.lit(None)
         value = steps.median().alias("value")
         title, fmt, scheme = "median steps to target", ".0f", "blues"
+        domain = alt.Undefined
     cells = (
         runs.group_by("group", "lr")
         .agg(value, pl.len().alias("runs"))
@@ -512,7 +514,7 @@ def heatmap_chart(runs: pl.DataFrame, column: str) -> alt.TopLevelMixin:
     base = alt.Chart(cells).encode(x=x, y=y)
     return alt.layer(
         base.mark_rect().encode(
-            color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme=scheme)),
+            color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme=scheme, domain=domain)),
             tooltip=["group:N", "lr_label:N", alt.Tooltip("value:Q", format=fmt), "runs:Q"],
         ),
         base.mark_text(fontSize=10).encode(text="label:N"),
