@@ -184,24 +184,25 @@ class Engine:
             self._went_idle(now)
         self._boundary(now)
 
-    def _boundary(self, now: float) -> None:
-        """At an iteration boundary: take pending weights, admit work, schedule the next event."""
+    def _boundary(self, now: float, limit: int = 1 << 30) -> None:
+        """At an iteration boundary: take pending weights, admit up to ``limit`` samples,
+        schedule the next event."""
         if self.next_version != NO_VERSION:
             if self.pool.inflight:
                 self._switch(self.next_version, self.switch_stall_until)
             elif self.b == 0:
                 self._switch(self.next_version, self.t0 + self.switch_stall_s)
         if self.next_version == NO_VERSION or self.pool.inflight:
-            self.pool.fill(self, now)
+            self.pool.fill(self, now, limit)
         self._schedule(now)
 
-    def kick(self, now: float) -> None:
+    def kick(self, now: float, limit: int = 1 << 30) -> None:
         """Offer the engine new work or weights now; it takes them at its next boundary."""
         if self.wake is None:
             self.t0 = max(self.t0, now)
-            self._boundary(now)
+            self._boundary(now, limit)
         elif self._advance(now):
-            self._boundary(now)
+            self._boundary(now, limit)
 
     def admit(self, sid: int, now: float) -> None:
         """Start (or resume) ``sid`` at the current boundary ``it0``; prefill is charged by
@@ -260,6 +261,7 @@ class RolloutPool:
         self.group_size = rec.group_size
         self.on_group_complete = on_group_complete
         self.on_starve: Callable[[float], bool] | None = None
+        self.launchable: Callable[[], int] = lambda: 0
         self.on_versions_advanced: Callable[[float], None] | None = None
         self.pending: deque[int] = deque()
         self.engines = [Engine(i, self) for i in range(engines)]
@@ -290,10 +292,10 @@ class RolloutPool:
         self.pending.extend(range(first, first + self.group_size))
         self.open_groups += 1
 
-    def fill(self, engine: Engine, now: float) -> None:
+    def fill(self, engine: Engine, now: float, limit: int = 1 << 30) -> None:
         """Admit waiting samples into ``engine`` while it has slots and KV cache."""
         pending = self.pending
-        free = self.slots - engine.b
+        free = min(self.slots - engine.b, limit)
         if free <= 0:
             return
         rec = self.rec
@@ -320,12 +322,19 @@ class RolloutPool:
             self.request_kick()
 
     def kick_all(self, now: float) -> None:
-        """Offer waiting samples to every engine that can take some, emptiest first."""
-        for engine in sorted(self.engines, key=lambda e: e.b):
+        """Share the waiting samples (and those the controller could launch now) evenly over
+        the engines with free slots, emptiest first, as a batch is split over data-parallel
+        engines."""
+        open_engines = [e for e in self.engines if e.b < self.slots]
+        if not open_engines:
+            return
+        open_engines.sort(key=lambda e: e.b)
+        work = len(self.pending) + self.launchable() * self.group_size
+        share = max(1, math.ceil(work / len(open_engines)))
+        for engine in open_engines:
             if not self.pending and self.on_starve is None:
                 break
-            if engine.b < self.slots:
-                engine.kick(now)
+            engine.kick(now, share)
 
     def request_kick(self) -> None:
         """Kick all engines once, after the current event (never from inside an engine)."""

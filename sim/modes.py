@@ -98,7 +98,12 @@ def _async(c: Cluster) -> None:
                 lambda _e: pool.publish(version, env.now, stall_until=0.0, stall_s=0.0)
             )
 
+    def launchable() -> int:
+        valid = c.launched - c.dropped
+        return max(0, (pool.min_version + s_max + 1) * per_minibatch - valid)
+
     pool.on_starve = try_launch
+    pool.launchable = launchable
     pool.on_versions_advanced = kick
     c.on_drop = kick
     c.after_step = publish

@@ -19,6 +19,7 @@ def simulate(
     if steps < 1:
         raise ConfigError(f"--steps={steps}: need at least 1 learner step")
     started = time.perf_counter()
+    cpu_started = time.process_time()
     derived = derive(scenario)
     cluster = Cluster(scenario, derived, steps, seed, progress)
     modes.install(cluster)
@@ -27,11 +28,13 @@ def simulate(
     trace = cluster.rec.frames()
     trace.end_s = cluster.env.now
     trace.wall_s = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
     trace.info = {
         "derived": derived.as_dict(),
         "samples_finished": cluster.pool.finished_samples,
         "groups_launched": cluster.launched,
         "dropped": dict(cluster.dropped_by_reason),
         "prefill_s": cluster.pool.prefill_s,
+        "cpu_s": cpu_s,
     }
     return trace
