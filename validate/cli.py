@@ -93,8 +93,8 @@ def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None
     quiet = _quiet(quiet)
     if not quiet:
         click.echo(
-            f"sweep {preset}: {size['runs']} runs ({size['lrs']} LRs x {size['staleness']} "
-            f"staleness x {size['seeds']} seeds), {workers} workers -> {out}"
+            f"sweep {preset}: {size['runs']} runs ({size['lrs']} LRs, {size['staleness']} "
+            f"staleness specs, {size['seeds']} seeds), {workers} workers -> {out}"
         )
     started = time.perf_counter()
     if quiet:

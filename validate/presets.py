@@ -78,11 +78,9 @@ class RunConfig(StrictModel):
         return parse_staleness(value).text
 
 
-class SweepConfig(StrictModel):
-    """A grid of runs: every learning rate x staleness spec x seed."""
+class Grid(StrictModel):
+    """Every learning rate x staleness spec x seed."""
 
-    preset: str
-    train: TrainConfig
     lrs: list[float] = Field(min_length=1)
     staleness: list[str] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
@@ -99,19 +97,39 @@ class SweepConfig(StrictModel):
     def _specs(cls, value: list[str]) -> list[str]:
         return [parse_staleness(v).text for v in value]
 
+
+class SweepConfig(StrictModel):
+    """One train config and the grids of runs made with it."""
+
+    preset: str
+    train: TrainConfig
+    grids: list[Grid] = Field(min_length=1)
+
     def runs(self) -> list[RunConfig]:
-        """The grid, ordered so that early runs cover every staleness and LR."""
-        return [
-            RunConfig(preset=self.preset, train=self.train, lr=lr, staleness=spec, seed=seed)
-            for seed in self.seeds
-            for spec in self.staleness
-            for lr in self.lrs
-        ]
+        """Every run of every grid once, seed-major so early runs cover every S and LR."""
+        unique: dict[tuple, RunConfig] = {}
+        for grid in self.grids:
+            for seed in grid.seeds:
+                for spec in grid.staleness:
+                    for lr in grid.lrs:
+                        unique.setdefault(
+                            (lr, spec, seed),
+                            RunConfig(
+                                preset=self.preset,
+                                train=self.train,
+                                lr=lr,
+                                staleness=spec,
+                                seed=seed,
+                            ),
+                        )
+        return list(unique.values())
 
 
 _FIXED_S = ["0", "1", "2", "4", "8", "16", "32"]
 
 PRESETS: dict[str, dict] = {
+    # Fixed staleness over a wide LR range; staleness distributions (both with max 32, means
+    # about 16 and 8) over the LRs around the optima, to tell which summary of S predicts.
     "cpu-tiny": {
         "preset": "cpu-tiny",
         "train": {
@@ -121,11 +139,21 @@ PRESETS: dict[str, dict] = {
             "steps": 150,
             "prompts_per_step": 32,
             "samples_per_prompt": 8,
+            "target_reward": 0.85,
             "device": "cpu",
         },
-        "lrs": [3e-4, 6e-4, 1e-3, 1.5e-3, 2.2e-3, 3.3e-3, 5e-3, 1e-2],
-        "staleness": [*_FIXED_S, "uniform:0-16", "geometric:p=0.1,max=32"],
-        "seeds": [0, 1],
+        "grids": [
+            {
+                "lrs": [2e-4, 4e-4, 7e-4, 1.2e-3, 2.2e-3, 4e-3, 8e-3],
+                "staleness": _FIXED_S,
+                "seeds": [0, 1],
+            },
+            {
+                "lrs": [2e-4, 4e-4, 7e-4, 1.2e-3, 2.2e-3],
+                "staleness": ["uniform:0-32", "geometric:p=0.1,max=32"],
+                "seeds": [0, 1],
+            },
+        ],
     },
     "gpu-small": {
         "preset": "gpu-small",
@@ -136,18 +164,39 @@ PRESETS: dict[str, dict] = {
             "steps": 300,
             "prompts_per_step": 64,
             "samples_per_prompt": 16,
+            "target_reward": 0.85,
             "device": "cuda",
         },
-        "lrs": [1e-4, 2e-4, 3e-4, 5e-4, 8e-4, 1.2e-3, 2e-3, 4e-3],
-        "staleness": [*_FIXED_S, "uniform:0-16", "geometric:p=0.1,max=32"],
-        "seeds": [0, 1, 2],
+        "grids": [
+            {
+                "lrs": [1e-4, 2e-4, 3e-4, 5e-4, 8e-4, 1.2e-3, 2e-3, 4e-3],
+                "staleness": _FIXED_S,
+                "seeds": [0, 1, 2],
+            },
+            {
+                "lrs": [2e-4, 3e-4, 5e-4, 8e-4, 1.2e-3],
+                "staleness": ["uniform:0-32", "geometric:p=0.1,max=32"],
+                "seeds": [0, 1, 2],
+            },
+        ],
     },
 }
 
 
-def preset_sweep(name: str, **grid: list | None) -> SweepConfig:
-    """The preset's sweep, with any of ``lrs``, ``staleness``, ``seeds`` replaced."""
+def preset_sweep(
+    name: str,
+    *,
+    lrs: list[float] | None = None,
+    staleness: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> SweepConfig:
+    """The preset's sweep; if any of ``lrs``, ``staleness``, ``seeds`` is given, one grid made of
+    those, the rest taken from the preset's first grid."""
     if name not in PRESETS:
         raise ConfigError(f"--preset {name!r}: expected one of {', '.join(PRESETS)}")
-    data = {**PRESETS[name], **{k: v for k, v in grid.items() if v is not None}}
+    data = dict(PRESETS[name])
+    given = {"lrs": lrs, "staleness": staleness, "seeds": seeds}
+    if any(v is not None for v in given.values()):
+        first = data["grids"][0]
+        data["grids"] = [{k: v if v is not None else first[k] for k, v in given.items()}]
     return validate_config(SweepConfig, data, source=f"preset {name}")

@@ -2,26 +2,29 @@
 
 Layout of a runs directory::
 
-    config.json                  the sweep config (preset, train config, grid)
+    config.json                  the preset, its train config, and every grid run into the folder
     shards/<run_id>.steps.parquet  one row per step of a finished run
     shards/<run_id>.run.json       the run's summary row, written last: it marks the run done
-    runs.parquet, steps.parquet  the merged tables of the grid's finished runs
+    runs.parquet, steps.parquet  the merged tables of every finished run in the folder
 
 A run whose ``.run.json`` exists is never redone, so a sweep that is stopped and started again
-picks up where it left off. Runs execute in separate processes (one torch thread each); the
+picks up where it left off. Several grids (say, fixed staleness over a wide LR range, then
+staleness distributions over a narrower one) may share a folder as long as they share the train
+config; the tables then hold the union of their runs. Runs execute in separate processes (one torch thread each); the
 merged tables are rewritten atomically after every finished run.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from stalesim.sim.config_file import ConfigError
 from stalesim.sim.files import write_json, write_parquet
 from stalesim.validate.presets import RunConfig, SweepConfig
 from stalesim.validate.trainer import run_id
@@ -74,14 +77,13 @@ def execute_run(run_json: str, out: str) -> str:
     return result.run["run_id"]
 
 
-def merge(out: Path, runs: Iterable[RunConfig]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Build ``runs.parquet`` and ``steps.parquet`` from the finished shards of ``runs``."""
+def merge(out: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Build ``runs.parquet`` and ``steps.parquet`` from every finished shard in ``out``."""
     rows, step_tables = [], []
-    for run in runs:
-        steps_path, run_path = _shard_paths(out, run_id(run))
-        if run_path.exists():
-            rows.append(json.loads(run_path.read_text()))
-            step_tables.append(pl.read_parquet(steps_path))
+    for run_path in sorted((out / "shards").glob("*.run.json")):
+        row = json.loads(run_path.read_text())
+        rows.append(row)
+        step_tables.append(pl.read_parquet(_shard_paths(out, row["run_id"])[0]))
     runs_table = pl.DataFrame(
         [{k: row.get(k) for k in RUN_SCHEMA} for row in rows], schema=RUN_SCHEMA, orient="row"
     )
@@ -89,6 +91,27 @@ def merge(out: Path, runs: Iterable[RunConfig]) -> tuple[pl.DataFrame, pl.DataFr
     write_parquet(out / "runs.parquet", runs_table)
     write_parquet(out / "steps.parquet", steps_table)
     return runs_table, steps_table
+
+
+def record_grid(out: Path, config: SweepConfig) -> None:
+    """Add these grids to ``config.json``; refuse a folder made with another train config."""
+    path = out / "config.json"
+    grids: list[dict] = []
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous.get("train") != config.train.model_dump(mode="json"):
+            raise ConfigError(
+                f"--out {out}: holds runs of another train config (preset "
+                f"{previous.get('preset')!r}); use a new --out folder"
+            )
+        grids = previous.get("grids", [])
+    for grid in config.model_dump(mode="json")["grids"]:
+        if grid not in grids:
+            grids.append(grid)
+    write_json(
+        path,
+        {"preset": config.preset, "train": config.train.model_dump(mode="json"), "grids": grids},
+    )
 
 
 def prepare_warm_start(config: SweepConfig) -> None:
@@ -113,7 +136,7 @@ def run_sweep(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config.model_dump(mode="json"))
+    record_grid(out, config)
     runs = config.runs()
     todo = [run for run in runs if not is_done(out, run)]
     done = len(runs) - len(todo)
@@ -125,7 +148,7 @@ def run_sweep(
         for run in todo:
             execute_run(run.model_dump_json(), str(out))
             done += 1
-            merge(out, runs)
+            merge(out)
             report(done, len(runs))
     elif todo:
         # Workers fork from a fresh server process that has imported torch but never run a
@@ -141,9 +164,9 @@ def run_sweep(
                 for future in finished:
                     future.result()
                     done += 1
-                merge(out, runs)
+                merge(out)
                 report(done, len(runs))
-    return merge(out, runs)
+    return merge(out)
 
 
 def _one_thread() -> None:
@@ -153,10 +176,11 @@ def _one_thread() -> None:
 
 
 def describe(config: SweepConfig) -> dict[str, Any]:
-    """The grid's size, for messages."""
+    """The sweep's size, for messages."""
+    runs = config.runs()
     return {
-        "runs": len(config.lrs) * len(config.staleness) * len(config.seeds),
-        "lrs": len(config.lrs),
-        "staleness": len(config.staleness),
-        "seeds": len(config.seeds),
+        "runs": len(runs),
+        "lrs": len({r.lr for r in runs}),
+        "staleness": len({r.staleness for r in runs}),
+        "seeds": len({r.seed for r in runs}),
     }

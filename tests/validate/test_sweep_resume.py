@@ -28,9 +28,7 @@ def tiny_sweep() -> SweepConfig:
                 "samples_per_prompt": 4,
                 "smoothing_window": 2,
             },
-            "lrs": [1e-3, 3e-3],
-            "staleness": ["0", "uniform:0-2"],
-            "seeds": [0],
+            "grids": [{"lrs": [1e-3, 3e-3], "staleness": ["0", "uniform:0-2"], "seeds": [0]}],
         }
     )
 
@@ -51,7 +49,7 @@ def test_sweep_in_parallel_then_resumed_gives_identical_rows(tmp_path) -> None:
         0.0,
         0.0,
     ]
-    assert json.loads((out / "config.json").read_text())["lrs"] == [1e-3, 3e-3]
+    assert json.loads((out / "config.json").read_text())["grids"][0]["lrs"] == [1e-3, 3e-3]
 
     # Lose one finished run and the merged tables, as if the sweep was killed mid-way.
     lost = runs.sort("run_id")["run_id"][1]
@@ -73,6 +71,20 @@ def test_sweep_in_parallel_then_resumed_gives_identical_rows(tmp_path) -> None:
     assert steps.sort(order).drop(STEP_TIMING).equals(resumed_steps.sort(order).drop(STEP_TIMING))
     on_disk = pl.read_parquet(out / "runs.parquet").sort("run_id")
     assert on_disk.drop(TIMING).equals(after.drop(TIMING))
+
+    # A second grid with the same train config adds its runs; another train config is refused.
+    wider = SweepConfig.model_validate(
+        {
+            **config.model_dump(),
+            "grids": [{"lrs": [1e-3, 3e-3, 1e-2], "staleness": ["0"], "seeds": [0]}],
+        }
+    )
+    union, _ = run_sweep(wider, out, workers=1)
+    assert union.height == 5
+    assert len(json.loads((out / "config.json").read_text())["grids"]) == 2
+    other = config.model_copy(update={"train": config.train.model_copy(update={"steps": 4})})
+    with pytest.raises(ValueError, match="another train config"):
+        run_sweep(other, out, workers=1)
 
 
 def test_cli_sweep_runs_and_reports_bad_input_in_one_line(tmp_path) -> None:
