@@ -322,19 +322,22 @@ def law_chart(law: Law, points: pl.DataFrame) -> alt.TopLevelMixin:
     """eta_opt(S) and eta_max(S): estimates with intervals, the fitted law and its band."""
     curves = []
     estimates = []
+    s_top = float(points["staleness"].max())
     for name, curve in (("eta_opt", law.eta_opt), ("eta_max", law.eta_max)):
-        if curve is None or curve.band is None:
+        if curve is None:
             continue
-        grid = np.array(curve.band.staleness)
+        band = curve.band
+        grid = np.array(band.staleness) if band else np.linspace(0.0, 1.25 * s_top, 60)
         curves.append(
             pl.DataFrame(
                 {
                     "S": grid,
                     "eta": curve(grid),
-                    "lo": curve.band.lo,
-                    "hi": curve.band.hi,
+                    "lo": band.lo if band else [None] * len(grid),
+                    "hi": band.hi if band else [None] * len(grid),
                     "quantity": name,
-                }
+                },
+                schema_overrides={"lo": pl.Float64, "hi": pl.Float64},
             )
         )
     for name in ("eta_opt", "eta_max"):
@@ -352,7 +355,6 @@ def law_chart(law: Law, points: pl.DataFrame) -> alt.TopLevelMixin:
             )
         )
     color = alt.Color("quantity:N", title=None)
-    s_top = float(points["staleness"].max())
     ticks = [0, *[2**i for i in range(int(np.log2(max(s_top, 1))) + 2)]]
     x = alt.X("S:Q", scale=S_SCALE, title="staleness S (versions)", axis=alt.Axis(values=ticks))
     y = alt.Y("eta:Q", scale=LR_SCALE, title="learning rate")

@@ -72,6 +72,8 @@ EDGE_FLAGS = frozenset({"edge_low", "edge_high", "few_lrs"})
 CENSORED_FLAGS = frozenset({"above_grid", "below_grid"})
 #: Smallest relative standard deviation a per-S point is trusted with in the law fit.
 MIN_LOG_SD = 0.05
+#: A "summary A predicts better than B" verdict needs at least this many bootstrap replicates.
+MIN_REPLICAS_TO_DECIDE = 20
 
 Progress = Callable[[int], None]
 
@@ -326,7 +328,9 @@ def fit_curve(
     """Least-squares fit of ``ln eta(S)`` to the law family; ``log_sd`` weights the points."""
     s = np.asarray(staleness, dtype=float)
     y = np.log(np.asarray(eta, dtype=float))
-    sd = np.full_like(y, MIN_LOG_SD) if log_sd is None else np.maximum(log_sd, MIN_LOG_SD)
+    sd = np.full_like(y, MIN_LOG_SD)
+    if log_sd is not None:  # an unknown spread (NaN: too few replicates) gets the floor
+        sd = np.where(np.isfinite(log_sd), np.maximum(log_sd, MIN_LOG_SD), MIN_LOG_SD)
 
     def unpack(theta: np.ndarray) -> tuple[float, float, float, float]:
         log_k = np.log(fixed_k) if fixed_k is not None else theta[2]
@@ -574,14 +578,14 @@ def fit_sweep(
             "n_lrs": [len(groups[int(s)].lrs) for s in staleness],
             "grid_best_lr": [point[int(s)].optimum.grid_best_lr for s in staleness],
             "eta_opt": opt,
-            "eta_opt_lo": np.nanpercentile(opt_boot, tail[0], axis=0),
-            "eta_opt_hi": np.nanpercentile(opt_boot, tail[1], axis=0),
+            "eta_opt_lo": _nanpercentile(opt_boot, tail[0]),
+            "eta_opt_hi": _nanpercentile(opt_boot, tail[1]),
             "eta_opt_log_sd": _log_sd(opt_boot),
             "eta_opt_flag": opt_flags,
             "eta_opt_in_fit": opt_usable,
             "eta_max": emax,
-            "eta_max_lo": np.nanpercentile(emax_boot, tail[0], axis=0),
-            "eta_max_hi": np.nanpercentile(emax_boot, tail[1], axis=0),
+            "eta_max_lo": _nanpercentile(emax_boot, tail[0]),
+            "eta_max_hi": _nanpercentile(emax_boot, tail[1]),
             "eta_max_flag": max_flags,
             "eta_max_in_fit": max_usable if max_curve is not None else np.zeros_like(max_usable),
             "steps_to_target": steps,
@@ -674,20 +678,23 @@ def _law_curve(
     tail: tuple[float, float],
 ) -> dict[str, Any]:
     params = np.array([r.vector() for r in replicas]).reshape(-1, 4)
-    intervals = {
-        name: [
-            float(np.percentile(params[:, i], tail[0])),
-            float(np.percentile(params[:, i], tail[1])),
-        ]
-        for i, name in enumerate(CURVE_PARAMS)
-        if not (name == "k" and curve.k_fixed)
-    }
-    curves = np.array([r(grid) for r in replicas]).reshape(-1, len(grid))
-    band = Band(
-        staleness=[float(g) for g in grid],
-        lo=[float(v) for v in np.percentile(curves, tail[0], axis=0)],
-        hi=[float(v) for v in np.percentile(curves, tail[1], axis=0)],
-    )
+    intervals: dict[str, list[float]] = {}
+    band = None
+    if replicas:
+        intervals = {
+            name: [
+                float(np.percentile(params[:, i], tail[0])),
+                float(np.percentile(params[:, i], tail[1])),
+            ]
+            for i, name in enumerate(CURVE_PARAMS)
+            if not (name == "k" and curve.k_fixed)
+        }
+        curves = np.array([r(grid) for r in replicas]).reshape(-1, len(grid))
+        band = Band(
+            staleness=[float(g) for g in grid],
+            lo=[float(v) for v in np.percentile(curves, tail[0], axis=0)],
+            hi=[float(v) for v in np.percentile(curves, tail[1], axis=0)],
+        )
     return LawCurve(
         eta0=curve.eta0,
         s_c=curve.s_c,
@@ -852,9 +859,22 @@ def _compare_summaries(
     )
     ranking = sorted(errors, key=errors.get)
     best = ranking[0]
-    wins = {other: float(np.mean(boot[best] < boot[other])) for other in ranking[1:]}
-    distinguishable = bool(wins) and all(w >= 0.95 for w in wins.values())
-    if distinguishable:
+    replicas = len(next(iter(boot.values())))
+    wins = {
+        other: float(np.mean(boot[best] < boot[other])) if replicas else float("nan")
+        for other in ranking[1:]
+    }
+    distinguishable = (
+        replicas >= MIN_REPLICAS_TO_DECIDE and bool(wins) and all(w >= 0.95 for w in wins.values())
+    )
+    if wins and replicas < MIN_REPLICAS_TO_DECIDE:
+        verdict = (
+            f"undecided: {best} has the lowest error ({errors[best]:.3g}; "
+            + ", ".join(f"{o} {errors[o]:.3g}" for o in wins)
+            + f"), but {replicas} bootstrap replicates (fewer than {MIN_REPLICAS_TO_DECIDE}) "
+            "cannot tell that from noise"
+        )
+    elif distinguishable:
         verdict = (
             f"{best} predicts best (lower error than every other summary in at least 95% of "
             "bootstrap replicates)"
