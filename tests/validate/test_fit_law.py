@@ -265,3 +265,13 @@ def test_same_seed_same_fit_and_other_seed_other_intervals():
     assert [p["eta_opt"] for p in first.points] == [p["eta_opt"] for p in other.points]
     assert first.eta_opt.intervals != other.eta_opt.intervals
     assert other.eta_opt.alpha == pytest.approx(first.eta_opt.alpha, rel=0.1)
+
+
+def test_zero_replicates_give_estimates_without_intervals():
+    runs = synthetic_runs(np.random.default_rng(1), seeds=2, distributions={"u": (4.0, 8.0)})
+    law = fit_sweep(runs, FitSettings(bootstrap=0)).law
+    assert law.eta_opt.intervals == {} and law.eta_opt.band is None
+    assert abs(np.log(law.eta_opt.eta0 / OPT["eta0"])) < 0.15
+    assert all(p["eta_opt_lo"] is None for p in law.points)
+    assert law.summary_comparison["verdict"].startswith("undecided")
+    assert not law.summary_comparison["distinguishable"]
