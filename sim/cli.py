@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -96,11 +95,9 @@ def simulate(
     write_parquet(out_dir / "busy.parquet", trace.busy)
     write_parquet(out_dir / "queue.parquet", trace.queue)
     write_json(out_dir / "summary.json", summary)
-    report = None
-    if importlib.util.find_spec("stalesim.reports.simulate_page") is not None:
-        from stalesim.reports.simulate_page import write_simulate_report
+    from stalesim.reports.simulate_page import write_simulate_report
 
-        report = write_simulate_report(out_dir)
+    report = write_simulate_report(out_dir)
     if as_json:
         click.echo(json.dumps(json.loads((out_dir / "summary.json").read_text()), indent=2))
         return
@@ -109,8 +106,7 @@ def simulate(
     console = Console()
     console.print(summary_table(summary))
     console.print(f"wrote {out_dir}/ (samples, steps, busy, queue .parquet; summary.json)")
-    if report is not None:
-        console.print(f"report: {report}")
+    console.print(f"report: {report}")
 
 
 @click.command()
