@@ -607,6 +607,11 @@ def fit_sweep(
     )
     chosen = comparison.get("best") if comparison.get("distinguishable") else None
     notes = _notes(groups, staleness, opt_flags, max_flags, opt_usable, max_curve, steps_model)
+    if chosen is None:
+        notes.append(
+            "staleness_summary is max (the bound an async mode enforces) by default: the "
+            "distribution runs did not single out a summary"
+        )
     law = Law.model_validate(
         {
             "schema": LAW_SCHEMA,
