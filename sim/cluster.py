@@ -161,6 +161,7 @@ class Cluster:
                     yield buffer.wait_for(need)
                 dropped = 0
                 for g in buffer.take(need, env.now):
+                    rec.g_removed_s[g] = env.now
                     version = step * M + len(batch) // per_minibatch
                     if self.bound is not None and version - rec.g_vmin[g] > self.bound[0]:
                         rec.g_drop[g] = self.bound[1]

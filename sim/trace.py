@@ -41,6 +41,7 @@ class TraceRecorder:
     g_step: list[int] = field(default_factory=list)
     g_version: list[int] = field(default_factory=list)
     g_consumed_s: list[float] = field(default_factory=list)
+    g_removed_s: list[float] = field(default_factory=list)
     g_drop: list[str | None] = field(default_factory=list)
     # per learner step
     step_start: list[float] = field(default_factory=list)
@@ -71,6 +72,7 @@ class TraceRecorder:
         self.g_step.append(-1)
         self.g_version.append(-1)
         self.g_consumed_s.append(NAN)
+        self.g_removed_s.append(NAN)
         self.g_drop.append(None)
         self.s_prompt.extend([prompt] * n)
         self.s_len.extend(responses)
@@ -122,6 +124,7 @@ class TraceRecorder:
                 "finish_s": finish,
                 "group_complete_s": np.asarray(self.g_complete, dtype=np.float64)[group_id],
                 "consumed_s": np.asarray(self.g_consumed_s, dtype=np.float64)[group_id],
+                "left_buffer_s": np.asarray(self.g_removed_s, dtype=np.float64)[group_id],
                 "prompt_tokens": np.asarray(self.s_prompt, dtype=np.int64),
                 "response_tokens": length,
                 "behaviour_version_min": vmin,
@@ -134,7 +137,9 @@ class TraceRecorder:
             }
         ).with_columns(
             pl.when(pl.col("engine") < 0).then(None).otherwise(pl.col("engine")).alias("engine"),
-            pl.col("start_s", "finish_s", "group_complete_s", "consumed_s").fill_nan(None),
+            pl.col(
+                "start_s", "finish_s", "group_complete_s", "consumed_s", "left_buffer_s"
+            ).fill_nan(None),
             *[
                 pl.when(pl.Series(finished)).then(pl.col(c)).otherwise(None).alias(c)
                 for c in ("behaviour_version_min", "behaviour_version_max")

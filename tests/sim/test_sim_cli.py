@@ -143,3 +143,21 @@ def test_bad_input_is_one_line_and_exit_code_2(
     assert needle in lines[0]
     assert "Traceback" not in result.output
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_simulate_never_imports_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from stalesim.cli import main\n"
+        f"r = CliRunner().invoke(main, ['simulate', '--steps', '2', '--quiet', '--out', {str(tmp_path)!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in ('torch', 'triton') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
