@@ -89,7 +89,7 @@ def derive(scenario: Scenario) -> Derived:
         sync_s=weight_sync_s(
             gpu,
             model,
-            colocated=colocated,
+            same_node=colocated or rollout_gpus + learner_gpus <= gpu.gpus_per_node,
             bandwidth_bytes_per_s=scenario.weight_sync.bandwidth_bytes_per_s,
             latency_s=scenario.weight_sync.latency_s,
         ),

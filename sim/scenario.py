@@ -135,7 +135,9 @@ class WeightSyncConfig(StrictModel):
     """Publishing new weights from the learner to the rollout engines."""
 
     bandwidth_bytes_per_s: float | None = Field(
-        default=None, gt=0, description="default: NVLink when colocated, else the network"
+        default=None,
+        gt=0,
+        description="default: NVLink when colocated or within one node, else the network",
     )
     latency_s: float = Field(default=0.5, ge=0)
     pause_policy: Literal["blocking", "overlapped"] = "blocking"

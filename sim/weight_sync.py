@@ -1,6 +1,7 @@
 """Publishing weights: the transfer time from the learner to the rollout engines.
 
-Colocated training reshards inside a node over NVLink; separate pools send over the network.
+Colocated training reshards over NVLink, and so do separate pools that share one node; pools
+on different nodes send over the network.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ def weight_sync_s(
     gpu: GpuSpec,
     model: ModelSpec,
     *,
-    colocated: bool,
+    same_node: bool,
     bandwidth_bytes_per_s: float | None,
     latency_s: float,
 ) -> float:
     """``weight_bytes / bandwidth + latency``; every engine receives its copy in parallel."""
     if bandwidth_bytes_per_s is None:
-        bandwidth_bytes_per_s = gpu.nvlink_bytes_per_s if colocated else gpu.network_bytes_per_s
+        bandwidth_bytes_per_s = gpu.nvlink_bytes_per_s if same_node else gpu.network_bytes_per_s
     return model.weight_bytes / bandwidth_bytes_per_s + latency_s
