@@ -3,9 +3,11 @@
 Import this module through ``stalesim.kernels.backend.load_triton_module("_fused_triton")``, so
 that on a machine without CUDA the interpreter is switched on before the kernels are decorated.
 
-Forward: one program per block of rows walks the vocabulary in tiles; each logit tile is a
-``tl.dot`` of the rows' hidden states with a tile of the weight, reduced into a running
-max / sum-exp per row and gathered at the targets, then dropped. Only ``N`` log-sum-exps stay.
+Forward: one program per block of rows (and, when there are too few row blocks to fill the GPU,
+per slice of the vocabulary) walks the vocabulary in tiles; each logit tile is a ``tl.dot`` of
+the rows' hidden states with a tile of the weight, reduced into a running max / sum-exp per row
+and gathered at the targets, then dropped. The slices' partial sums are combined per row, and
+only ``N`` log-sum-exps stay.
 
 Backward: why a slab and not atomics or per-tile accumulators. Both gradients reduce over a
 dimension the logits tile does not own (dHidden over V, dWeight over N) and are H wide. A
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from stalesim.kernels._logprob_buffers import new_buffer
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,14 @@ def _fused_forward_kernel(
     weight_ptr,
     bias_ptr,
     targets_ptr,
-    logp_ptr,
-    lse_ptr,
+    partial_max_ptr,
+    partial_sum_ptr,
+    partial_target_ptr,
     n_rows,
     n_vocab,
     n_hidden,
+    n_splits,
+    split_width,
     stride_hidden,
     stride_weight,
     inv_temperature,
@@ -119,14 +125,21 @@ def _fused_forward_kernel(
     BLOCK_H: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Program (row block, vocabulary split): the running max, sum-exp and target logit of its
+    # rows over columns [split * split_width, (split + 1) * split_width), a whole number of
+    # tiles. Consecutive programs share a row block.
+    pid = tl.program_id(0)
+    split = pid % n_splits
+    rows = (pid // n_splits) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < n_rows
     targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1).to(tl.int32)
+    v_begin = split * split_width
+    v_end = tl.minimum(v_begin + split_width, n_vocab)
 
     running_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     running_sum = tl.zeros((BLOCK_N,), tl.float32)
     target_logit = tl.zeros((BLOCK_N,), tl.float32)
-    for v0 in range(0, n_vocab, BLOCK_V):
+    for v0 in range(v_begin, v_end, BLOCK_V):
         cols = v0 + tl.arange(0, BLOCK_V)
         z = _logit_tile(
             hidden_ptr, weight_ptr, bias_ptr, rows, cols, n_rows, n_vocab, n_hidden,
@@ -142,10 +155,10 @@ def _fused_forward_kernel(
         )
         running_max = new_max
 
-    shift = tl.where(running_max == float("-inf"), 0.0, running_max)
-    log_sum = tl.log(running_sum)
-    tl.store(lse_ptr + rows, shift + log_sum, mask=row_ok)
-    tl.store(logp_ptr + rows, (target_logit - shift) - log_sum, mask=row_ok)
+    out = split.to(tl.int64) * n_rows + rows
+    tl.store(partial_max_ptr + out, running_max, mask=row_ok)
+    tl.store(partial_sum_ptr + out, running_sum, mask=row_ok)
+    tl.store(partial_target_ptr + out, target_logit, mask=row_ok)
 
 
 @triton.jit
@@ -232,6 +245,21 @@ def _matmul_accumulate_kernel(
     tl.store(acc_tile, acc, mask=m_ok[:, None] & n_ok[None, :])
 
 
+def vocabulary_splits(n_rows: int, n_vocab: int, cfg: FusedLaunch, device: torch.device) -> int:
+    """How many programs share one row block's vocabulary in the forward.
+
+    With fewer row blocks than SMs, one program per row block would leave most of the GPU idle
+    (N=2,048 is 16 blocks on 132 SMs), so the vocabulary is split until the row blocks fill
+    whole waves. Under the interpreter it is split in three, so tests cover the combine.
+    """
+    tiles = triton.cdiv(n_vocab, cfg.block_v)
+    if device.type != "cuda":
+        return min(3, tiles)
+    row_blocks = triton.cdiv(n_rows, cfg.block_n)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(tiles, sms // row_blocks))
+
+
 def fused_forward(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -248,16 +276,24 @@ def fused_forward(
     if n_rows == 0:
         return
     cfg = launch_config(hidden.dtype, hidden.device)
-    _fused_forward_kernel[(triton.cdiv(n_rows, cfg.block_n),)](
+    splits = vocabulary_splits(n_rows, n_vocab, cfg, hidden.device)
+    split_width = triton.cdiv(triton.cdiv(n_vocab, cfg.block_v), splits) * cfg.block_v
+    splits = triton.cdiv(n_vocab, split_width)
+    # [3, splits, N] float32: the per-split running max, sum-exp and target logit.
+    partial = new_buffer((3, splits, n_rows), torch.float32, hidden.device)
+    _fused_forward_kernel[(triton.cdiv(n_rows, cfg.block_n) * splits,)](
         hidden,
         weight,
         bias if bias is not None else weight,
         targets,
-        logp,
-        lse,
+        partial[0],
+        partial[1],
+        partial[2],
         n_rows,
         n_vocab,
         n_hidden,
+        splits,
+        split_width,
         hidden.stride(0),
         weight.stride(0),
         1.0 / temperature,
@@ -269,6 +305,14 @@ def fused_forward(
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
     )
+    split_max, split_sum, split_target = partial
+    row_max = split_max.amax(dim=0)
+    # As in the kernel: a row whose every logit is -inf is shifted by 0, never by -inf.
+    shift = torch.where(row_max == float("-inf"), 0.0, row_max)
+    log_sum = torch.log((split_sum * torch.exp(split_max - shift)).sum(dim=0))
+    torch.add(shift, log_sum, out=lse)
+    # The max is subtracted before the sum so large logits keep float32 precision.
+    torch.sub(split_target.sum(dim=0) - shift, log_sum, out=logp)
 
 
 def fused_grad_logits(

@@ -112,7 +112,9 @@ def test_extreme_logits_and_masked_vocabulary() -> None:
     with torch.no_grad():
         hidden.mul_(300.0)  # logits of order 1e3 to 1e4
         bias[::3] = float("-inf")
-    targets = torch.where(targets % 3 == 0, targets + 1, targets).clamp(max=V - 1)
+        bias[:170] = float("-inf")  # the whole first vocabulary split of the forward
+    targets = 170 + targets % (V - 170)
+    targets = torch.where(targets % 3 == 0, targets + 1, targets)
     logp = fused_linear_logprobs(
         hidden, weight, targets, temperature=1.3, bias=bias, backend="triton"
     )
@@ -126,7 +128,7 @@ def test_extreme_logits_and_masked_vocabulary() -> None:
     assert torch.allclose(logp.double(), want, rtol=1e-5, atol=1e-2)
     assert relative_error(hidden.grad, want_hidden) < 1e-4
     assert relative_error(weight.grad, want_weight) < 1e-4
-    assert (weight.grad[::3] == 0).all()
+    assert (weight.grad[::3] == 0).all() and (weight.grad[:170] == 0).all()
 
 
 def test_gpu_tile_sizes_under_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,3 +214,17 @@ def test_bad_bias_and_temperature_raise() -> None:
         fused_linear_logprobs(*_good(), bias=torch.zeros(9), backend="triton")
     with pytest.raises(ValueError, match="temperature"):
         fused_linear_logprobs(*_good(), temperature=0.0, backend="triton")
+
+
+@pytest.mark.parametrize(("rows", "vocab"), [(1, 1), (5, 20), (17, 33)])
+def test_small_vocabularies(rows: int, vocab: int) -> None:
+    """One tile (a single vocabulary split) and just over one tile."""
+    hidden, weight, bias, targets, upstream = make_inputs(
+        rows + vocab, torch.float32, True, rows=rows, vocab=vocab
+    )
+    logp = fused_linear_logprobs(hidden, weight, targets, bias=bias, backend="triton")
+    logp.backward(upstream)
+    want, want_grads = reference_grads(hidden, weight, bias, targets, upstream, 1.0)
+    assert torch.allclose(logp.double(), want, atol=1e-6)
+    for got, wanted in zip((hidden.grad, weight.grad, bias.grad), want_grads, strict=True):
+        assert torch.allclose(got.double(), wanted, atol=1e-6)

@@ -1,0 +1,157 @@
+"""Compile the log-prob kernels for an H100 (sm_90) without a GPU, and report their resources.
+
+Triton compiles to a cubin without a driver, so machines without a GPU can still check what
+the interpreter cannot: that the GPU launch configurations compile, fit the SM's shared memory,
+do not spill registers to local memory, and that the matmul loops are software-pipelined
+(asynchronous global-to-shared copies). Arguments are specialised as Triton's launcher would
+specialise them at the shapes that matter (16-byte-aligned pointers and strides, unit strides
+as constants).
+
+Run as ``python -m stalesim.kernels._fused_gpu_compile`` with ``TRITON_INTERPRET`` unset; it
+prints one JSON object per compiled kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SM90_SHARED_BYTES = 232_448
+"""Shared memory one H100 thread block may use (227 KiB)."""
+
+ALIGNED = "aligned"
+"""Marks an integer argument that Triton specialises as divisible by 16."""
+
+
+def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
+    """(kernel, argument types, constexpr values, warps, stages) for each GPU launch."""
+    import torch
+    from stalesim.kernels import _fused_triton as fused
+    from stalesim.kernels import _logprob_triton as logprob
+
+    jobs = []
+    for dtype, short in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+        tiles = logprob.launch_config(151_936, torch.device("cuda"))
+        tile_args = {"BLOCK_V": tiles.block_v}
+        jobs.append(
+            (
+                logprob._logprob_forward_kernel,
+                {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "logp_ptr": "*fp32",
+                 "lse_ptr": "*fp32", "n_vocab": ALIGNED, "stride_row": ALIGNED,
+                 "inv_temperature": "fp32"},
+                tile_args, tiles.num_warps, 3,
+            )
+        )  # fmt: skip
+        jobs.append(
+            (
+                logprob._logprob_backward_kernel,
+                {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "lse_ptr": "*fp32",
+                 "grad_logp_ptr": "*fp32", "grad_logits_ptr": f"*{short}", "n_vocab": ALIGNED,
+                 "stride_row": ALIGNED, "stride_grad_row": ALIGNED, "inv_temperature": "fp32"},
+                tile_args, tiles.num_warps, 3,
+            )
+        )  # fmt: skip
+        cfg = fused.launch_config(dtype, torch.device("cuda"))
+        blocks = {
+            "BLOCK_N": cfg.block_n,
+            "BLOCK_V": cfg.block_v,
+            "BLOCK_H": cfg.block_h,
+            "DOT_PRECISION": cfg.dot_precision,
+        }
+        operands = {"hidden_ptr": f"*{short}", "weight_ptr": f"*{short}",
+                    "bias_ptr": f"*{short}", "targets_ptr": "*i64"}  # fmt: skip
+        sizes = {"n_rows": "i32", "n_vocab": ALIGNED, "n_hidden": ALIGNED,
+                 "stride_hidden": ALIGNED, "stride_weight": ALIGNED, "inv_temperature": "fp32"}  # fmt: skip
+        jobs.append(
+            (
+                fused._fused_forward_kernel,
+                {**operands, "partial_max_ptr": "*fp32", "partial_sum_ptr": "*fp32",
+                 "partial_target_ptr": "*fp32", "n_splits": "i32", "split_width": ALIGNED,
+                 **sizes},
+                {"HAS_BIAS": True, **blocks}, cfg.num_warps, cfg.num_stages,
+            )
+        )  # fmt: skip
+        jobs.append(
+            (
+                fused._fused_grad_logits_kernel,
+                {**operands, "lse_ptr": "*fp32", "grad_logp_ptr": "*fp32",
+                 "slab_ptr": f"*{short}", "chunk_start": ALIGNED, "chunk_width": ALIGNED,
+                 "stride_slab": ALIGNED, **sizes},
+                {"HAS_BIAS": True, **blocks}, cfg.num_warps, cfg.num_stages,
+            )
+        )  # fmt: skip
+        jobs.append(
+            (
+                fused._matmul_accumulate_kernel,
+                {"acc_ptr": "*fp32", "a_ptr": f"*{short}", "b_ptr": f"*{short}",
+                 "size_m": "i32", "size_n": ALIGNED, "size_k": ALIGNED,
+                 "stride_am": ALIGNED, "stride_bk": ALIGNED, "stride_acc": ALIGNED},
+                {"stride_ak": 1, "stride_bn": 1, "BLOCK_M": cfg.block_n,
+                 "BLOCK_N": cfg.block_v, "BLOCK_K": cfg.block_h,
+                 "DOT_PRECISION": cfg.dot_precision},
+                cfg.num_warps, cfg.num_stages,
+            )
+        )  # fmt: skip
+    return jobs
+
+
+def compile_for_sm90() -> list[dict[str, Any]]:
+    """Compile every GPU launch configuration for sm_90; one resource report per kernel."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    target = GPUTarget("cuda", 90, 32)
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    reports = []
+    for kernel, arg_types, constexprs, warps, stages in _jobs():
+        names = kernel.arg_names
+        signature = {n: ("i32" if t == ALIGNED else t) for n, t in arg_types.items()}
+        signature |= {n: "constexpr" for n in constexprs}
+        aligned = [n for n, t in arg_types.items() if t == ALIGNED or t.startswith("*")]
+        attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+        source = triton.compiler.ASTSource(kernel, signature, constexprs, attrs)
+        compiled = triton.compile(
+            source, target=target, options={"num_warps": warps, "num_stages": stages}
+        )
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+            cubin.write(compiled.asm["cubin"])
+            cubin.flush()
+            usage = subprocess.run(
+                [str(cuobjdump), "--dump-resource-usage", cubin.name],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        resources = dict(re.findall(r"(REG|LOCAL|SHARED):(\d+)", usage))
+        ttgir = compiled.asm["ttgir"]
+        reports.append(
+            {
+                "kernel": kernel.__name__,
+                "operand": arg_types.get(
+                    "hidden_ptr", arg_types.get("logits_ptr", arg_types.get("a_ptr"))
+                ),
+                "registers": int(resources["REG"]),
+                "local_bytes": int(resources["LOCAL"]),
+                "shared_bytes": compiled.metadata.shared,
+                "uses_wgmma": "warp_group_dot" in ttgir,
+                "pipelined": "async_copy_global_to_local" in ttgir,
+            }
+        )
+    return reports
+
+
+def main() -> None:
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        sys.exit("unset TRITON_INTERPRET: the interpreter does not compile kernels")
+    for report in compile_for_sm90():
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
