@@ -89,6 +89,7 @@ class Cluster:
             time_model=derived.time_model,
             inflight=algo.inflight_updates,
             on_group_complete=self._group_complete,
+            round_budget=algo.round_token_budget if algo.mode == "partial_rollout" else None,
         )
         self.trained = [self.env.event() for _ in range(steps)]
         self.batch_ready = [self.env.event() for _ in range(steps)]

@@ -103,7 +103,15 @@ class Engine:
         if self.span_start == self.span_start:  # an open span (not NaN)
             self.pool.rec.busy("rollout", self.index, "decode", self.span_start, at)
             self.span_start = math.nan
-            self.pool.idle.add(self)
+            pool = self.pool
+            pool.idle.add(self)
+            if (
+                pool._drained is not None
+                and len(pool.idle) == len(pool.engines)
+                and not pool.pending
+            ):
+                event, pool._drained = pool._drained, None
+                event.succeed()
 
     # -- behaviour versions -------------------------------------------------------------
     def _leave(self, sid: int, end_it: int) -> None:
@@ -175,9 +183,13 @@ class Engine:
         self.it0 = finish_it
         s_finish = rec.s_finish
         finished = pool.sample_finished
+        budgeted = pool.round_budget is not None
         while heap and heap[0][0] == finish_it:
             sid = heappop(heap)[1]
             self._leave(sid, finish_it)
+            if budgeted and rec.s_done[sid] < rec.s_len[sid]:
+                pool.out_of_budget.append(sid)  # used its round's tokens; waits for the next
+                continue
             s_finish[sid] = now
             finished(sid, now)
         if self.b == 0:
@@ -219,7 +231,11 @@ class Engine:
         rec.s_engine[sid] = self.index
         if rec.s_start[sid] != rec.s_start[sid]:
             rec.s_start[sid] = max(self.t0, now)
-        heappush(self.heap, (self.it0 + rec.s_len[sid] - rec.s_done[sid], sid))
+        to_go = rec.s_len[sid] - rec.s_done[sid]
+        budget = self.pool.round_budget
+        if budget is not None:
+            to_go = min(to_go, budget - (rec.s_done[sid] - rec.s_round_base[sid]))
+        heappush(self.heap, (self.it0 + to_go, sid))
 
     def preempt(self, now: float) -> list[int]:
         """Stop every live sequence at the last boundary before ``now``; return them (their
@@ -251,6 +267,7 @@ class RolloutPool:
         time_model: DecodeTimeModel,
         inflight: bool,
         on_group_complete: Callable[[int, float], None],
+        round_budget: int | None = None,
     ) -> None:
         self.env = env
         self.rec = rec
@@ -264,6 +281,9 @@ class RolloutPool:
         self.launchable: Callable[[], int] = lambda: 0
         self.on_versions_advanced: Callable[[float], None] | None = None
         self.pending: deque[int] = deque()
+        self.round_budget = round_budget
+        self.out_of_budget: list[int] = []
+        self._drained: simpy.Event | None = None
         self.engines = [Engine(i, self) for i in range(engines)]
         self.idle: set[Engine] = set(self.engines)
         self.min_version = 0
@@ -286,6 +306,15 @@ class RolloutPool:
             rec.g_complete[g] = now
             self.open_groups -= 1
             self.on_group_complete(g, now)
+
+    def drained(self) -> simpy.Event:
+        """Fires once no engine has live sequences and no sample waits for one."""
+        event = self.env.event()
+        if len(self.idle) == len(self.engines) and not self.pending:
+            event.succeed()
+        else:
+            self._drained = event
+        return event
 
     def add_group(self, g: int) -> None:
         first = g * self.group_size

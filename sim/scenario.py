@@ -127,6 +127,11 @@ class AlgorithmConfig(StrictModel):
     partial_overprovision: float = Field(
         default=0.5, ge=0, description="partial_rollout: extra groups in flight, share of B"
     )
+    round_token_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="partial_rollout: tokens a sequence may generate per round (Kimi k1.5)",
+    )
     old_logprob_pass: bool = True
     reference_model: bool = True
 
@@ -170,6 +175,14 @@ class Scenario(StrictModel):
             raise ValueError(
                 f"algorithm.staleness_filter={f} would drop every group of some mini-batch in "
                 f"mode {self.algorithm.mode} with {m} mini-batches per step; allowed: >= {floor}"
+            )
+        if (
+            self.algorithm.round_token_budget is not None
+            and self.algorithm.mode != "partial_rollout"
+        ):
+            raise ValueError(
+                "algorithm.round_token_budget is for algorithm.mode=partial_rollout, "
+                f"not {self.algorithm.mode}"
             )
         if self.algorithm.inflight_updates and self.algorithm.mode != "async":
             raise ValueError(

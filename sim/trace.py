@@ -32,6 +32,7 @@ class TraceRecorder:
     s_vmin: list[int] = field(default_factory=list)
     s_vmax: list[int] = field(default_factory=list)
     s_vsum: list[float] = field(default_factory=list)
+    s_round_base: list[int] = field(default_factory=list)  # tokens done when its round began
     # per group
     g_launch: list[float] = field(default_factory=list)
     g_complete: list[float] = field(default_factory=list)
@@ -84,6 +85,7 @@ class TraceRecorder:
         self.s_vmin.extend([1 << 60] * n)
         self.s_vmax.extend([-1] * n)
         self.s_vsum.extend([0.0] * n)
+        self.s_round_base.extend([0] * n)
         return g
 
     def busy(self, pool: str, unit: int, kind: str, start: float, end: float) -> None:

@@ -149,3 +149,37 @@ def test_one_step_overlaps_training_with_generation_by_hand() -> None:
     for k in range(steps):
         assert ends[k] == pytest.approx(done[k] + learn, rel=1e-9)
     assert math.isclose(ends[-1] - ends[-2], gen + sync, rel_tol=1e-9)
+
+
+def test_partial_rollout_round_token_budget_by_hand() -> None:
+    """One sequence of 10 tokens with a budget of 4 per round: rounds of 4, 4 and 2 tokens on
+    the same weights (no batch is complete before), each resuming with a fresh prefill of the
+    prompt plus what was generated."""
+    P, L, budget = 30, 10, 4
+    scenario = load_scenario(
+        None,
+        None,
+        (
+            "algorithm.mode=partial_rollout",
+            f"algorithm.round_token_budget={budget}",
+            "algorithm.partial_overprovision=0",
+            "model.preset=qwen2.5-1.5b",
+            "workload.prompts_per_step=1",
+            "workload.group_size=1",
+            f"workload.prompt_tokens={{kind: fixed, value: {P}}}",
+            f"workload.response_tokens={{kind: fixed, value: {L}}}",
+            "cluster.rollout_engines=1",
+            f"cluster.decode_coefficients={{a_s: {A}, beta_s_per_token: {BETA}, gamma_s_per_seq: {GAMMA}, prefill_s_per_token: {PREFILL}}}",
+        ),
+    )
+    trace = simulate(scenario, 1, seed=0)
+
+    def decode(n: int, context: int) -> float:
+        return n * (A + GAMMA + BETA * context) + BETA * n * (n - 1) / 2
+
+    t = 0.0
+    for done, n in ((0, 4), (4, 4), (8, 2)):
+        t += PREFILL * (P + done) + decode(n, P + done)
+    first = trace.samples.row(0, named=True)
+    assert first["finish_s"] == pytest.approx(t, rel=1e-12)
+    assert first["staleness_max"] == 0 and first["consumed_step"] == 0
