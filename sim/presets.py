@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -60,7 +61,7 @@ def load_scenario(
     data = preset_mapping(preset or DEFAULT)
     source = "config"
     if path is not None:
-        patch = read_yaml_mapping(path)
+        patch = _paths_relative_to(read_yaml_mapping(path), Path(path).parent)
         data = _without_replaced_distributions(data, patch)
         data = deep_merge(data, patch)
         source = str(path)
@@ -84,3 +85,16 @@ def _without_replaced_distributions(base: dict[str, Any], patch: dict[str, Any])
 
 
 DISTRIBUTIONS = ("prompt_tokens", "response_tokens")
+
+
+def _paths_relative_to(patch: dict[str, Any], folder: Path) -> dict[str, Any]:
+    # an empirical length file named in a scenario file is found next to that file
+    work = patch.get("workload")
+    if not isinstance(work, dict):
+        return patch
+    for key in DISTRIBUTIONS:
+        dist = work.get(key)
+        path = dist.get("path") if isinstance(dist, dict) else None
+        if isinstance(path, str) and not Path(path).is_absolute():
+            dist["path"] = str(folder / path)
+    return patch

@@ -161,3 +161,17 @@ def test_simulate_never_imports_torch(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_empirical_lengths_file_is_found_next_to_the_scenario(tmp_path: Path) -> None:
+    pl.DataFrame({"n": [100, 300, 900]}).write_csv(tmp_path / "lengths.csv")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(
+        "algorithm:\n  mode: sync\n"
+        "workload:\n  response_tokens: {kind: empirical, path: lengths.csv, column: n}\n"
+    )
+    out = tmp_path / "out"
+    result = invoke("simulate", str(scenario), *SMALL, "--steps", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    lengths = pl.read_parquet(out / "samples.parquet")["response_tokens"].unique().sort()
+    assert lengths.to_list() == [100, 300, 900]
