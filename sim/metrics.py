@@ -3,6 +3,11 @@
 Steady state excludes a warm-up: the first ``max(1, steps // 10)`` learner steps (none when a
 run has a single step). The measured window runs from the end of the last warm-up step to the
 end of the last step. Step time is the cadence between consecutive step ends.
+
+Staleness: the histogram and sample quantiles use each consumed sample's max lag (the lag of
+its oldest token); token quantiles weight each sample by its response tokens and use its
+token-weighted mean lag, so their mean is the mean lag of a consumed token. Without in-flight
+weight updates every token of a sample has the same lag and the two readings agree.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ def summarize(trace: Trace, scenario: Scenario, steps: int, seed: int) -> dict[s
     used = samples.filter(pl.col("consumed_step").is_not_null())
     staleness = used["staleness_max"].to_numpy().astype(np.int64)
     tokens = used["response_tokens"].to_numpy()
+    token_lag = used["staleness_mean_tokens"].to_numpy()
     histogram = (
         used.group_by(pl.col("staleness_max").alias("staleness"))
         .agg(pl.len().alias("samples"), pl.col("response_tokens").sum().alias("tokens"))
@@ -140,10 +146,7 @@ def summarize(trace: Trace, scenario: Scenario, steps: int, seed: int) -> dict[s
         "staleness": {
             "histogram": histogram.to_dicts(),
             "sample_quantiles": _quantiles(staleness),
-            "token_quantiles": _quantiles(staleness, tokens),
-            "mean_tokens_weighted_lag": float(used["staleness_mean_tokens"].mean())
-            if used.height
-            else None,
+            "token_quantiles": _quantiles(token_lag, tokens),
         },
         "dropped": {k: v for k, v in dropped_counts.items() if k not in ("in_flight", "in_buffer")},
         "unconsumed_at_end": {

@@ -90,10 +90,16 @@ def test_async_never_exceeds_max_staleness(s_max: int, inflight: bool) -> None:
 
 
 def test_inflight_updates_give_per_token_staleness() -> None:
-    _, trace = run(
+    scenario, trace = run(
         "algorithm.mode=async", "algorithm.max_staleness=4", "algorithm.inflight_updates=true"
     )
     used = consumed(trace)
+    summary = summarize(trace, scenario, 12, 0)["staleness"]
+    tokens = used["response_tokens"]
+    per_token_mean = (used["staleness_mean_tokens"] * tokens).sum() / tokens.sum()
+    assert summary["token_quantiles"]["mean"] == pytest.approx(per_token_mean, rel=1e-12)
+    assert summary["sample_quantiles"]["mean"] == pytest.approx(used["staleness_max"].mean())
+    assert summary["token_quantiles"]["mean"] < summary["sample_quantiles"]["mean"]
     spanning = used.filter(pl.col("behaviour_version_max") > pl.col("behaviour_version_min"))
     assert spanning.height > 0
     assert (used["staleness_min"] <= used["staleness_mean_tokens"] + 1e-9).all()
