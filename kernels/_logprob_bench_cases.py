@@ -12,7 +12,9 @@ Every result is one row: a dict with the keys of :data:`COLUMNS`.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -241,29 +243,61 @@ def _grpo_loss_case(
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU timing
+# Timing
 # ---------------------------------------------------------------------------------------------
 
 
-def median_cuda_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median wall time of ``fn`` on the current CUDA stream, timed with CUDA events."""
-    for _ in range(warmup):
+@dataclass(frozen=True)
+class BenchShapes:
+    """Problem sizes of the timing half, and of the ceiling measurements."""
+
+    logprobs: tuple[int, int]  # N, V
+    fused: tuple[int, int, int]  # N, H, V
+    grpo: tuple[int, int]  # R, L
+    copy_floats: int
+    matmul_size: int
+    dtype: torch.dtype = torch.bfloat16
+
+
+FULL = BenchShapes((8192, 151_936), (16_384, 2048, 248_320), (64, 1024), 2**28, 8192)
+"""The issue's shapes: log-probs N=8192 V=151,936; fused N=16,384 H=2048 V=248,320; GRPO loss
+on 65,536 tokens."""
+QUICK = BenchShapes((2048, 32_768), (4096, 1024, 32_768), (64, 256), 2**26, 4096)
+"""A smoke run on a GPU."""
+TINY = BenchShapes((16, 300), (16, 32, 100), (4, 24), 2**16, 64, torch.float32)
+"""Shapes the tests use to run the timing code on CPU under the interpreter."""
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median wall time of ``fn``: CUDA events on the current stream on a GPU, else a clock."""
+    for _ in range(3):
         fn()
-    torch.cuda.synchronize()
     times = []
+    if device.type != "cuda":
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    torch.cuda.synchronize()
     for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
+        start_event = torch.cuda.Event(enable_timing=True)
+        end_event = torch.cuda.Event(enable_timing=True)
+        start_event.record()
         fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+        end_event.record()
+        end_event.synchronize()
+        times.append(start_event.elapsed_time(end_event) / 1e3)
     return statistics.median(times)
 
 
-def peak_extra_bytes(fn: Callable[[], object], reset: Callable[[], None]) -> int:
-    """Peak CUDA memory ``fn`` allocates beyond what is live before it (after ``reset``)."""
+def peak_extra_bytes(
+    fn: Callable[[], object], reset: Callable[[], None], device: torch.device
+) -> int | None:
+    """Peak CUDA memory ``fn`` allocates beyond what is live before it (after ``reset``);
+    ``None`` off CUDA, where no allocator statistics exist."""
+    if device.type != "cuda":
+        return None
     reset()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -273,36 +307,32 @@ def peak_extra_bytes(fn: Callable[[], object], reset: Callable[[], None]) -> int
     return torch.cuda.max_memory_allocated() - base
 
 
-def measure_ceilings(quick: bool, repeats: int) -> dict[str, float]:
-    """Copy bandwidth (bytes/s, read + write of a large tensor) and the bf16 matmul rate
-    (FLOP/s of a large square ``torch.matmul``) on the current GPU."""
-    count = 2**26 if quick else 2**28
-    size = 4096 if quick else 8192
-    copy_s = _copy_seconds(count, repeats)
-    matmul_s = _matmul_seconds(size, repeats)
+def measure_ceilings(device: torch.device, shapes: BenchShapes, repeats: int) -> dict[str, float]:
+    """Copy bandwidth (bytes/s, read + write of a large tensor) and the matmul rate (FLOP/s of
+    a large square ``torch.matmul`` in the benchmark dtype) on ``device``."""
+    copy_s = _copy_seconds(device, shapes.copy_floats, repeats)
+    matmul_s = _matmul_seconds(device, shapes.matmul_size, shapes.dtype, repeats)
     return {
-        "copy_bytes_per_s": 2 * count * 4 / copy_s,
-        "bf16_matmul_flop_per_s": 2 * size**3 / matmul_s,
+        "copy_bytes_per_s": 2 * shapes.copy_floats * 4 / copy_s,
+        "matmul_flop_per_s": 2 * shapes.matmul_size**3 / matmul_s,
     }
 
 
-def _copy_seconds(count: int, repeats: int) -> float:
-    src = torch.empty(count, dtype=torch.float32, device="cuda").uniform_()
+def _copy_seconds(device: torch.device, count: int, repeats: int) -> float:
+    src = torch.empty(count, dtype=torch.float32, device=device).uniform_()
     dst = torch.empty_like(src)
-    return median_cuda_seconds(lambda: dst.copy_(src), repeats)
+    return median_seconds(lambda: dst.copy_(src), repeats, device)
 
 
-def _matmul_seconds(size: int, repeats: int) -> float:
-    a = torch.randn(size, size, dtype=torch.bfloat16, device="cuda")
-    b = torch.randn(size, size, dtype=torch.bfloat16, device="cuda")
-    return median_cuda_seconds(lambda: torch.matmul(a, b), repeats)
+def _matmul_seconds(device: torch.device, size: int, dtype: torch.dtype, repeats: int) -> float:
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    return median_seconds(lambda: torch.matmul(a, b), repeats, device)
 
 
-def _eager_token_logprobs(
-    logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
+def _eager_token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """What training code usually writes: a float32 log-softmax, then a gather."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logp = torch.log_softmax(logits.float(), dim=-1)
     return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
@@ -313,8 +343,8 @@ def _eager_fused_linear(
 
 
 def _optional_baselines(kind: str) -> dict[str, Callable[..., torch.Tensor]]:
-    """Liger-Kernel and Cut Cross-Entropy, when importable, as functions giving log-probs or
-    (for losses that reduce) the negative summed log-prob."""
+    """Liger-Kernel and Cut Cross-Entropy, when importable, as functions giving log-probs or,
+    for losses that reduce, the negative summed log-prob (the same work)."""
     found: dict[str, Callable[..., torch.Tensor]] = {}
     if kind == "token_logprobs":
         try:
@@ -343,40 +373,59 @@ def _optional_baselines(kind: str) -> dict[str, Callable[..., torch.Tensor]]:
     return found
 
 
-def _timed_row(
-    fn: Callable[[], object],
-    reset: Callable[[], None],
-    repeats: int,
-    *,
-    work: float,
-    rate_unit: str,
-    ceiling: float,
-    gradient_bytes: int | None,
-    **labels: Any,
+def _implementations(
+    kind: str,
+    triton_fn: Callable[..., torch.Tensor],
+    eager: Callable[..., torch.Tensor],
+    compile_baselines: bool,
+) -> dict[str, Callable[..., torch.Tensor]]:
+    impls = {"triton": triton_fn, "torch eager": eager}
+    if compile_baselines:
+        impls["torch.compile"] = torch.compile(eager)
+    impls.update(_optional_baselines(kind))
+    return impls
+
+
+@dataclass
+class TimedCase:
+    """One timed (kernel, pass, implementation): ``run`` does the work once, ``reset`` drops
+    gradients so each run starts from the same memory state."""
+
+    labels: dict[str, Any]
+    run: Callable[[], object]
+    reset: Callable[[], None]
+    work: float
+    rate_unit: str  # "GB/s" (work in bytes) or "TFLOP/s" (work in FLOPs)
+    ceiling_key: str
+    gradient_bytes: int | None = None
+
+
+def measure(
+    case: TimedCase, device: torch.device, repeats: int, ceilings: dict[str, float]
 ) -> dict[str, Any]:
-    """Time ``fn`` and express it as a rate of ``work`` (bytes or FLOPs) against ``ceiling``."""
-    scale = 1e9 if rate_unit == "GB/s" else 1e12
+    """Time ``case`` and express it as a rate against its ceiling; failures become a status."""
+    scale = 1e9 if case.rate_unit == "GB/s" else 1e12
+    labels = case.labels | {"device": device.type}
     try:
-        seconds = median_cuda_seconds(fn, repeats)
-        peak = peak_extra_bytes(fn, reset)
-    except torch.cuda.OutOfMemoryError:
-        reset()
+        seconds = median_seconds(case.run, repeats, device)
+        peak = peak_extra_bytes(case.run, case.reset, device)
+    except torch.OutOfMemoryError:
+        case.reset()
         torch.cuda.empty_cache()
-        return row(**labels, device="cuda", status="out of memory")
+        return row(**labels, status="out of memory")
     except Exception as error:  # a baseline library failing must not stop the benchmark
-        reset()
-        return row(**labels, device="cuda", status="error", note=str(error).splitlines()[0][:200])
-    finally:
-        reset()
-    rate = work / seconds
+        case.reset()
+        return row(**labels, status="error", note=str(error).strip().splitlines()[0][:200])
+    case.reset()
+    rate = case.work / seconds
+    ceiling = ceilings[case.ceiling_key]
     return row(
         **labels,
-        device="cuda",
         median_s=seconds,
         peak_extra_bytes=peak,
-        gradient_bytes=gradient_bytes,
+        gradient_bytes=case.gradient_bytes,
         achieved=rate / scale,
-        achieved_unit=rate_unit,
+        achieved_unit=case.rate_unit,
         ceiling=ceiling / scale,
         fraction_of_ceiling=rate / ceiling,
         status="ok",
@@ -384,50 +433,47 @@ def _timed_row(
 
 
 def timing_cases(
-    quick: bool, repeats: int, ceilings: dict[str, float]
-) -> list[Callable[[], dict[str, Any]]]:
-    """One thunk per (kernel, pass, implementation) at the issue's shapes (smaller if quick)."""
+    device: torch.device, shapes: BenchShapes, compile_baselines: bool = True
+) -> list[TimedCase]:
+    """Every (kernel, pass, implementation) to time at ``shapes``."""
     return [
-        *_token_logprobs_timing(quick, repeats, ceilings),
-        *_fused_linear_timing(quick, repeats, ceilings),
-        *_grpo_loss_timing(quick, repeats, ceilings),
+        *_token_logprobs_timing(device, shapes, compile_baselines),
+        *_fused_linear_timing(device, shapes, compile_baselines),
+        *_grpo_loss_timing(device, shapes, compile_baselines),
     ]
 
 
-def _implementations(kind: str, triton_fn: Callable[..., torch.Tensor], eager: Callable[..., Any]):
-    impls: dict[str, Callable[..., torch.Tensor]] = {
-        "triton": triton_fn,
-        "torch eager": eager,
-        "torch.compile": torch.compile(eager),
-    }
-    impls.update(_optional_baselines(kind))
-    return impls
+def _leaf_resetter(state: dict[str, torch.Tensor], names: tuple[str, ...]) -> Callable[[], None]:
+    def reset() -> None:
+        for name in names:
+            if name in state:
+                state[name].grad = None
+                state[name].requires_grad_(False)
+
+    return reset
 
 
-def _token_logprobs_timing(quick: bool, repeats: int, ceilings: dict[str, float]):
+def _token_logprobs_timing(device: torch.device, shapes: BenchShapes, compile_baselines: bool):
     from stalesim.kernels.logprobs import token_logprobs
 
-    n, v = (2048, 32768) if quick else (8192, 151_936)
-    dtype = torch.bfloat16
-    shape = f"N={n} V={v}"
+    n, v = shapes.logprobs
+    dtype = shapes.dtype
     state: dict[str, torch.Tensor] = {}
 
     def inputs() -> tuple[torch.Tensor, torch.Tensor]:
-        if not state:
-            state["logits"] = torch.randn(n, v, device="cuda", dtype=dtype)
-            state["targets"] = torch.randint(0, v, (n,), device="cuda")
+        if not state:  # allocated on first use, so building the cases costs no memory
+            state["logits"] = torch.randn(n, v, device=device, dtype=dtype)
+            state["targets"] = torch.randint(0, v, (n,), device=device)
         return state["logits"], state["targets"]
 
-    def reset() -> None:
-        if state:
-            state["logits"].grad = None
-            state["logits"].requires_grad_(False)
-
     impls = _implementations(
-        "token_logprobs", lambda x, t: token_logprobs(x, t, backend="triton"), _eager_token_logprobs
+        "token_logprobs",
+        lambda x, t: token_logprobs(x, t, backend="triton"),
+        _eager_token_logprobs,
+        compile_baselines,
     )
     read = n * v * dtype.itemsize
-    ceiling = ceilings["copy_bytes_per_s"]
+    reset = _leaf_resetter(state, ("logits",))
     cases = []
     for name, impl in impls.items():
 
@@ -436,75 +482,56 @@ def _token_logprobs_timing(quick: bool, repeats: int, ceilings: dict[str, float]
             with torch.no_grad():
                 return impl(logits, targets)
 
-        def forward_backward(impl=impl) -> object:
+        def forward_backward(impl=impl) -> None:
             logits, targets = inputs()
             logits.grad = None
             logits.requires_grad_(True)
             impl(logits, targets).sum().backward()
 
-        labels = {"kernel": "token_logprobs", "implementation": name, "dtype": "bfloat16"}
+        labels = {
+            "kernel": "token_logprobs",
+            "implementation": name,
+            "dtype": dtype_name(dtype),
+            "shape": f"N={n} V={v}",
+        }
         cases.append(
-            lambda f=forward, labels=labels: _timed_row(
-                f,
-                reset,
-                repeats,
-                work=read,
-                rate_unit="GB/s",
-                ceiling=ceiling,
-                gradient_bytes=None,
-                shape=shape,
-                **labels,
-                **{"pass": "forward"},
-                note="bytes: logits read once",
+            TimedCase(
+                labels | {"pass": "forward", "note": "bytes: logits read once"},
+                forward, reset, read, "GB/s", "copy_bytes_per_s",
             )
-        )
+        )  # fmt: skip
         cases.append(
-            lambda f=forward_backward, labels=labels: _timed_row(
-                f,
-                reset,
-                repeats,
-                work=3 * read,
-                rate_unit="GB/s",
-                ceiling=ceiling,
-                gradient_bytes=read,
-                shape=shape,
-                **labels,
-                **{"pass": "forward+backward"},
-                note="bytes: logits read twice, dlogits written once",
+            TimedCase(
+                labels | {"pass": "forward+backward",
+                          "note": "bytes: logits read twice, dlogits written once"},
+                forward_backward, reset, 3 * read, "GB/s", "copy_bytes_per_s", read,
             )
-        )
+        )  # fmt: skip
     return cases
 
 
-def _fused_linear_timing(quick: bool, repeats: int, ceilings: dict[str, float]):
+def _fused_linear_timing(device: torch.device, shapes: BenchShapes, compile_baselines: bool):
     from stalesim.kernels.fused_linear import fused_linear_logprobs
 
-    n, h, v = (4096, 1024, 32768) if quick else (16_384, 2048, 248_320)
-    dtype = torch.bfloat16
-    shape = f"N={n} H={h} V={v}"
+    n, h, v = shapes.fused
+    dtype = shapes.dtype
     state: dict[str, torch.Tensor] = {}
 
     def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not state:
-            state["hidden"] = torch.randn(n, h, device="cuda", dtype=dtype)
-            state["weight"] = torch.randn(v, h, device="cuda", dtype=dtype) / h**0.5
-            state["targets"] = torch.randint(0, v, (n,), device="cuda")
+            state["hidden"] = torch.randn(n, h, device=device, dtype=dtype)
+            state["weight"] = torch.randn(v, h, device=device, dtype=dtype) / h**0.5
+            state["targets"] = torch.randint(0, v, (n,), device=device)
         return state["hidden"], state["weight"], state["targets"]
-
-    def reset() -> None:
-        for key in ("hidden", "weight"):
-            if key in state:
-                state[key].grad = None
-                state[key].requires_grad_(False)
 
     impls = _implementations(
         "fused_linear_logprobs",
         lambda x, w, t: fused_linear_logprobs(x, w, t, backend="triton"),
         _eager_fused_linear,
+        compile_baselines,
     )
     flops = 2 * n * h * v
-    gradient_bytes = (n + v) * h * dtype.itemsize
-    ceiling = ceilings["bf16_matmul_flop_per_s"]
+    reset = _leaf_resetter(state, ("hidden", "weight"))
     cases = []
     for name, impl in impls.items():
 
@@ -513,102 +540,83 @@ def _fused_linear_timing(quick: bool, repeats: int, ceilings: dict[str, float]):
             with torch.no_grad():
                 return impl(hidden, weight, targets)
 
-        def forward_backward(impl=impl) -> object:
+        def forward_backward(impl=impl) -> None:
             hidden, weight, targets = inputs()
-            for t in (hidden, weight):
-                t.grad = None
-                t.requires_grad_(True)
+            for leaf in (hidden, weight):
+                leaf.grad = None
+                leaf.requires_grad_(True)
             impl(hidden, weight, targets).sum().backward()
 
-        labels = {"kernel": "fused_linear_logprobs", "implementation": name, "dtype": "bfloat16"}
+        labels = {
+            "kernel": "fused_linear_logprobs",
+            "implementation": name,
+            "dtype": dtype_name(dtype),
+            "shape": f"N={n} H={h} V={v}",
+        }
         cases.append(
-            lambda f=forward, labels=labels: _timed_row(
-                f,
-                reset,
-                repeats,
-                work=flops,
-                rate_unit="TFLOP/s",
-                ceiling=ceiling,
-                gradient_bytes=None,
-                shape=shape,
-                **labels,
-                **{"pass": "forward"},
-                note="FLOPs: 2NVH",
+            TimedCase(
+                labels | {"pass": "forward", "note": "FLOPs: 2NHV"},
+                forward, reset, flops, "TFLOP/s", "matmul_flop_per_s",
             )
-        )
+        )  # fmt: skip
         cases.append(
-            lambda f=forward_backward, labels=labels: _timed_row(
-                f,
-                reset,
-                repeats,
-                work=3 * flops,
-                rate_unit="TFLOP/s",
-                ceiling=ceiling,
-                gradient_bytes=gradient_bytes,
-                shape=shape,
-                **labels,
-                **{"pass": "forward+backward"},
-                note="FLOPs: 6NVH (model FLOPs; recomputing logits is not counted)",
+            TimedCase(
+                labels | {"pass": "forward+backward",
+                          "note": "FLOPs: 6NHV (model FLOPs; recomputed logits not counted)"},
+                forward_backward, reset, 3 * flops, "TFLOP/s", "matmul_flop_per_s",
+                (n + v) * h * dtype.itemsize,
             )
-        )
+        )  # fmt: skip
     return cases
 
 
-def _grpo_loss_timing(quick: bool, repeats: int, ceilings: dict[str, float]):
+def _grpo_loss_timing(device: torch.device, shapes: BenchShapes, compile_baselines: bool):
     from stalesim.kernels.loss import grpo_loss
     from stalesim.kernels.reference import grpo_loss_ref
 
-    rows, length = (64, 256) if quick else (64, 1024)
-    options = dict(GRPO_OPTION_SETS["sequence ratio, TIS cap 2, k3 KL"])
-    shape = f"R={rows} L={length} ({rows * length:,} tokens): sequence ratio, TIS, k3 KL"
+    rows, length = shapes.grpo
+    option_name = "sequence ratio, TIS cap 2, k3 KL"
+    options = GRPO_OPTION_SETS[option_name]
     state: dict[str, torch.Tensor] = {}
 
     def inputs() -> dict[str, torch.Tensor]:
         if not state:
             gen = torch.Generator().manual_seed(1)
-            state.update({k: t.cuda() for k, t in _grpo_inputs(rows, length, gen, False).items()})
+            raw = _grpo_inputs(rows, length, gen, with_proximal=False)
+            state.update({k: t.to(device) for k, t in raw.items()})
         return state
 
-    def reset() -> None:
-        if state:
-            state["logp"].grad = None
-            state["logp"].requires_grad_(False)
+    def eager(**tensors: torch.Tensor) -> torch.Tensor:
+        return grpo_loss_ref(**tensors, **options)[0]
 
-    def eager(**kw: torch.Tensor) -> torch.Tensor:
-        return grpo_loss_ref(**kw, **options)[0]
-
-    impls = {
-        "triton": lambda **kw: grpo_loss(**kw, **options, backend="triton")[0],
-        "torch eager": eager,
-        "torch.compile": torch.compile(eager),
-    }
+    impls = _implementations(
+        "grpo_loss",
+        lambda **tensors: grpo_loss(**tensors, **options, backend="triton")[0],
+        eager,
+        compile_baselines,
+    )
     tokens = rows * length
-    # logp, behaviour and reference log-probs read (4 B each), the mask (1 B), dlogp written.
-    work = tokens * (3 * 4 + 1 + 4)
+    reset = _leaf_resetter(state, ("logp",))
     cases = []
     for name, impl in impls.items():
 
-        def forward_backward(impl=impl) -> object:
+        def forward_backward(impl=impl) -> None:
             tensors = inputs()
             tensors["logp"].grad = None
             tensors["logp"].requires_grad_(True)
             impl(**tensors).backward()
 
+        labels = {
+            "kernel": "grpo_loss",
+            "implementation": name,
+            "dtype": "float32",
+            "shape": f"R={rows} L={length} ({tokens:,} tokens): {option_name}",
+            "pass": "forward+backward",
+            "note": "bytes: three log-prob tensors and the mask read, dlogp written",
+        }
+        # logp, behaviour and reference log-probs read (4 B each), the mask (1 B), dlogp written.
+        work = tokens * (3 * 4 + 1 + 4)
         cases.append(
-            lambda f=forward_backward, name=name: _timed_row(
-                f,
-                reset,
-                repeats,
-                work=work,
-                rate_unit="GB/s",
-                ceiling=ceilings["copy_bytes_per_s"],
-                gradient_bytes=tokens * 4,
-                shape=shape,
-                kernel="grpo_loss",
-                implementation=name,
-                dtype="float32",
-                note="bytes: three log-prob tensors and the mask read, dlogp written",
-                **{"pass": "forward+backward"},
-            )
+            TimedCase(labels, forward_backward, reset, work, "GB/s", "copy_bytes_per_s", tokens * 4)
         )
     return cases

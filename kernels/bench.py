@@ -86,12 +86,27 @@ def bench_kernels(
     thunks = cases.correctness_cases(chosen, quick)
     ceilings: dict[str, float] = {}
     if chosen.type == "cuda":
-        ceilings = cases.measure_ceilings(quick, repeats)
-        thunks += cases.timing_cases(quick, repeats, ceilings)
+        shapes = cases.QUICK if quick else cases.FULL
+        ceilings = cases.measure_ceilings(chosen, shapes, repeats)
+        thunks += [
+            lambda case=case: cases.measure(case, chosen, repeats, ceilings)
+            for case in cases.timing_cases(chosen, shapes)
+        ]
     rows = _run(thunks, _quiet(quiet))
+    # Without a GPU, a full run also compiles the GPU configurations for sm_90 (no GPU needed).
+    compile_reports = _sm90_compile_reports() if chosen.type != "cuda" and not quick else None
 
-    frame = _write_results(out_dir, rows, chosen, quick, ceilings)
+    frame = _write_results(out_dir, rows, chosen, quick, ceilings, compile_reports)
     _print_table(frame)
+    if isinstance(compile_reports, list):
+        for r in compile_reports:
+            click.echo(
+                f"sm_90 compile {r['kernel']} ({r['operand']}): {r['registers']} registers, "
+                f"{r['local_bytes']} B spilled, {r['shared_bytes']:,} B shared, "
+                f"wgmma={r['uses_wgmma']}, pipelined={r['pipelined']}"
+            )
+    elif compile_reports is not None:
+        click.echo(compile_reports)
     if chosen.type != "cuda":
         click.echo(NOT_MEASURED)
     click.echo(
@@ -115,7 +130,34 @@ def _run(thunks: list, quiet: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_results(out_dir: Path, rows: list[dict[str, Any]], device, quick: bool, ceilings):
+def _sm90_compile_reports() -> list[dict[str, Any]] | str:
+    """Resource reports of the GPU kernels compiled for sm_90, or why they could not be made."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-m", "stalesim.kernels._fused_gpu_compile"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return f"sm_90 compile failed: {lines[-1] if lines else done.returncode}"
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def _write_results(
+    out_dir: Path,
+    rows: list[dict[str, Any]],
+    device,
+    quick: bool,
+    ceilings: dict[str, float],
+    compile_reports: list[dict[str, Any]] | str | None,
+):
     import polars as pl
     import torch
     import triton
@@ -150,6 +192,7 @@ def _write_results(out_dir: Path, rows: list[dict[str, Any]], device, quick: boo
         "ceilings": ceilings,
         "correctness_failures": frame.filter(pl.col("status") == "FAIL").height,
         "rows": frame.height,
+        "sm90_compile": compile_reports,
     }
     write_json(out_dir / "summary.json", summary)
     _write_page(out_dir / "report.html", frame, summary)
@@ -173,7 +216,7 @@ def _write_page(path: Path, frame, summary: dict[str, Any]) -> None:
             "Measured ceilings",
             [
                 Metric("copy bandwidth", ceilings["copy_bytes_per_s"] / 1e9, "GB/s"),
-                Metric("bf16 matmul", ceilings["bf16_matmul_flop_per_s"] / 1e12, "TFLOP/s"),
+                Metric("bf16 matmul", ceilings["matmul_flop_per_s"] / 1e12, "TFLOP/s"),
             ],
         )
         page.metrics("Triton kernels against the ceilings", _headline_metrics(frame))
@@ -241,6 +284,16 @@ def _write_page(path: Path, frame, summary: dict[str, Any]) -> None:
         heading="Relative errors",
         caption="Red ticks: the gradient tolerance of each case (forward must be ≤ 1e-5).",
     )
+    compiled = summary.get("sm90_compile")
+    if isinstance(compiled, list):
+        page.table(
+            pl.DataFrame(compiled),
+            heading="GPU kernels compiled for sm_90 (H100) without a GPU",
+            caption="local_bytes > 0 would mean register spills; pipelined: asynchronous "
+            "global-to-shared copies feed the matmul loop.",
+        )
+    elif isinstance(compiled, str):
+        page.prose(compiled, heading="GPU kernels compiled for sm_90 (H100) without a GPU")
     page.table(frame, heading="All rows (kernels.csv)", collapsed=True)
     page.write(path)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from stalesim.cli import main
+from stalesim.kernels import _logprob_bench_cases as cases
 from stalesim.kernels._logprob_bench_cases import COLUMNS, FORWARD_TOLERANCE
 
 
@@ -50,3 +51,29 @@ def test_cuda_request_without_cuda_is_a_one_line_error(tmp_path) -> None:
     )
     assert result.exit_code == 2
     assert result.output.strip().startswith("error:") and "no CUDA device" in result.output
+
+
+def test_timing_half_runs_on_cpu_at_tiny_shapes() -> None:
+    """The GPU timing code, run on CPU (interpreter, wall clock) so its bookkeeping is tested
+    where there is no GPU: every case runs, and every rate follows from its time and work."""
+    device = torch.device("cpu")
+    shapes = cases.TINY
+    ceilings = cases.measure_ceilings(device, shapes, repeats=3)
+    assert ceilings["copy_bytes_per_s"] > 0 and ceilings["matmul_flop_per_s"] > 0
+    timed = cases.timing_cases(device, shapes, compile_baselines=False)
+    kinds = {(c.labels["kernel"], c.labels["pass"], c.labels["implementation"]) for c in timed}
+    for kernel in ("token_logprobs", "fused_linear_logprobs"):
+        for pass_ in ("forward", "forward+backward"):
+            assert {(kernel, pass_, "triton"), (kernel, pass_, "torch eager")} <= kinds
+    assert ("grpo_loss", "forward+backward", "triton") in kinds
+
+    for case in timed:
+        result = cases.measure(case, device, repeats=1, ceilings=ceilings)
+        assert result["status"] == "ok", result
+        assert result["median_s"] > 0
+        scale = 1e9 if result["achieved_unit"] == "GB/s" else 1e12
+        assert result["achieved"] * scale == pytest.approx(case.work / result["median_s"])
+        assert result["fraction_of_ceiling"] == pytest.approx(
+            result["achieved"] / result["ceiling"]
+        )
+        assert result["peak_extra_bytes"] is None  # no allocator statistics off CUDA
