@@ -38,6 +38,7 @@ class Derived:
             "time_model": self.time_model.as_dict(),
             "learner_train_s_per_token": self.learner.train_s_per_token,
             "learner_forward_s_per_token": self.learner.forward_s_per_token,
+            "learner_overhead_s_per_step": self.learner.overhead_s_per_step,
             "weight_sync_s": self.sync_s,
             "weight_bytes": self.weight_bytes,
             "engine_usable_bytes": self.engine_usable_bytes,
@@ -85,6 +86,13 @@ def derive(scenario: Scenario) -> Derived:
             cluster.learner_mfu,
             old_logprob_pass=scenario.algorithm.old_logprob_pass,
             reference_model=scenario.algorithm.reference_model,
+        )
+        if cluster.learner_coefficients is None
+        else LearnerCost(
+            train_s_per_token=cluster.learner_coefficients.train_s_per_token,
+            forward_s_per_token=cluster.learner_coefficients.forward_s_per_token,
+            gpus=learner_gpus,
+            overhead_s_per_step=cluster.learner_coefficients.overhead_s_per_step,
         ),
         sync_s=weight_sync_s(
             gpu,

@@ -16,10 +16,12 @@ class LearnerCost:
     train_s_per_token: float
     forward_s_per_token: float
     gpus: int
+    overhead_s_per_step: float = 0.0
 
     def forward_s(self, tokens: float) -> float:
-        """The extra forward passes over a whole batch (old policy, reference)."""
-        return self.forward_s_per_token * tokens
+        """The extra forward passes over a whole batch (old policy, reference), plus the
+        fixed cost of a step."""
+        return self.overhead_s_per_step + self.forward_s_per_token * tokens
 
     def train_s(self, tokens: float) -> float:
         """Forward and backward over one mini-batch: ``6 * active_params`` FLOPs per token."""

@@ -97,8 +97,20 @@ class DecodeCoefficients(StrictModel):
     prefill_s_per_token: float = Field(default=0.0, ge=0)
 
 
+class LearnerCoefficients(StrictModel):
+    """Measured learner timings, replacing the FLOPs-over-MFU estimate."""
+
+    train_s_per_token: float = Field(ge=0, description="forward + backward, per mini-batch token")
+    forward_s_per_token: float = Field(default=0.0, ge=0, description="extra forward passes")
+    overhead_s_per_step: float = Field(default=0.0, ge=0)
+
+
 class ClusterConfig(StrictModel):
-    """How the GPUs are split into rollout engines and the learner, and how well they run."""
+    """How the GPUs are split into rollout engines and the learner, and how well they run.
+
+    In ``sync_colocated`` mode the learner trains on the rollout GPUs and ``learner_gpus`` is
+    not used.
+    """
 
     rollout_engines: int = Field(default=8, ge=1)
     rollout_tp: int = Field(default=1, ge=1)
@@ -112,6 +124,7 @@ class ClusterConfig(StrictModel):
     decode_overhead_s: float = Field(default=0.002, ge=0, description="per decode iteration")
     learner_mfu: float = Field(default=0.4, gt=0, le=1)
     decode_coefficients: DecodeCoefficients | None = None
+    learner_coefficients: LearnerCoefficients | None = None
 
 
 class AlgorithmConfig(StrictModel):

@@ -183,3 +183,30 @@ def test_partial_rollout_round_token_budget_by_hand() -> None:
     first = trace.samples.row(0, named=True)
     assert first["finish_s"] == pytest.approx(t, rel=1e-12)
     assert first["staleness_max"] == 0 and first["consumed_step"] == 0
+
+
+def test_measured_learner_coefficients_set_the_step_time() -> None:
+    scenario = load_scenario(
+        None,
+        None,
+        (
+            "algorithm.mode=sync",
+            "workload.prompts_per_step=2",
+            "workload.group_size=2",
+            "workload.prompt_tokens={kind: fixed, value: 10}",
+            "workload.response_tokens={kind: fixed, value: 20}",
+            "cluster.rollout_engines=1",
+            f"cluster.decode_coefficients={{a_s: {A}, beta_s_per_token: 0, gamma_s_per_seq: 0}}",
+            "cluster.learner_coefficients={train_s_per_token: 0.01, forward_s_per_token: 0.002, overhead_s_per_step: 1.5}",
+            "algorithm.minibatches_per_step=2",
+            "weight_sync.bandwidth_bytes_per_s=1e30",
+            "weight_sync.latency_s=0.25",
+        ),
+    )
+    trace = simulate(scenario, 3, seed=0)
+    tokens = 4 * 30
+    learn = 1.5 + 0.002 * tokens + 2 * 0.01 * (tokens / 2)
+    cadence = 20 * A + learn + 0.25 + 7.61e9 * 2 / 1e30
+    ends = trace.steps["end_s"].to_list()
+    assert ends[0] == pytest.approx(20 * A + learn, rel=1e-12)
+    assert ends[2] - ends[1] == pytest.approx(cadence, rel=1e-12)
