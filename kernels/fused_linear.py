@@ -74,7 +74,11 @@ class _FusedLinearLogprobs(torch.autograd.Function):
         device, dtype = hidden.device, hidden.dtype
         grad_logp = grad_logp.to(torch.float32).contiguous()
 
-        grad_hidden32 = torch.zeros((n_rows, n_hidden), dtype=torch.float32, device=device)
+        grad_hidden32 = (
+            torch.zeros((n_rows, n_hidden), dtype=torch.float32, device=device)
+            if want_hidden
+            else None
+        )
         grad_weight = new_buffer((n_vocab, n_hidden), dtype, device) if want_weight else None
         grad_bias32 = new_buffer((n_vocab,), torch.float32, device) if want_bias else None
         tile = kernels.launch_config(dtype, device).block_v
@@ -93,6 +97,8 @@ class _FusedLinearLogprobs(torch.autograd.Function):
             if want_bias:
                 torch.sum(slab, dim=0, dtype=torch.float32, out=grad_bias32[start:stop])
 
+        # The slab goes first, so it is never live beside both copies of dHidden.
+        del slab, slab_full
         grad_hidden = grad_hidden32.to(dtype) if want_hidden else None
         grad_bias = grad_bias32.to(bias.dtype) if want_bias else None
         return grad_hidden, grad_weight, None, None, grad_bias, None
