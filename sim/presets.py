@@ -14,7 +14,7 @@ from stalesim.sim.config_file import (
     read_yaml_mapping,
     validate_config,
 )
-from stalesim.sim.scenario import Scenario
+from stalesim.sim.scenario import Scenario, check_consistent
 
 DEFAULT = "default"
 
@@ -66,7 +66,9 @@ def load_scenario(
         data = deep_merge(data, patch)
         source = str(path)
     data = apply_overrides(data, overrides)
-    return validate_config(Scenario, data, source)
+    scenario = validate_config(Scenario, data, source)
+    check_consistent(scenario)
+    return scenario
 
 
 def _without_replaced_distributions(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 from stalesim.sim.config_file import ConfigError, StrictModel
 from stalesim.sim.hardware import CATALOG, GpuSpec
 from stalesim.sim.lengths import Fixed, LengthDistribution, LogNormal
@@ -33,11 +33,12 @@ class HardwareConfig(StrictModel):
     gpus_per_node: int | None = Field(default=None, gt=0)
     price_per_gpu_hour: float | None = Field(default=None, ge=0)
 
-    @model_validator(mode="after")
-    def _known(self) -> HardwareConfig:
-        if self.gpu not in CATALOG:
+    @field_validator("gpu")
+    @classmethod
+    def _known(cls, gpu: str) -> str:
+        if gpu not in CATALOG:
             raise ValueError(f"unknown GPU; allowed: {', '.join(CATALOG)}")
-        return self
+        return gpu
 
     def spec(self) -> GpuSpec:
         base = CATALOG[self.gpu]
@@ -56,11 +57,12 @@ class ModelConfig(StrictModel):
     head_dim: int | None = Field(default=None, gt=0)
     dtype_bytes: int | None = Field(default=None, gt=0)
 
-    @model_validator(mode="after")
-    def _known(self) -> ModelConfig:
-        if self.preset not in MODELS:
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, preset: str) -> str:
+        if preset not in MODELS:
             raise ValueError(f"unknown model preset; allowed: {', '.join(MODELS)}")
-        return self
+        return preset
 
     def spec(self) -> ModelSpec:
         base = MODELS[self.preset]
@@ -172,40 +174,42 @@ class Scenario(StrictModel):
     algorithm: AlgorithmConfig = AlgorithmConfig()
     weight_sync: WeightSyncConfig = WeightSyncConfig()
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Scenario:
-        b = self.workload.prompts_per_step
-        m = self.algorithm.minibatches_per_step
-        if b % m:
-            raise ValueError(
-                f"algorithm.minibatches_per_step={m} must divide workload.prompts_per_step={b}"
-            )
-        floor = {"sync": m - 1, "sync_colocated": m - 1, "one_step": 2 * m - 1}.get(
-            self.algorithm.mode
+
+def check_consistent(scenario: Scenario) -> None:
+    """Raise :class:`ConfigError` when sections contradict each other."""
+
+    b = scenario.workload.prompts_per_step
+    m = scenario.algorithm.minibatches_per_step
+    if b % m:
+        raise ConfigError(
+            f"algorithm.minibatches_per_step={m} must divide workload.prompts_per_step={b}"
         )
-        f = self.algorithm.staleness_filter
-        if f is not None and floor is not None and f < floor:
-            raise ValueError(
-                f"algorithm.staleness_filter={f} would drop every group of some mini-batch in "
-                f"mode {self.algorithm.mode} with {m} mini-batches per step; allowed: >= {floor}"
-            )
-        if (
-            self.algorithm.round_token_budget is not None
-            and self.algorithm.mode != "partial_rollout"
-        ):
-            raise ValueError(
-                "algorithm.round_token_budget is for algorithm.mode=partial_rollout, "
-                f"not {self.algorithm.mode}"
-            )
-        if self.algorithm.inflight_updates and self.algorithm.mode != "async":
-            raise ValueError(
-                f"algorithm.inflight_updates=true needs algorithm.mode=async, not {self.algorithm.mode}"
-            )
-        return self
+    floor = {"sync": m - 1, "sync_colocated": m - 1, "one_step": 2 * m - 1}.get(
+        scenario.algorithm.mode
+    )
+    f = scenario.algorithm.staleness_filter
+    if f is not None and floor is not None and f < floor:
+        raise ConfigError(
+            f"algorithm.staleness_filter={f} would drop every group of some mini-batch in "
+            f"mode {scenario.algorithm.mode} with {m} mini-batches per step; allowed: >= {floor}"
+        )
+    if (
+        scenario.algorithm.round_token_budget is not None
+        and scenario.algorithm.mode != "partial_rollout"
+    ):
+        raise ConfigError(
+            "algorithm.round_token_budget is for algorithm.mode=partial_rollout, "
+            f"not {scenario.algorithm.mode}"
+        )
+    if scenario.algorithm.inflight_updates and scenario.algorithm.mode != "async":
+        raise ConfigError(
+            f"algorithm.inflight_updates=true needs algorithm.mode=async, not {scenario.algorithm.mode}"
+        )
 
 
 def check_feasible(scenario: Scenario, derived: dict[str, float]) -> None:
     """Raise :class:`ConfigError` when the scenario cannot run at all."""
+    check_consistent(scenario)
     cluster, work = scenario.cluster, scenario.workload
     gib = 1024**3
     if derived["weight_bytes"] > derived["engine_usable_bytes"]:

@@ -122,6 +122,11 @@ BAD_YAML = "workload:\n  prompts_per_step: [1, 2\n"
         ),
         (("--steps", "0"), None, "--steps"),
         (
+            ("--preset", "pipeline", "--set", "algorithm.mode=sync"),
+            None,
+            "algorithm.inflight_updates=true needs algorithm.mode=async, not sync",
+        ),
+        (
             ("--set", "workload.response_tokens={kind: empirical, path: /no/such.csv, column: n}"),
             None,
             "cannot read",
