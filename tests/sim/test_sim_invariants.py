@@ -214,3 +214,17 @@ def test_same_seed_same_trace_different_seed_different_trace() -> None:
         assert getattr(a, name).equals(getattr(b, name)), name
     assert not a.samples.equals(c.samples)
     assert not a.steps.equals(c.steps)
+
+
+def test_async_bound_counts_minibatch_versions() -> None:
+    _, trace = run(
+        "algorithm.mode=async",
+        "algorithm.max_staleness=3",
+        "algorithm.minibatches_per_step=4",
+        "algorithm.inflight_updates=true",
+        steps=15,
+    )
+    used = consumed(trace)
+    assert used.height == 15 * 64
+    assert used["staleness_max"].max() == 3
+    assert (used["consumed_version"] // 4 == used["consumed_step"]).all()
