@@ -38,25 +38,28 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
     jobs = []
     for dtype, short in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         tiles = logprob.launch_config(151_936, torch.device("cuda"))
-        tile_args = {"BLOCK_V": tiles.block_v}
-        jobs.append(
-            (
-                logprob._logprob_forward_kernel,
-                {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "logp_ptr": "*fp32",
-                 "lse_ptr": "*fp32", "n_vocab": ALIGNED, "stride_row": ALIGNED,
-                 "inv_temperature": "fp32"},
-                tile_args, tiles.num_warps, 3,
-            )
-        )  # fmt: skip
-        jobs.append(
-            (
-                logprob._logprob_backward_kernel,
-                {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "lse_ptr": "*fp32",
-                 "grad_logp_ptr": "*fp32", "grad_logits_ptr": f"*{short}", "n_vocab": ALIGNED,
-                 "stride_row": ALIGNED, "stride_grad_row": ALIGNED, "inv_temperature": "fp32"},
-                tile_args, tiles.num_warps, 3,
-            )
-        )  # fmt: skip
+        for with_entropy in (False, True):
+            tile_args = {"BLOCK_V": tiles.block_v, "WITH_ENTROPY": with_entropy}
+            jobs.append(
+                (
+                    logprob._logprob_forward_kernel,
+                    {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "logp_ptr": "*fp32",
+                     "lse_ptr": "*fp32", "entropy_ptr": "*fp32", "n_vocab": ALIGNED,
+                     "stride_row": ALIGNED, "inv_temperature": "fp32"},
+                    tile_args, tiles.num_warps, 3,
+                )
+            )  # fmt: skip
+            jobs.append(
+                (
+                    logprob._logprob_backward_kernel,
+                    {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "lse_ptr": "*fp32",
+                     "entropy_ptr": "*fp32", "grad_logp_ptr": "*fp32",
+                     "grad_entropy_ptr": "*fp32", "grad_logits_ptr": f"*{short}",
+                     "n_vocab": ALIGNED, "stride_row": ALIGNED, "stride_grad_row": ALIGNED,
+                     "inv_temperature": "fp32"},
+                    tile_args, tiles.num_warps, 3,
+                )
+            )  # fmt: skip
         cfg = fused.launch_config(dtype, torch.device("cuda"))
         blocks = {
             "BLOCK_N": cfg.block_n,
@@ -133,6 +136,7 @@ def compile_for_sm90() -> list[dict[str, Any]]:
         reports.append(
             {
                 "kernel": kernel.__name__,
+                "variant": ",".join(f"{k}={v}" for k, v in constexprs.items() if k.isupper()),
                 "operand": arg_types.get(
                     "hidden_ptr", arg_types.get("logits_ptr", arg_types.get("a_ptr"))
                 ),

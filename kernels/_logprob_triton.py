@@ -46,10 +46,12 @@ def _logprob_forward_kernel(
     targets_ptr,
     logp_ptr,
     lse_ptr,
+    entropy_ptr,
     n_vocab,
     stride_row,
     inv_temperature,
     BLOCK_V: tl.constexpr,
+    WITH_ENTROPY: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     row_ptr = logits_ptr + row * stride_row
@@ -57,15 +59,26 @@ def _logprob_forward_kernel(
 
     running_max = tl.full((), float("-inf"), tl.float32)
     running_sum = tl.zeros((), tl.float32)
+    # sum_j exp(z_j - max) * (z_j - max), for the entropy log(sum) - weighted / sum.
+    running_weighted = tl.zeros((), tl.float32)
     for start in range(0, n_vocab, BLOCK_V):
         idx = start + cols
-        x = tl.load(row_ptr + idx, mask=idx < n_vocab, other=float("-inf")).to(tl.float32)
-        x = x * inv_temperature
-        new_max = tl.maximum(running_max, tl.max(x, axis=0))
-        # While every logit seen so far is -inf the max is -inf too, and x - max would be
+        z = tl.load(row_ptr + idx, mask=idx < n_vocab, other=float("-inf")).to(tl.float32)
+        z = z * inv_temperature
+        new_max = tl.maximum(running_max, tl.max(z, axis=0))
+        # While every logit seen so far is -inf the max is -inf too, and z - max would be
         # -inf - -inf = NaN; shifting by 0 instead keeps exp() at an exact 0.
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)
-        running_sum = running_sum * tl.exp(running_max - shift) + tl.sum(tl.exp(x - shift), axis=0)
+        rescale = tl.exp(running_max - shift)
+        e = tl.exp(z - shift)
+        if WITH_ENTROPY:
+            # Moving the reference point from the old max to the new one adds
+            # (old - new) * sum; with no finite logit yet, the sum is 0 and so is the term.
+            moved = tl.where(running_max == float("-inf"), 0.0, running_max - shift) * running_sum
+            # A -inf logit has weight exp(-inf) = 0; 0 * -inf would be NaN.
+            tile = e * tl.where(z == float("-inf"), 0.0, z - shift)
+            running_weighted = rescale * (running_weighted + moved) + tl.sum(tile, axis=0)
+        running_sum = running_sum * rescale + tl.sum(e, axis=0)
         running_max = new_max
 
     shift = tl.where(running_max == float("-inf"), 0.0, running_max)
@@ -76,6 +89,8 @@ def _logprob_forward_kernel(
     # Subtracting the max before the sum keeps full float32 precision when logits are large
     # (at 1e4 one float32 ulp of the log-sum-exp is already 1e-3).
     tl.store(logp_ptr + row, (target_logit - shift) - log_sum)
+    if WITH_ENTROPY:
+        tl.store(entropy_ptr + row, log_sum - running_weighted / running_sum)
 
 
 @triton.jit
@@ -83,13 +98,16 @@ def _logprob_backward_kernel(
     logits_ptr,
     targets_ptr,
     lse_ptr,
+    entropy_ptr,
     grad_logp_ptr,
+    grad_entropy_ptr,
     grad_logits_ptr,
     n_vocab,
     stride_row,
     stride_grad_row,
     inv_temperature,
     BLOCK_V: tl.constexpr,
+    WITH_ENTROPY: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     row_ptr = logits_ptr + row * stride_row
@@ -98,15 +116,24 @@ def _logprob_backward_kernel(
 
     lse = tl.load(lse_ptr + row)
     target = tl.load(targets_ptr + row).to(tl.int64)
-    # d logp / d logit_j = (onehot_j - softmax_j) / T; softmax is recomputed from the saved
-    # log-sum-exp, so no [N, V] probability tensor is ever kept.
-    scale = tl.load(grad_logp_ptr + row).to(tl.float32) * inv_temperature
+    # d logp / d z_j = onehot_j - p_j and d entropy / d z_j = -p_j (log p_j + entropy), with
+    # z = logits / T; p is recomputed from the saved log-sum-exp, so no [N, V] probability
+    # tensor is ever kept.
+    g_logp = tl.load(grad_logp_ptr + row).to(tl.float32) * inv_temperature
+    if WITH_ENTROPY:
+        g_entropy = tl.load(grad_entropy_ptr + row).to(tl.float32) * inv_temperature
+        entropy = tl.load(entropy_ptr + row)
     for start in range(0, n_vocab, BLOCK_V):
         idx = start + cols
         in_vocab = idx < n_vocab
-        x = tl.load(row_ptr + idx, mask=in_vocab, other=float("-inf")).to(tl.float32)
-        prob = tl.exp(x * inv_temperature - lse)
-        grad = scale * (tl.where(idx == target, 1.0, 0.0) - prob)
+        z = tl.load(row_ptr + idx, mask=in_vocab, other=float("-inf")).to(tl.float32)
+        log_prob = z * inv_temperature - lse
+        prob = tl.exp(log_prob)
+        grad = g_logp * (tl.where(idx == target, 1.0, 0.0) - prob)
+        if WITH_ENTROPY:
+            # p log p is 0 at p = 0 (a -inf logit), not 0 * -inf.
+            term = prob * tl.where(prob == 0.0, 0.0, log_prob + entropy)
+            grad -= g_entropy * term
         tl.store(grad_row_ptr + idx, grad.to(grad_logits_ptr.dtype.element_ty), mask=in_vocab)
 
 
@@ -116,8 +143,10 @@ def logprob_forward(
     temperature: float,
     logp: torch.Tensor,
     lse: torch.Tensor,
+    entropy: torch.Tensor | None = None,
 ) -> None:
-    """Fill ``logp[N]`` and ``lse[N]`` (float32) from ``logits[N, V]`` (unit column stride)."""
+    """Fill ``logp[N]``, ``lse[N]`` and, if given, ``entropy[N]`` (float32) from
+    ``logits[N, V]`` (unit column stride)."""
     n_rows, n_vocab = logits.shape
     if n_rows == 0:
         return
@@ -127,10 +156,12 @@ def logprob_forward(
         targets,
         logp,
         lse,
+        entropy if entropy is not None else lse,
         n_vocab,
         logits.stride(0),
         1.0 / temperature,
         BLOCK_V=cfg.block_v,
+        WITH_ENTROPY=entropy is not None,
         num_warps=cfg.num_warps,
     )
 
@@ -142,22 +173,29 @@ def logprob_backward(
     grad_logp: torch.Tensor,
     temperature: float,
     grad_logits: torch.Tensor,
+    entropy: torch.Tensor | None = None,
+    grad_entropy: torch.Tensor | None = None,
 ) -> None:
-    """Fill ``grad_logits[N, V]`` from the upstream gradient ``grad_logp[N]`` (contiguous)."""
+    """Fill ``grad_logits[N, V]`` from the upstream gradients ``grad_logp[N]`` and, with the
+    saved ``entropy``, ``grad_entropy[N]`` (contiguous float32)."""
     n_rows, n_vocab = logits.shape
     if n_rows == 0:
         return
     cfg = launch_config(n_vocab, logits.device)
+    with_entropy = entropy is not None and grad_entropy is not None
     _logprob_backward_kernel[(n_rows,)](
         logits,
         targets,
         lse,
+        entropy if with_entropy else lse,
         grad_logp,
+        grad_entropy if with_entropy else grad_logp,
         grad_logits,
         n_vocab,
         logits.stride(0),
         grad_logits.stride(0),
         1.0 / temperature,
         BLOCK_V=cfg.block_v,
+        WITH_ENTROPY=with_entropy,
         num_warps=cfg.num_warps,
     )

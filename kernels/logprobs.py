@@ -19,6 +19,11 @@ from stalesim.kernels.checks import (
 )
 
 
+def _dense_rows(logits: torch.Tensor) -> torch.Tensor:
+    # Rows may be strided (a slice of a larger batch); the vocabulary axis must be dense.
+    return logits if logits.stride(1) == 1 else logits.contiguous()
+
+
 class _TokenLogprobs(torch.autograd.Function):
     """Autograd wrapper around the Triton forward and backward kernels."""
 
@@ -30,9 +35,7 @@ class _TokenLogprobs(torch.autograd.Function):
         temperature: float,
         kernels: ModuleType,
     ) -> torch.Tensor:
-        # Rows may be strided (a slice of a larger batch); the vocabulary axis must be dense.
-        logits = logits if logits.stride(1) == 1 else logits.contiguous()
-        targets = targets.contiguous()
+        logits, targets = _dense_rows(logits), targets.contiguous()
         n_rows = logits.shape[0]
         logp = new_buffer((n_rows,), torch.float32, logits.device)
         lse = new_buffer((n_rows,), torch.float32, logits.device)
@@ -61,12 +64,57 @@ class _TokenLogprobs(torch.autograd.Function):
         return grad_logits, None, None, None
 
 
+class _TokenLogprobsWithEntropy(torch.autograd.Function):
+    """As :class:`_TokenLogprobs`, also returning the entropy of each row's distribution."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        temperature: float,
+        kernels: ModuleType,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, targets = _dense_rows(logits), targets.contiguous()
+        n_rows = logits.shape[0]
+        logp, lse, entropy = (new_buffer((n_rows,), torch.float32, logits.device) for _ in range(3))
+        kernels.logprob_forward(logits, targets, temperature, logp, lse, entropy)
+        ctx.save_for_backward(logits, targets, lse, entropy)
+        ctx.temperature = temperature
+        ctx.kernels = kernels
+        return logp, entropy
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx,
+        grad_logp: torch.Tensor,
+        grad_entropy: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, None, None, None]:
+        logits, targets, lse, entropy = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        grad_logits = new_buffer(tuple(logits.shape), logits.dtype, logits.device)
+        ctx.kernels.logprob_backward(
+            logits,
+            targets,
+            lse,
+            grad_logp.to(torch.float32).contiguous(),
+            ctx.temperature,
+            grad_logits,
+            entropy=entropy,
+            grad_entropy=grad_entropy.to(torch.float32).contiguous(),
+        )
+        return grad_logits, None, None, None
+
+
 def token_logprobs(
     logits: torch.Tensor,
     targets: torch.Tensor,
     temperature: float = 1.0,
     backend: str = "auto",
-) -> torch.Tensor:
+    *,
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each row's target token under ``softmax(logits / temperature)``.
 
     Args:
@@ -75,10 +123,13 @@ def token_logprobs(
         temperature: finite and > 0.
         backend: ``"auto"`` (Triton on CUDA, the reference on CPU), ``"triton"`` (on CPU: the
             interpreter) or ``"reference"``.
+        return_entropy: also return the entropy of each row's tempered distribution (one
+            more float32 per row saved for the backward).
 
     Returns:
-        ``[N]`` float32 log-probs (float64 when the reference is given float64 logits);
-        differentiable with respect to ``logits``.
+        ``[N]`` float32 log-probs (float64 when the reference is given float64 logits), and
+        with ``return_entropy`` the ``[N]`` entropies too; differentiable with respect to
+        ``logits``.
 
     Raises:
         ValueError: mismatched shapes or devices, targets outside ``[0, V)``, a temperature
@@ -90,7 +141,15 @@ def token_logprobs(
     if chosen == "reference":
         from stalesim.kernels.reference import token_logprobs_ref
 
-        logp = token_logprobs_ref(logits, targets, temperature=temperature)
-        return logp if logits.dtype == torch.float64 else logp.to(torch.float32)
+        out = token_logprobs_ref(
+            logits, targets, temperature=temperature, return_entropy=return_entropy
+        )
+        if logits.dtype == torch.float64:
+            return out
+        if return_entropy:
+            return out[0].to(torch.float32), out[1].to(torch.float32)
+        return out.to(torch.float32)
     kernels = load_triton_module("_logprob_triton")
+    if return_entropy:
+        return _TokenLogprobsWithEntropy.apply(logits, targets, temperature, kernels)
     return _TokenLogprobs.apply(logits, targets, temperature, kernels)

@@ -185,3 +185,70 @@ def test_bad_temperature_raises(temperature: float) -> None:
 def test_unknown_backend_raises() -> None:
     with pytest.raises(ValueError, match="backend"):
         token_logprobs(*_good(), backend="cuda")
+
+
+def reference_with_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    upstream_logp: torch.Tensor,
+    upstream_entropy: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    exact = logits.detach().double().requires_grad_()
+    logp, entropy = token_logprobs_ref(exact, targets, temperature, return_entropy=True)
+    (logp * upstream_logp.double() + entropy * upstream_entropy.double()).sum().backward()
+    return logp.detach(), entropy.detach(), exact.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_entropy_forward_and_backward_match_reference(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(20 + dtype.itemsize)
+    logits = (3 * torch.randn(N, V, generator=gen)).to(dtype)
+    logits[:, 1::7] = float("-inf")
+    logits[0, :] = 1e4
+    logits[1, :300] = float("-inf")  # several -inf tiles before the first finite logit
+    logits[2, 11] = 5e3  # an almost deterministic row: entropy ~ 0
+    logits = logits.requires_grad_()
+    targets = torch.randint(0, V, (N,), generator=gen)
+    targets = torch.where(targets % 7 == 1, targets + 1, targets).clamp(max=V - 1)
+    targets[1] = 303
+    up_logp, up_entropy = torch.randn(N, generator=gen), torch.randn(N, generator=gen)
+
+    logp, entropy = token_logprobs(
+        logits, targets, temperature=0.7, backend="triton", return_entropy=True
+    )
+    (logp * up_logp + entropy * up_entropy).sum().backward()
+    want_logp, want_entropy, want_grad = reference_with_entropy(
+        logits, targets, 0.7, up_logp, up_entropy
+    )
+
+    assert entropy.dtype == torch.float32 and entropy.shape == (N,)
+    assert torch.isfinite(entropy).all() and torch.isfinite(logits.grad).all()
+    assert relative_error(logp, want_logp) < 1e-6
+    assert relative_error(entropy, want_entropy) < 1e-6
+    assert entropy[0].item() == pytest.approx(math.log(V), rel=1e-6)
+    assert abs(entropy[2].item()) < 1e-6
+    assert relative_error(logits.grad, want_grad) < GRAD_TOLERANCE[dtype]
+
+
+def test_entropy_alone_drives_the_gradient() -> None:
+    """A loss on the entropy only: the log-prob output gets no gradient (materialised as 0)."""
+    gen = torch.Generator().manual_seed(30)
+    logits = torch.randn(N, V, generator=gen).requires_grad_()
+    targets = torch.randint(0, V, (N,), generator=gen)
+    _, entropy = token_logprobs(logits, targets, backend="triton", return_entropy=True)
+    entropy.sum().backward()
+    _, want_entropy, want_grad = reference_with_entropy(
+        logits, targets, 1.0, torch.zeros(N), torch.ones(N)
+    )
+    assert relative_error(entropy, want_entropy) < 1e-6
+    assert relative_error(logits.grad, want_grad) < 1e-5
+
+
+def test_entropy_with_reference_backend() -> None:
+    gen = torch.Generator().manual_seed(31)
+    logits = torch.randn(N, V, generator=gen)
+    targets = torch.randint(0, V, (N,), generator=gen)
+    got = token_logprobs(logits, targets, backend="reference", return_entropy=True)
+    want = token_logprobs_ref(logits, targets, return_entropy=True)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
