@@ -398,12 +398,26 @@ class TimedCase:
     rate_unit: str  # "GB/s" (work in bytes) or "TFLOP/s" (work in FLOPs)
     ceiling_key: str
     gradient_bytes: int | None = None
+    release: Callable[[], None] | None = None
+    """Set on the last case of a kernel: frees the inputs its group shared."""
 
 
 def measure(
     case: TimedCase, device: torch.device, repeats: int, ceilings: dict[str, float]
 ) -> dict[str, Any]:
     """Time ``case`` and express it as a rate against its ceiling; failures become a status."""
+    try:
+        return _measure(case, device, repeats, ceilings)
+    finally:
+        if case.release is not None:
+            case.release()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def _measure(
+    case: TimedCase, device: torch.device, repeats: int, ceilings: dict[str, float]
+) -> dict[str, Any]:
     scale = 1e9 if case.rate_unit == "GB/s" else 1e12
     labels = case.labels | {"device": device.type}
     try:
@@ -507,6 +521,7 @@ def _token_logprobs_timing(device: torch.device, shapes: BenchShapes, compile_ba
                 forward_backward, reset, 3 * read, "GB/s", "copy_bytes_per_s", read,
             )
         )  # fmt: skip
+    cases[-1].release = state.clear
     return cases
 
 
@@ -567,6 +582,7 @@ def _fused_linear_timing(device: torch.device, shapes: BenchShapes, compile_base
                 (n + v) * h * dtype.itemsize,
             )
         )  # fmt: skip
+    cases[-1].release = state.clear
     return cases
 
 
@@ -619,4 +635,5 @@ def _grpo_loss_timing(device: torch.device, shapes: BenchShapes, compile_baselin
         cases.append(
             TimedCase(labels, forward_backward, reset, work, "GB/s", "copy_bytes_per_s", tokens * 4)
         )
+    cases[-1].release = state.clear
     return cases
