@@ -12,6 +12,7 @@ from types import ModuleType
 
 import torch
 from stalesim.kernels._logprob_buffers import new_buffer
+from stalesim.kernels._logprob_device import launch_on
 from stalesim.kernels.backend import load_triton_module, resolve_backend
 from stalesim.kernels.checks import (
     KERNEL_FLOAT_DTYPES,
@@ -55,7 +56,8 @@ class _FusedLinearLogprobs(torch.autograd.Function):
         n_rows = hidden.shape[0]
         logp = new_buffer((n_rows,), torch.float32, hidden.device)
         lse = new_buffer((n_rows,), torch.float32, hidden.device)
-        kernels.fused_forward(hidden, weight, bias, targets, temperature, logp, lse)
+        with launch_on(hidden.device):
+            kernels.fused_forward(hidden, weight, bias, targets, temperature, logp, lse)
         ctx.save_for_backward(hidden, weight, targets, lse, bias)
         ctx.temperature = temperature
         ctx.kernels = kernels
@@ -87,11 +89,12 @@ class _FusedLinearLogprobs(torch.autograd.Function):
         for start in range(0, n_vocab, width):
             stop = min(n_vocab, start + width)
             slab = slab_full[:, : stop - start]
-            kernels.fused_grad_logits(
-                hidden, weight, bias, targets, lse, grad_logp, ctx.temperature, start, slab
-            )
-            if want_hidden:
-                kernels.matmul_accumulate(grad_hidden32, slab, weight[start:stop])
+            with launch_on(device):
+                kernels.fused_grad_logits(
+                    hidden, weight, bias, targets, lse, grad_logp, ctx.temperature, start, slab
+                )
+                if want_hidden:
+                    kernels.matmul_accumulate(grad_hidden32, slab, weight[start:stop])
             if want_weight:
                 torch.matmul(slab.T, hidden, out=grad_weight[start:stop])
             if want_bias:

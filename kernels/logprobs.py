@@ -10,6 +10,7 @@ from types import ModuleType
 
 import torch
 from stalesim.kernels._logprob_buffers import new_buffer
+from stalesim.kernels._logprob_device import launch_on
 from stalesim.kernels.backend import load_triton_module, resolve_backend
 from stalesim.kernels.checks import (
     KERNEL_FLOAT_DTYPES,
@@ -39,7 +40,8 @@ class _TokenLogprobs(torch.autograd.Function):
         n_rows = logits.shape[0]
         logp = new_buffer((n_rows,), torch.float32, logits.device)
         lse = new_buffer((n_rows,), torch.float32, logits.device)
-        kernels.logprob_forward(logits, targets, temperature, logp, lse)
+        with launch_on(logits.device):
+            kernels.logprob_forward(logits, targets, temperature, logp, lse)
         ctx.save_for_backward(logits, targets, lse)
         ctx.temperature = temperature
         ctx.kernels = kernels
@@ -53,14 +55,15 @@ class _TokenLogprobs(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         grad_logits = new_buffer(tuple(logits.shape), logits.dtype, logits.device)
-        ctx.kernels.logprob_backward(
-            logits,
-            targets,
-            lse,
-            grad_logp.to(torch.float32).contiguous(),
-            ctx.temperature,
-            grad_logits,
-        )
+        with launch_on(logits.device):
+            ctx.kernels.logprob_backward(
+                logits,
+                targets,
+                lse,
+                grad_logp.to(torch.float32).contiguous(),
+                ctx.temperature,
+                grad_logits,
+            )
         return grad_logits, None, None, None
 
 
@@ -78,7 +81,8 @@ class _TokenLogprobsWithEntropy(torch.autograd.Function):
         logits, targets = _dense_rows(logits), targets.contiguous()
         n_rows = logits.shape[0]
         logp, lse, entropy = (new_buffer((n_rows,), torch.float32, logits.device) for _ in range(3))
-        kernels.logprob_forward(logits, targets, temperature, logp, lse, entropy)
+        with launch_on(logits.device):
+            kernels.logprob_forward(logits, targets, temperature, logp, lse, entropy)
         ctx.save_for_backward(logits, targets, lse, entropy)
         ctx.temperature = temperature
         ctx.kernels = kernels
@@ -94,16 +98,17 @@ class _TokenLogprobsWithEntropy(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         grad_logits = new_buffer(tuple(logits.shape), logits.dtype, logits.device)
-        ctx.kernels.logprob_backward(
-            logits,
-            targets,
-            lse,
-            grad_logp.to(torch.float32).contiguous(),
-            ctx.temperature,
-            grad_logits,
-            entropy=entropy,
-            grad_entropy=grad_entropy.to(torch.float32).contiguous(),
-        )
+        with launch_on(logits.device):
+            ctx.kernels.logprob_backward(
+                logits,
+                targets,
+                lse,
+                grad_logp.to(torch.float32).contiguous(),
+                ctx.temperature,
+                grad_logits,
+                entropy=entropy,
+                grad_entropy=grad_entropy.to(torch.float32).contiguous(),
+            )
         return grad_logits, None, None, None
 
 
