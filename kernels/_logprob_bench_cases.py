@@ -343,10 +343,17 @@ def _eager_fused_linear(
 
 
 def _optional_baselines(kind: str) -> dict[str, Callable[..., torch.Tensor]]:
-    """Liger-Kernel and Cut Cross-Entropy, when importable, as functions giving log-probs or,
-    for losses that reduce, the negative summed log-prob (the same work)."""
+    """TRL's ``selective_log_softmax``, Liger-Kernel and Cut Cross-Entropy, when importable, as
+    functions giving log-probs or, for losses that reduce, the negative summed log-prob (the
+    same work)."""
     found: dict[str, Callable[..., torch.Tensor]] = {}
     if kind == "token_logprobs":
+        try:
+            from trl.trainer.utils import selective_log_softmax
+        except Exception:
+            pass
+        else:
+            found["trl selective_log_softmax"] = selective_log_softmax
         try:
             from liger_kernel.transformers.functional import liger_cross_entropy
         except Exception:
