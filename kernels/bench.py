@@ -1,7 +1,8 @@
 """``stalesim bench kernels``: correctness and speed of the Triton kernels, as CSV and HTML.
 
-On a CUDA device: every kernel and its baselines (torch eager, torch.compile, Liger-Kernel and
-Cut Cross-Entropy when importable) at the issue's shapes, with measured ceilings. Without one:
+On a CUDA device: every kernel and its baselines (torch eager, torch.compile, and TRL,
+Liger-Kernel and Cut Cross-Entropy when importable) at the issue's shapes, with measured
+ceilings. Without one:
 the correctness half only (every kernel against the float64 reference under the Triton
 interpreter), and the output says plainly that GPU timings were not measured.
 """
