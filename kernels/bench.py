@@ -269,7 +269,7 @@ def _write_page(path: Path, frame, summary: dict[str, Any]) -> None:
         alt.Chart(error_data)
         .mark_point(filled=True, size=70)
         .encode(
-            x=alt.X("case:N", title=None, sort=None),
+            x=alt.X("case:N", title=None, sort=None, axis=alt.Axis(labelLimit=320)),
             y=alt.Y("relative_error:Q", scale=alt.Scale(type="log"), title="‖out − ref‖ / ‖ref‖"),
             color=alt.Color("quantity:N", title=None),
             tooltip=["case", "shape", "quantity", "relative_error", "tolerance"],
