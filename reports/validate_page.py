@@ -78,9 +78,10 @@ def build_validate_page(runs_dir: Path) -> Page:
         page.chart(
             objective_chart(runs, law),
             heading=f"{law.settings['objective']} across the learning-rate grid",
-            caption="Mean over seeds (lines) and each run (dots), per fixed staleness; the rule "
-            "marks the estimated eta_opt(S), the vertex of a weighted quadratic in ln(lr) near "
-            "the best grid point.",
+            caption="Mean over seeds (lines) and each run (dots), per fixed staleness; the "
+            "dashed rule marks the estimated eta_opt(S): "
+            + str(law.settings.get("optimum_rule", "see law.json"))
+            + ".",
         )
     if steps is not None and {"run_id", "step", "reward_mean"} <= set(steps.columns):
         page.chart(

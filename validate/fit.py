@@ -2,15 +2,19 @@
 
 Per staleness ``S`` (fixed-S runs), three estimates:
 
-* ``eta_opt(S)``, the best learning rate: the vertex of a weighted quadratic in ``ln(lr)``
-  fitted to the per-LR mean of the objective (``reward_auc`` by default: higher is better),
-  over the grid's best LR and up to ``window`` neighbours on each side. Each LR's weight is
-  ``n_seeds / seed variance`` (variance floored at a tenth of the pooled one, so two seeds that
-  happen to agree do not get infinite weight). If that quadratic is not concave or its vertex
-  leaves the window, the three points around the best LR are used instead; if the best LR is
-  the first or last of the grid the estimate is that LR, flagged ``edge_low``/``edge_high``
-  (a bound, not an optimum), and if even three points give no interior vertex it is the grid
-  argmax flagged ``grid_argmax``.
+* ``eta_opt(S)``, the best learning rate: the vertex of a quadratic in ``ln(lr)`` through the
+  per-LR mean of the objective (``reward_auc`` by default: higher is better) at the grid's
+  best LR and ``window`` neighbours on each side. The default ``window=1`` is the classic
+  three-point parabola: the objective is skewed (a gentle slope below the optimum, a cliff
+  above it), and a wider quadratic drags the vertex toward low LRs; on the first cpu-tiny
+  runs ±3 LRs put the S=0 optimum below a grid LR that scored worse than its neighbour. With
+  ``window >= 2`` the quadratic is a weighted least-squares fit, each LR weighted by
+  ``n_seeds / seed variance`` (variance floored at a tenth of the pooled one, so two seeds
+  that happen to agree do not get infinite weight); if it is not concave or its vertex leaves
+  the window, the three points around the best LR are used instead. Seed noise reaches the
+  estimate's interval through the bootstrap. If the best LR is the first or last of the grid
+  the estimate is that LR, flagged ``edge_low``/``edge_high`` (a bound, not an optimum), and
+  if three points give no interior vertex it is the grid argmax flagged ``grid_argmax``.
 * ``eta_max(S)``, the largest stable learning rate: with ``f(lr)`` the fraction of seeds that
   failed (collapsed, or ended below ``min_final_reward`` when given), scan the grid upward; at
   the first LR with ``f >= 0.5`` interpolate linearly in ``ln(lr)`` between it and the LR
@@ -199,7 +203,7 @@ class Optimum:
     grid_best_lr: float
 
 
-def estimate_optimum(cells: Cells, window: int = 2) -> Optimum:
+def estimate_optimum(cells: Cells, window: int = 1) -> Optimum:
     """``eta_opt`` of one group; see the module docstring for the exact rule."""
     x = np.log(cells.lrs)
     means = np.array([v.mean() for v in cells.values])
@@ -287,7 +291,7 @@ class GroupEstimate:
     steps: float | None
 
 
-def estimate_group(cells: Cells, window: int = 2) -> GroupEstimate:
+def estimate_group(cells: Cells, window: int = 1) -> GroupEstimate:
     """``eta_opt``, ``eta_max`` and steps to target at ``eta_opt`` for one group."""
     optimum = estimate_optimum(cells, window)
     return GroupEstimate(optimum, estimate_eta_max(cells), estimate_steps_at(cells, optimum.eta))
@@ -440,7 +444,7 @@ class FitSettings:
     """Knobs of :func:`fit_sweep`, recorded in ``law.json``."""
 
     objective: str = "reward_auc"
-    window: int = 2
+    window: int = 1
     bootstrap: int = 500
     seed: int = 0
     confidence: float = 0.95
@@ -452,8 +456,9 @@ class FitSettings:
             "objective": self.objective,
             "objective_direction": "higher is better",
             "optimum_rule": (
-                f"vertex of weighted quadratic in ln(lr) over the best LR ±{self.window} "
-                "(fallback ±1); weights n_seeds/variance"
+                f"vertex of the quadratic in ln(lr) through the per-LR mean objective at the "
+                f"best grid LR ±{self.window}"
+                + ("" if self.window == 1 else " (weights n_seeds/variance; fallback ±1)")
             ),
             "window": self.window,
             "eta_max_rule": (

@@ -36,6 +36,13 @@ import click
     help="runs.parquet column whose maximum over the LR grid defines eta_opt (higher is better).",
 )
 @click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="LRs on each side of the best grid LR in the quadratic that locates eta_opt.",
+)
+@click.option(
     "--min-final-reward",
     type=float,
     default=None,
@@ -48,13 +55,14 @@ def fit(
     bootstrap: int,
     seed: int,
     objective: str,
+    window: int,
     min_final_reward: float | None,
     quiet: bool,
 ) -> None:
     """Fit the staleness–learning-rate law to the sweep in RUNS_DIR and write law.json.
 
-    For each staleness S: the best learning rate eta_opt(S) (vertex of a quadratic in ln lr
-    of the objective), the largest stable one eta_max(S) (where half the seeds fail), and
+    For each staleness S: the best learning rate eta_opt(S) (vertex of the parabola in ln lr
+    through the objective at the best grid LR and its neighbours), the largest stable one eta_max(S) (where half the seeds fail), and
     steps to target at eta_opt(S). Then eta(S) = eta0 / (1 + (S/s_c)^k)^(alpha/k) is fitted
     to both, with bootstrap intervals, and the staleness summaries (max, mean,
     token-weighted mean) are compared on the runs whose staleness was drawn from a
@@ -65,7 +73,11 @@ def fit(
     from stalesim.validate.fit import FitSettings, fit_runs_dir
 
     settings = FitSettings(
-        objective=objective, bootstrap=bootstrap, seed=seed, min_final_reward=min_final_reward
+        objective=objective,
+        window=window,
+        bootstrap=bootstrap,
+        seed=seed,
+        min_final_reward=min_final_reward,
     )
     command = "stalesim fit " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     quiet = quiet or bool(os.environ.get("STALESIM_QUIET")) or bool(os.environ.get("CI"))
@@ -89,7 +101,7 @@ def fit(
         )
     _print_points(console, result.points)
     _print_law(console, result.law)
-    console.print(f"wrote {path}")
+    click.echo(f"wrote {path}")
 
 
 def _fmt(value: Any, spec: str = ".3g") -> str:
