@@ -612,6 +612,9 @@ def fit_sweep(
     )
     chosen = comparison.get("best") if comparison.get("distinguishable") else None
     notes = _notes(groups, staleness, opt_flags, max_flags, opt_usable, max_curve, steps_model)
+    for label, curve in (("eta_opt", opt_curve), ("eta_max", max_curve)):
+        if curve is not None:
+            notes.extend(_bound_notes(label, curve))
     if chosen is None:
         notes.append(
             "staleness_summary is max (the bound an async mode enforces) by default: the "
@@ -633,6 +636,27 @@ def fit_sweep(
         }
     )
     return SweepFit(law, points, distribution_points)
+
+
+def _bound_notes(label: str, curve: CurveFit) -> list[str]:
+    """Parameters the fit pushed onto a bound: the data do not determine them."""
+    bounds = {
+        "s_c": (np.exp(_LOG_SC_BOUNDS[0]), np.exp(_LOG_SC_BOUNDS[1])),
+        "k": (np.exp(_LOG_K_BOUNDS[0]), np.exp(_LOG_K_BOUNDS[1])),
+        "alpha": _ALPHA_BOUNDS,
+    }
+    notes = []
+    for name, (low, high) in bounds.items():
+        if name == "k" and curve.k_fixed:
+            continue
+        value = getattr(curve, name)
+        for edge in (low, high):
+            if np.isclose(value, edge, rtol=1e-3, atol=1e-6):
+                notes.append(
+                    f"{label}: {name} = {value:.3g} sits on its bound: the points do not pin it "
+                    "down, so read the curve, not this parameter"
+                )
+    return notes
 
 
 def _notes(
