@@ -58,8 +58,16 @@ def _shard_paths(out: Path, rid: str) -> tuple[Path, Path]:
     return out / "shards" / f"{rid}.steps.parquet", out / "shards" / f"{rid}.run.json"
 
 
-def is_done(out: Path, run: RunConfig) -> bool:
-    return _shard_paths(out, run_id(run))[1].exists()
+def _tabled_run_ids(out: Path) -> set[str]:
+    """Runs already in ``runs.parquet`` (a committed folder may hold the tables, no shards)."""
+    path = out / "runs.parquet"
+    return set(pl.read_parquet(path, columns=["run_id"])["run_id"]) if path.exists() else set()
+
+
+def is_done(out: Path, run: RunConfig, tabled: set[str] | None = None) -> bool:
+    rid = run_id(run)
+    tabled = _tabled_run_ids(out) if tabled is None else tabled
+    return rid in tabled or _shard_paths(out, rid)[1].exists()
 
 
 def execute_run(run_json: str, out: str) -> str:
@@ -78,16 +86,40 @@ def execute_run(run_json: str, out: str) -> str:
 
 
 def merge(out: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Build ``runs.parquet`` and ``steps.parquet`` from every finished shard in ``out``."""
+    """Build ``runs.parquet`` and ``steps.parquet`` from every finished shard in ``out``, keeping
+    the rows of runs that are already in the tables but have no shard."""
     rows, step_tables = [], []
     for run_path in sorted((out / "shards").glob("*.run.json")):
         row = json.loads(run_path.read_text())
         rows.append(row)
         step_tables.append(pl.read_parquet(_shard_paths(out, row["run_id"])[0]))
+    sharded = [row["run_id"] for row in rows]
     runs_table = pl.DataFrame(
         [{k: row.get(k) for k in RUN_SCHEMA} for row in rows], schema=RUN_SCHEMA, orient="row"
     )
-    steps_table = pl.concat(step_tables, how="diagonal_relaxed") if step_tables else pl.DataFrame()
+    if (out / "runs.parquet").exists():
+        old_runs = pl.read_parquet(out / "runs.parquet").filter(~pl.col("run_id").is_in(sharded))
+        runs_table = pl.concat(
+            [runs_table, old_runs.select(list(RUN_SCHEMA))], how="vertical_relaxed"
+        )
+        if (out / "steps.parquet").exists() and old_runs.height:
+            old_steps = pl.read_parquet(out / "steps.parquet")
+            step_tables.append(
+                old_steps.filter(pl.col("run_id").is_in(old_runs["run_id"].to_list()))
+            )
+    runs_table = runs_table.sort(
+        "staleness_kind",
+        "staleness",
+        "staleness_spec",
+        "lr",
+        "seed",
+        descending=[True, False, False, False, False],
+    )
+    steps_table = (
+        pl.concat(step_tables, how="diagonal_relaxed").sort("run_id", "step")
+        if step_tables
+        else pl.DataFrame()
+    )
     write_parquet(out / "runs.parquet", runs_table)
     write_parquet(out / "steps.parquet", steps_table)
     return runs_table, steps_table
@@ -138,7 +170,8 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     record_grid(out, config)
     runs = config.runs()
-    todo = [run for run in runs if not is_done(out, run)]
+    tabled = _tabled_run_ids(out)
+    todo = [run for run in runs if not is_done(out, run, tabled)]
     done = len(runs) - len(todo)
     report = on_progress or (lambda done, total: None)
     report(done, len(runs))

@@ -72,6 +72,17 @@ def test_sweep_in_parallel_then_resumed_gives_identical_rows(tmp_path) -> None:
     on_disk = pl.read_parquet(out / "runs.parquet").sort("run_id")
     assert on_disk.drop(TIMING).equals(after.drop(TIMING))
 
+    # A folder that holds only the merged tables (as committed, without shards) is complete.
+    for shard in (out / "shards").iterdir():
+        shard.unlink()
+    progress.clear()
+    from_tables, tables_steps = run_sweep(
+        config, out, workers=1, on_progress=lambda done, total: progress.append((done, total))
+    )
+    assert progress == [(4, 4)]
+    assert from_tables.sort("run_id").equals(after)
+    assert tables_steps.sort(order).equals(resumed_steps.sort(order))
+
     # A second grid with the same train config adds its runs; another train config is refused.
     wider = SweepConfig.model_validate(
         {
