@@ -55,7 +55,7 @@ def build_validate_page(runs_dir: Path) -> Page:
     page.prose(findings(law, points, runs, fitted_here), heading="What the sweep shows")
     if law.notes:
         page.prose(
-            "\n\n".join(f"{note[0].upper()}{note[1:]}." for note in law.notes),
+            "\n\n".join(f"{note}." for note in law.notes),
             heading="Limits of this fit",
         )
     page.chart(
@@ -188,8 +188,23 @@ def headline_metrics(
         ),
         Metric("alpha, paper", law.alpha_paper),
     ]
-    if law.eta_max is not None:
-        learning.append(Metric("eta_max at S=0 (fit)", float(law.eta_max(0.0))))
+    for staleness in (0, s_top):
+        value = _point(points, staleness, "eta_max")
+        if value is None:
+            continue
+        flag = points.filter(pl.col("staleness") == staleness)["eta_max_flag"][0]
+        shown: float | str = value
+        if flag == "above_grid":
+            shown = f"> {value:.3g}"  # no LR of the grid failed: a lower bound
+        elif flag == "below_grid":
+            shown = f"< {value:.3g}"
+        learning.append(
+            Metric(
+                f"eta_max at S={staleness}",
+                shown,
+                note=_ci_note(points, staleness, "eta_max") if flag == "ok" else flag,
+            )
+        )
     sweep = [
         Metric("steps to target, S=0", steps0),
         Metric(f"steps to target, S={s_top}", steps_top),
@@ -241,6 +256,7 @@ def findings(law: Law, points: pl.DataFrame, runs: pl.DataFrame, fitted_here: bo
                 f"At S={s_top} the best learning rate ({top:.3g}) is not lower than at S=0 "
                 f"({opt0:.3g}): within S ≤ {s_top} the optimum does not move down."
             )
+    lines.extend(_shape_statement(points))
     failing = runs.filter(pl.col("collapsed").cast(pl.Boolean))
     if failing.height:
         lowest = float(failing["lr"].min())
@@ -257,8 +273,12 @@ def findings(law: Law, points: pl.DataFrame, runs: pl.DataFrame, fitted_here: bo
             f"The fitted exponent of eta_opt is alpha = {law.eta_opt.alpha:.3g} (95% interval "
             f"{alpha_ci[0]:.3g}–{alpha_ci[1]:.3g}), "
             + ("consistent with" if inside else "not consistent with")
-            + f" the paper's alpha ≈ {law.alpha_paper:g}; the knee is at s_c = "
-            f"{law.eta_opt.s_c:.3g} versions."
+            + f" the paper's alpha ≈ {law.alpha_paper:g}"
+            + (
+                f"; the knee is at s_c = {law.eta_opt.s_c:.3g} versions."
+                if 0.051 < law.eta_opt.s_c < 9.9e3  # not on the fit's bounds
+                else "."
+            )
         )
     steps = law.steps_to_target
     if steps is not None:
@@ -280,6 +300,29 @@ def findings(law: Law, points: pl.DataFrame, runs: pl.DataFrame, fitted_here: bo
             f"{PAGE_BOOTSTRAP} bootstrap replicates; run `stalesim fit` to record it."
         )
     return "\n\n".join(lines)
+
+
+def _shape_statement(points: pl.DataFrame) -> list[str]:
+    """Where eta_opt stops falling, if it does, in words."""
+    usable = points.filter(pl.col("eta_opt_flag") == "ok").sort("staleness")
+    if usable.height < 3:
+        return []
+    eta = usable["eta_opt"].to_numpy()
+    staleness = usable["staleness"].to_numpy()
+    lowest = int(np.argmin(eta))
+    if lowest == len(eta) - 1:
+        return [
+            f"eta_opt is lowest at the largest staleness measured (S={staleness[-1]}): it is "
+            "still falling there."
+        ]
+    tail = eta[lowest:]
+    return [
+        f"eta_opt falls from S={staleness[0]} to S={staleness[lowest]} "
+        f"({eta[0]:.3g} → {eta[lowest]:.3g}, ×{eta[lowest] / eta[0]:.2f}) and then stops "
+        f"falling: from S={staleness[lowest]} to S={staleness[-1]} the estimates stay within "
+        f"{tail.min():.3g}–{tail.max():.3g}. The law family is monotone, so it can only fit "
+        "this with a flat tail (a small alpha)."
+    ]
 
 
 def _comparison_text(comparison: dict[str, Any]) -> str:
