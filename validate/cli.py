@@ -40,7 +40,9 @@ def validate() -> None:
 
 
 @validate.command()
-@click.option("--preset", default="cpu-tiny", show_default=True, help="cpu-tiny or gpu-small")
+@click.option(
+    "--preset", default="cpu-tiny", show_default=True, help="cpu-tiny, cpu-tiny-mb4 or gpu-small"
+)
 @click.option(
     "--lrs", default=None, help="peak learning rates, comma-separated (default: the preset's)"
 )

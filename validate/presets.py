@@ -155,6 +155,30 @@ PRESETS: dict[str, dict] = {
             },
         ],
     },
+    # cpu-tiny with 4 optimizer steps (mini-batches of 8 groups) per learner step: more updates
+    # per sample, as in PPO-style training; staleness counts versions, so mini-batch m of a
+    # step adds m to its lag. LRs shifted down where this setting's optima sit.
+    "cpu-tiny-mb4": {
+        "preset": "cpu-tiny-mb4",
+        "train": {
+            "task": {"n_digits": 6, "base": 10},
+            "policy": {"n_layer": 2, "n_head": 4, "n_embd": 64},
+            "warm_start": {"steps": 100, "corrupt_prob": 0.9, "max_mistakes": 3},
+            "steps": 150,
+            "prompts_per_step": 32,
+            "samples_per_prompt": 8,
+            "minibatches_per_step": 4,
+            "target_reward": 0.85,
+            "device": "cpu",
+        },
+        "grids": [
+            {
+                "lrs": [5e-5, 1e-4, 2e-4, 3.5e-4, 6e-4, 1.2e-3, 2.2e-3, 4e-3],
+                "staleness": _FIXED_S,
+                "seeds": [0, 1],
+            },
+        ],
+    },
     "gpu-small": {
         "preset": "gpu-small",
         "train": {
