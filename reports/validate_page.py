@@ -90,6 +90,14 @@ def build_validate_page(runs_dir: Path) -> Page:
             caption="Mean reward per learner step, averaged over seeds; one panel per staleness, "
             "one line per learning rate. A curve that stops early collapsed.",
         )
+    if law.steps_to_target is not None:
+        page.chart(
+            steps_chart(law, points),
+            heading="Steps to target at the best learning rate",
+            caption="Points: steps to the target reward at eta_opt(S) (median over seeds, "
+            "interpolated in ln(lr) between grid LRs) with 95% bootstrap intervals. Line: the "
+            f"fitted model, {law.steps_to_target.describe()}.",
+        )
     page.chart(
         heatmap_chart(runs, "steps_to_target"),
         heading="Steps to target reward (LR × staleness)",
@@ -282,18 +290,22 @@ def findings(law: Law, points: pl.DataFrame, runs: pl.DataFrame, fitted_here: bo
         )
     steps = law.steps_to_target
     if steps is not None:
-        if steps.p_fixed:
-            lines.append(
-                "Steps to target are modelled as steps0 / (eta_opt(S)/eta_opt(0)) with the "
-                "exponent held at 1, because eta_opt hardly moves across the measured S."
+        text = f"Steps to target at eta_opt: {steps.describe()}."
+        other = steps.alternative
+        if other:
+            text += (
+                f" This form has the lower AIC ({other['aic_of_chosen']:.3g} against "
+                f"{other['aic']:.3g} for the {other['form']} form, whose rms ln-residual is "
+                f"{other['rmse_log']:.3f})."
             )
-        elif "p" in steps.intervals:
-            lo, hi = steps.intervals["p"]
-            lines.append(
-                f"Steps to target scale as (eta_opt(S)/eta_opt(0))^-p with p = {steps.p:.3g} "
-                f"(95% interval {lo:.3g}–{hi:.3g}); p = 1 would mean the same distance travelled "
-                "at a slower pace."
+        if steps.form == "staleness":
+            text += (
+                " The data say steps to target keep growing with staleness by more than the "
+                "best learning rate falls, so the 1/eta_opt model is not used."
             )
+        elif not steps.p_fixed:
+            text += " p = 1 would mean the same distance travelled at a slower pace."
+        lines.append(text)
     if fitted_here:
         lines.append(
             f"No law.json was found next to the runs, so this page fitted the law itself with "
@@ -433,6 +445,29 @@ def law_chart(law: Law, points: pl.DataFrame) -> alt.TopLevelMixin:
         )
     )
     return alt.layer(*layers).properties(width=720, height=340)
+
+
+def steps_chart(law: Law, points: pl.DataFrame) -> alt.TopLevelMixin:
+    """Measured steps to target at eta_opt(S) and the fitted steps model."""
+    s_top = float(points["staleness"].max())
+    grid = np.concatenate([[0.0], np.geomspace(0.25, 1.25 * s_top, 60)])
+    model = pl.DataFrame({"S": grid, "steps": law.steps_to_target_at(grid)})
+    measured = points.select(
+        pl.col("staleness").cast(pl.Float64).alias("S"),
+        pl.col("steps_to_target").alias("steps"),
+        pl.col("steps_to_target_lo").alias("lo"),
+        pl.col("steps_to_target_hi").alias("hi"),
+    ).drop_nulls("steps")
+    ticks = [0, *[2**i for i in range(int(np.log2(max(s_top, 1))) + 2)]]
+    x = alt.X("S:Q", scale=S_SCALE, title="staleness S (versions)", axis=alt.Axis(values=ticks))
+    y = alt.Y("steps:Q", scale=LR_SCALE, title="learner steps to target")
+    return alt.layer(
+        alt.Chart(model).mark_line(color="#54a24b").encode(x=x, y=y),
+        alt.Chart(measured).mark_rule(color="#54a24b").encode(x=x, y="lo:Q", y2="hi:Q"),
+        alt.Chart(measured)
+        .mark_point(filled=True, size=60, color="#54a24b")
+        .encode(x=x, y=y, tooltip=["S:Q", alt.Tooltip("steps:Q", format=".1f")]),
+    ).properties(width=720, height=260)
 
 
 def exponent_chart(law: Law) -> alt.TopLevelMixin:
@@ -646,11 +681,12 @@ def _params_table(law: Law) -> pl.DataFrame:
             )
     steps = law.steps_to_target
     if steps is not None:
-        for param in ("steps0", "p"):
+        names = ("steps0", "p") if steps.form == "eta_ratio" else ("steps0", "s_c", "k", "beta")
+        for param in names:
             lo, hi = steps.intervals.get(param, (None, None))
             rows.append(
                 {
-                    "curve": "steps_to_target",
+                    "curve": f"steps_to_target ({steps.form})",
                     "parameter": param,
                     "value": float(getattr(steps, param)),
                     "lo": lo,
@@ -692,5 +728,6 @@ __all__ = [
     "objective_chart",
     "render_validate_report",
     "reward_curves_chart",
+    "steps_chart",
     "summary_chart",
 ]

@@ -8,8 +8,9 @@ The family (DESIGN.md, "The staleness–learning-rate law") is the smooth form o
 
 flat at ``eta0`` while ``S << s_c`` (horizon-limited), falling as ``S ** -alpha`` once
 ``S >> s_c`` (stale-limited; the paper predicts ``alpha ≈ 1``), with ``k`` setting how sharp
-the knee is. ``steps_to_target`` is modelled as ``steps0 * (eta_opt(S) / eta_opt(0)) ** -p``:
-``p = 1`` is "the same distance travelled at a slower pace".
+the knee is. ``steps_to_target`` is modelled as ``steps0 * (eta_opt(S) / eta_opt(0)) ** -p`` (``p = 1`` is
+"the same distance travelled at a slower pace"), or directly in ``S`` when the data say
+otherwise (see :class:`StepsModel`).
 
 A fitted law is a JSON file (``law.json``) holding the parameters, their bootstrap intervals,
 the per-S points they came from, the fit quality and where it came from. This module reads
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 #: What the paper (arXiv 2607.01083) predicts for ``alpha`` in the stale-limited regime.
 PAPER_ALPHA = 1.0
@@ -82,16 +83,61 @@ class LawCurve(_Frozen):
 
 
 class StepsModel(_Frozen):
-    """``steps_to_target(S) = steps0 * (eta_opt(S) / eta_opt(0)) ** -p``."""
+    """Learner steps to the target reward when training at ``eta_opt(S)``, in one of two forms:
 
+    * ``eta_ratio``: ``steps0 * (eta_opt(S) / eta_opt(0)) ** -p`` — the paper's picture, the
+      same distance travelled at the pace the best learning rate allows (``p = 1``);
+    * ``staleness``: ``steps0 * (1 + (S / s_c) ** k) ** (beta / k)`` — the law family read
+      upside down, for when steps keep growing with S while ``eta_opt`` does not move.
+
+    The fit picks the form with the lower AIC on ``ln(steps)`` and records the other form's
+    quality in ``alternative``.
+    """
+
+    form: Literal["eta_ratio", "staleness"] = "eta_ratio"
     steps0: float = Field(gt=0)
-    p: float
+    p: float | None = None
     p_fixed: bool = False
+    s_c: float | None = Field(None, gt=0)
+    k: float | None = Field(None, gt=0)
+    beta: float | None = None
     intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)
     quality: FitQuality | None = None
+    alternative: dict[str, Any] | None = None
 
-    def __call__(self, eta_ratio: float | np.ndarray) -> np.ndarray:
-        return self.steps0 * np.asarray(eta_ratio, dtype=float) ** (-self.p)
+    @model_validator(mode="after")
+    def _has_its_parameters(self) -> StepsModel:
+        needed = ("p",) if self.form == "eta_ratio" else ("s_c", "k", "beta")
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"form {self.form!r} needs {', '.join(missing)}")
+        return self
+
+    def describe(self) -> str:
+        """The fitted formula in one line, with 95% intervals where the fit has them."""
+
+        def with_interval(name: str) -> str:
+            value = getattr(self, name)
+            lo_hi = self.intervals.get(name)
+            text = f"{name} = {value:.3g}"
+            return text + (f" [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]" if lo_hi else "")
+
+        if self.form == "eta_ratio":
+            p = with_interval("p") + (" (held at 1: eta_opt hardly moves)" if self.p_fixed else "")
+            return (
+                f"steps_to_target(S) = steps0 · (eta_opt(S)/eta_opt(0))^-p, "
+                f"{with_interval('steps0')}, {p}"
+            )
+        return "steps_to_target(S) = steps0 · (1 + (S/s_c)^k)^(beta/k), " + ", ".join(
+            with_interval(n) for n in ("steps0", "s_c", "k", "beta")
+        )
+
+    def at(self, staleness: float | np.ndarray, eta_ratio: float | np.ndarray) -> np.ndarray:
+        """Steps at staleness ``S`` whose best learning rate is ``eta_ratio * eta_opt(0)``."""
+        if self.form == "eta_ratio":
+            return self.steps0 * np.asarray(eta_ratio, dtype=float) ** (-self.p)
+        s = np.maximum(np.asarray(staleness, dtype=float), 0.0)
+        return self.steps0 * (1.0 + (s / self.s_c) ** self.k) ** (self.beta / self.k)
 
 
 class Law(_Frozen):
@@ -131,7 +177,7 @@ class Law(_Frozen):
         if self.steps_to_target is None:
             raise ValueError("this law has no steps_to_target model (target never reached)")
         ratio = self.eta_opt(staleness) / self.eta_opt(0.0)
-        return self.steps_to_target(ratio)
+        return self.steps_to_target.at(staleness, ratio)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON form written to ``law.json``."""

@@ -749,33 +749,100 @@ def _steps_model(
     curve_boot: list[CurveFit],
     tail: tuple[float, float],
 ) -> dict[str, Any] | None:
+    """Fit both steps-to-target forms (see ``StepsModel``) and keep the one with lower AIC."""
     reached = np.isfinite(steps)
     if reached.sum() < 2:
         return None
-    s = staleness[reached]
+    s, y = staleness[reached], steps[reached]
+    boot_rows = steps_boot[:, reached]
+
+    # form "eta_ratio": steps0 * (eta_opt(S)/eta_opt(0)) ** -p, eta_opt from the fitted law
     log_ratio = np.log(curve(s) / curve(0.0))
-    steps0, p, p_fixed = fit_steps(log_ratio, steps[reached])
-    estimates = []
-    for replica, row in zip(curve_boot, steps_boot[:, reached], strict=False):
-        if np.all(np.isfinite(row)):
-            estimates.append(fit_steps(np.log(replica(s) / replica(0.0)), row)[:2])
-    boot = np.array(estimates).reshape(-1, 2)
-    intervals = {"steps0": [float(np.percentile(boot[:, 0], q)) for q in tail]} if len(boot) else {}
-    if len(boot) and not p_fixed:
-        intervals["p"] = [float(np.percentile(boot[:, 1], q)) for q in tail]
-    predicted = steps0 * np.exp(-p * log_ratio)
-    y = np.log(steps[reached])
+    steps0, p, p_fixed = fit_steps(log_ratio, y)
+    ratio_boot = np.array(
+        [
+            fit_steps(np.log(replica(s) / replica(0.0)), row)[:2]
+            for replica, row in zip(curve_boot, boot_rows, strict=False)
+            if np.all(np.isfinite(row))
+        ]
+    ).reshape(-1, 2)
+    ratio_intervals = _percentiles({"steps0": ratio_boot[:, 0]}, tail)
+    if not p_fixed:
+        ratio_intervals |= _percentiles({"p": ratio_boot[:, 1]}, tail)
+    ratio_quality = _log_quality(y, steps0 * np.exp(-p * log_ratio))
+    ratio_model = {
+        "form": "eta_ratio",
+        "steps0": steps0,
+        "p": p,
+        "p_fixed": p_fixed,
+        "intervals": ratio_intervals,
+        "quality": ratio_quality,
+    }
+    ratio_aic = _aic(ratio_quality, 1 if p_fixed else 2)
+    if reached.sum() < 3:
+        return StepsModel.model_validate(ratio_model).model_dump(mode="json")
+
+    # form "staleness": 1/steps follows the law family, so the same fit gives it
+    fixed_k = 1.0 if reached.sum() < 5 else None
+    inverse = fit_curve(s, 1.0 / y, fixed_k=fixed_k)
+    inverse_boot = [
+        fit_curve(s, 1.0 / row, fixed_k=fixed_k, start=inverse)
+        for row in boot_rows
+        if np.all(np.isfinite(row))
+    ]
+    direct = np.array([[1 / r.eta0, r.s_c, r.k, r.alpha] for r in inverse_boot]).reshape(-1, 4)
+    direct_intervals = _percentiles(
+        {"steps0": direct[:, 0], "s_c": direct[:, 1], "beta": direct[:, 3]}
+        | ({} if fixed_k else {"k": direct[:, 2]}),
+        tail,
+    )
+    direct_quality = _log_quality(y, 1.0 / inverse(s))
+    direct_model = {
+        "form": "staleness",
+        "steps0": 1.0 / inverse.eta0,
+        "s_c": inverse.s_c,
+        "k": inverse.k,
+        "beta": inverse.alpha,
+        "intervals": direct_intervals,
+        "quality": direct_quality,
+    }
+    direct_aic = _aic(direct_quality, 3 if fixed_k else 4)
+    # ties go to the paper's form, which has fewer parameters
+    if ratio_aic <= direct_aic:
+        chosen, other, chosen_aic, other_aic = ratio_model, direct_model, ratio_aic, direct_aic
+    else:
+        chosen, other, chosen_aic, other_aic = direct_model, ratio_model, direct_aic, ratio_aic
+    chosen["alternative"] = {
+        **{k: v for k, v in other.items() if k not in ("quality", "intervals")},
+        "rmse_log": other["quality"].rmse_log,
+        "aic": other_aic,
+        "aic_of_chosen": chosen_aic,
+        "rule": "the form with the lower AIC = n ln(RSS/n) + 2 params on ln(steps)",
+    }
+    return StepsModel.model_validate(chosen).model_dump(mode="json")
+
+
+def _log_quality(measured: np.ndarray, predicted: np.ndarray) -> FitQuality:
+    y = np.log(measured)
     residuals = y - np.log(predicted)
     total = float(((y - y.mean()) ** 2).sum())
-    quality = FitQuality(
-        n_points=int(reached.sum()),
+    return FitQuality(
+        n_points=len(y),
         r2_log=1 - float((residuals**2).sum()) / total if total > 0 else None,
         rmse_log=float(np.sqrt((residuals**2).mean())),
         residuals_log=[float(r) for r in residuals],
     )
-    return StepsModel(
-        steps0=steps0, p=p, p_fixed=p_fixed, intervals=intervals, quality=quality
-    ).model_dump(mode="json")
+
+
+def _aic(quality: FitQuality, n_params: int) -> float:
+    rss = max(quality.rmse_log**2 * quality.n_points, 1e-300)
+    return float(quality.n_points * np.log(rss / quality.n_points) + 2 * n_params)
+
+
+def _percentiles(samples: dict[str, np.ndarray], tail: tuple[float, float]) -> dict[str, list]:
+    return {
+        name: [float(np.percentile(v, q)) for q in tail] for name, v in samples.items() if len(v)
+    }
 
 
 def _distribution_groups(runs: pl.DataFrame) -> dict[str, pl.DataFrame]:

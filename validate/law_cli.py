@@ -176,14 +176,13 @@ def _print_law(console: Any, law: Any) -> None:
     console.print(f"paper's prediction: alpha ≈ {law.alpha_paper:g} in the stale-limited regime")
     steps = law.steps_to_target
     if steps is not None:
-        p = f"p = {steps.p:.3g}" + (
-            " (fixed: eta_opt hardly moves)"
-            if steps.p_fixed
-            else f" [{_fmt(steps.intervals['p'][0])}, {_fmt(steps.intervals['p'][1])}]"
-            if "p" in steps.intervals
-            else ""
-        )
-        console.print(f"steps_to_target(S) = {steps.steps0:.4g} · (eta_opt(S)/eta_opt(0))^-p, {p}")
+        console.print(steps.describe())
+        other = steps.alternative
+        if other:
+            console.print(
+                f"  chosen by AIC ({other['aic_of_chosen']:.3g}) over the {other['form']} form "
+                f"(AIC {other['aic']:.3g}, rms ln-resid {other['rmse_log']:.3f})"
+            )
     for note in law.notes:
         console.print(f"note: {note}")
     comparison = law.summary_comparison or {}

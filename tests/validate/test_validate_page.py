@@ -102,7 +102,8 @@ def test_page_is_offline_and_holds_every_chart(rendered):
     assert not re.search(r"""(src|href)=["']https?://""", html, re.I)
     assert "vegaEmbed" in html
     specs = chart_specs(html)
-    assert len(specs) == 7  # law, alpha, objective, reward curves, 2 heat maps, summaries
+    # law, alpha, objective, reward curves, steps at eta_opt, 2 heat maps, summaries
+    assert len(specs) == 8
     text = json.dumps(specs)
     for title in (
         "staleness S (versions)",
