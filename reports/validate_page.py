@@ -118,6 +118,12 @@ def build_validate_page(runs_dir: Path) -> Page:
             caption=comparison.get("metric", ""),
         )
     page.prose(_comparison_text(comparison), heading="Staleness summary comparison")
+    if comparison.get("distributions"):
+        page.table(
+            pl.DataFrame(comparison["distributions"]),
+            caption="Each distribution's measured eta_opt, its measured staleness summaries "
+            "(S_*), and what the law refitted on each summary predicts (predicted_*).",
+        )
     page.table(_points_table(points), heading="Per-staleness estimates")
     page.table(_params_table(law), heading="Law parameters")
     page.table(_runs_table(runs), heading="All runs", collapsed=True)

@@ -994,6 +994,7 @@ def _compare_summaries(
     return table, {
         "status": "compared",
         "n_distributions": len(usable),
+        "distributions": _records(table),
         "excluded": [s for s in spec_frames if s not in usable],
         "not_available": missing,
         "identical": identical,
