@@ -312,6 +312,12 @@ def findings(law: Law, points: pl.DataFrame, runs: pl.DataFrame, fitted_here: bo
         elif not steps.p_fixed:
             text += " p = 1 would mean the same distance travelled at a slower pace."
         lines.append(text)
+    fitted_runs = law.source.get("n_runs")
+    if not fitted_here and fitted_runs is not None and fitted_runs != runs.height:
+        lines.append(
+            f"Warning: law.json was fitted to {fitted_runs} runs but the folder now holds "
+            f"{runs.height}; run `stalesim fit` again to bring the law up to date."
+        )
     if fitted_here:
         lines.append(
             f"No law.json was found next to the runs, so this page fitted the law itself with "

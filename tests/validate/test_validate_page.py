@@ -158,6 +158,14 @@ def test_report_and_fit_commands(tmp_path):
     assert (folder / "report.html").exists()
     bad = runner.invoke(main, ["report", "validate", str(tmp_path / "missing")])
     assert bad.exit_code == 2 and "error:" in bad.output
+    # a law fitted to fewer runs than the folder holds is flagged as out of date
+    law = json.loads((folder / "law.json").read_text())
+    law["source"]["n_runs"] -= 1
+    (folder / "law.json").write_text(json.dumps(law))
+    assert runner.invoke(main, ["report", "validate", str(folder)]).exit_code == 0
+    assert "run `stalesim fit` again" in (folder / "report.html").read_text().replace(
+        "<code>", "`"
+    ).replace("</code>", "`")
     (folder / "law.json").write_text("{}")
     broken = runner.invoke(main, ["report", "validate", str(folder)])
     assert broken.exit_code == 2
