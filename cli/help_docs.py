@@ -11,9 +11,11 @@ from stalesim.cli import main
 
 
 def _walk(command: click.Command, path: list[str], ctx: click.Context | None):
-    sub_ctx = click.Context(
-        command, info_name=path[-1], parent=ctx, terminal_width=100, max_content_width=100
-    )
+    # The real CLI gets its settings (help option names, width) from the root group's
+    # context_settings; children inherit them from their parent context.
+    settings = dict(main.context_settings) if ctx is None else {}
+    settings.update(terminal_width=100, max_content_width=100)
+    sub_ctx = click.Context(command, info_name=path[-1], parent=ctx, **settings)
     yield path, command, sub_ctx
     if isinstance(command, click.Group):
         for name in command.list_commands(sub_ctx):
