@@ -9,6 +9,9 @@ import yaml
 #: ValidationError is a ValueError, and so are the kernels' argument checks.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, yaml.YAMLError)
 
+#: Packages of the ``[train]`` extra: training, kernels and their benchmark need them.
+OPTIONAL_MODULES = frozenset({"torch", "triton"})
+
 
 def one_line(exc: BaseException) -> str:
     """The exception's message folded onto one line."""
@@ -22,6 +25,16 @@ class InputErrorGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            if exc.name not in OPTIONAL_MODULES:
+                raise
+            click.echo(
+                f"error: this command needs {exc.name}, which simulating and planning do not;"
+                " install it with: pip install -e '.[train]' (on a CPU-only machine run"
+                " pip install torch==2.13.0 first)",
+                err=True,
+            )
+            ctx.exit(2)
         except INPUT_ERRORS as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
             ctx.exit(2)
