@@ -410,16 +410,7 @@ def fit_curve(
 
 def fit_quality(staleness: np.ndarray, eta: np.ndarray, curve: CurveFit) -> FitQuality:
     """Residuals ``ln(point / curve)``, their RMS, and R² of ``ln eta``."""
-    y = np.log(np.asarray(eta, dtype=float))
-    residuals = y - np.log(curve(staleness))
-    total = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float((residuals**2).sum()) / total if total > 0 else None
-    return FitQuality(
-        n_points=len(y),
-        r2_log=r2,
-        rmse_log=float(np.sqrt((residuals**2).mean())),
-        residuals_log=[float(r) for r in residuals],
-    )
+    return _log_quality(np.asarray(eta, dtype=float), curve(staleness))
 
 
 def fit_steps(log_ratio: np.ndarray, steps: np.ndarray) -> tuple[float, float, bool]:
@@ -712,17 +703,16 @@ def _law_curve(
     tail: tuple[float, float],
 ) -> dict[str, Any]:
     params = np.array([r.vector() for r in replicas]).reshape(-1, 4)
-    intervals: dict[str, list[float]] = {}
-    band = None
-    if replicas:
-        intervals = {
-            name: [
-                float(np.percentile(params[:, i], tail[0])),
-                float(np.percentile(params[:, i], tail[1])),
-            ]
+    intervals = _percentiles(
+        {
+            name: params[:, i]
             for i, name in enumerate(CURVE_PARAMS)
             if not (name == "k" and curve.k_fixed)
-        }
+        },
+        tail,
+    )
+    band = None
+    if replicas:
         curves = np.array([r(grid) for r in replicas]).reshape(-1, len(grid))
         band = Band(
             staleness=[float(g) for g in grid],
@@ -823,6 +813,7 @@ def _steps_model(
 
 
 def _log_quality(measured: np.ndarray, predicted: np.ndarray) -> FitQuality:
+    """Residuals ``ln(measured / predicted)``, their RMS, and R² of ``ln(measured)``."""
     y = np.log(measured)
     residuals = y - np.log(predicted)
     total = float(((y - y.mean()) ** 2).sum())
@@ -1003,9 +994,7 @@ def _compare_summaries(
             "being the law refitted on the fixed runs' measured value of the same summary"
         ),
         "rmse_log": errors,
-        "rmse_log_intervals": {
-            name: [float(np.percentile(v, q)) for q in tail] for name, v in boot.items() if v.size
-        },
+        "rmse_log_intervals": _percentiles(boot, tail),
         "ranking": ranking,
         "best": best,
         "win_rate_of_best": wins,
