@@ -38,7 +38,7 @@ def render_validate_report(runs_dir: Path, out: Path | None = None) -> Path:
 
 def build_validate_page(runs_dir: Path) -> Page:
     """The validation page for ``runs_dir``, not yet written."""
-    from stalesim.validate.fit import read_sweep
+    from stalesim.validate.sweep_runs import read_sweep
 
     runs, steps = read_sweep(runs_dir)
     law, fitted_here = _law_for(runs_dir, runs)

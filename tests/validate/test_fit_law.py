@@ -7,16 +7,15 @@ import numpy as np
 import polars as pl
 import pytest
 from stalesim.sim.law import law_curve
-from stalesim.validate.fit import (
+from stalesim.validate.fit import FitSettings, fit_sweep
+from stalesim.validate.group_estimates import (
     Cells,
-    FitSettings,
     build_cells,
     estimate_eta_max,
     estimate_optimum,
     estimate_steps_at,
-    fit_curve,
-    fit_sweep,
 )
+from stalesim.validate.law_fit import fit_curve
 
 OPT = {"eta0": 2e-3, "s_c": 4.0, "k": 2.0, "alpha": 1.0}
 MAX = {"eta0": 8e-3, "s_c": 4.0, "k": 2.0, "alpha": 1.0}

@@ -1,0 +1,76 @@
+"""A finished sweep as tables: ``runs.parquet`` (required) and ``steps.parquet`` (optional),
+split into runs at one fixed staleness and runs whose staleness was drawn from a distribution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+REQUIRED_RUN_COLUMNS = ("run_id", "lr", "staleness", "seed", "collapsed")
+
+
+def read_sweep(runs_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """``runs.parquet`` (required) and ``steps.parquet`` (optional) of a sweep directory."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.exists():
+        raise ValueError(f"{runs_dir}: no such runs directory")
+    if not runs_dir.is_dir():
+        raise ValueError(f"{runs_dir}: not a directory (expected a sweep folder with runs.parquet)")
+    runs_path = runs_dir / "runs.parquet"
+    if not runs_path.exists():
+        raise ValueError(f"{runs_dir}: no runs.parquet (run `stalesim validate sweep` first)")
+    runs = _read_parquet(runs_path)
+    missing = [c for c in REQUIRED_RUN_COLUMNS if c not in runs.columns]
+    if missing:
+        raise ValueError(f"{runs_path}: missing columns {', '.join(missing)}")
+    if runs.height == 0:
+        raise ValueError(f"{runs_path}: no runs in it")
+    steps_path = runs_dir / "steps.parquet"
+    steps = _read_parquet(steps_path) if steps_path.exists() else None
+    return runs, steps
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars raises several unrelated types for a bad file
+        raise ValueError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+
+
+def fixed_runs(runs: pl.DataFrame) -> pl.DataFrame:
+    """Runs at one fixed staleness (all runs when the sweep does not say)."""
+    if "staleness_kind" not in runs.columns:
+        return runs
+    return runs.filter(pl.col("staleness_kind") == "fixed")
+
+
+def distribution_runs(runs: pl.DataFrame) -> pl.DataFrame:
+    """Runs whose staleness was drawn from a distribution."""
+    if "staleness_kind" not in runs.columns:
+        return runs.clear()
+    return runs.filter(pl.col("staleness_kind") == "distribution")
+
+
+def distribution_groups(runs: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The distribution runs, one frame per staleness spec, in spec order."""
+    dist = distribution_runs(runs)
+    if dist.height == 0:
+        return {}
+    key = "staleness_spec" if "staleness_spec" in dist.columns else "staleness"
+    return {
+        str(k[0]): frame
+        for k, frame in sorted(
+            dist.partition_by(key, as_dict=True).items(), key=lambda kv: str(kv[0])
+        )
+    }
+
+
+def json_records(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """The rows of ``frame`` as dicts, NaN and inf as ``None`` (JSON has neither)."""
+    return [
+        {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+        for row in frame.to_dicts()
+    ]
