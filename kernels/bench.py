@@ -14,18 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+from stalesim.sim.cli_options import quiet_option
 
 DEFAULT_OUT = "stalesim-out/bench-kernels"
 NOT_MEASURED = (
     "GPU timings not measured: no CUDA device was used, so this run checked correctness only "
     "(Triton kernels under the interpreter against the float64 reference)."
 )
-
-
-def _quiet(flag: bool) -> bool:
-    return (
-        flag or os.environ.get("STALESIM_QUIET", "") not in ("", "0") or bool(os.environ.get("CI"))
-    )
 
 
 @click.command("kernels")
@@ -50,7 +45,7 @@ def _quiet(flag: bool) -> bool:
     default=None,
     help="Timed repeats per measurement, median reported (default: 20, or 5 with --quick).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 def bench_kernels(
     out_dir: Path, quick: bool, device: str | None, repeats: int | None, quiet: bool
 ) -> None:
@@ -93,7 +88,7 @@ def bench_kernels(
             lambda case=case: cases.measure(case, chosen, repeats, ceilings)
             for case in cases.timing_cases(chosen, shapes)
         ]
-    rows = _run(thunks, _quiet(quiet))
+    rows = _run(thunks, quiet)
     # Without a GPU, a full run also compiles the GPU configurations for sm_90 (no GPU needed).
     compile_reports = _sm90_compile_reports() if chosen.type != "cuda" and not quick else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 
 import click
+from stalesim.sim.cli_options import overrides_option
 
 
 @click.command("sim")
@@ -13,7 +14,7 @@ import click
 @click.option(
     "--runs", default=5, show_default=True, type=int, help="Timed runs (median reported)."
 )
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
+@overrides_option("Override a key.")
 def bench_sim(preset: str, steps: int, runs: int, overrides: tuple[str, ...]) -> None:
     """Time the simulator: simulated samples per wall-second, median of several runs.
 

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
+from stalesim.sim.cli_options import overrides_option, quiet_option
 
 DEFAULT_OUT = "stalesim-out"
-
-
-def quiet_wanted(flag: bool) -> bool:
-    """Progress bars are off under ``--quiet``, ``STALESIM_QUIET=1`` or in CI."""
-    return (
-        flag or os.environ.get("STALESIM_QUIET", "") not in ("", "0") or bool(os.environ.get("CI"))
-    )
 
 
 @click.command()
@@ -23,13 +16,7 @@ def quiet_wanted(flag: bool) -> bool:
 @click.option(
     "--preset", default=None, help="Built-in scenario to start from (see `stalesim presets`)."
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a scenario key, e.g. --set algorithm.mode=sync (repeatable).",
-)
+@overrides_option("Override a scenario key, e.g. --set algorithm.mode=sync (repeatable).")
 @click.option("--steps", default=50, show_default=True, type=int, help="Learner steps to simulate.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option(
@@ -41,7 +28,7 @@ def quiet_wanted(flag: bool) -> bool:
     help="Folder for the trace (Parquet), summary.json and report.html.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON instead of a table.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 def simulate(
     scenario_file: Path | None,
     preset: str | None,
@@ -69,7 +56,7 @@ def simulate(
     )
     if steps < 1:
         raise ConfigError(f"--steps={steps}: need at least 1 learner step")
-    show_progress = not quiet_wanted(quiet) and not as_json
+    show_progress = not quiet and not as_json
     if show_progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 

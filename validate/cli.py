@@ -6,6 +6,7 @@ import os
 import time
 
 import click
+from stalesim.sim.cli_options import overrides_option, quiet_option
 
 
 def _float_list(text: str | None) -> list[float] | None:
@@ -28,10 +29,6 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
         raise ValueError(
             f"{option} {text!r}: expected integers separated by commas, e.g. 0,1,2"
         ) from None
-
-
-def _quiet(flag: bool) -> bool:
-    return flag or bool(os.environ.get("STALESIM_QUIET")) or bool(os.environ.get("CI"))
 
 
 @click.group()
@@ -61,14 +58,8 @@ def validate() -> None:
 @click.option(
     "--workers", default=None, type=int, help="parallel processes (default: CPU count, at most 8)"
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="override a train config field, e.g. train.steps=50",
-)
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@overrides_option("override a train config field, e.g. train.steps=50")
+@quiet_option("no progress bar")
 def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None:
     """Run the learning-rate x staleness x seed grid; resumable; writes runs.parquet and steps.parquet."""
     from stalesim.sim.config_file import apply_overrides, validate_config
@@ -92,7 +83,6 @@ def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None
         raise ValueError(f"--workers {workers}: must be >= 1")
     out = out or os.path.join("stalesim-runs", preset)
     size = describe(base)
-    quiet = _quiet(quiet)
     if not quiet:
         click.echo(
             f"sweep {preset}: {size['runs']} runs ({size['lrs']} LRs, {size['staleness']} "

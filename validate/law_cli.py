@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from stalesim.sim.cli_options import quiet_option
 
 
 @click.command()
@@ -48,7 +48,7 @@ import click
     default=None,
     help="Also count a run as failed (for eta_max) when its final reward ends below this.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 def fit(
     runs_dir: Path,
     out: Path | None,
@@ -80,7 +80,6 @@ def fit(
         min_final_reward=min_final_reward,
     )
     command = "stalesim fit " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    quiet = quiet or bool(os.environ.get("STALESIM_QUIET")) or bool(os.environ.get("CI"))
     console = Console()
     with Progress(
         "[progress.description]{task.description}",

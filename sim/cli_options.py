@@ -1,0 +1,31 @@
+"""Options every command module shares, defined once: ``--quiet`` and ``--set KEY=VALUE``.
+
+They live here, beside :mod:`stalesim.sim.config_file`, because command modules of every
+package (``sim``, ``kernels``, ``validate``) use them and none of those may import the
+top-level ``stalesim.cli`` package.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+def quiet_wanted(flag: bool) -> bool:
+    """Progress bars are off under ``--quiet``, ``STALESIM_QUIET=1`` or in CI."""
+    return (
+        flag or os.environ.get("STALESIM_QUIET", "") not in ("", "0") or bool(os.environ.get("CI"))
+    )
+
+
+def quiet_option(help: str = "No progress bar."):
+    """``--quiet``; the command receives :func:`quiet_wanted` of it (environment included)."""
+    return click.option(
+        "--quiet", is_flag=True, help=help, callback=lambda _ctx, _param, flag: quiet_wanted(flag)
+    )
+
+
+def overrides_option(help: str):
+    """``--set KEY=VALUE`` (repeatable), passed to the command as ``overrides``."""
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help)
