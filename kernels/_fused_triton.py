@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from stalesim.kernels._logprob_buffers import new_buffer
+from stalesim.kernels._buffers import new_buffer
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 
 import torch
-from stalesim.kernels._logprob_buffers import new_buffer
+from stalesim.kernels._buffers import new_buffer
 from stalesim.kernels._logprob_device import launch_on
 from stalesim.kernels.backend import load_triton_module, resolve_backend
 from stalesim.kernels.checks import (

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from stalesim.kernels._buffers import new_buffer
 from stalesim.kernels.backend import Backend, load_triton_module, resolve_backend
 from stalesim.kernels.checks import (
     KERNEL_FLOAT_DTYPES,
@@ -42,11 +43,6 @@ STAT_NAMES = (
     "approx_kl",
     "ref_kl",
 )
-
-
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Every buffer a kernel writes is allocated here (tests poison it with NaN)."""
-    return torch.empty(shape, dtype=dtype, device=device)
 
 
 @dataclass(frozen=True)
@@ -170,7 +166,7 @@ class _GRPOLoss(torch.autograd.Function):
         kernels = load_triton_module("_grpo_loss_triton")
         rows, length = dloss.shape
         block, tiles = _tiling(length)
-        grad = _empty((rows, length), ctx.logp_dtype, dloss.device)
+        grad = new_buffer((rows, length), ctx.logp_dtype, dloss.device)
         if rows * length > 0:
             kernels.grpo_backward_kernel[(rows * tiles,)](
                 dloss,
@@ -221,12 +217,12 @@ def _forward(
     prox_arg = proximal_logp if proximal_logp is not None else logp
     ref_arg = ref_logp if ref_logp is not None else logp
 
-    dloss = _empty((rows, length), torch.float32, device)
-    partial = _empty((int(kernels.NUM_STATS), programs), torch.float32, device)
+    dloss = new_buffer((rows, length), torch.float32, device)
+    partial = new_buffer((int(kernels.NUM_STATS), programs), torch.float32, device)
     sequence_sums = dloss  # a placeholder unless the ratio is per sequence
     tiles_block = 1 << max(tiles - 1, 0).bit_length()
     if programs > 0 and options.sequence:
-        sequence_sums = _empty((3, programs), torch.float32, device)
+        sequence_sums = new_buffer((3, programs), torch.float32, device)
         kernels.grpo_sequence_sums_kernel[(programs,)](
             logp, behaviour_logp, prox_arg, mask, sequence_sums, length, tiles, programs,
             PROX_MODE=prox_mode, BLOCK=block,
@@ -248,9 +244,9 @@ def _forward(
             TILES_BLOCK=tiles_block,
         )  # fmt: skip
 
-    loss = _empty((1,), torch.float32, device)
-    stats = _empty((len(STAT_NAMES),), torch.float32, device)
-    row_weight = _empty((rows,), torch.float32, device)
+    loss = new_buffer((1,), torch.float32, device)
+    stats = new_buffer((len(STAT_NAMES),), torch.float32, device)
+    row_weight = new_buffer((rows,), torch.float32, device)
     aggregation = {
         "token_mean": kernels.AGG_TOKEN_MEAN,
         "seq_mean_token_mean": kernels.AGG_SEQ_MEAN_TOKEN_MEAN,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from stalesim.kernels import _logprob_buffers, fused_linear
+from stalesim.kernels import _buffers, fused_linear
 from stalesim.kernels.fused_linear import fused_linear_logprobs
 from stalesim.kernels.loss import grpo_loss
 from stalesim.kernels.reference import fused_linear_logprobs_ref, grpo_loss_ref
@@ -25,7 +25,7 @@ GRAD_TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3}
 @pytest.fixture(autouse=True)
 def poisoned_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every output, gradient and slab buffer starts as NaN, so unwritten elements are caught."""
-    monkeypatch.setattr(_logprob_buffers, "POISON_VALUE", float("nan"))
+    monkeypatch.setattr(_buffers, "POISON_VALUE", float("nan"))
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -1,6 +1,6 @@
 """The Triton GRPO loss against the float64 reference, forward and backward.
 
-Every kernel buffer is poisoned with NaN before the kernels run (``loss._empty`` is patched),
+Every kernel buffer is poisoned with NaN before the kernels run (``_buffers.POISON_VALUE``),
 so an element a kernel failed to write shows up as NaN in the loss, the statistics or the
 gradient. Errors are relative norm errors ``‖out - ref‖ / ‖ref‖``.
 """
@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from stalesim.kernels import _buffers
 from stalesim.kernels import loss as loss_module
 from stalesim.kernels.loss import grpo_loss
 from stalesim.kernels.reference import grpo_loss_ref, token_logprobs_ref
@@ -24,10 +25,7 @@ VALUE_TOLERANCE = 1e-5
 
 @pytest.fixture(autouse=True)
 def poisoned_buffers(monkeypatch):
-    def poisoned(shape, dtype, device):
-        return torch.full(shape, math.nan, dtype=dtype, device=device)
-
-    monkeypatch.setattr(loss_module, "_empty", poisoned)
+    monkeypatch.setattr(_buffers, "POISON_VALUE", math.nan)
 
 
 def _inputs(dtype: torch.dtype, rows: int = 5, length: int = 37, seed: int = 0):

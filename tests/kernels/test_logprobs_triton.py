@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from stalesim.kernels import _logprob_buffers
+from stalesim.kernels import _buffers
 from stalesim.kernels.backend import load_triton_module
 from stalesim.kernels.logprobs import token_logprobs
 from stalesim.kernels.reference import token_logprobs_ref
@@ -22,7 +22,7 @@ GRAD_TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2
 @pytest.fixture(autouse=True)
 def poisoned_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every output and gradient buffer starts as NaN, so unwritten elements are caught."""
-    monkeypatch.setattr(_logprob_buffers, "POISON_VALUE", float("nan"))
+    monkeypatch.setattr(_buffers, "POISON_VALUE", float("nan"))
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:

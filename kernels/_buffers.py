@@ -1,4 +1,4 @@
-"""Output and gradient buffers for the log-prob kernels, with a poison switch for tests.
+"""Output, gradient and scratch buffers for every kernel, with a poison switch for tests.
 
 The kernels write every element of the buffers they are given, so the wrappers allocate with
 ``torch.empty``. A test sets :data:`POISON_VALUE` (e.g. to NaN) to fill each new buffer first:
