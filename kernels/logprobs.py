@@ -26,7 +26,8 @@ def _dense_rows(logits: torch.Tensor) -> torch.Tensor:
 
 
 class _TokenLogprobs(torch.autograd.Function):
-    """Autograd wrapper around the Triton forward and backward kernels."""
+    """Autograd wrapper around the Triton forward and backward kernels; ``with_entropy`` also
+    returns the entropy of each row's distribution and takes its gradient in the backward."""
 
     @staticmethod
     def forward(
@@ -35,68 +36,29 @@ class _TokenLogprobs(torch.autograd.Function):
         targets: torch.Tensor,
         temperature: float,
         kernels: ModuleType,
-    ) -> torch.Tensor:
+        with_entropy: bool,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         logits, targets = _dense_rows(logits), targets.contiguous()
         n_rows = logits.shape[0]
         logp = new_buffer((n_rows,), torch.float32, logits.device)
         lse = new_buffer((n_rows,), torch.float32, logits.device)
-        with launch_on(logits.device):
-            kernels.logprob_forward(logits, targets, temperature, logp, lse)
-        ctx.save_for_backward(logits, targets, lse)
-        ctx.temperature = temperature
-        ctx.kernels = kernels
-        return logp
-
-    @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad_logp: torch.Tensor
-    ) -> tuple[torch.Tensor | None, None, None, None]:
-        logits, targets, lse = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None
-        grad_logits = new_buffer(tuple(logits.shape), logits.dtype, logits.device)
-        with launch_on(logits.device):
-            ctx.kernels.logprob_backward(
-                logits,
-                targets,
-                lse,
-                grad_logp.to(torch.float32).contiguous(),
-                ctx.temperature,
-                grad_logits,
-            )
-        return grad_logits, None, None, None
-
-
-class _TokenLogprobsWithEntropy(torch.autograd.Function):
-    """As :class:`_TokenLogprobs`, also returning the entropy of each row's distribution."""
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        logits: torch.Tensor,
-        targets: torch.Tensor,
-        temperature: float,
-        kernels: ModuleType,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, targets = _dense_rows(logits), targets.contiguous()
-        n_rows = logits.shape[0]
-        logp, lse, entropy = (new_buffer((n_rows,), torch.float32, logits.device) for _ in range(3))
+        entropy = new_buffer((n_rows,), torch.float32, logits.device) if with_entropy else None
         with launch_on(logits.device):
             kernels.logprob_forward(logits, targets, temperature, logp, lse, entropy)
         ctx.save_for_backward(logits, targets, lse, entropy)
         ctx.temperature = temperature
         ctx.kernels = kernels
-        return logp, entropy
+        return (logp, entropy) if with_entropy else logp
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx,
         grad_logp: torch.Tensor,
-        grad_entropy: torch.Tensor,
-    ) -> tuple[torch.Tensor | None, None, None, None]:
+        grad_entropy: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, None, None, None, None]:
         logits, targets, lse, entropy = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None, None, None
         grad_logits = new_buffer(tuple(logits.shape), logits.dtype, logits.device)
         with launch_on(logits.device):
             ctx.kernels.logprob_backward(
@@ -107,9 +69,11 @@ class _TokenLogprobsWithEntropy(torch.autograd.Function):
                 ctx.temperature,
                 grad_logits,
                 entropy=entropy,
-                grad_entropy=grad_entropy.to(torch.float32).contiguous(),
+                grad_entropy=None
+                if grad_entropy is None
+                else grad_entropy.to(torch.float32).contiguous(),
             )
-        return grad_logits, None, None, None
+        return grad_logits, None, None, None, None
 
 
 def token_logprobs(
@@ -155,6 +119,4 @@ def token_logprobs(
             return out[0].to(torch.float32), out[1].to(torch.float32)
         return out.to(torch.float32)
     kernels = load_triton_module("_logprob_triton")
-    if return_entropy:
-        return _TokenLogprobsWithEntropy.apply(logits, targets, temperature, kernels)
-    return _TokenLogprobs.apply(logits, targets, temperature, kernels)
+    return _TokenLogprobs.apply(logits, targets, temperature, kernels, return_entropy)
