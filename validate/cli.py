@@ -9,25 +9,17 @@ import click
 from stalesim.sim.cli_options import overrides_option, quiet_option
 
 
-def _float_list(text: str | None) -> list[float] | None:
+def _parse_list(text: str | None, option: str, kind: type[float] | type[int]) -> list | None:
+    """A comma- (or space-) separated option value as numbers of ``kind``; None when not given."""
     if text is None:
         return None
     try:
-        return [float(x) for x in text.replace(",", " ").split()]
+        return [kind(x) for x in text.replace(",", " ").split()]
     except ValueError:
+        expected = "numbers" if kind is float else "integers"
+        example = "1e-3,2e-3" if kind is float else "0,1,2"
         raise ValueError(
-            f"--lrs {text!r}: expected numbers separated by commas, e.g. 1e-3,2e-3"
-        ) from None
-
-
-def _int_list(text: str | None, option: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(x) for x in text.replace(",", " ").split()]
-    except ValueError:
-        raise ValueError(
-            f"{option} {text!r}: expected integers separated by commas, e.g. 0,1,2"
+            f"{option} {text!r}: expected {expected} separated by commas, e.g. {example}"
         ) from None
 
 
@@ -63,21 +55,19 @@ def validate() -> None:
 def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None:
     """Run the learning-rate x staleness x seed grid; resumable; writes runs.parquet and steps.parquet."""
     from stalesim.sim.config_file import apply_overrides, validate_config
-    from stalesim.validate.presets import PRESETS, SweepConfig, preset_sweep
+    from stalesim.validate.presets import SweepConfig, preset_sweep
     from stalesim.validate.staleness import split_staleness_list
     from stalesim.validate.sweep import describe, run_sweep
 
     base = preset_sweep(
         preset,
-        lrs=_float_list(lrs),
+        lrs=_parse_list(lrs, "--lrs", float),
         staleness=split_staleness_list(staleness) if staleness is not None else None,
-        seeds=_int_list(seeds, "--seeds"),
+        seeds=_parse_list(seeds, "--seeds", int),
     )
     if overrides:
         data = apply_overrides(base.model_dump(mode="json"), overrides)
         base = validate_config(SweepConfig, data, source="--set")
-    if preset not in PRESETS:  # pragma: no cover - preset_sweep already refused it
-        raise ValueError(f"--preset {preset!r}: unknown")
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
     if workers < 1:
         raise ValueError(f"--workers {workers}: must be >= 1")
