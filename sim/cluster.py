@@ -95,7 +95,6 @@ class Cluster:
         self.batch_ready = [self.env.event() for _ in range(steps)]
         self.launched = 0
         self.dropped = 0
-        self.dropped_by_reason: dict[str, int] = {}
         self.on_drop: Callable[[float, int], None] | None = None
         self.after_step: Callable[[int, float], None] | None = None
         self._all_complete: simpy.Event | None = None
@@ -167,9 +166,6 @@ class Cluster:
                     if self.bound is not None and version - rec.g_vmin[g] > self.bound[0]:
                         rec.g_drop[g] = self.bound[1]
                         self.dropped += 1
-                        self.dropped_by_reason[self.bound[1]] = (
-                            self.dropped_by_reason.get(self.bound[1], 0) + 1
-                        )
                         dropped += 1
                         continue
                     rec.g_step[g] = step

@@ -33,7 +33,6 @@ def simulate(
         "derived": derived.as_dict(),
         "samples_finished": cluster.pool.finished_samples,
         "groups_launched": cluster.launched,
-        "dropped": dict(cluster.dropped_by_reason),
         "prefill_s": cluster.pool.prefill_s,
         "cpu_s": cpu_s,
     }
