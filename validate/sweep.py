@@ -188,9 +188,8 @@ def run_sweep(
         # parallel region: starting one is cheap, and no OpenMP state crosses a fork.
         context = get_context("forkserver")
         context.set_forkserver_preload(["torch", "stalesim.validate.trainer"])
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_one_thread
-        ) as pool:
+        # execute_run sets one torch thread in each worker before it trains.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             pending = {pool.submit(execute_run, run.model_dump_json(), str(out)) for run in todo}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -200,12 +199,6 @@ def run_sweep(
                 merge(out)
                 report(done, len(runs))
     return merge(out)
-
-
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def describe(config: SweepConfig) -> dict[str, Any]:
