@@ -56,7 +56,7 @@ def bench_kernels(
     correctness rows, the relative norm errors against the float64 reference.
     """
     import torch
-    from stalesim.kernels import _logprob_bench_cases as cases
+    from stalesim.kernels import _bench_cases as cases
     from stalesim.kernels.backend import load_triton_module
 
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -157,7 +157,7 @@ def _write_results(
     import polars as pl
     import torch
     import triton
-    from stalesim.kernels._logprob_bench_cases import COLUMNS
+    from stalesim.kernels._bench_cases import COLUMNS
     from stalesim.sim.files import atomic_write, write_json
 
     schema = (

@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.kernels import _logprob_bench_cases as cases
-from stalesim.kernels._logprob_bench_cases import COLUMNS, FORWARD_TOLERANCE
+from stalesim.kernels import _bench_cases as cases
+from stalesim.kernels._bench_cases import COLUMNS, FORWARD_TOLERANCE
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only (interpreter) half")
