@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import click
-from stalesim.sim.cli_options import overrides_option, quiet_option
+from stalesim.sim.cli_options import overrides_option, progress_bar, quiet_option
 
 DEFAULT_OUT = "stalesim-out"
 
@@ -56,26 +56,11 @@ def simulate(
     )
     if steps < 1:
         raise ConfigError(f"--steps={steps}: need at least 1 learner step")
-    show_progress = not quiet and not as_json
-    if show_progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"simulating {scenario.name}", total=steps)
-            trace = run_simulation(
-                scenario,
-                steps,
-                seed,
-                progress=lambda done, _total: bar.update(task, completed=done),
-            )
-    else:
-        trace = run_simulation(scenario, steps, seed)
+    with progress_bar(quiet or as_json, transient=True) as bar:
+        task = bar.add_task(f"simulating {scenario.name}", total=steps)
+        trace = run_simulation(
+            scenario, steps, seed, progress=lambda done, _total: bar.update(task, completed=done)
+        )
     summary = summarize(trace, scenario, steps, seed)
     write_parquet(out_dir / "samples.parquet", trace.samples)
     write_parquet(out_dir / "steps.parquet", trace.steps)

@@ -1,4 +1,5 @@
-"""Options every command module shares, defined once: ``--quiet`` and ``--set KEY=VALUE``.
+"""What every command module shares, defined once: ``--quiet``, ``--set KEY=VALUE`` and the
+progress bar.
 
 They live here, beside :mod:`stalesim.sim.config_file`, because command modules of every
 package (``sim``, ``kernels``, ``validate``) use them and none of those may import the
@@ -8,6 +9,7 @@ top-level ``stalesim.cli`` package.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
@@ -29,3 +31,25 @@ def quiet_option(help: str = "No progress bar."):
 def overrides_option(help: str):
     """``--set KEY=VALUE`` (repeatable), passed to the command as ``overrides``."""
     return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help)
+
+
+def progress_bar(quiet: bool, *, time_remaining: bool = False, **settings: Any):
+    """A rich progress bar (description, bar, done/total, elapsed, optionally time remaining)
+    that draws nothing when ``quiet``; ``settings`` go to :class:`rich.progress.Progress`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    if time_remaining:
+        columns.append(TimeRemainingColumn())
+    return Progress(*columns, disable=quiet, **settings)

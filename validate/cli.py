@@ -6,7 +6,7 @@ import os
 import time
 
 import click
-from stalesim.sim.cli_options import overrides_option, quiet_option
+from stalesim.sim.cli_options import overrides_option, progress_bar, quiet_option
 
 
 def _parse_list(text: str | None, option: str, kind: type[float] | type[int]) -> list | None:
@@ -79,31 +79,14 @@ def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None
             f"staleness specs, {size['seeds']} seeds), {workers} workers -> {out}"
         )
     started = time.perf_counter()
-    if quiet:
-        runs, _ = run_sweep(base, out, workers=workers)
-    else:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
+    with progress_bar(quiet, time_remaining=True) as progress:
+        task = progress.add_task("runs", total=size["runs"])
+        runs, _ = run_sweep(
+            base,
+            out,
+            workers=workers,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        ) as progress:
-            task = progress.add_task("runs", total=size["runs"])
-            runs, _ = run_sweep(
-                base,
-                out,
-                workers=workers,
-                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
     wall_s = time.perf_counter() - started
     collapsed = int(runs["collapsed"].sum()) if runs.height else 0
     click.echo(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from stalesim.sim.cli_options import quiet_option
+from stalesim.sim.cli_options import progress_bar, quiet_option
 
 
 @click.command()
@@ -69,7 +69,6 @@ def fit(
     distribution.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from stalesim.validate.fit import FitSettings, fit_runs_dir
 
     settings = FitSettings(
@@ -81,15 +80,7 @@ def fit(
     )
     command = "stalesim fit " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     console = Console()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=quiet,
-        transient=True,
-    ) as bar:
+    with progress_bar(quiet, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("bootstrap", total=bootstrap)
         result, path = fit_runs_dir(
             runs_dir,
