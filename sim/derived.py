@@ -109,12 +109,5 @@ def derive(scenario: Scenario) -> Derived:
         total_gpus=rollout_gpus if colocated else rollout_gpus + learner_gpus,
         colocated=colocated,
     )
-    check_feasible(
-        scenario,
-        {
-            "weight_bytes": derived.weight_bytes,
-            "engine_usable_bytes": usable,
-            "kv_tokens_per_engine": kv_tokens,
-        },
-    )
+    check_feasible(scenario, derived)
     return derived

@@ -9,13 +9,16 @@ does not fit an engine, a KV cache too small for one sequence, ...) with one-lin
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 from stalesim.sim.config_file import ConfigError, StrictModel
 from stalesim.sim.hardware import CATALOG, GpuSpec
 from stalesim.sim.lengths import Fixed, LengthDistribution, LogNormal
 from stalesim.sim.models import MODELS, ModelSpec
+
+if TYPE_CHECKING:  # derived.py builds on this module
+    from stalesim.sim.derived import Derived
 
 Mode = Literal["sync_colocated", "sync", "one_step", "async", "partial_rollout"]
 SYNC_MODES = ("sync_colocated", "sync")
@@ -207,25 +210,25 @@ def check_consistent(scenario: Scenario) -> None:
         )
 
 
-def check_feasible(scenario: Scenario, derived: dict[str, float]) -> None:
+def check_feasible(scenario: Scenario, derived: Derived) -> None:
     """Raise :class:`ConfigError` when the scenario cannot run at all."""
     check_consistent(scenario)
     cluster, work = scenario.cluster, scenario.workload
     gib = 1024**3
-    if derived["weight_bytes"] > derived["engine_usable_bytes"]:
+    if derived.weight_bytes > derived.engine_usable_bytes:
         raise ConfigError(
-            f"model.preset={scenario.model.preset}: {derived['weight_bytes'] / gib:.1f} GiB of "
+            f"model.preset={scenario.model.preset}: {derived.weight_bytes / gib:.1f} GiB of "
             f"weights do not fit an engine of cluster.rollout_tp={cluster.rollout_tp} x "
-            f"{scenario.hardware.gpu} ({derived['engine_usable_bytes'] / gib:.1f} GiB usable); "
+            f"{scenario.hardware.gpu} ({derived.engine_usable_bytes / gib:.1f} GiB usable); "
             "raise cluster.rollout_tp or pick a smaller model"
         )
     longest = (
         math.ceil(min(work.prompt_tokens.upper(), work.max_prompt_tokens))
         + work.max_response_tokens
     )
-    if derived["kv_tokens_per_engine"] < longest:
+    if derived.kv_tokens_per_engine < longest:
         raise ConfigError(
-            f"KV cache of {derived['kv_tokens_per_engine']} tokens per engine is too small for one "
+            f"KV cache of {derived.kv_tokens_per_engine} tokens per engine is too small for one "
             f"sequence of {longest} tokens (prompt + workload.max_response_tokens); raise "
             "cluster.rollout_tp or lower workload.max_response_tokens"
         )
