@@ -16,7 +16,6 @@ from stalesim.kernels._logprob_device import launch_on
 from stalesim.kernels.backend import load_triton_module, resolve_backend
 from stalesim.kernels.checks import (
     KERNEL_FLOAT_DTYPES,
-    REFERENCE_FLOAT_DTYPES,
     check_fused_linear_inputs,
     require_tensor,
 )
@@ -138,16 +137,15 @@ def fused_linear_logprobs(
             temperature that is not finite and > 0, an unsupported dtype or backend.
     """
     chosen = resolve_backend(backend, require_tensor("hidden", hidden).device)
-    allowed = KERNEL_FLOAT_DTYPES if chosen == "triton" else REFERENCE_FLOAT_DTYPES
-    temperature = check_fused_linear_inputs(
-        hidden, weight, targets, temperature, bias=bias, allowed=allowed
-    )
-    if chosen == "reference":
+    if chosen == "reference":  # the reference checks its own inputs
         from stalesim.kernels.reference import fused_linear_logprobs_ref
 
         logp = fused_linear_logprobs_ref(
             hidden, weight, targets, temperature=temperature, bias=bias
         )
         return logp if hidden.dtype == torch.float64 else logp.to(torch.float32)
+    temperature = check_fused_linear_inputs(
+        hidden, weight, targets, temperature, bias=bias, allowed=KERNEL_FLOAT_DTYPES
+    )
     kernels = load_triton_module("_fused_triton")
     return _FusedLinearLogprobs.apply(hidden, weight, targets, temperature, bias, kernels)

@@ -14,7 +14,6 @@ from stalesim.kernels._logprob_device import launch_on
 from stalesim.kernels.backend import load_triton_module, resolve_backend
 from stalesim.kernels.checks import (
     KERNEL_FLOAT_DTYPES,
-    REFERENCE_FLOAT_DTYPES,
     check_logprob_inputs,
     require_tensor,
 )
@@ -105,9 +104,7 @@ def token_logprobs(
             that is not finite and > 0, an unsupported dtype or backend.
     """
     chosen = resolve_backend(backend, require_tensor("logits", logits).device)
-    allowed = KERNEL_FLOAT_DTYPES if chosen == "triton" else REFERENCE_FLOAT_DTYPES
-    temperature = check_logprob_inputs(logits, targets, temperature, allowed=allowed)
-    if chosen == "reference":
+    if chosen == "reference":  # the reference checks its own inputs
         from stalesim.kernels.reference import token_logprobs_ref
 
         out = token_logprobs_ref(
@@ -118,5 +115,6 @@ def token_logprobs(
         if return_entropy:
             return out[0].to(torch.float32), out[1].to(torch.float32)
         return out.to(torch.float32)
+    temperature = check_logprob_inputs(logits, targets, temperature, allowed=KERNEL_FLOAT_DTYPES)
     kernels = load_triton_module("_logprob_triton")
     return _TokenLogprobs.apply(logits, targets, temperature, kernels, return_entropy)

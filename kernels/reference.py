@@ -62,6 +62,13 @@ def token_logprobs_ref(
     ``log p = -inf``. Output is float32 (float64 for float64 input), shape ``[N]``.
     """
     temperature = check_logprob_inputs(logits, targets, temperature, REFERENCE_FLOAT_DTYPES)
+    return _tempered_logprobs(logits, targets, temperature, return_entropy)
+
+
+def _tempered_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float, return_entropy: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """:func:`token_logprobs_ref` on inputs already checked."""
     z = logits.to(compute_dtype(logits.dtype)) / temperature
     log_q = torch.log_softmax(z, dim=-1)
     logp = log_q.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
@@ -95,7 +102,7 @@ def fused_linear_logprobs_ref(
     logits = hidden.to(dtype) @ weight.to(dtype).T
     if bias is not None:
         logits = logits + bias.to(dtype)
-    return token_logprobs_ref(logits, targets, temperature)
+    return _tempered_logprobs(logits, targets, temperature)
 
 
 # --------------------------------------------------------------------------------------------
