@@ -120,10 +120,13 @@ def fit_sweep(
             f"objective {settings.objective!r} is not a runs.parquet column "
             f"(have: {', '.join(runs.columns)})"
         )
-    fixed = fixed_runs(runs)
+    fixed_frames = {
+        int(key[0]): frame
+        for key, frame in sorted(fixed_runs(runs).partition_by("staleness", as_dict=True).items())
+    }
     groups = {
-        int(key[0]): build_cells(frame, settings.objective, settings.min_final_reward)
-        for key, frame in sorted(fixed.partition_by("staleness", as_dict=True).items())
+        s: build_cells(frame, settings.objective, settings.min_final_reward)
+        for s, frame in fixed_frames.items()
     }
     if len(groups) < 3:
         raise ValueError(
@@ -215,10 +218,7 @@ def fit_sweep(
         }
     )
     fixed_optima = FixedOptima(
-        frames={
-            int(key[0]): frame
-            for key, frame in fixed.partition_by("staleness", as_dict=True).items()
-        },
+        frames=fixed_frames,
         staleness=staleness[opt_usable],
         eta=opt[opt_usable],
         boot=opt_boot[:, opt_usable],
