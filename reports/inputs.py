@@ -32,6 +32,14 @@ def read_json_object(path: Path) -> dict[str, Any]:
 
 def read_parquet_columns(path: Path, columns: Sequence[str]) -> pl.DataFrame:
     """The named columns of a Parquet file (other columns are ignored, so writers may add some)."""
+    return read_parquet_table(path, required=columns, keep_all=False)
+
+
+def read_parquet_table(
+    path: Path, required: Sequence[str], *, keep_all: bool = True
+) -> pl.DataFrame:
+    """A Parquet file that must hold the ``required`` columns; with ``keep_all`` every column
+    is returned, otherwise just the required ones."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
@@ -39,11 +47,11 @@ def read_parquet_columns(path: Path, columns: Sequence[str]) -> pl.DataFrame:
         schema = pl.read_parquet_schema(path)
     except Exception as exc:  # polars raises several exception types for a damaged file
         raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    missing = [name for name in columns if name not in schema]
+    missing = [name for name in required if name not in schema]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
     try:
-        return pl.read_parquet(path, columns=list(columns))
+        return pl.read_parquet(path, columns=None if keep_all else list(required))
     except Exception as exc:
         raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
 

@@ -14,11 +14,10 @@ from typing import Any
 import altair as alt
 import numpy as np
 import polars as pl
+from stalesim.reports.inputs import read_parquet_table
 from stalesim.reports.page import Metric, Page
 from stalesim.sim.law import Law, load_law
 
-#: Bootstrap replicates when the page has to fit the law itself (no law.json yet).
-PAGE_BOOTSTRAP = 200
 #: Reward curves are averaged over seeds and thinned to at most this many steps per curve.
 CURVE_POINTS = 150
 FACET_WIDTH = 210
@@ -28,20 +27,39 @@ S_SCALE = alt.Scale(type="symlog", constant=1)
 LR_SCALE = alt.Scale(type="log")
 
 
-def render_validate_report(runs_dir: Path, out: Path | None = None) -> Path:
+#: Columns of runs.parquet every part of the page relies on.
+RUN_COLUMNS = ("run_id", "lr", "staleness", "seed", "collapsed")
+
+
+def render_validate_report(
+    runs_dir: Path, out: Path | None = None, *, law_fitted_in_memory: Law | None = None
+) -> Path:
     """Render the validation page for the sweep in ``runs_dir``; returns the page's path
-    (``runs_dir/report.html`` unless ``out`` is given)."""
+    (``runs_dir/report.html`` unless ``out`` is given).
+
+    The law comes from ``runs_dir/law.json``, or from ``law_fitted_in_memory`` when the caller
+    fitted one without writing it (the page then says so).
+    """
     runs_dir = Path(runs_dir)
-    page = build_validate_page(runs_dir)
+    page = build_validate_page(runs_dir, law_fitted_in_memory=law_fitted_in_memory)
     return page.write(out if out is not None else runs_dir / "report.html")
 
 
-def build_validate_page(runs_dir: Path) -> Page:
+def build_validate_page(runs_dir: Path, *, law_fitted_in_memory: Law | None = None) -> Page:
     """The validation page for ``runs_dir``, not yet written."""
-    from stalesim.validate.sweep_runs import read_sweep
-
-    runs, steps = read_sweep(runs_dir)
-    law, fitted_here = _law_for(runs_dir, runs)
+    runs_dir = Path(runs_dir)
+    runs = read_parquet_table(runs_dir / "runs.parquet", RUN_COLUMNS)
+    if runs.height == 0:
+        raise ValueError(f"{runs_dir / 'runs.parquet'}: no runs in it")
+    steps_path = runs_dir / "steps.parquet"
+    steps = read_parquet_table(steps_path, ("run_id",)) if steps_path.exists() else None
+    fitted_here = law_fitted_in_memory is not None
+    if law_fitted_in_memory is not None:
+        law = law_fitted_in_memory
+    elif (runs_dir / "law.json").exists():
+        law = load_law(runs_dir / "law.json")
+    else:
+        raise ValueError(f"{runs_dir / 'law.json'}: no such file (run `stalesim fit {runs_dir}`)")
     points = pl.DataFrame(law.points)
     runs = runs.with_columns(_group_label(runs).alias("group"))
 
@@ -129,16 +147,6 @@ def build_validate_page(runs_dir: Path) -> Page:
     page.table(_runs_table(runs), heading="All runs", collapsed=True)
     page.prose(_source_text(law, fitted_here), heading="Where this came from")
     return page
-
-
-def _law_for(runs_dir: Path, runs: pl.DataFrame) -> tuple[Law, bool]:
-    law_path = runs_dir / "law.json"
-    if law_path.exists():
-        return load_law(law_path), False
-    from stalesim.validate.fit import FitSettings, describe_source, fit_sweep
-
-    source = describe_source(runs_dir, runs, "stalesim report validate (fitted in memory)")
-    return fit_sweep(runs, FitSettings(bootstrap=PAGE_BOOTSTRAP), source=source).law, True
 
 
 def _presets(runs: pl.DataFrame) -> str:
@@ -321,7 +329,7 @@ def findings(law: Law, points: pl.DataFrame, runs: pl.DataFrame, fitted_here: bo
     if fitted_here:
         lines.append(
             f"No law.json was found next to the runs, so this page fitted the law itself with "
-            f"{PAGE_BOOTSTRAP} bootstrap replicates; run `stalesim fit` to record it."
+            f"{law.settings.get('bootstrap', 'its default number of')} bootstrap replicates; run `stalesim fit` to record it."
         )
     return "\n\n".join(lines)
 

@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import types
 from html.parser import HTMLParser
 
 import polars as pl
@@ -194,36 +193,6 @@ def test_cli_rerenders_and_reports_bad_input_on_one_line(sim_out, tmp_path):
 
     result = runner.invoke(main, ["report", "simulate", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "nowhere: no such directory" in result.output
-
-
-def test_cli_validate_explains_when_the_validate_report_is_missing(monkeypatch, tmp_path):
-    runner = CliRunner()
-    monkeypatch.setitem(sys.modules, "stalesim.reports.validate_page", None)
-    result = runner.invoke(main, ["report", "validate", str(tmp_path)])
-    assert result.exit_code == 2
-    assert result.output.strip().count("\n") == 0
-    assert "validate report is not available" in result.output
-
-    monkeypatch.setitem(sys.modules, "stalesim.reports.validate_page", types.ModuleType("empty"))
-    result = runner.invoke(main, ["report", "validate", str(tmp_path)])
-    assert result.exit_code == 2 and "render_validate_report is missing" in result.output
-
-
-def test_cli_validate_passes_runs_dir_and_out_to_the_renderer(monkeypatch, tmp_path):
-    calls = []
-
-    def render_validate_report(runs_dir, out):
-        calls.append((runs_dir, out))
-        return out
-
-    module = types.ModuleType("stalesim.reports.validate_page")
-    module.render_validate_report = render_validate_report
-    monkeypatch.setitem(sys.modules, "stalesim.reports.validate_page", module)
-    out = tmp_path / "v.html"
-    result = CliRunner().invoke(main, ["report", "validate", str(tmp_path), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert calls == [(tmp_path, out)]
-    assert result.output.strip() == f"wrote {out}"
 
 
 def test_report_help_imports_no_heavy_libraries():

@@ -136,12 +136,11 @@ def test_page_shows_the_numbers_of_law_json(rendered):
 
 
 def test_page_without_law_json_fits_in_memory(tmp_path):
-    from stalesim.reports.validate_page import render_validate_report
-
     folder = write_sweep(tmp_path / "sweep", distributions=False)
-    out = render_validate_report(folder, tmp_path / "page.html")
+    out = tmp_path / "page.html"
+    result = CliRunner().invoke(main, ["report", "validate", str(folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
     html = out.read_text()
-    assert out == tmp_path / "page.html"
     assert "fitted the law itself" in html
     assert not (folder / "law.json").exists()
     assert "Not compared: no distribution runs in the sweep" in html
@@ -170,3 +169,11 @@ def test_report_and_fit_commands(tmp_path):
     broken = runner.invoke(main, ["report", "validate", str(folder)])
     assert broken.exit_code == 2
     assert "malformed law" in broken.output and "Traceback" not in broken.output
+
+
+def test_page_function_needs_a_law(tmp_path):
+    from stalesim.reports.validate_page import render_validate_report
+
+    folder = write_sweep(tmp_path / "sweep", distributions=False)
+    with pytest.raises(ValueError, match=r"law\.json: no such file \(run `stalesim fit"):
+        render_validate_report(folder)
