@@ -65,6 +65,7 @@ def load_scenario(
         data = _without_replaced_distributions(data, patch)
         data = deep_merge(data, patch)
         source = str(path)
+    data = _without_replaced_distributions(data, apply_overrides({}, overrides))
     data = apply_overrides(data, overrides)
     scenario = validate_config(Scenario, data, source)
     check_consistent(scenario)

@@ -96,3 +96,16 @@ def test_weight_sync_over_nvlink_within_a_node_else_network() -> None:
     colocated = derive(load_scenario(None, "colocated", ()))
     assert colocated.sync_s == pytest.approx(weights / 900e9 + 0.5)
     assert colocated.learner_gpus == colocated.rollout_gpus == colocated.total_gpus == 16
+
+
+def test_set_kind_replaces_the_whole_distribution() -> None:
+    # the default response lengths are lognormal; switching kind must not keep its keys
+    scenario = load_scenario(
+        overrides=(
+            "workload.response_tokens.kind=fixed",
+            "workload.response_tokens.value=100",
+        )
+    )
+    lengths = scenario.workload.response_tokens
+    assert lengths.kind == "fixed"
+    assert lengths.value == 100
