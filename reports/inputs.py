@@ -8,7 +8,7 @@ is wrong (the CLI prints it as one line with exit code 2).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,26 @@ def read_parquet_table(
         return pl.read_parquet(path, columns=None if keep_all else list(required))
     except Exception as exc:
         raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
+def read_csv_table(path: Path, types: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """A CSV file that must hold the columns of ``types``, read with those types (so an
+    all-empty numeric column stays numeric); other columns are kept with inferred types."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    header = _csv(path, n_rows=0, infer_schema=False).columns
+    missing = [name for name in types if name not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    return _csv(path, schema_overrides=dict(types), infer_schema_length=None)
+
+
+def _csv(path: Path, **options: Any) -> pl.DataFrame:
+    try:
+        return pl.read_csv(path, **options)
+    except Exception as exc:  # polars raises several exception types for a damaged file
+        raise ValueError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:
