@@ -17,10 +17,6 @@ import click
 from stalesim.sim.cli_options import quiet_option
 
 DEFAULT_OUT = "stalesim-out/bench-kernels"
-NOT_MEASURED = (
-    "GPU timings not measured: no CUDA device was used, so this run checked correctness only "
-    "(Triton kernels under the interpreter against the float64 reference)."
-)
 
 
 @click.command("kernels")
@@ -58,6 +54,7 @@ def bench_kernels(
     import torch
     from stalesim.kernels import _bench_cases as cases
     from stalesim.kernels.backend import load_triton_module
+    from stalesim.reports.kernel_bench_page import NOT_MEASURED, write_kernel_bench_report
 
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if chosen.type == "cuda" and not torch.cuda.is_available():
@@ -93,6 +90,7 @@ def bench_kernels(
     compile_reports = _sm90_compile_reports() if chosen.type != "cuda" and not quick else None
 
     frame = _write_results(out_dir, rows, chosen, quick, ceilings, compile_reports)
+    write_kernel_bench_report(out_dir)
     _print_table(frame)
     if isinstance(compile_reports, list):
         for r in compile_reports:
@@ -158,24 +156,10 @@ def _write_results(
     import torch
     import triton
     from stalesim.kernels._bench_cases import COLUMNS
+    from stalesim.reports.kernel_bench_page import KERNELS_CSV_TYPES
     from stalesim.sim.files import atomic_write, write_json
 
-    schema = (
-        {name: pl.Utf8 for name in COLUMNS}
-        | {
-            name: pl.Float64
-            for name in (
-                "median_s",
-                "achieved",
-                "ceiling",
-                "fraction_of_ceiling",
-                "forward_rel_error",
-                "grad_rel_error",
-                "tolerance",
-            )
-        }
-        | {"peak_extra_bytes": pl.Int64, "gradient_bytes": pl.Int64}
-    )
+    schema = {name: KERNELS_CSV_TYPES.get(name, pl.String) for name in COLUMNS}
     frame = pl.DataFrame(rows, schema=schema)
     atomic_write(out_dir / "kernels.csv", lambda tmp: frame.write_csv(tmp))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -191,157 +175,7 @@ def _write_results(
         "sm90_compile": compile_reports,
     }
     write_json(out_dir / "summary.json", summary)
-    _write_page(out_dir / "report.html", frame, summary)
     return frame
-
-
-def _write_page(path: Path, frame, summary: dict[str, Any]) -> None:
-    import altair as alt
-    import polars as pl
-    from stalesim.reports.page import Metric, Page
-
-    subtitle = f"{summary['device']} · torch {summary['torch']} · triton {summary['triton']}"
-    page = Page("Kernel benchmark", subtitle=subtitle + (" · quick" if summary["quick"] else ""))
-    correctness = frame.filter(pl.col("pass") == "correctness")
-    timed = frame.filter(pl.col("median_s").is_not_null())
-    if not summary["gpu_timings_measured"]:
-        page.prose(NOT_MEASURED, heading="Speed")
-    else:
-        ceilings = summary["ceilings"]
-        page.metrics(
-            "Measured ceilings",
-            [
-                Metric("copy bandwidth", ceilings["copy_bytes_per_s"] / 1e9, "GB/s"),
-                Metric("bf16 matmul", ceilings["matmul_flop_per_s"] / 1e12, "TFLOP/s"),
-            ],
-        )
-        page.metrics("Triton kernels against the ceilings", _headline_metrics(frame))
-        if timed.height:
-            chart_data = timed.with_columns(
-                (pl.col("median_s") * 1e3).alias("median_ms"),
-                pl.concat_str(["kernel", "pass"], separator=" · ").alias("case"),
-            )
-            chart = (
-                alt.Chart(chart_data)
-                .mark_bar()
-                .encode(
-                    x=alt.X("implementation:N", title=None),
-                    y=alt.Y("median_ms:Q", title="median time (ms)"),
-                    color=alt.Color("implementation:N", legend=None),
-                    tooltip=["implementation", "median_ms", "achieved", "achieved_unit"],
-                )
-                .properties(width=160, height=180)
-                .facet(facet=alt.Facet("case:N", title=None), columns=3)
-                .resolve_scale(y="independent")
-            )
-            page.chart(chart, heading="Median time per implementation")
-    failures = correctness.filter(pl.col("status") == "FAIL").height
-    page.metrics(
-        "Correctness against the float64 reference",
-        [
-            Metric("cases", correctness.height),
-            Metric("failed", failures),
-            Metric("worst gradient error / tolerance", _worst_ratio(correctness)),
-        ],
-    )
-    grpo_option = pl.col("shape").str.split(": ").list.last()
-    case = (
-        pl.when(pl.col("kernel") == "grpo_loss")
-        .then(pl.concat_str([pl.col("kernel"), grpo_option], separator=": "))
-        .otherwise(pl.concat_str(["kernel", "dtype"], separator=" "))
-    )
-    error_data = (
-        correctness.with_columns(case.alias("case"))
-        .unpivot(
-            index=["case", "shape", "tolerance"],
-            on=["forward_rel_error", "grad_rel_error"],
-            variable_name="quantity",
-            value_name="relative_error",
-        )
-        .with_columns(pl.col("relative_error").clip(lower_bound=1e-12))
-    )
-    points = (
-        alt.Chart(error_data)
-        .mark_point(filled=True, size=70)
-        .encode(
-            x=alt.X("case:N", title=None, sort=None, axis=alt.Axis(labelLimit=320)),
-            y=alt.Y("relative_error:Q", scale=alt.Scale(type="log"), title="‖out − ref‖ / ‖ref‖"),
-            color=alt.Color("quantity:N", title=None),
-            tooltip=["case", "shape", "quantity", "relative_error", "tolerance"],
-        )
-    )
-    ticks = (
-        alt.Chart(error_data)
-        .mark_tick(color="#e45756", thickness=2, size=24)
-        .encode(x=alt.X("case:N", sort=None), y="tolerance:Q")
-    )
-    page.chart(
-        (points + ticks).properties(width=560, height=220),
-        heading="Relative errors",
-        caption="Red ticks: the gradient tolerance of each case (forward must be ≤ 1e-5).",
-    )
-    compiled = summary.get("sm90_compile")
-    if isinstance(compiled, list):
-        page.table(
-            pl.DataFrame(compiled),
-            heading="GPU kernels compiled for sm_90 (H100) without a GPU",
-            caption="local_bytes > 0 would mean register spills; pipelined: asynchronous "
-            "global-to-shared copies feed the matmul loop.",
-        )
-    elif isinstance(compiled, str):
-        page.prose(compiled, heading="GPU kernels compiled for sm_90 (H100) without a GPU")
-    page.table(frame, heading="All rows (kernels.csv)", collapsed=True)
-    page.write(path)
-
-
-def _headline_metrics(frame) -> list:
-    import polars as pl
-    from stalesim.reports.page import Metric
-
-    def fraction(kernel: str, pass_: str) -> float | None:
-        hit = frame.filter(
-            (pl.col("kernel") == kernel)
-            & (pl.col("pass") == pass_)
-            & (pl.col("implementation") == "triton")
-        )
-        return hit["fraction_of_ceiling"][0] if hit.height else None
-
-    fused = frame.filter(
-        (pl.col("kernel") == "fused_linear_logprobs")
-        & (pl.col("pass") == "forward+backward")
-        & (pl.col("implementation") == "triton")
-    )
-    memory_ratio = (
-        fused["peak_extra_bytes"][0] / fused["gradient_bytes"][0]
-        if fused.height and fused["peak_extra_bytes"][0] is not None
-        else None
-    )
-    return [
-        Metric(
-            "log-probs forward / copy bandwidth",
-            fraction("token_logprobs", "forward"),
-            kind="percent",
-        ),
-        Metric(
-            "fused linear fwd+bwd / bf16 matmul",
-            fraction("fused_linear_logprobs", "forward+backward"),
-            kind="percent",
-        ),
-        Metric("fused fwd+bwd peak memory / gradient buffers", memory_ratio, "×"),
-        Metric(
-            "GRPO loss fwd+bwd / copy bandwidth",
-            fraction("grpo_loss", "forward+backward"),
-            kind="percent",
-        ),
-    ]
-
-
-def _worst_ratio(correctness) -> float | None:
-    import polars as pl
-
-    if not correctness.height:
-        return None
-    return correctness.select((pl.col("grad_rel_error") / pl.col("tolerance")).max()).item()
 
 
 def _print_table(frame) -> None:

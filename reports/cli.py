@@ -24,6 +24,20 @@ def simulate(out_dir: Path) -> None:
     click.echo(f"wrote {path}")
 
 
+@report.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+def kernels(out_dir: Path) -> None:
+    """Re-render OUT_DIR/report.html from a finished `stalesim bench kernels --out OUT_DIR`."""
+    from stalesim.reports.kernel_bench_page import write_kernel_bench_report
+
+    if not out_dir.is_dir():
+        raise ValueError(
+            f"{out_dir}: no such directory (give the --out folder of a bench kernels run)"
+        )
+    path = write_kernel_bench_report(out_dir)
+    click.echo(f"wrote {path}")
+
+
 #: Bootstrap replicates when the page has to fit the law itself (no law.json yet).
 PAGE_BOOTSTRAP = 200
 
