@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
+from stalesim.kernels._bench_cases import COLUMNS
 from stalesim.reports.kernel_bench_page import (
     KERNELS_CSV_TYPES,
     NOT_MEASURED,
@@ -21,28 +22,6 @@ from stalesim.reports.kernel_bench_page import (
     write_kernel_bench_report,
 )
 from stalesim.reports.page import vega_javascript
-
-#: The bench's column order (kernels/_bench_cases.py COLUMNS), which the page does not import.
-COLUMNS = (
-    "kernel",
-    "pass",
-    "implementation",
-    "dtype",
-    "shape",
-    "device",
-    "median_s",
-    "peak_extra_bytes",
-    "gradient_bytes",
-    "achieved",
-    "achieved_unit",
-    "ceiling",
-    "fraction_of_ceiling",
-    "forward_rel_error",
-    "grad_rel_error",
-    "tolerance",
-    "status",
-    "note",
-)
 
 COPY_BYTES_PER_S = 3.0e12
 MATMUL_FLOP_PER_S = 7.5e14
