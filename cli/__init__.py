@@ -16,6 +16,7 @@ class _RootGroup(InputErrorGroup, LazyGroup):
     lazy_subcommands={
         "simulate": "stalesim.sim.cli:simulate",
         "presets": "stalesim.sim.cli:presets",
+        "plan": "stalesim.sim.plan_cli:plan",
         "bench": "stalesim.cli.bench:bench",
         "validate": "stalesim.validate.cli:validate",
         "fit": "stalesim.validate.law_cli:fit",

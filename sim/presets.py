@@ -21,7 +21,12 @@ DEFAULT = "default"
 
 def _data_files() -> dict[str, Any]:
     folder = resources.files("stalesim.sim") / "data"
-    return {p.name.removesuffix(".yaml"): p for p in folder.iterdir() if p.name.endswith(".yaml")}
+    # plans (``*-plan.yaml``) live beside the scenarios but are not scenarios
+    return {
+        p.name.removesuffix(".yaml"): p
+        for p in folder.iterdir()
+        if p.name.endswith(".yaml") and not p.name.endswith("-plan.yaml")
+    }
 
 
 def preset_names() -> list[str]:

@@ -1,0 +1,154 @@
+"""The screen: a closed-form estimate of a candidate's learner step time and staleness, in
+microseconds, so that a plan simulates only the candidates that can still win.
+
+It reads the same derived quantities the simulator runs on (the engine's linear decode time
+model, the KV capacity, the learner's seconds per token, the weight sync time) and replaces
+the event simulation by steady-state averages:
+
+* an engine holds ``b = min(max_num_seqs, KV tokens / (prompt + mean response))`` sequences;
+  a live sequence's mean context is ``prompt + E[R²] / (2 E[R])`` (a sequence is seen in
+  proportion to its length), so the engine makes ``b / t_iter(b)`` tokens per second and
+  finishes ``1 / (E[R] / rate + prefill)`` samples per second;
+* a synchronous batch of ``n`` samples per engine that fits at once takes
+  ``R_max·a + gamma·n·E[R] + beta·n·(P·E[R] + E[R²]/2)`` (the exact sum of the iteration
+  times while sequences finish), where ``R_max`` is the expected longest response of the batch;
+* the learner takes its forward and training passes over the batch's mean tokens;
+* modes combine them: sync adds generation, training and weight sync; one_step and async
+  overlap them (the slower side sets the pace);
+* staleness: sync modes ``M - 1`` at most (the mini-batch index), one_step ``2M - 1``; async
+  reaches its bound when the learner is the bottleneck, else a sample lags by its generation
+  latency over the step time.
+
+These are estimates, not bounds: the plan calibrates them against the simulations it runs
+(:mod:`stalesim.sim.plan_select`) and discards only with a safety margin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtri
+from stalesim.sim.plan_space import Candidate
+
+#: Points of the standard-normal grid on which length distributions are averaged.
+GRID = 512
+_Z = ndtri((np.arange(GRID) + 0.5) / GRID)
+
+
+@dataclass(frozen=True)
+class ScreenEstimate:
+    """What the screen predicts for one feasible candidate."""
+
+    step_time_s: float
+    samples_per_s: float
+    staleness_max: float
+    staleness_p99: float
+    staleness_mean: float
+    staleness_token_mean: float
+    learner_bound: bool
+
+    def staleness(self, summary: str) -> float:
+        return {
+            "max": self.staleness_max,
+            "p99": self.staleness_p99,
+            "mean": self.staleness_mean,
+            "token_mean": self.staleness_token_mean,
+        }[summary]
+
+
+@dataclass(frozen=True)
+class _LengthStats:
+    mean: float
+    mean_square: float
+    sorted: np.ndarray
+
+
+_STATS: dict[str, _LengthStats] = {}
+
+
+def _lengths(dist, cap: int) -> _LengthStats:
+    # thousands of candidates share a handful of distributions
+    key = f"{dist.model_dump_json()}|{cap}"
+    stats = _STATS.get(key)
+    if stats is None:
+        values = np.sort(np.clip(np.rint(dist.quantile(_Z)), 1, cap))
+        stats = _STATS[key] = _LengthStats(float(values.mean()), float((values**2).mean()), values)
+    return stats
+
+
+def screen(candidate: Candidate) -> ScreenEstimate:
+    """The closed-form estimate for a feasible candidate."""
+    scenario, derived = candidate.scenario, candidate.derived
+    assert scenario is not None and derived is not None
+    work, cluster, algo = scenario.workload, scenario.cluster, scenario.algorithm
+    B, G, M = work.prompts_per_step, work.group_size, algo.minibatches_per_step
+    prompt = _lengths(work.prompt_tokens, work.max_prompt_tokens).mean
+    response = _lengths(work.response_tokens, work.max_response_tokens)
+    r_mean, r_sq = response.mean, response.mean_square
+    samples = B * G
+    r_max = _quantile(response.sorted, 1.0 - 1.0 / (samples + 1))
+    r_p99 = _quantile(response.sorted, 0.99)
+    tm = derived.time_model
+    engines = cluster.rollout_engines
+    b_cap = max(1.0, min(cluster.max_num_seqs, derived.kv_tokens_per_engine / (prompt + r_mean)))
+    context = prompt + r_sq / (2.0 * r_mean)
+
+    def iteration_s(b: float) -> float:
+        return tm.a_s + tm.gamma_s_per_seq * b + tm.beta_s_per_token * b * context
+
+    prefill_per_sample = prompt * tm.prefill_s_per_token / G
+    engine_samples_per_s = 1.0 / (r_mean * iteration_s(b_cap) / b_cap + prefill_per_sample)
+    rollout_s = samples / (engines * engine_samples_per_s)
+    per_engine = samples / engines
+    at_once = (
+        r_max * tm.a_s
+        + tm.gamma_s_per_seq * per_engine * r_mean
+        + tm.beta_s_per_token * per_engine * (prompt * r_mean + r_sq / 2.0)
+        + per_engine * prefill_per_sample
+    )
+    generate_s = max(at_once, rollout_s) if per_engine > b_cap else at_once
+    tokens = samples * (prompt + r_mean)
+    learn_s = derived.learner.forward_s(tokens) + derived.learner.train_s(tokens)
+    sync_s = derived.sync_s
+    blocking = scenario.weight_sync.pause_policy == "blocking"
+    learner_side = learn_s + (sync_s if blocking else 0.0)
+    mode = algo.mode
+    if mode in ("sync", "sync_colocated"):
+        step_s = generate_s + learn_s + sync_s
+        learner_bound = learn_s >= generate_s
+        s_max, s_mean = M - 1.0, (M - 1.0) / 2.0
+        s_token = s_mean
+    elif mode == "one_step":
+        step_s = max(generate_s + sync_s, learner_side)
+        learner_bound = learner_side >= generate_s + sync_s
+        s_max, s_mean = 2.0 * M - 1.0, M + (M - 1.0) / 2.0
+        s_token = s_mean
+    else:
+        rollout_side = rollout_s + (sync_s if blocking else 0.0)
+        step_s = max(rollout_side, learner_side)
+        learner_bound = learner_side >= rollout_side
+        latency_mean = r_mean * iteration_s(b_cap) + prefill_per_sample * G
+        latency_p99 = r_p99 * iteration_s(b_cap) + prefill_per_sample * G
+        lag_max = M - 1.0 + math.ceil(M * latency_p99 / step_s)
+        lag_mean = (M - 1.0) / 2.0 + M * latency_mean / step_s
+        bound = float(algo.max_staleness) if mode == "async" else math.inf
+        if learner_bound and mode == "async":
+            s_max, s_mean = bound, max(min(bound, lag_mean), bound - 0.5 * M)
+        else:
+            s_max, s_mean = min(bound, lag_max), min(bound, lag_mean)
+        s_token = s_mean * (0.5 if algo.inflight_updates else 1.0)
+    return ScreenEstimate(
+        step_time_s=step_s,
+        samples_per_s=samples / step_s,
+        staleness_max=s_max,
+        staleness_p99=s_max,
+        staleness_mean=s_mean,
+        staleness_token_mean=s_token,
+        learner_bound=learner_bound,
+    )
+
+
+def _quantile(sorted_values: np.ndarray, q: float) -> float:
+    return float(sorted_values[min(int(q * sorted_values.size), sorted_values.size - 1)])
