@@ -11,7 +11,9 @@ from stalesim.cli.lazy_group import LazyGroup
     lazy_subcommands={
         "sim": "stalesim.sim.bench:bench_sim",
         "kernels": "stalesim.kernels.bench:bench_kernels",
+        "plan": "stalesim.sim.bench:bench_plan",
     },
 )
 def bench() -> None:
-    """Measure speed: the simulator (samples per wall-second) or the Triton kernels."""
+    """Measure speed: the simulator (samples per wall-second), planning (candidates per minute)
+    or the Triton kernels."""

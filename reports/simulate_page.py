@@ -52,7 +52,7 @@ def build_simulate_page(out_dir: Path) -> Page:
     scenario = summary.get("scenario") or {}
 
     page = Page("Simulated cluster", subtitle=_subtitle(scenario, summary))
-    for heading, metrics in headline_metrics(summary):
+    for heading, metrics in headline_metrics(summary) + law_metrics(summary):
         page.metrics(heading, metrics)
     page.chart(
         staleness_chart(summary),
@@ -175,6 +175,38 @@ def headline_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
                 Metric("seed", summary.get("seed")),
             ],
         ),
+    ]
+
+
+def law_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
+    """The staleness–learning-rate law read at this run's staleness, when the summary has it."""
+    law = _section(summary, "law")
+    if law.get("eta_opt") is None:
+        return []
+
+    def interval(name: str, scale: float = 1.0) -> str:
+        lo, hi = law.get(f"{name}_lo"), law.get(f"{name}_hi")
+        if lo is None or hi is None:
+            return ""
+        return f"95% interval {format_number(lo * scale)} to {format_number(hi * scale)}"
+
+    time_s = _number(law.get("time_to_target_s"))
+    return [
+        (
+            f"Law at staleness {law.get('staleness_summary')} = "
+            f"{format_number(_number(law.get('staleness')))}",
+            [
+                Metric("recommended learning rate", law.get("eta_opt"), note=interval("eta_opt")),
+                Metric("learner steps to target", law.get("learner_steps_to_target")),
+                Metric(
+                    "time to target",
+                    None if time_s is None else time_s / 3600,
+                    "h",
+                    note=interval("time_to_target_s", 1 / 3600),
+                ),
+                Metric("cost to target", law.get("cost_to_target_usd"), "USD"),
+            ],
+        )
     ]
 
 

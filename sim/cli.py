@@ -28,6 +28,13 @@ DEFAULT_OUT = "stalesim-out"
     help="Folder for the trace (Parquet), summary.json and report.html.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON instead of a table.")
+@click.option(
+    "--law",
+    "law_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="law.json for the learning rate and time to target [default: the shipped law].",
+)
 @quiet_option()
 def simulate(
     scenario_file: Path | None,
@@ -37,6 +44,7 @@ def simulate(
     seed: int,
     out_dir: Path,
     as_json: bool,
+    law_file: Path | None,
     quiet: bool,
 ) -> None:
     """Simulate an RL cluster: throughput, utilisation and the staleness of its samples.
@@ -46,7 +54,8 @@ def simulate(
     """
     from stalesim.sim.config_file import ConfigError
     from stalesim.sim.files import write_json, write_parquet
-    from stalesim.sim.metrics import summarize
+    from stalesim.sim.law import default_law, load_law
+    from stalesim.sim.metrics import add_law, summarize
     from stalesim.sim.presets import load_scenario
     from stalesim.sim.run import simulate as run_simulation
     from stalesim.sim.summary_table import summary_table
@@ -56,12 +65,13 @@ def simulate(
     )
     if steps < 1:
         raise ConfigError(f"--steps={steps}: need at least 1 learner step")
+    law = load_law(law_file) if law_file is not None else default_law()
     with progress_bar(quiet or as_json, transient=True) as bar:
         task = bar.add_task(f"simulating {scenario.name}", total=steps)
         trace = run_simulation(
             scenario, steps, seed, progress=lambda done, _total: bar.update(task, completed=done)
         )
-    summary = summarize(trace, scenario, steps, seed)
+    summary = add_law(summarize(trace, scenario, steps, seed), law, scenario)
     write_parquet(out_dir / "samples.parquet", trace.samples)
     write_parquet(out_dir / "steps.parquet", trace.steps)
     write_parquet(out_dir / "busy.parquet", trace.busy)

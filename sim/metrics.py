@@ -158,3 +158,12 @@ def summarize(trace: Trace, scenario: Scenario, steps: int, seed: int) -> dict[s
         "cost_usd": gpu_hours * price if price is not None else None,
         "wall_s": trace.wall_s,
     }
+
+
+def add_law(summary: dict[str, Any], law: Any, scenario: Scenario | None = None) -> dict[str, Any]:
+    """The summary with the law read at this setup's staleness (``summary["law"]``): the
+    recommended learning rate with its interval, and the learner steps, time and cost to target
+    (see :func:`stalesim.sim.plan_law.law_summary`)."""
+    from stalesim.sim.plan_law import law_summary
+
+    return {**summary, "law": law_summary(law, summary, scenario)}

@@ -86,37 +86,23 @@ class _Context:
 
     def __init__(self, plan: PlanConfig, law: Law, feasible: list[Candidate], reference: float):
         self.plan, self.law = plan, law
-        frame = pl.DataFrame([_setup_columns(c) for c in feasible]) if feasible else None
-        n = len(feasible)
-        get = (
-            (lambda name: frame[name].to_numpy().astype(float))
-            if frame is not None
-            else (lambda name: np.zeros(0))
-        )
-        self.samples_per_step = get("prompts_per_step") * get("group_size")
+        setups = [_setup_columns(c) for c in feasible]
+
+        def column(name: str) -> np.ndarray:
+            return np.array([np.nan if r[name] is None else r[name] for r in setups], dtype=float)
+
+        self.samples_per_step = column("prompts_per_step") * column("group_size")
         self.steps_per_update = learner_steps_per_update(
             self.samples_per_step,
-            get("minibatches_per_step"),
+            column("minibatches_per_step"),
             reference,
             plan.target.batch_scaling,
         )
-        self.gpus = get("total_gpus")
-        self.price = (
-            frame["price_per_gpu_hour"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            if frame is not None
-            else np.zeros(0)
-        )
-        self.groups = (
-            np.array(
-                [
-                    f"{c.data['algorithm']['mode']}|{c.data['hardware']['gpu']}|"
-                    f"{c.data['algorithm']['inflight_updates']}"
-                    for c in feasible
-                ],
-                dtype=object,
-            )
-            if n
-            else np.zeros(0, dtype=object)
+        self.gpus = column("total_gpus")
+        self.price = column("price_per_gpu_hour")
+        # the setups the screen models alike: its calibration is kept per group
+        self.groups = np.array(
+            [f"{r['mode']}|{r['gpu']}|{r['inflight_updates']}" for r in setups], dtype=object
         )
 
     def columns(self, step_time_s: np.ndarray, staleness: np.ndarray) -> dict[str, np.ndarray]:

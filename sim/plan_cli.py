@@ -107,6 +107,7 @@ def plan(
         )
     law = load_law(law_file) if law_file is not None else default_law()
     backend = make_backend(workers, ray_address)
+    _stop_on_sigterm()
     try:
         with progress_bar(quiet or as_json, transient=True) as bar:
             task = bar.add_task(f"planning {config.name}: simulations", total=None)
@@ -134,6 +135,15 @@ def plan(
     console.print(top_table(result.table))
     console.print(f"wrote {out_dir}/ (candidates.parquet, plan.json, simulated.parquet)")
     console.print(f"report: {report}")
+
+
+def _stop_on_sigterm() -> None:
+    """A plan killed with SIGTERM stops like one interrupted with Ctrl-C: its worker processes
+    are shut down (the rounds already saved stay for the resume)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
 
 
 def _hours(seconds: float | None) -> str:

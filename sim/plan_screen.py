@@ -129,6 +129,11 @@ def screen(candidate: Candidate) -> ScreenEstimate:
         rollout_side = rollout_s + (sync_s if blocking else 0.0)
         step_s = max(rollout_side, learner_side)
         learner_bound = learner_side >= rollout_side
+        if mode == "async":
+            # the bound lets generation run (S_max + 1) / M batches ahead of the learner: a
+            # tighter one serialises part of each batch's generation with its training
+            depth = max(1.0, (algo.max_staleness + 1.0) / M)
+            step_s = max(step_s, (generate_s + learn_s + sync_s) / depth)
         latency_mean = r_mean * iteration_s(b_cap) + prefill_per_sample * G
         latency_p99 = r_p99 * iteration_s(b_cap) + prefill_per_sample * G
         lag_max = M - 1.0 + math.ceil(M * latency_p99 / step_s)

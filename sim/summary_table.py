@@ -58,8 +58,38 @@ def summary_table(summary: dict[str, Any]) -> Table:
             f"{_num(summary['gpu_hours'])} h / "
             + ("-" if summary["cost_usd"] is None else f"${_num(summary['cost_usd'])}"),
         ),
+        *law_rows(summary.get("law")),
         ("simulator wall time", f"{_num(summary['wall_s'], 2)} s"),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _sci(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def law_rows(law: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The law's reading of the run: learning rate, steps and time to target."""
+    if not law or law.get("eta_opt") is None:
+        return []
+    time_s = law.get("time_to_target_s")
+    lo, hi = law.get("time_to_target_s_lo"), law.get("time_to_target_s_hi")
+    cost = law.get("cost_to_target_usd")
+    return [
+        (
+            f"law: learning rate at staleness {law['staleness_summary']} {_num(law['staleness'])}",
+            f"{_sci(law['eta_opt'])} [{_sci(law.get('eta_opt_lo'))}, {_sci(law.get('eta_opt_hi'))}]",
+        ),
+        (
+            "law: learner steps / time to target",
+            f"{_num(law.get('learner_steps_to_target'), 0)} / "
+            + (
+                "-"
+                if time_s is None
+                else f"{time_s / 3600:,.2f} h [{_num(lo and lo / 3600)}, {_num(hi and hi / 3600)}]"
+            )
+            + ("" if cost is None else f", ${_num(cost)}"),
+        ),
+    ]
