@@ -231,35 +231,25 @@ def load_plan(
             nested = apply_overrides({}, [item])
             sets.update(_flatten(nested))
         data = deep_merge(data, {"base": {**base, "set": sets}})
-    plan = validate_config(PlanConfig, data, source)
-    changes: dict[str, Any] = {}
     if budget_gpus is not None:
         if budget_gpus < 1:
             raise ConfigError(f"--budget-gpus={budget_gpus}: must be at least 1")
-        changes["budget_gpus"] = budget_gpus
+        data["budget_gpus"] = budget_gpus
     if gpus:
-        space = {k: v for k, v in plan.space.items() if dotted(k) != "hardware.gpu"}
-        space["hardware.gpu"] = list(gpus)
-        changes["space"] = space
-        variants = [
-            {k: v for k, v in var.items() if dotted(k) != "hardware.gpu"} for var in plan.variants
-        ]
-        changes["variants"] = variants
+        data["space"] = {**_without_gpu(data.get("space")), "hardware.gpu": list(gpus)}
+        if isinstance(data.get("variants"), list):
+            data["variants"] = [_without_gpu(variant) for variant in data["variants"]]
     if objective is not None:
-        changes["target"] = plan.target.model_copy(update={"objective": objective})
-    if changes:
-        plan = validate_config(
-            PlanConfig,
-            {
-                **plan.model_dump(mode="json"),
-                **{
-                    k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v)
-                    for k, v in changes.items()
-                },
-            },
-            source,
-        )
+        target = data.get("target") if isinstance(data.get("target"), dict) else {}
+        data["target"] = {**target, "objective": objective}
+    plan = validate_config(PlanConfig, data, source)
     return plan, folder
+
+
+def _without_gpu(entries: Any) -> Any:
+    if not isinstance(entries, dict):
+        return entries if entries is not None else {}
+    return {k: v for k, v in entries.items() if dotted(str(k)) != "hardware.gpu"}
 
 
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
