@@ -14,7 +14,9 @@ the event simulation by steady-state averages:
   times while sequences finish), where ``R_max`` is the expected longest response of the batch;
 * the learner takes its forward and training passes over the batch's mean tokens;
 * modes combine them: sync adds generation, training and weight sync; one_step and async
-  overlap them (the slower side sets the pace);
+  overlap them (the slower side sets the pace), and an async bound lets generation run only
+  ``(S_max + 1) / M`` batches ahead, so a tight one serialises part of each batch's
+  generation with its training;
 * staleness: sync modes ``M - 1`` at most (the mini-batch index), one_step ``2M - 1``; async
   reaches its bound when the learner is the bottleneck, else a sample lags by its generation
   latency over the step time.
