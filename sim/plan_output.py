@@ -38,6 +38,11 @@ def check_out_dir(out_dir: Path) -> None:
     """The folder can hold results (it is created when missing)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: exists and is not a folder")
+    if (out_dir / "summary.json").exists() and not (out_dir / SUMMARY).exists():
+        # a simulate run's folder: its report.html would be replaced
+        raise ConfigError(
+            f"--out {out_dir}: holds a `stalesim simulate` run (summary.json); choose another folder"
+        )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

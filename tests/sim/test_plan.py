@@ -346,3 +346,15 @@ def test_bad_plan_input_is_one_line_and_exit_code_2(
     if not needle.startswith("'"):
         assert len(result.stderr.strip().splitlines()) == 1
         assert "Traceback" not in result.stderr
+
+
+def test_a_simulate_folder_is_not_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    (out / "report.html").write_text("the simulate page")
+    plan_file = _write_plan(tmp_path / "plan.yaml")
+    result = CliRunner().invoke(main, ["plan", str(plan_file), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2
+    assert "holds a `stalesim simulate` run" in result.stderr
+    assert (out / "report.html").read_text() == "the simulate page"
