@@ -209,18 +209,29 @@ def top_table(table, rows: int = 10):
     import polars as pl
     from rich.table import Table
 
-    out = Table(title=f"best {rows} candidates")
-    for column in ("#", "setup", "samples/s", "S", "LR", "steps", "time", "cost", "#α=1"):
-        out.add_column(column, justify="left" if column == "setup" else "right")
+    out = Table(title=f"best {rows} candidates (time in hours; #α=1: rank with alpha = 1)")
+    out.add_column("#", justify="right", no_wrap=True)
+    out.add_column("setup: GPUs, rollout+learner, mode, B×G/M", ratio=1)
+    for column in ("samples/s", "S", "LR", "steps", "time", "cost", "#α=1"):
+        out.add_column(column, justify="right", no_wrap=True)
     for row in table.filter(pl.col("rank") > 0).sort("rank").head(rows).iter_rows(named=True):
+        mode = row["mode"]
+        if mode == "async":
+            mode += f"≤{row['max_staleness']}" + ("+inflight" if row["inflight_updates"] else "")
+        learner = "shared" if row["mode"] == "sync_colocated" else str(row["learner_gpus"])
+        setup = (
+            f"{row['total_gpus']}×{row['gpu']} {row['rollout_engines']}×TP{row['rollout_tp']}"
+            f"+{learner} {mode} {row['prompts_per_step']}×{row['group_size']}/"
+            f"{row['minibatches_per_step']}"
+        )
         out.add_row(
             str(row["rank"]),
-            row["setup"],
+            setup,
             f"{row['samples_per_s']:.2f}",
             f"{row['staleness']:.3g}",
-            _g(row["eta_opt"]),
+            f"{row['eta_opt']:.2e}",
             f"{row['learner_steps_to_target']:.0f}",
-            _hours(row["time_to_target_s"]),
+            f"{row['time_to_target_s'] / 3600:.2f}",
             _usd(row["cost_to_target_usd"]),
             str(row["rank_alpha1"]),
         )
