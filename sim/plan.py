@@ -276,7 +276,7 @@ def _table(
         sim_s,
         [e.staleness(ctx.law.staleness_summary) for e in estimates] if estimates else [],
     )
-    cols = ctx.columns(step.astype(float), s.astype(float)) if feasible else {}
+    cols = ctx.columns(np.asarray(step, dtype=float), np.asarray(s, dtype=float))
     rows = []
     position = {c.candidate_id: i for i, c in enumerate(feasible)}
     for c in candidates:

@@ -358,3 +358,19 @@ def test_a_simulate_folder_is_not_overwritten(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "holds a `stalesim simulate` run" in result.stderr
     assert (out / "report.html").read_text() == "the simulate page"
+
+
+def test_a_plan_without_a_feasible_candidate_says_so(tmp_path: Path) -> None:
+    plan = small_plan(budget_gpus=3, space={"learner_gpus": [1], "tp": [4]}, variants=[])
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(json.dumps(plan.model_dump(mode="json")))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["plan", str(plan_file), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "no feasible candidate" in result.stdout
+    table = pl.read_parquet(out / "candidates.parquet")
+    assert table["reason"].to_list() == [
+        "budget_gpus=3 minus cluster.learner_gpus=1 leaves 2 rollout GPUs, fewer than one engine "
+        "of cluster.rollout_tp=4"
+    ]
+    assert "No candidate of this plan is feasible" in (out / "report.html").read_text()
