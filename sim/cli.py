@@ -28,6 +28,13 @@ DEFAULT_OUT = "stalesim-out"
     help="Folder for the trace (Parquet), summary.json and report.html.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON instead of a table.")
+@click.option(
+    "--sensitivity",
+    "with_sensitivity",
+    is_flag=True,
+    help="Also move each time-model coefficient by -20% and +20% and rerun a few steps: how "
+    "much step time and the async speed-up move (summary key 'sensitivity', a page section).",
+)
 @quiet_option()
 def simulate(
     scenario_file: Path | None,
@@ -37,6 +44,7 @@ def simulate(
     seed: int,
     out_dir: Path,
     as_json: bool,
+    with_sensitivity: bool,
     quiet: bool,
 ) -> None:
     """Simulate an RL cluster: throughput, utilisation and the staleness of its samples.
@@ -62,6 +70,17 @@ def simulate(
             scenario, steps, seed, progress=lambda done, _total: bar.update(task, completed=done)
         )
     summary = summarize(trace, scenario, steps, seed)
+    if with_sensitivity:
+        from stalesim.sim.sensitivity import sensitivity
+
+        with progress_bar(quiet or as_json, transient=True) as bar:
+            task = bar.add_task("sensitivity (+-20% per coefficient)", total=None)
+            summary["sensitivity"] = sensitivity(
+                scenario,
+                steps,
+                seed,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     write_parquet(out_dir / "samples.parquet", trace.samples)
     write_parquet(out_dir / "steps.parquet", trace.steps)
     write_parquet(out_dir / "busy.parquet", trace.busy)
@@ -77,6 +96,10 @@ def simulate(
 
     console = Console()
     console.print(summary_table(summary))
+    if with_sensitivity:
+        from stalesim.sim.summary_table import sensitivity_table
+
+        console.print(sensitivity_table(summary["sensitivity"]))
     console.print(f"wrote {out_dir}/ (samples, steps, busy, queue .parquet; summary.json)")
     console.print(f"report: {report}")
 
