@@ -285,3 +285,12 @@ def test_new_gpus_in_the_catalog() -> None:
 def test_learner_cost_default_fields() -> None:
     cost = LearnerCost(train_gpu_s_per_token=1.0, forward_gpu_s_per_token=0.5, gpus=4)
     assert cost.step_s(8, 0) == pytest.approx(2 * 0.5 * 8 / 4 + 8 / 4)
+
+
+def test_weight_sync_uses_one_direction_of_nvlink() -> None:
+    colocated = derived("algorithm.mode=sync_colocated")
+    assert colocated.sync_s == pytest.approx(2 * 7.61e9 / 450e9 + 0.5, rel=1e-12)
+    h800 = derived("algorithm.mode=sync_colocated", "hardware.gpu=H800")
+    assert h800.sync_s == pytest.approx(2 * 7.61e9 / 200e9 + 0.5, rel=1e-12)
+    # separate pools on two nodes send over the network
+    assert derived().sync_s == pytest.approx(2 * 7.61e9 / 50e9 + 0.5, rel=1e-12)
