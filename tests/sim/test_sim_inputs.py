@@ -61,7 +61,7 @@ def test_memory_budget_and_kv_tokens() -> None:
     # state (4096 bf16 values, half of it each way) over NVLink at 80% of 450 GB/s
     bandwidth = 2 * 3.35e12 * 0.7
     allreduces = 2 * 32
-    assert d.time_model.a_s == pytest.approx(0.0005 + 8.03e9 * 2 / bandwidth + allreduces * 20e-6)
+    assert d.time_model.a_s == pytest.approx(0.001 + 8.03e9 * 2 / bandwidth + allreduces * 20e-6)
     assert d.time_model.beta_s_per_token == pytest.approx(kv_per_token / bandwidth)
     tp_bytes_s = allreduces * 2 * (2 - 1) / 2 * 4096 * 2 / (450e9 * 0.8)
     assert d.time_model.gamma_s_per_seq == pytest.approx(

@@ -199,7 +199,7 @@ def batch_one_ms(tp: int, latency_s: float = 20e-6) -> float:
         tp,
         memory_efficiency=0.7,
         compute_efficiency=0.5,
-        overhead_s=0.0005,
+        overhead_s=0.001,
         tp_allreduce_latency_s=latency_s,
         allreduce_efficiency=0.8,
     )
@@ -207,17 +207,49 @@ def batch_one_ms(tp: int, latency_s: float = 20e-6) -> float:
 
 
 @pytest.mark.parametrize("tp", [1, 2, 4, 8])
-def test_batch_one_decode_matches_gpt_fast(tp: int) -> None:
+def test_batch_one_decode_sits_just_above_gpt_fast(tp: int) -> None:
     """gpt-fast's README (A100-80GB, bf16, batch 1, 5-token prompt): Llama-3.1-8B decodes at
-    93.83/149.10/217.21/276.01 tokens/s at TP 1/2/4/8. The default coefficients predict each
-    within 15%; a long tail on one engine costs what it costs on a real one."""
-    measured = GPT_FAST_A100_LLAMA31_8B_MS[tp]
-    assert batch_one_ms(tp) == pytest.approx(measured, rel=0.15)
+    93.83/149.10/217.21/276.01 tokens/s at TP 1/2/4/8. With no server or scheduler it is a
+    lower bound for a serving engine: the defaults predict 0-20% slower at every TP."""
+    ratio = batch_one_ms(tp) / GPT_FAST_A100_LLAMA31_8B_MS[tp]
+    assert 1.0 <= ratio <= 1.2
+
+
+def vllm_latency_ms(model: str, tp: int) -> float:
+    """End to end: 8 sequences, 32-token prompts, 128 tokens each, on one H200 engine."""
+    d = derived(f"model.preset={model}", "hardware.gpu=H200", f"cluster.rollout_tp={tp}")
+    env = simpy.Environment()
+    rec = TraceRecorder(group_size=8)
+    pool = RolloutPool(
+        env,
+        rec,
+        engines=1,
+        slots=256,
+        kv_tokens=10**6,
+        time_model=d.time_model,
+        inflight=False,
+        on_group_complete=lambda g, now: None,
+    )
+    pool.add_group(rec.add_group(0.0, 32, [128] * 8))
+    pool.kick_all(0.0)
+    env.run()
+    return max(rec.s_finish) * 1e3
+
+
+@pytest.mark.parametrize(
+    ("model", "tp", "measured_ms"), [("llama-3.1-8b", 1, 833.4), ("llama-3.1-70b", 4, 2077.5)]
+)
+def test_small_batch_latency_matches_vllm_ci(model: str, tp: int, measured_ms: float) -> None:
+    """vLLM's performance CI (buildkite vllm/performance-benchmark build 9515, latency test:
+    batch 8, input 32, output 128, H200): 833.4 ms for Llama-3.1-8B at TP 1, 2,077.5 ms for
+    Llama-3-70B at TP 4. A long tail on one engine costs what it costs on a real one."""
+    assert vllm_latency_ms(model, tp) == pytest.approx(measured_ms, rel=0.1)
 
 
 def test_tensor_parallel_communication_is_not_free() -> None:
-    # without the per-layer all-reduces TP 8 would be predicted 45% faster than measured
-    assert batch_one_ms(8, latency_s=0.0) < 0.55 * GPT_FAST_A100_LLAMA31_8B_MS[8]
+    # without the per-layer all-reduces TP 8 would be predicted 30% faster than gpt-fast, a
+    # lower bound
+    assert batch_one_ms(8, latency_s=0.0) < 0.7 * GPT_FAST_A100_LLAMA31_8B_MS[8]
     assert batch_one_ms(8) - batch_one_ms(8, latency_s=0.0) == pytest.approx(
         2 * 32 * 20e-6 * 1e3, rel=1e-9
     )
