@@ -6,8 +6,9 @@ for a few steps with the same seed, so the runs share their random draws and dif
 the coefficient. Each run is paired with its synchronous reference (the same cluster in mode
 ``sync``; for a scenario that is itself synchronous, in mode ``async``), which gives the
 speed-up of going asynchronous: ``step time of the synchronous run / step time of the
-asynchronous one``. A coefficient bounded above (an efficiency cannot pass 1) is clipped there,
-and the row says which value ran.
+asynchronous one``. (A ``sync_colocated`` scenario's ``async`` reference runs on the separate
+pools its cluster section states, ``rollout_engines`` and ``learner_gpus``.) A coefficient
+bounded above (an efficiency cannot pass 1) is clipped there, and the row says which value ran.
 """
 
 from __future__ import annotations
