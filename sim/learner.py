@@ -88,7 +88,9 @@ def optimizer_step_s(
     memory_efficiency: float,
 ) -> float:
     """Fixed cost of one optimizer step: the gradient all-reduce over the learner's GPUs, then
-    the Adam update of each GPU's shard of the state (ZeRO/FSDP shards it over ``gpus``)."""
+    the Adam update of each GPU's shard of the state (ZeRO/FSDP shards it over ``gpus``),
+    streamed through HBM at ``memory_efficiency`` of its bandwidth. The all-reduce is not
+    overlapped with the backward pass (an upper bound; it is small next to training)."""
     grads = GRADIENT_BYTES_PER_PARAM * model.params
     reduce_s = allreduce_s(grads, gpus, allreduce_bus_bytes_per_s(gpu, gpus, allreduce_efficiency))
     update_s = (
