@@ -326,3 +326,44 @@ def test_weight_sync_uses_one_direction_of_nvlink() -> None:
     assert h800.sync_s == pytest.approx(2 * 7.61e9 / 200e9 + 0.5, rel=1e-12)
     # separate pools on two nodes send over the network
     assert derived().sync_s == pytest.approx(2 * 7.61e9 / 50e9 + 0.5, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("extra", "learner_gpus"),
+    [((), 8), (("algorithm.old_logprob_pass=true",), 8), ((), 16)],
+)
+def test_learner_bound_async_cadence_moves_with_the_learner_model(
+    extra: tuple[str, ...], learner_gpus: int
+) -> None:
+    """Generation is nearly free, so async runs at the learner's pace: each step's cadence is
+    its phases plus a blocking publication. The old-policy pass adds one forward pass; 16 GPUs
+    (two nodes) divide the work by 16 x 0.93, not 16."""
+    P, L, B, G = 20, 30, 8, 2
+    sc = load_scenario(
+        None,
+        None,
+        (
+            "algorithm.mode=async",
+            "algorithm.max_staleness=4",
+            "model.preset=qwen2.5-1.5b",
+            f"workload.prompts_per_step={B}",
+            f"workload.group_size={G}",
+            f"workload.prompt_tokens={{kind: fixed, value: {P}}}",
+            f"workload.response_tokens={{kind: fixed, value: {L}}}",
+            "cluster.rollout_engines=2",
+            f"cluster.learner_gpus={learner_gpus}",
+            "cluster.decode_coefficients={a_s: 1e-7, beta_s_per_token: 0, gamma_s_per_seq: 0}",
+            "cluster.learner_coefficients={train_gpu_s_per_token: 0.03, "
+            "forward_gpu_s_per_token: 0.01, step_overhead_s: 0.2}",
+            "weight_sync.bandwidth_bytes_per_s=1e30",
+            "weight_sync.latency_s=0.5",
+            *extra,
+        ),
+    )
+    tokens = B * G * (P + L)
+    rate = learner_gpus * (0.93 if learner_gpus > 8 else 1.0)
+    passes = 1 + ("algorithm.old_logprob_pass=true" in extra)  # reference, maybe old policy
+    cadence = (passes * 0.01 + 0.03) * tokens / rate + 0.2 + 0.5
+    ends = simulate(sc, 8, seed=0).steps["end_s"].to_list()
+    for k in range(3, 8):
+        assert ends[k] - ends[k - 1] == pytest.approx(cadence, rel=1e-9)
