@@ -86,6 +86,37 @@ def build_simulate_page(out_dir: Path) -> Page:
             caption="Duration of each learner step and the idle time before it "
             "(the learner waiting for data).",
         )
+        phases = learner_phases(busy, steps)
+        if phases.height:
+            page.chart(
+                learner_phase_chart(phases),
+                heading="Learner phases per step",
+                caption="What each learner step spent its time on, as trainers' step-time "
+                "breakdowns report it: waiting for data before the step, the colocated role "
+                "switch (engine sleep/wake, training state back from host memory), the "
+                "old-policy and reference forward passes, the update (forward and backward, "
+                "gradient all-reduce, optimizer) and the weight sync after it. Compare with "
+                "your trainer's timing logs.",
+            )
+            page.table(
+                phase_means(phases, first_step=int(summary.get("warmup_steps") or 0)),
+                heading="Mean learner phase per step",
+                caption="Seconds per learner step in each phase, measured window only.",
+            )
+    result = summary.get("sensitivity")
+    if isinstance(result, dict) and result.get("rows"):
+        page.chart(
+            sensitivity_chart(result),
+            heading="Sensitivity to the coefficients",
+            caption=_sensitivity_caption(result),
+        )
+        page.table(
+            sensitivity_frame(result),
+            heading="Sensitivity table",
+            caption="Each coefficient moved down and up, one at a time: the value that ran, "
+            "the step time and the speed-up, and their change from the unmoved scenario.",
+            collapsed=True,
+        )
     derived = summary.get("derived")
     if isinstance(derived, dict) and derived:
         page.table(
@@ -393,6 +424,161 @@ def step_time_chart(steps: pl.DataFrame) -> alt.TopLevelMixin:
             tooltip=["step:Q", "measure:N", alt.Tooltip("seconds:Q", format=",.3f")],
         )
         .properties(width=CHART_WIDTH, height=200)
+    )
+
+
+#: Learner phases in the order a step runs them; "wait" comes from steps.parquet.
+PHASE_ORDER = ["wait", "switch", "old_logprob", "reference", "update", "weight sync"]
+PHASE_NAMES = {"sync": "weight sync", "weight_sync": "weight sync"}
+
+
+def learner_phases(busy: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """Seconds per learner step and phase (``step``, ``phase``, ``seconds``).
+
+    A learner busy interval belongs to the step it starts in; a weight sync, which starts as
+    its step ends, to that step. ``wait`` is the idle time before the step.
+    """
+    schema = {"step": pl.Int64, "phase": pl.String, "seconds": pl.Float64}
+    if steps.is_empty():
+        return pl.DataFrame(schema=schema)
+    learner = busy.filter(pl.col("pool") == "learner").with_columns(
+        phase=pl.col("kind").replace(PHASE_NAMES)
+    )
+    bounds = steps.select("step", "start_s", "end_s").sort("start_s")
+    work = learner.filter(pl.col("phase") != "weight sync").sort("start_s")
+    sync = learner.filter(pl.col("phase") == "weight sync").sort("start_s")
+    by_start = work.join_asof(
+        bounds.select("step", pl.col("start_s").alias("step_start_s")).sort("step_start_s"),
+        left_on="start_s",
+        right_on="step_start_s",
+        strategy="backward",
+    )
+    by_end = sync.join_asof(
+        bounds.select("step", pl.col("end_s").alias("step_end_s")).sort("step_end_s"),
+        left_on="start_s",
+        right_on="step_end_s",
+        strategy="backward",
+    )
+    intervals = pl.concat(
+        [
+            frame.select("step", "phase", (pl.col("end_s") - pl.col("start_s")).alias("seconds"))
+            for frame in (by_start, by_end)
+        ]
+    ).filter(pl.col("step").is_not_null())
+    wait = steps.select(
+        "step", pl.lit("wait").alias("phase"), pl.col("idle_before_s").alias("seconds")
+    )
+    return (
+        pl.concat([wait.cast(schema), intervals.cast(schema)])
+        .group_by("step", "phase")
+        .agg(pl.col("seconds").sum())
+        .sort("step", "phase")
+    )
+
+
+def phase_means(phases: pl.DataFrame, first_step: int = 0) -> pl.DataFrame:
+    """Mean seconds per step of each phase from ``first_step`` on (steps without a phase count
+    as zero), in the order a step runs them."""
+    measured = phases.filter(pl.col("step") >= first_step)
+    count = measured["step"].n_unique()
+    order = {name: i for i, name in enumerate(PHASE_ORDER)}
+    return (
+        measured.group_by("phase")
+        .agg((pl.col("seconds").sum() / max(count, 1)).alias("mean_s_per_step"))
+        .with_columns(order=pl.col("phase").replace_strict(order, default=len(order)))
+        .sort("order", "phase")
+        .drop("order")
+    )
+
+
+def learner_phase_chart(phases: pl.DataFrame) -> alt.TopLevelMixin:
+    """Stacked bars: each learner step's seconds by phase."""
+    frame = phases
+    steps_seen = frame["step"].n_unique()
+    if steps_seen > RAW_ROWS_LIMIT // len(PHASE_ORDER):
+        every = -(-steps_seen // (RAW_ROWS_LIMIT // len(PHASE_ORDER)))
+        frame = frame.filter(pl.col("step") % every == 0)
+    present = [p for p in PHASE_ORDER if p in set(frame["phase"].to_list())]
+    others = sorted(set(frame["phase"].to_list()) - set(PHASE_ORDER))
+    order = present + others
+    frame = frame.with_columns(
+        phase_order=pl.col("phase").replace_strict(
+            {p: i for i, p in enumerate(order)}, return_dtype=pl.Int64
+        )
+    )
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("step:O", title="learner step", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("seconds:Q", title="seconds", stack="zero"),
+            color=alt.Color("phase:N", title="phase", sort=order),
+            order=alt.Order("phase_order:Q"),
+            tooltip=["step:O", "phase:N", alt.Tooltip("seconds:Q", format=",.3f")],
+        )
+        .properties(width=CHART_WIDTH, height=240)
+    )
+
+
+def sensitivity_frame(result: dict[str, Any]) -> pl.DataFrame:
+    """One row per coefficient and direction, as the summary's ``sensitivity.rows``."""
+    schema = {
+        "key": pl.String,
+        "direction": pl.String,
+        "value": pl.Float64,
+        "moved_to": pl.Float64,
+        "step_time_s": pl.Float64,
+        "step_time_change": pl.Float64,
+        "speedup": pl.Float64,
+        "speedup_change": pl.Float64,
+    }
+    rows = [{k: row.get(k) for k in schema} for row in result.get("rows") or []]
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def sensitivity_chart(result: dict[str, Any]) -> alt.TopLevelMixin:
+    """Tornado bars: relative change of step time and of speed-up per coefficient moved."""
+    frame = sensitivity_frame(result)
+    long = frame.unpivot(
+        index=["key", "direction"],
+        on=["step_time_change", "speedup_change"],
+        variable_name="measure",
+        value_name="change",
+    ).with_columns(
+        pl.col("measure").replace({"step_time_change": "step time", "speedup_change": "speed-up"}),
+        pl.col("direction").replace(
+            {
+                "low": f"-{result.get('relative_step', 0.2):.0%}",
+                "high": f"+{result.get('relative_step', 0.2):.0%}",
+            }
+        ),
+    )
+    keys = frame["key"].unique(maintain_order=True).to_list()
+    return (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            y=alt.Y("key:N", title=None, sort=keys),
+            yOffset=alt.YOffset("direction:N"),
+            x=alt.X("change:Q", title="change", axis=alt.Axis(format="%")),
+            color=alt.Color("direction:N", title="coefficient moved"),
+            column=alt.Column("measure:N", title=None, sort=["step time", "speed-up"]),
+            tooltip=["key:N", "direction:N", "measure:N", alt.Tooltip("change:Q", format="+.2%")],
+        )
+        .properties(width=CHART_WIDTH // 2 - 60, height=alt.Step(10))
+    )
+
+
+def _sensitivity_caption(result: dict[str, Any]) -> str:
+    speedup = _number(result.get("speedup"))
+    step_s = _number(result.get("step_time_s"))
+    mode, reference = result.get("mode"), result.get("reference_mode")
+    return (
+        f"Each coefficient moved by ±{result.get('relative_step', 0.2):.0%}, one at a time, "
+        f"{result.get('steps')} steps per run with the same seed. Unmoved: step time "
+        f"{format_number(step_s)} s in mode {mode}, speed-up {format_number(speedup)}x "
+        f"against mode {reference} (synchronous step time over asynchronous). A long bar is a "
+        "coefficient worth measuring for this setup."
     )
 
 

@@ -35,6 +35,13 @@ DEFAULT_OUT = "stalesim-out"
     default=None,
     help="law.json for the learning rate and time to target [default: the shipped law].",
 )
+@click.option(
+    "--sensitivity",
+    "with_sensitivity",
+    is_flag=True,
+    help="Also move each time-model coefficient by -20% and +20% and rerun a few steps: how "
+    "much step time and the async speed-up move (summary key 'sensitivity', a page section).",
+)
 @quiet_option()
 def simulate(
     scenario_file: Path | None,
@@ -45,6 +52,7 @@ def simulate(
     out_dir: Path,
     as_json: bool,
     law_file: Path | None,
+    with_sensitivity: bool,
     quiet: bool,
 ) -> None:
     """Simulate an RL cluster: throughput, utilisation and the staleness of its samples.
@@ -72,6 +80,17 @@ def simulate(
             scenario, steps, seed, progress=lambda done, _total: bar.update(task, completed=done)
         )
     summary = add_law(summarize(trace, scenario, steps, seed), law, scenario)
+    if with_sensitivity:
+        from stalesim.sim.sensitivity import sensitivity
+
+        with progress_bar(quiet or as_json, transient=True) as bar:
+            task = bar.add_task("sensitivity (+-20% per coefficient)", total=None)
+            summary["sensitivity"] = sensitivity(
+                scenario,
+                steps,
+                seed,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     write_parquet(out_dir / "samples.parquet", trace.samples)
     write_parquet(out_dir / "steps.parquet", trace.steps)
     write_parquet(out_dir / "busy.parquet", trace.busy)
@@ -87,6 +106,10 @@ def simulate(
 
     console = Console()
     console.print(summary_table(summary))
+    if with_sensitivity:
+        from stalesim.sim.summary_table import sensitivity_table
+
+        console.print(sensitivity_table(summary["sensitivity"]))
     console.print(f"wrote {out_dir}/ (samples, steps, busy, queue .parquet; summary.json)")
     console.print(f"report: {report}")
 

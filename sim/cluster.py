@@ -145,8 +145,9 @@ class Cluster:
 
     # -- learner --------------------------------------------------------------------------
     def learner(self) -> Generator:
-        """Take ``B`` groups, run the extra forward passes and one optimizer step per
-        mini-batch (each one a version), then publish the weights."""
+        """Take ``B`` groups, then per mini-batch one optimizer step (each one a version) with
+        its phases (old-policy and reference forward passes, update), then publish the
+        weights; a colocated learner first switches the GPUs from generating to training."""
         env, rec, buffer = self.env, self.rec, self.buffer
         B, G, M = self.B, self.G, self.M
         per_minibatch = B // M
@@ -175,23 +176,25 @@ class Cluster:
                     self.on_drop(env.now, dropped)
             self.batch_ready[step].succeed()
             start = env.now
-            tokens_mb = []
+            work_mb = []
             for m in range(M):
-                total = 0
+                total = sq = 0
                 for g in batch[m * per_minibatch : (m + 1) * per_minibatch]:
                     first = g * G
-                    total += s_prompt[first] * G + sum(s_len[first : first + G])
+                    prompt = s_prompt[first]
+                    for length in s_len[first : first + G]:
+                        total += prompt + length
+                        sq += (prompt + length) * (prompt + length)
                     rec.g_consumed_s[g] = start
-                tokens_mb.append(total)
-            tokens = sum(tokens_mb)
-            forward_s = cost.forward_s(tokens)
-            if forward_s > 0:
-                rec.busy("learner", 0, "forward", env.now, env.now + forward_s)
-                yield env.timeout(forward_s)
-            for total in tokens_mb:
-                train_s = cost.train_s(total)
-                rec.busy("learner", 0, "train", env.now, env.now + train_s)
-                yield env.timeout(train_s)
+                work_mb.append((total, sq))
+            tokens = sum(total for total, _ in work_mb)
+            if cost.switch_s > 0:
+                rec.busy("learner", 0, "switch", env.now, env.now + cost.switch_s)
+                yield env.timeout(cost.switch_s)
+            for total, sq in work_mb:
+                for phase, seconds in cost.step_phases(total, sq):
+                    rec.busy("learner", 0, phase, env.now, env.now + seconds)
+                    yield env.timeout(seconds)
             end = env.now
             rec.step_start.append(start)
             rec.step_end.append(end)

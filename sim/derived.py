@@ -7,11 +7,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from stalesim.sim.hardware import GpuSpec
-from stalesim.sim.learner import LearnerCost, learner_cost
+from stalesim.sim.learner import (
+    TRAINING_STATE_BYTES_PER_PARAM,
+    LearnerCost,
+    colocated_switch_s,
+    dp_efficiency,
+    learner_cost,
+    optimizer_step_s,
+)
 from stalesim.sim.models import ModelSpec
-from stalesim.sim.scenario import Scenario, check_feasible
+from stalesim.sim.scenario import AlgorithmConfig, Scenario, check_feasible
 from stalesim.sim.time_model import DecodeTimeModel, from_coefficients, roofline
 from stalesim.sim.weight_sync import weight_sync_s
+
+#: Modes whose usual recipe recomputes the old policy's log-probs with the trainer: verl's and
+#: OpenRLHF's PPO/GRPO trainers recompute them (the inference engine's log-probs differ
+#: numerically from the trainer's), and so do one-step-off and partial-rollout trainers built
+#: on them. Asynchronous trainers with a decoupled objective reuse the log-probs the rollout
+#: engine returned as the behaviour policy's (PipelineRL, prime-rl), so ``async`` skips it.
+RECOMPUTES_OLD_LOGPROBS = ("sync_colocated", "sync", "one_step", "partial_rollout")
+
+
+def old_logprob_pass(algorithm: AlgorithmConfig) -> bool:
+    """Whether the learner runs the old-policy forward pass: as set, or the mode's recipe."""
+    if algorithm.old_logprob_pass is not None:
+        return algorithm.old_logprob_pass
+    return algorithm.mode in RECOMPUTES_OLD_LOGPROBS
 
 
 @dataclass(frozen=True)
@@ -36,9 +57,7 @@ class Derived:
             "gpu": self.gpu.model_dump(),
             "model": self.model.model_dump(),
             "time_model": self.time_model.as_dict(),
-            "learner_train_s_per_token": self.learner.train_s_per_token,
-            "learner_forward_s_per_token": self.learner.forward_s_per_token,
-            "learner_overhead_s_per_step": self.learner.overhead_s_per_step,
+            "learner": self.learner.as_dict(),
             "weight_sync_s": self.sync_s,
             "weight_bytes": self.weight_bytes,
             "engine_usable_bytes": self.engine_usable_bytes,
@@ -55,9 +74,15 @@ def derive(scenario: Scenario) -> Derived:
     gpu = scenario.hardware.spec()
     model = scenario.model.spec()
     cluster = scenario.cluster
-    colocated = scenario.algorithm.mode == "sync_colocated"
+    algo = scenario.algorithm
+    colocated = algo.mode == "sync_colocated"
     tp = cluster.rollout_tp
+    rollout_gpus = cluster.rollout_engines * tp
+    learner_gpus = rollout_gpus if colocated else cluster.learner_gpus
     usable = tp * gpu.hbm_bytes * (1.0 - cluster.memory_reserve_fraction)
+    if colocated and not cluster.colocated_offload:
+        # the training state stays on the GPUs while they generate
+        usable -= tp * TRAINING_STATE_BYTES_PER_PARAM * model.params / learner_gpus
     kv_tokens = max(0, math.floor((usable - model.weight_bytes) / model.kv_bytes_per_token))
     if cluster.decode_coefficients is not None:
         c = cluster.decode_coefficients
@@ -72,28 +97,14 @@ def derive(scenario: Scenario) -> Derived:
             memory_efficiency=cluster.rollout_memory_efficiency,
             compute_efficiency=cluster.rollout_compute_efficiency,
             overhead_s=cluster.decode_overhead_s,
+            tp_allreduce_latency_s=cluster.tp_allreduce_latency_s,
+            allreduce_efficiency=cluster.allreduce_efficiency,
         )
-    rollout_gpus = cluster.rollout_engines * tp
-    learner_gpus = rollout_gpus if colocated else cluster.learner_gpus
     derived = Derived(
         gpu=gpu,
         model=model,
         time_model=time_model,
-        learner=learner_cost(
-            gpu,
-            model,
-            learner_gpus,
-            cluster.learner_mfu,
-            old_logprob_pass=scenario.algorithm.old_logprob_pass,
-            reference_model=scenario.algorithm.reference_model,
-        )
-        if cluster.learner_coefficients is None
-        else LearnerCost(
-            train_s_per_token=cluster.learner_coefficients.train_s_per_token,
-            forward_s_per_token=cluster.learner_coefficients.forward_s_per_token,
-            gpus=learner_gpus,
-            overhead_s_per_step=cluster.learner_coefficients.overhead_s_per_step,
-        ),
+        learner=derive_learner(scenario, gpu, model, learner_gpus),
         sync_s=weight_sync_s(
             gpu,
             model,
@@ -111,3 +122,55 @@ def derive(scenario: Scenario) -> Derived:
     )
     check_feasible(scenario, derived)
     return derived
+
+
+def derive_learner(scenario: Scenario, gpu: GpuSpec, model: ModelSpec, gpus: int) -> LearnerCost:
+    """The learner's cost: measured per-GPU coefficients when given, else the roofline."""
+    cluster, algo = scenario.cluster, scenario.algorithm
+    efficiency = dp_efficiency(gpus, gpu.gpus_per_node, cluster.learner_dp_scaling)
+    switch_s = 0.0
+    if algo.mode == "sync_colocated":
+        switch_s = colocated_switch_s(
+            gpu,
+            model,
+            gpus,
+            offload=cluster.colocated_offload,
+            host_link_efficiency=cluster.host_link_efficiency,
+            latency_s=cluster.colocated_switch_latency_s,
+        )
+    recipe = {
+        "old_logprob_pass": old_logprob_pass(algo),
+        "reference_model": algo.reference_model,
+    }
+    measured = cluster.learner_coefficients
+    if measured is not None:
+        forward = measured.forward_gpu_s_per_token
+        return LearnerCost(
+            train_gpu_s_per_token=measured.train_gpu_s_per_token,
+            forward_gpu_s_per_token=measured.train_gpu_s_per_token / 3.0
+            if forward is None
+            else forward,
+            gpus=gpus,
+            dp_efficiency=efficiency,
+            step_overhead_s=measured.step_overhead_s,
+            switch_s=switch_s,
+            source="measured",
+            **recipe,
+        )
+    return learner_cost(
+        gpu,
+        model,
+        gpus,
+        mfu=cluster.learner_mfu,
+        forward_mfu=cluster.learner_forward_mfu,
+        dp_efficiency=efficiency,
+        step_overhead_s=optimizer_step_s(
+            gpu,
+            model,
+            gpus,
+            allreduce_efficiency=cluster.allreduce_efficiency,
+            memory_efficiency=cluster.rollout_memory_efficiency,
+        ),
+        switch_s=switch_s,
+        **recipe,
+    )

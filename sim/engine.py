@@ -34,9 +34,8 @@ class Engine:
     def __init__(self, index: int, pool: RolloutPool) -> None:
         self.index = index
         self.pool = pool
-        tm = pool.time_model
-        self.a, self.beta, self.gamma = tm.a_s, tm.beta_s_per_token, tm.gamma_s_per_seq
-        self.prefill_s_per_token = tm.prefill_s_per_token
+        self.time_model = pool.time_model
+        self.prefill_s_per_token = pool.time_model.prefill_s_per_token
         self.t0 = 0.0  # decoding from iteration it0 resumes at t0 (later than now while stalled)
         self.it0 = 0
         self.b = 0
@@ -56,8 +55,7 @@ class Engine:
     # -- time ---------------------------------------------------------------------------
     def _iterations_s(self, n: int) -> float:
         b = self.b
-        first = self.a + self.gamma * b + self.beta * (self.dsum + b * self.it0)
-        return n * first + self.beta * b * n * (n - 1) * 0.5
+        return self.time_model.iterations_s(n, b, self.dsum + b * self.it0)
 
     def _advance(self, now: float, round_up: bool = True) -> bool:
         """Move the state to an iteration boundary near ``now`` (the first one at or after it,
@@ -68,23 +66,14 @@ class Engine:
             return True
         n_next = self.heap[0][0] - self.it0
         span = now - self.t0
-        b = self.b
-        first = self.a + self.gamma * b + self.beta * (self.dsum + b * self.it0)
-        q = self.beta * b * 0.5
-        lin = first - q
-        if q > 0:
-            x = (-lin + math.sqrt(lin * lin + 4.0 * q * span)) / (2.0 * q)
-        else:
-            x = span / first
+        context = self.dsum + self.b * self.it0
         if round_up:
-            n = max(math.ceil(x - 1e-9), 0)
-            while self._iterations_s(n) < span * (1 - 1e-12):
-                n += 1
+            n = self.time_model.iterations_within(span, self.b, context)
             if n >= n_next:
                 return False
             self.t0 = max(self.t0 + self._iterations_s(n), now)
         else:
-            n = min(max(math.floor(x + 1e-9), 0), n_next - 1)
+            n = min(self.time_model.iterations_before(span, self.b, context), n_next - 1)
             self.t0 = now
         self.it0 += n
         return True

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from stalesim.sim.learner import PHASES as LEARNER_PHASES
 from stalesim.sim.scenario import Scenario
 from stalesim.sim.trace import Trace
 
@@ -98,7 +99,7 @@ def summarize(trace: Trace, scenario: Scenario, steps: int, seed: int) -> dict[s
         busy.filter((pl.col("pool") == "rollout") & (pl.col("kind") == "decode")), start, end
     )
     learner_busy = _overlap_s(
-        busy.filter((pl.col("pool") == "learner") & pl.col("kind").is_in(["forward", "train"])),
+        busy.filter((pl.col("pool") == "learner") & pl.col("kind").is_in(list(LEARNER_PHASES))),
         start,
         end,
     )

@@ -33,6 +33,7 @@ class HardwareConfig(StrictModel):
     hbm_bytes_per_s: float | None = Field(default=None, gt=0)
     nvlink_bytes_per_s: float | None = Field(default=None, gt=0)
     network_bytes_per_s: float | None = Field(default=None, gt=0)
+    host_bytes_per_s: float | None = Field(default=None, gt=0)
     gpus_per_node: int | None = Field(default=None, gt=0)
     price_per_gpu_hour: float | None = Field(default=None, ge=0)
 
@@ -56,6 +57,8 @@ class ModelConfig(StrictModel):
     params: float | None = Field(default=None, gt=0)
     active_params: float | None = Field(default=None, gt=0)
     layers: int | None = Field(default=None, gt=0)
+    hidden_size: int | None = Field(default=None, gt=0)
+    attention_heads: int | None = Field(default=None, gt=0)
     kv_heads: int | None = Field(default=None, gt=0)
     head_dim: int | None = Field(default=None, gt=0)
     dtype_bytes: int | None = Field(default=None, gt=0)
@@ -103,11 +106,24 @@ class DecodeCoefficients(StrictModel):
 
 
 class LearnerCoefficients(StrictModel):
-    """Measured learner timings, replacing the FLOPs-over-MFU estimate."""
+    """Measured per-GPU learner timings, replacing the roofline (FLOPs over MFU).
 
-    train_s_per_token: float = Field(ge=0, description="forward + backward, per mini-batch token")
-    forward_s_per_token: float = Field(default=0.0, ge=0, description="extra forward passes")
-    overhead_s_per_step: float = Field(default=0.0, ge=0)
+    A step of ``T`` tokens on ``n`` learner GPUs takes ``T * x / (n * dp_efficiency(n))`` for
+    each pass ``x`` it runs, plus ``step_overhead_s``; ``stalesim calibrate`` fits them.
+    """
+
+    train_gpu_s_per_token: float = Field(
+        gt=0, le=1, description="GPU-seconds per trained token, forward + backward"
+    )
+    forward_gpu_s_per_token: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="GPU-seconds per token of one forward-only pass; default a third of training",
+    )
+    step_overhead_s: float = Field(
+        default=0.0, ge=0, le=3600, description="fixed seconds per optimizer step"
+    )
 
 
 class ClusterConfig(StrictModel):
@@ -115,6 +131,38 @@ class ClusterConfig(StrictModel):
 
     In ``sync_colocated`` mode the learner trains on the rollout GPUs and ``learner_gpus`` is
     not used.
+
+    The built-in efficiencies come from component measurements, never from end-to-end step
+    times of RL systems (those are kept to check the simulator):
+
+    * ``rollout_memory_efficiency`` 0.7: gpt-fast's benchmarks (github.com/pytorch-labs/gpt-fast,
+      README) decode Llama-3.1-8B in bf16 at batch 1 on A100-80GB at 93.9 tokens/s, reading
+      1,411 of 2,039 GB/s (69%).
+    * ``decode_overhead_s`` 1 ms: vLLM's own performance CI (buildkite.com/vllm/
+      performance-benchmark, build 9515, latency test: batch 8, 32-token prompts, 128 output
+      tokens, H200) measures 833 ms end to end for Llama-3.1-8B at TP 1 and 2,078 ms for
+      Llama-3-70B at TP 4; these coefficients predict 785 and 1,990 ms (-6%, -4%). gpt-fast,
+      with no server or scheduler, decodes faster than a serving engine: it bounds the model
+      from below (within 20% above it at TP 1 to 8).
+    * ``tp_allreduce_latency_s`` 20 us: gpt-fast's tensor-parallel table runs Llama-3.1-8B at
+      TP 2/4/8 on A100 at 6.71/4.60/3.62 ms per token against 5.6/2.8/1.4 ms of weight reads:
+      17-35 us for each of its 64 all-reduces per token.
+    * ``allreduce_efficiency`` 0.8: NCCL reaches about 370 of H100 NVLink's 450 GB/s one-way
+      line rate after protocol overhead (NCCL maintainer in NVIDIA/nccl-tests#212; p2p 380 of
+      450 GB/s in NVIDIA/nccl#1264); DeepSeek-V3's report (arXiv 2412.19437) measures 160 of
+      H800 NVLink's 200 GB/s.
+    * ``learner_mfu`` 0.4: Llama 3 (arXiv 2407.21783, table 4) trains at 38-43% bf16 MFU on
+      H100. ``learner_forward_mfu`` 0.4: a forward-only pass runs the training forward's GEMM
+      shapes; no public measurement separates the two, so calibrate it from your own timings.
+    * ``learner_dp_scaling`` 0.93: Llama 3's table 4 loses 7% per GPU (430 to 400 TFLOPS) when
+      data parallelism doubles from 8,192 to 16,384 GPUs at a fixed 16M-token batch, as an RL
+      learner's batch is fixed when its GPU count doubles.
+    * ``colocated_switch_latency_s`` 1 s: vLLM's sleep mode wakes an engine in 0.1 to 6 s, the
+      larger figures for large models whose weights cross PCIe (vLLM blog, 2025-10-26); the
+      weights of a colocated engine arrive by the reshard instead. Megatron-based colocation has
+      been measured at 15 s per step (vllm-project/vime#443): set it from your logs.
+    * ``host_link_efficiency`` 0.7: nvbandwidth measures 35 GB/s host-to-device and 53 GB/s
+      device-to-host of an H100's 63 GB/s PCIe 5.0 link (NVIDIA/nvbandwidth#24).
     """
 
     rollout_engines: int = Field(default=8, ge=1)
@@ -124,10 +172,73 @@ class ClusterConfig(StrictModel):
     memory_reserve_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="HBM kept for activations, graphs, fragmentation"
     )
-    rollout_memory_efficiency: float = Field(default=0.7, gt=0, le=1)
-    rollout_compute_efficiency: float = Field(default=0.5, gt=0, le=1)
-    decode_overhead_s: float = Field(default=0.002, ge=0, description="per decode iteration")
-    learner_mfu: float = Field(default=0.4, gt=0, le=1)
+    rollout_memory_efficiency: float = Field(
+        default=0.7,
+        gt=0,
+        le=1,
+        description="share of HBM bandwidth a decode step reaches (gpt-fast: 1,411 of 2,039 GB/s, "
+        "Llama-3.1-8B bf16 at batch 1 on A100)",
+    )
+    rollout_compute_efficiency: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="share of peak FLOP/s that prefill and large-batch decode reach",
+    )
+    decode_overhead_s: float = Field(
+        default=0.001,
+        ge=0,
+        le=0.1,
+        description="per decode iteration: scheduling, sampling, launches not hidden by the engine",
+    )
+    tp_allreduce_latency_s: float = Field(
+        default=20e-6,
+        ge=0,
+        le=0.01,
+        description="latency of one small tensor-parallel all-reduce (2 per layer per iteration)",
+    )
+    allreduce_efficiency: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="NCCL bus bandwidth over one-way link bandwidth (370 of 450 GB/s on H100)",
+    )
+    learner_mfu: float = Field(
+        default=0.4,
+        gt=0,
+        le=1,
+        description="training FLOP/s per GPU over peak (Llama 3: 38-43% bf16 on H100)",
+    )
+    learner_forward_mfu: float = Field(
+        default=0.4,
+        gt=0,
+        le=1,
+        description="the same for forward-only passes (old-policy and reference log-probs)",
+    )
+    learner_dp_scaling: float = Field(
+        default=0.93,
+        gt=0,
+        le=1,
+        description="per-GPU rate kept per doubling of learner nodes (Llama 3: 430 -> 400 "
+        "TFLOPS/GPU from 8,192 to 16,384 GPUs)",
+    )
+    colocated_offload: bool = Field(
+        default=True,
+        description="colocated: offload the training state to host memory while generating",
+    )
+    colocated_switch_latency_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=600,
+        description="colocated: fixed seconds per learner step to sleep and wake the engine",
+    )
+    host_link_efficiency: float = Field(
+        default=0.7,
+        gt=0,
+        le=1,
+        description="share of PCIe bandwidth a host offload reaches (nvbandwidth on H100: "
+        "35-53 of 63 GB/s)",
+    )
     decode_coefficients: DecodeCoefficients | None = None
     learner_coefficients: LearnerCoefficients | None = None
 
@@ -150,8 +261,14 @@ class AlgorithmConfig(StrictModel):
         ge=1,
         description="partial_rollout: tokens a sequence may generate per round (Kimi k1.5)",
     )
-    old_logprob_pass: bool = True
-    reference_model: bool = True
+    old_logprob_pass: bool | None = Field(
+        default=None,
+        description="recompute the old policy's log-probs in a forward pass; default: follow "
+        "the mode's recipe (see derived.old_logprob_pass)",
+    )
+    reference_model: bool = Field(
+        default=True, description="a reference model's forward pass for the loss's KL term"
+    )
 
 
 class WeightSyncConfig(StrictModel):

@@ -93,3 +93,33 @@ def law_rows(law: dict[str, Any] | None) -> list[tuple[str, str]]:
             + ("" if cost is None else f", ${_num(cost)}"),
         ),
     ]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
+def sensitivity_table(result: dict[str, Any]) -> Table:
+    """Each coefficient moved down and up: the change of step time and of the speed-up."""
+    step = result["relative_step"]
+    sync_mode = result["mode"] in ("sync", "sync_colocated")
+    faster = result["reference_mode"] if sync_mode else result["mode"]
+    slower = result["mode"] if sync_mode else result["reference_mode"]
+    table = Table(
+        title=f"sensitivity: each coefficient -{step:.0%} / +{step:.0%}, {result['steps']} steps "
+        f"each; speed-up {faster} over {slower}: {_num(result['speedup'])}x"
+    )
+    for column in ("coefficient", "value", "step time -/+", "speed-up -/+"):
+        table.add_column(column, justify="left" if column == "coefficient" else "right")
+    by_key: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in result["rows"]:
+        by_key.setdefault(row["key"], {})[row["direction"]] = row
+    for key, rows in by_key.items():
+        low, high = rows["low"], rows["high"]
+        table.add_row(
+            key,
+            f"{low['value']:.4g}",
+            f"{_pct(low['step_time_change'])} / {_pct(high['step_time_change'])}",
+            f"{_pct(low['speedup_change'])} / {_pct(high['speedup_change'])}",
+        )
+    return table

@@ -18,7 +18,10 @@ def weight_sync_s(
     bandwidth_bytes_per_s: float | None,
     latency_s: float,
 ) -> float:
-    """``weight_bytes / bandwidth + latency``; every engine receives its copy in parallel."""
+    """``weight_bytes / bandwidth + latency``; every engine receives its copy in parallel, over
+    one direction of NVLink (half the datasheet's both-ways figure) or the network."""
     if bandwidth_bytes_per_s is None:
-        bandwidth_bytes_per_s = gpu.nvlink_bytes_per_s if same_node else gpu.network_bytes_per_s
+        bandwidth_bytes_per_s = (
+            gpu.nvlink_one_way_bytes_per_s if same_node else gpu.network_bytes_per_s
+        )
     return model.weight_bytes / bandwidth_bytes_per_s + latency_s

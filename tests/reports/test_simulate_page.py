@@ -17,6 +17,8 @@ from stalesim.reports.simulate_page import (
     QUEUE_BINS,
     UTILISATION_BINS,
     build_simulate_page,
+    learner_phases,
+    phase_means,
     write_simulate_report,
 )
 from stalesim.reports.timeline import bin_intervals
@@ -115,7 +117,7 @@ def test_charts_carry_the_histogram_utilisation_and_queue(sim_out):
     page = build_simulate_page(sim_out)
     html = page.html()
     specs = chart_specs(html)
-    assert page.chart_count == len(specs) == 4
+    assert page.chart_count == len(specs) == 5
 
     (histogram,) = datasets(specs[0])
     shares = {(row["staleness"], row["weighting"]): row["share"] for row in histogram}
@@ -134,6 +136,91 @@ def test_charts_carry_the_histogram_utilisation_and_queue(sim_out):
     queue_rows = [row for data in datasets(specs[2]) for row in data if "groups_waiting" in row]
     assert [r["groups_waiting"] for r in queue_rows] == [1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 2]
     assert queue_rows[-1]["time_s"] == 40.0
+
+
+def test_learner_phases_per_step(sim_out):
+    """Each hand-made step waits (6 or 16 s), then trains 4 s; a weight sync that starts as a
+    step ends belongs to that step, even when the next step starts at once."""
+    specs = chart_specs(build_simulate_page(sim_out).html())
+    rows = [row for data in datasets(specs[4]) for row in data if "phase" in row]
+    seconds = {(row["step"], row["phase"]): row["seconds"] for row in rows}
+    assert seconds == {
+        (0, "wait"): 16.0,
+        (0, "train"): 4.0,
+        (1, "wait"): 6.0,
+        (1, "train"): 4.0,
+        (2, "wait"): 6.0,
+        (2, "train"): 4.0,
+    }
+    busy = pl.DataFrame(
+        {
+            "pool": ["learner"] * 5,
+            "unit": [0] * 5,
+            "kind": ["reference", "update", "sync", "update", "weight_sync"],
+            "start_s": [0.0, 1.0, 3.0, 3.0, 5.0],
+            "end_s": [1.0, 3.0, 3.5, 5.0, 5.5],
+        }
+    )
+    steps = pl.DataFrame(
+        {"step": [0, 1], "start_s": [0.0, 3.0], "end_s": [3.0, 5.0], "idle_before_s": [0.0, 0.0]}
+    )
+    phases = learner_phases(busy, steps)
+    assert {(r["step"], r["phase"]): r["seconds"] for r in phases.to_dicts()} == {
+        (0, "wait"): 0.0,
+        (0, "reference"): 1.0,
+        (0, "update"): 2.0,
+        (0, "weight sync"): 0.5,
+        (1, "wait"): 0.0,
+        (1, "update"): 2.0,
+        (1, "weight sync"): 0.5,
+    }
+    means = phase_means(phases)
+    assert means["phase"].to_list() == ["wait", "reference", "update", "weight sync"]
+    assert means["mean_s_per_step"].to_list() == pytest.approx([0.0, 0.5, 2.0, 0.5])
+
+
+def test_sensitivity_section_when_the_summary_has_one(sim_out):
+    summary = json.loads((sim_out / "summary.json").read_text())
+    summary["sensitivity"] = {
+        "relative_step": 0.2,
+        "steps": 10,
+        "seed": 0,
+        "mode": "async",
+        "reference_mode": "sync",
+        "step_time_s": 10.0,
+        "speedup": 2.0,
+        "rows": [
+            {
+                "key": "cluster.learner_mfu",
+                "direction": direction,
+                "value": 0.4,
+                "moved_to": moved,
+                "step_time_s": step,
+                "step_time_change": step / 10.0 - 1,
+                "speedup": speedup,
+                "speedup_change": speedup / 2.0 - 1,
+            }
+            for direction, moved, step, speedup in (
+                ("low", 0.32, 11.0, 1.8),
+                ("high", 0.48, 9.5, 2.1),
+            )
+        ],
+    }
+    (sim_out / "summary.json").write_text(json.dumps(summary))
+    html = write_simulate_report(sim_out).read_text()
+    specs = chart_specs(html)
+    assert len(specs) == 6
+    rows = [row for data in datasets(specs[5]) for row in data if "change" in row]
+    changes = {(r["direction"], r["measure"]): r["change"] for r in rows}
+    assert changes == pytest.approx(
+        {
+            ("-20%", "step time"): 0.1,
+            ("+20%", "step time"): -0.05,
+            ("-20%", "speed-up"): -0.1,
+            ("+20%", "speed-up"): 0.05,
+        }
+    )
+    assert "Sensitivity to the coefficients" in html and "speed-up 2" in html
 
 
 def test_scenario_table_lists_every_setting(sim_out):

@@ -76,6 +76,7 @@ def test_sync_step_time_and_throughput_by_hand() -> None:
             "cluster.rollout_engines=1",
             "cluster.learner_gpus=2",
             "cluster.learner_mfu=0.5",
+            "cluster.learner_forward_mfu=0.5",
             f"cluster.decode_coefficients={{a_s: {A}, beta_s_per_token: {BETA}, gamma_s_per_seq: {GAMMA}, prefill_s_per_token: {PREFILL}}}",
             "weight_sync.bandwidth_bytes_per_s=1e10",
             "weight_sync.latency_s=0.5",
@@ -86,9 +87,16 @@ def test_sync_step_time_and_throughput_by_hand() -> None:
     prefill = PREFILL * b * P
     decode = L * (A + GAMMA * b + BETA * b * P) + BETA * b * L * (L - 1) / 2
     tokens = b * (P + L)
+    sq = b * (P + L) ** 2  # causal attention grows with each sequence's length squared
     flops = 2 * 989e12 * 0.5
-    forward = 2 * 2 * 1.54e9 * tokens / flops  # old-policy and reference passes
-    train = 6 * 1.54e9 * tokens / flops
+    attention = 28 * 12 * 128  # layers x query width of Qwen2.5-1.5B
+    # old-policy and reference passes (sync recomputes old log-probs), then the update
+    forward = 2 * (2 * 1.54e9 * tokens + 2 * attention * sq) / flops
+    train = (6 * 1.54e9 * tokens + 6 * attention * sq) / flops
+    # gradient all-reduce of bf16 grads over 2 GPUs on NVLink (450 GB/s one way, 80%), then
+    # Adam streaming 30 bytes per parameter of each GPU's half through HBM at 70%
+    optimizer = 2 * (2 - 1) / 2 * 2 * 1.54e9 / (450e9 * 0.8) + 30 * 1.54e9 / 2 / (3.35e12 * 0.7)
+    train += optimizer
     sync = 1.54e9 * 2 / 1e10 + 0.5
     busy = prefill + decode + forward + train
     ends = trace.steps["end_s"].to_list()
@@ -137,8 +145,12 @@ def test_one_step_overlaps_training_with_generation_by_hand() -> None:
     b = B * G
     gen = PREFILL * b * P + L * (A + GAMMA * b + BETA * b * P) + BETA * b * L * (L - 1) / 2
     tokens = b * (P + L)
+    sq = b * (P + L) ** 2
     flops = 8 * 989e12 * 0.4
-    learn = (4 + 6) * 1.54e9 * tokens / flops
+    attention = 28 * 12 * 128
+    # one_step recomputes old log-probs and has a reference model: 2 + 2 + 6 FLOPs per param
+    learn = (4 + 6) * (1.54e9 * tokens + attention * sq) / flops
+    learn += 2 * 7 / 8 * 2 * 1.54e9 / (450e9 * 0.8) + 30 * 1.54e9 / 8 / (3.35e12 * 0.7)
     sync = 1.54e9 * 2 / 1e11 + 0.1
     assert learn + sync < gen  # generation-bound, as the case intends
     # batch 0 and 1 generate back to back; batch k >= 2 starts after batch k-1 and a load
@@ -197,7 +209,7 @@ def test_measured_learner_coefficients_set_the_step_time() -> None:
             "workload.response_tokens={kind: fixed, value: 20}",
             "cluster.rollout_engines=1",
             f"cluster.decode_coefficients={{a_s: {A}, beta_s_per_token: 0, gamma_s_per_seq: 0}}",
-            "cluster.learner_coefficients={train_s_per_token: 0.01, forward_s_per_token: 0.002, overhead_s_per_step: 1.5}",
+            "cluster.learner_coefficients={train_gpu_s_per_token: 0.08, forward_gpu_s_per_token: 0.008, step_overhead_s: 0.75}",
             "algorithm.minibatches_per_step=2",
             "weight_sync.bandwidth_bytes_per_s=1e30",
             "weight_sync.latency_s=0.25",
@@ -205,7 +217,9 @@ def test_measured_learner_coefficients_set_the_step_time() -> None:
     )
     trace = simulate(scenario, 3, seed=0)
     tokens = 4 * 30
-    learn = 1.5 + 0.002 * tokens + 2 * 0.01 * (tokens / 2)
+    # per-GPU coefficients on the 8 learner GPUs (one node: no data-parallel loss); each of the
+    # two optimizer steps runs its old-policy and reference passes, then its update
+    learn = 2 * 0.75 + 2 * 0.008 * tokens / 8 + 0.08 * tokens / 8
     cadence = 20 * A + learn + 0.25 + 7.61e9 * 2 / 1e30
     ends = trace.steps["end_s"].to_list()
     assert ends[0] == pytest.approx(20 * A + learn, rel=1e-12)

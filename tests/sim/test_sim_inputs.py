@@ -56,14 +56,22 @@ def test_memory_budget_and_kv_tokens() -> None:
     kv_per_token = 2 * 32 * 8 * 128 * 2  # K and V, layers, KV heads, head dim, bf16
     assert d.engine_usable_bytes == pytest.approx(usable)
     assert d.kv_tokens_per_engine == math.floor((usable - 8.03e9 * 2) / kv_per_token)
-    # roofline: the weights stream once per iteration over both GPUs' bandwidth
+    # roofline: the weights stream once per iteration over both GPUs' bandwidth; tensor
+    # parallelism adds two all-reduces per layer (20 us each) and sends each sequence's hidden
+    # state (4096 bf16 values, half of it each way) over NVLink at 80% of 450 GB/s
     bandwidth = 2 * 3.35e12 * 0.7
-    assert d.time_model.a_s == pytest.approx(0.002 + 8.03e9 * 2 / bandwidth)
+    allreduces = 2 * 32
+    assert d.time_model.a_s == pytest.approx(0.001 + 8.03e9 * 2 / bandwidth + allreduces * 20e-6)
     assert d.time_model.beta_s_per_token == pytest.approx(kv_per_token / bandwidth)
-    assert d.time_model.gamma_s_per_seq == pytest.approx(2 * 8.03e9 / (2 * 989e12 * 0.5))
+    tp_bytes_s = allreduces * 2 * (2 - 1) / 2 * 4096 * 2 / (450e9 * 0.8)
+    assert d.time_model.gamma_s_per_seq == pytest.approx(
+        2 * 8.03e9 / (2 * 989e12 * 0.5) + tp_bytes_s
+    )
     # a mixture of experts computes with its active parameters but stores all of them
     moe = derive(load_scenario(None, None, ("model.preset=qwen3-30b-a3b", "cluster.rollout_tp=2")))
-    assert moe.time_model.gamma_s_per_seq == pytest.approx(2 * 3.3e9 / (2 * 989e12 * 0.5))
+    assert moe.time_model.gamma_s_per_seq == pytest.approx(
+        2 * 3.3e9 / (2 * 989e12 * 0.5) + 2 * 48 * 2048 * 2 / (450e9 * 0.8)
+    )
     assert moe.weight_bytes == pytest.approx(30.5e9 * 2)
 
 
@@ -88,13 +96,13 @@ def test_weight_sync_over_nvlink_within_a_node_else_network() -> None:
     one_node = derive(
         load_scenario(None, None, ("cluster.rollout_engines=4", "cluster.learner_gpus=4"))
     )
-    assert one_node.sync_s == pytest.approx(weights / 900e9 + 0.5)
+    assert one_node.sync_s == pytest.approx(weights / 450e9 + 0.5)  # one way of 900 GB/s
     two_nodes = derive(
         load_scenario(None, None, ("cluster.rollout_engines=8", "cluster.learner_gpus=8"))
     )
     assert two_nodes.sync_s == pytest.approx(weights / 50e9 + 0.5)
     colocated = derive(load_scenario(None, "colocated", ()))
-    assert colocated.sync_s == pytest.approx(weights / 900e9 + 0.5)
+    assert colocated.sync_s == pytest.approx(weights / 450e9 + 0.5)
     assert colocated.learner_gpus == colocated.rollout_gpus == colocated.total_gpus == 16
 
 
