@@ -9,6 +9,7 @@ from typing import Any
 from stalesim.sim.hardware import GpuSpec
 from stalesim.sim.learner import LearnerCost, learner_cost
 from stalesim.sim.models import ModelSpec
+from stalesim.sim.modes import MODES
 from stalesim.sim.scenario import Scenario, check_feasible
 from stalesim.sim.time_model import DecodeTimeModel, from_coefficients, roofline
 from stalesim.sim.weight_sync import weight_sync_s
@@ -55,7 +56,7 @@ def derive(scenario: Scenario) -> Derived:
     gpu = scenario.hardware.spec()
     model = scenario.model.spec()
     cluster = scenario.cluster
-    colocated = scenario.algorithm.mode == "sync_colocated"
+    colocated = MODES[scenario.algorithm.mode].colocated
     tp = cluster.rollout_tp
     usable = tp * gpu.hbm_bytes * (1.0 - cluster.memory_reserve_fraction)
     kv_tokens = max(0, math.floor((usable - model.weight_bytes) / model.kv_bytes_per_token))
