@@ -13,8 +13,9 @@ groups of one optimizer step:
 * a share of the batch (``max_stale_fraction`` ``f``, verl's fully-async
   ``staleness_threshold``): at most ``(1 + f) * K * chunk`` ahead, ``K`` the publish
   interval: the engines may start ``f`` times the groups of one publication period beyond what
-  the current weights are for, and those are consumed later, off-policy. The age of a sample is
-  then not bounded; the learner consumes in completion order.
+  the current weights are for, and those are consumed later, off-policy: with ``f <= 1`` about
+  a share ``f`` of what the learner consumes comes from older weights. The learner consumes in
+  completion order and no age is guaranteed.
 
 New weights are published every ``publish_interval`` optimizer steps; they reach running
 engines in flight (PipelineRL) or after the engines drain.
