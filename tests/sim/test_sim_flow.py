@@ -180,8 +180,8 @@ def test_admission_limit_keeps_what_the_drop_filter_discards() -> None:
     """On a long-tailed workload the drop filter at S_max discards the slow groups; the
     admission limit alone consumes every group within S_max and trains on the long ones."""
     base = ("algorithm.mode=async", "algorithm.max_staleness=1", "algorithm.inflight_updates=true")
-    sc_f, filtered = small(*base, "algorithm.staleness_filter=1", steps=40)
-    sc_a, admitted = small(*base, steps=40)
+    _, filtered = small(*base, "algorithm.staleness_filter=1", steps=40)
+    _, admitted = small(*base, steps=40)
     dropped = filtered.samples.filter(pl.col("dropped_reason") == "staleness_filter")
     assert dropped.height > 0.03 * 40 * 64
     assert admitted.samples.filter(pl.col("dropped_reason") == "staleness_filter").height == 0
