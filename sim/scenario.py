@@ -185,6 +185,11 @@ class AlgorithmConfig(StrictModel):
     staleness_filter: int | None = Field(
         default=None, ge=0, le=1024, description="drop groups staler than this when consumed"
     )
+    consumption_order: Literal["completion", "deadline"] = Field(
+        default="completion",
+        description="async: take groups as they complete (a slow one may end up staler than "
+        "max_staleness), or earliest deadline first, waiting for late ones (never staler)",
+    )
     kv_cache_on_update: Literal["keep", "recompute"] | None = Field(
         default=None,
         description="a sequence that continues on new weights keeps its KV cache or recomputes "
@@ -270,6 +275,16 @@ def check_consistent(scenario: Scenario) -> None:
                 f"algorithm.{key} is for algorithm.mode=async (weights are loaded between "
                 f"batches in mode {algo.mode})"
             )
+    if algo.consumption_order == "deadline" and (
+        not spec.own_publication
+        or algo.max_stale_fraction is not None
+        or algo.staleness_filter is not None
+    ):
+        raise ConfigError(
+            "algorithm.consumption_order=deadline keeps the max_staleness admission limit "
+            "without dropping: it needs algorithm.mode=async with no algorithm.staleness_filter "
+            "and no algorithm.max_stale_fraction"
+        )
     k = algo.publish_interval or m
     if spec.own_publication and algo.max_stale_fraction is None and algo.max_staleness < k - 1:
         raise ConfigError(

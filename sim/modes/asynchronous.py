@@ -7,9 +7,11 @@ groups of one optimizer step:
 
 * versions (``max_staleness`` ``S``, AReaL's ``max_head_offpolicyness``): at most
   ``(S + 1) * chunk`` ahead, so every group has a consumption slot within ``S`` versions of
-  the weights that start it. Without a drop filter the learner then keeps the promise: it takes
-  groups earliest deadline first and waits for an unfinished one rather than let it go stale
-  (nothing is discarded, no consumed sample is staler than ``S``);
+  the weights that start it. The learner takes groups as they complete, so a slow group can
+  still be consumed later than that (nothing is discarded; an optional drop filter discards
+  what got staler anyway). With ``consumption_order=deadline`` the learner keeps the promise:
+  it takes groups earliest deadline first and waits for an unfinished one rather than let it
+  go stale (no consumed sample is staler than ``S``, at the cost of learner idle time);
 * a share of the batch (``max_stale_fraction`` ``f``, verl's fully-async
   ``staleness_threshold``): at most ``(1 + f) * K * chunk`` ahead, ``K`` the publish
   interval: the engines may start ``f`` times the groups of one publication period beyond what
@@ -45,7 +47,7 @@ def _start(c: Cluster) -> None:
     algo = c.scenario.algorithm
     chunk = c.chunk
     ahead = admission_ahead(c)
-    if algo.max_stale_fraction is None and algo.staleness_filter is None:
+    if algo.consumption_order == "deadline":
         c.consume_by_deadline(algo.max_staleness)
 
     def try_launch(now: float) -> bool:

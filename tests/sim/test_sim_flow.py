@@ -105,6 +105,7 @@ def test_streaming_async_raises_throughput_on_a_long_tailed_workload() -> None:
             "algorithm.mode=async",
             "algorithm.minibatches_per_step=4",
             "algorithm.max_staleness=4",
+            "algorithm.consumption_order=deadline",
             f"algorithm.streaming={str(streaming).lower()}",
             steps=30,
         )
@@ -177,19 +178,35 @@ def test_deadlines_hold_by_hand() -> None:
 
 
 def test_admission_limit_keeps_what_the_drop_filter_discards() -> None:
-    """On a long-tailed workload the drop filter at S_max discards the slow groups; the
-    admission limit alone consumes every group within S_max and trains on the long ones."""
+    """On a long-tailed workload with in-flight updates, a drop filter at S_max discards the
+    slow groups. The admission limit alone keeps them: consumed as they complete, part of them
+    end up staler than S_max; consumed by deadline, none does, and the learner waits for them."""
     base = ("algorithm.mode=async", "algorithm.max_staleness=1", "algorithm.inflight_updates=true")
-    _, filtered = small(*base, "algorithm.staleness_filter=1", steps=40)
-    _, admitted = small(*base, steps=40)
+    runs = {
+        name: small(*base, *extra, steps=40)
+        for name, extra in (
+            ("filter", ("algorithm.staleness_filter=1",)),
+            ("completion", ()),
+            ("deadline", ("algorithm.consumption_order=deadline",)),
+        )
+    }
+    filtered = runs["filter"][1]
     dropped = filtered.samples.filter(pl.col("dropped_reason") == "staleness_filter")
     assert dropped.height > 0.03 * 40 * 64
-    assert admitted.samples.filter(pl.col("dropped_reason") == "staleness_filter").height == 0
-    assert consumed(admitted)["staleness_max"].max() <= 1
-    kept = consumed(admitted)["response_tokens"].mean()
-    assert kept > consumed(filtered)["response_tokens"].mean()
     # the filter discards the long tail: its dropped samples are longer than what it keeps
     assert dropped["response_tokens"].mean() > consumed(filtered)["response_tokens"].mean()
+    rates = {}
+    for name in ("completion", "deadline"):
+        sc, trace = runs[name]
+        assert trace.samples["dropped_reason"].is_in(["staleness_filter"]).sum() == 0
+        assert (
+            consumed(trace)["response_tokens"].mean() > consumed(filtered)["response_tokens"].mean()
+        )
+        rates[name] = summarize(trace, sc, 40, 0)["throughput"]["samples_per_s"]
+    late = consumed(runs["completion"][1])["staleness_max"]
+    assert late.max() > 1 and 0 < float((late > 1).mean()) < 0.5
+    assert consumed(runs["deadline"][1])["staleness_max"].max() == 1
+    assert rates["deadline"] < rates["completion"]
 
 
 def test_stale_fraction_zero_is_the_on_policy_admission_limit() -> None:
@@ -360,6 +377,10 @@ def test_a_mode_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
             "allowed: >= 3",
         ),
         (("algorithm.kv_cache_on_update=recompute",), "needs sequences that continue"),
+        (
+            ("algorithm.consumption_order=deadline", "algorithm.staleness_filter=3"),
+            "consumption_order=deadline keeps",
+        ),
         (("algorithm.dynamic_sampling=true", "workload.group_size=1"), "group_size >= 2"),
         (
             (
