@@ -269,6 +269,11 @@ def check_consistent(scenario: Scenario) -> None:
         raise ConfigError(
             f"algorithm.inflight_updates=true needs algorithm.mode=async, not {algo.mode}"
         )
+    if algo.streaming and spec.colocated:
+        raise ConfigError(
+            f"algorithm.streaming=true cannot overlap training with generation in mode "
+            f"{algo.mode}: its learner and engines share the same GPUs"
+        )
     for key in ("publish_interval", "max_stale_fraction"):
         if getattr(algo, key) is not None and not spec.own_publication:
             raise ConfigError(

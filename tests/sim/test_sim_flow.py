@@ -377,6 +377,7 @@ def test_a_mode_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
             "allowed: >= 3",
         ),
         (("algorithm.kv_cache_on_update=recompute",), "needs sequences that continue"),
+        (("algorithm.mode=sync_colocated", "algorithm.streaming=true"), "share the same GPUs"),
         (
             ("algorithm.consumption_order=deadline", "algorithm.staleness_filter=3"),
             "consumption_order=deadline keeps",
