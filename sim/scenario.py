@@ -290,13 +290,8 @@ def check_consistent(scenario: Scenario) -> None:
             "without dropping: it needs algorithm.mode=async with no algorithm.staleness_filter "
             "and no algorithm.max_stale_fraction"
         )
-    k = algo.publish_interval or m
-    if spec.own_publication and algo.max_stale_fraction is None and algo.max_staleness < k - 1:
-        raise ConfigError(
-            f"algorithm.max_staleness={algo.max_staleness} is below algorithm.publish_interval"
-            f"-1={k - 1}: a group's weights stay current for {k} versions, so no group could be "
-            f"admitted for the last of them; allowed: >= {k - 1}"
-        )
+    if spec.check is not None:
+        spec.check(scenario)
     if algo.kv_cache_on_update is not None and not (spec.preempts or algo.inflight_updates):
         raise ConfigError(
             f"algorithm.kv_cache_on_update={algo.kv_cache_on_update} needs sequences that "

@@ -28,10 +28,50 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from stalesim.sim.config_file import ConfigError
 from stalesim.sim.modes.base import ModeSpec
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
+    from stalesim.sim.scenario import Scenario
+
+
+def learner_lead(minibatches: int, interval: int, streaming: bool) -> int:
+    """How many versions past the weights the engines hold the learner can ask for a chunk.
+
+    Streaming, it takes chunk ``v`` after publishing ``floor(v/K)*K``: up to ``K-1`` ahead.
+    Taking a whole batch of ``M`` chunks at version ``v0 = s*M`` before training, it is at
+    most ``v0 mod K`` past the last publication and needs ``M-1`` more; ``s*M mod K`` reaches
+    ``K - gcd(M, K)``.
+    """
+    if streaming:
+        return interval - 1
+    return minibatches - 1 + interval - math.gcd(minibatches, interval)
+
+
+def check(scenario: Scenario) -> None:
+    """An admission limit that could never admit the groups the learner waits for would stall
+    the run: refuse it."""
+    algo = scenario.algorithm
+    m = algo.minibatches_per_step
+    k = algo.publish_interval or m
+    lead = learner_lead(m, k, algo.streaming)
+    how = "streaming" if algo.streaming else "taking whole batches"
+    if algo.max_stale_fraction is None:
+        if algo.max_staleness < lead:
+            raise ConfigError(
+                f"algorithm.max_staleness={algo.max_staleness}: a learner {how} with "
+                f"minibatches_per_step={m} and publish_interval={k} needs chunks up to {lead} "
+                f"versions past the engines' weights, which could never be admitted; "
+                f"allowed: >= {lead}"
+            )
+    elif (1.0 + algo.max_stale_fraction) * k + 1e-9 < lead + 1:
+        least = (lead + 1) / k - 1.0
+        raise ConfigError(
+            f"algorithm.max_stale_fraction={algo.max_stale_fraction:g}: a learner {how} with "
+            f"minibatches_per_step={m} and publish_interval={k} needs {lead + 1} chunks ahead "
+            f"of the engines' weights; allowed: >= {least:g}"
+        )
 
 
 def admission_ahead(c: Cluster) -> int:
@@ -86,4 +126,5 @@ ASYNC = ModeSpec(
     start=_start,
     inflight_updates=True,
     own_publication=True,
+    check=check,
 )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
+    from stalesim.sim.scenario import Scenario
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ModeSpec:
     inflight_updates: bool = False  # allows algorithm.inflight_updates
     own_publication: bool = False  # publishes weights itself (publish interval, stale bounds)
     preempts: bool = False  # resumes unfinished sequences (partial rollouts)
+    check: Callable[[Scenario], None] | None = None  # raises ConfigError for what cannot run
 
 
 def replace_dropped(c: Cluster) -> None:

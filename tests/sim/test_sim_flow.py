@@ -4,6 +4,8 @@ then the direction and size each mechanism moves a prediction."""
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 import pytest
 import simpy
@@ -376,6 +378,22 @@ def test_a_mode_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
             ("algorithm.minibatches_per_step=4", "algorithm.max_staleness=1"),
             "allowed: >= 3",
         ),
+        (
+            (
+                "algorithm.minibatches_per_step=4",
+                "algorithm.publish_interval=2",
+                "algorithm.max_staleness=2",
+            ),
+            "allowed: >= 3",
+        ),
+        (
+            (
+                "algorithm.minibatches_per_step=4",
+                "algorithm.publish_interval=1",
+                "algorithm.max_stale_fraction=1",
+            ),
+            "allowed: >= 3",
+        ),
         (("algorithm.kv_cache_on_update=recompute",), "needs sequences that continue"),
         (("algorithm.mode=sync_colocated", "algorithm.streaming=true"), "share the same GPUs"),
         (
@@ -397,3 +415,39 @@ def test_a_mode_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_flow_keys_are_checked(overrides: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_scenario(None, None, overrides)
+
+
+@pytest.mark.parametrize(
+    ("m", "k", "streaming", "inflight", "policy"),
+    [
+        (1, 1, False, False, "blocking"),
+        (2, 1, True, False, "overlapped"),
+        (2, 3, False, False, "overlapped"),
+        (2, 2, True, True, "blocking"),
+        (4, 1, True, True, "overlapped"),
+        (4, 2, False, True, "blocking"),
+        (4, 4, True, False, "blocking"),
+    ],
+)
+def test_deadline_order_never_stalls_and_keeps_the_bound(
+    m: int, k: int, streaming: bool, inflight: bool, policy: str
+) -> None:
+    """Whatever the chunking and publication, the learner consuming by deadline finishes its
+    steps (never waits forever) and no consumed group is staler than the admission limit."""
+    s_max = (k - 1 if streaming else m - 1 + k - math.gcd(m, k)) + 1
+    _, trace = small(
+        "algorithm.mode=async",
+        f"algorithm.minibatches_per_step={m}",
+        f"algorithm.publish_interval={k}",
+        f"algorithm.streaming={str(streaming).lower()}",
+        f"algorithm.inflight_updates={str(inflight).lower()}",
+        f"algorithm.max_staleness={s_max}",
+        "algorithm.consumption_order=deadline",
+        "algorithm.dynamic_sampling=true",
+        f"weight_sync.pause_policy={policy}",
+        steps=10,
+    )
+    used = consumed(trace)
+    assert trace.steps.height == 10 and used.height == 10 * 64
+    assert used["staleness_max"].max() <= s_max
+    assert (used["behaviour_version_min"] % k == 0).all()
