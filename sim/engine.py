@@ -246,14 +246,6 @@ class Engine:
         elif self._advance(now):
             self._boundary(now, limit)
 
-    def kv_needed(self, sid: int) -> int:
-        """KV-cache tokens that admitting ``sid`` reserves (its prompt unless shared here)."""
-        pool = self.pool
-        rec = pool.rec
-        if pool.prefix_caching and sid // pool.group_size in self.prefix:
-            return rec.s_len[sid]
-        return rec.s_prompt[sid] + rec.s_len[sid]
-
     def admit(self, sid: int, now: float) -> int:
         """Start (or resume) ``sid`` at the current boundary ``it0``; return the tokens whose
         KV cache it computes (the caller charges the prefill once for the whole admission)."""
@@ -381,6 +373,10 @@ class RolloutPool:
         free = min(self.slots - engine.b, limit)
         if free <= 0:
             return
+        rec = self.rec
+        s_prompt, s_len = rec.s_prompt, rec.s_len
+        shared = engine.prefix if self.prefix_caching else None
+        group_size = self.group_size
         prefill_tokens = 0
         launched = False
         while free:
@@ -389,7 +385,11 @@ class RolloutPool:
                     break
                 launched = True
             sid = pending[0]
-            if engine.kv_needed(sid) > engine.kv_free:
+            # KV tokens it reserves: its prompt's only when no sample of its group holds them
+            need = s_len[sid]
+            if shared is None or sid // group_size not in shared:
+                need += s_prompt[sid]
+            if need > engine.kv_free:
                 break
             pending.popleft()
             prefill_tokens += engine.admit(sid, now)
