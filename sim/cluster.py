@@ -245,9 +245,13 @@ class Cluster:
         for g in groups:
             first = g * G
             prompt = s_prompt[first]
-            for n in s_len[first : first + G]:
-                tokens += prompt + n
-                sq_context_tokens += (prompt + n) * (prompt + n)
+            lengths = s_len[first : first + G]
+            generated = sum(lengths)
+            tokens += G * prompt + generated
+            # sum of (prompt + n)^2 over the group, expanded
+            sq_context_tokens += (
+                G * prompt * prompt + 2 * prompt * generated + sum([n * n for n in lengths])
+            )
         return tokens, sq_context_tokens
 
     # ---- cost block: what one optimizer step's work costs, as (busy kind, seconds) --------

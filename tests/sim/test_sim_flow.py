@@ -451,3 +451,18 @@ def test_deadline_order_never_stalls_and_keeps_the_bound(
     assert trace.steps.height == 10 and used.height == 10 * 64
     assert used["staleness_max"].max() <= s_max
     assert (used["behaviour_version_min"] % k == 0).all()
+
+
+def test_chunk_size_counts_tokens_and_squared_context() -> None:
+    """The learner's per-chunk inputs to the cost block: tokens and sum of (prompt+response)^2."""
+    from stalesim.sim.cluster import Cluster
+    from stalesim.sim.derived import derive
+
+    sc = load_scenario(None, None, SMALL)
+    cluster = Cluster(sc, derive(sc), 1, 3)
+    cluster.launch(5, 0.0)
+    rec = cluster.rec
+    groups = [0, 2, 4]
+    sids = [g * 4 + i for g in groups for i in range(4)]
+    lengths = [rec.s_prompt[i] + rec.s_len[i] for i in sids]
+    assert cluster._chunk_size(groups) == (sum(lengths), sum(n * n for n in lengths))
