@@ -15,6 +15,7 @@ from stalesim.sim.buffer import Buffer
 from stalesim.sim.derived import Derived
 from stalesim.sim.engine import RolloutPool
 from stalesim.sim.lengths import sample_group_lengths
+from stalesim.sim.modes import MODES
 from stalesim.sim.scenario import Scenario
 from stalesim.sim.trace import TraceRecorder
 
@@ -107,9 +108,10 @@ class Cluster:
         self.rec = TraceRecorder(group_size=self.G)
         self.source = GroupSource(scenario, seed)
         self.buffer = Buffer(self.env, self.rec)
-        kv_policy = algo.kv_cache_on_update or (
-            "recompute" if algo.mode == "partial_rollout" else "keep"
-        )
+        preempts = MODES[algo.mode].preempts
+        # resumed partial rollouts recompute by default (their KV left the engine); in-flight
+        # updates keep it (PipelineRL)
+        kv_policy = algo.kv_cache_on_update or ("recompute" if preempts else "keep")
         self.pool = RolloutPool(
             self.env,
             self.rec,
@@ -119,7 +121,7 @@ class Cluster:
             time_model=derived.time_model,
             inflight=algo.inflight_updates,
             on_group_complete=self._group_complete,
-            round_budget=algo.round_token_budget if algo.mode == "partial_rollout" else None,
+            round_budget=algo.round_token_budget if preempts else None,
             prefix_caching=scenario.cluster.prefix_caching,
             recompute_kv=kv_policy == "recompute",
         )
