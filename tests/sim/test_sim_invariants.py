@@ -165,8 +165,23 @@ def test_no_sample_is_lost(mode: str) -> None:
     assert finished == trace.info["samples_finished"]
 
 
-def test_littles_law_on_the_buffer_and_the_whole_system() -> None:
-    scenario, trace = run("algorithm.mode=async", "algorithm.max_staleness=4", steps=150)
+@pytest.mark.parametrize(
+    "flow",
+    [
+        (),
+        (
+            "algorithm.minibatches_per_step=4",
+            "algorithm.max_staleness=12",
+            "algorithm.streaming=true",
+            "algorithm.publish_interval=1",
+            "algorithm.dynamic_sampling=true",
+        ),
+    ],
+    ids=["batch", "streaming-dynamic-sampling"],
+)
+def test_littles_law_on_the_buffer_and_the_whole_system(flow: tuple[str, ...]) -> None:
+    # a discarded group (dynamic sampling) leaves when it completes: a stay of zero
+    scenario, trace = run("algorithm.mode=async", "algorithm.max_staleness=4", *flow, steps=150)
     summary = summarize(trace, scenario, 150, 0)
     start = summary["warmup_s"]
     end = start + summary["measured_window_s"]
