@@ -293,6 +293,7 @@ def test_inflight_update_keeps_or_recomputes_the_kv_cache(policy: str) -> None:
     assert second["finish_s"] == pytest.approx(resume + decode(L - n, P + n), rel=1e-12)
     # sequence 2 takes version 2 the same way (same timeline shifted): two recomputes
     assert trace.info["kv_recompute_s"] == pytest.approx(2 * recompute, rel=1e-12)
+    assert summarize(trace, sc, 2, 0)["kv_recompute_s"] == trace.info["kv_recompute_s"]
     assert second["behaviour_version_min"] == 0 and second["behaviour_version_max"] == 1
 
 
