@@ -116,7 +116,7 @@ def simulate(
 
 @click.command()
 def presets() -> None:
-    """List the built-in scenarios, model presets and GPUs."""
+    """List the built-in scenarios, modes, model presets and GPUs."""
     from rich.console import Console
     from rich.table import Table
     from stalesim.sim.hardware import CATALOG
@@ -130,6 +130,14 @@ def presets() -> None:
     for name in preset_names():
         scenarios.add_row(name, preset_description(name))
     console.print(scenarios)
+    from stalesim.sim.modes import MODES
+
+    modes = Table(title="modes (algorithm.mode)")
+    modes.add_column("mode", no_wrap=True)
+    modes.add_column("what runs when")
+    for name, spec in MODES.items():
+        modes.add_row(name, spec.summary)
+    console.print(modes)
     models = Table(title="models (model.preset)")
     for column in ("preset", "params", "active", "layers", "KV heads", "head dim", "KV KiB/token"):
         models.add_column(column, justify="right" if column != "preset" else "left", no_wrap=True)

@@ -15,21 +15,33 @@ from stalesim.sim.buffer import Buffer
 from stalesim.sim.derived import Derived
 from stalesim.sim.engine import RolloutPool
 from stalesim.sim.lengths import sample_group_lengths
+from stalesim.sim.modes import MODES
 from stalesim.sim.scenario import Scenario
 from stalesim.sim.trace import TraceRecorder
 
 Progress = Callable[[int, int], None]
 CHUNK_GROUPS = 1024
+ZERO_VARIANCE = "zero_variance"
+STALENESS_FILTER = "staleness_filter"
 
 
 class GroupSource:
-    """Prompts and their ``G`` response lengths, drawn a chunk at a time from one generator."""
+    """Prompts, their ``G`` response lengths and whether their rewards are all equal.
 
-    def __init__(self, scenario: Scenario, rng: np.random.Generator) -> None:
+    Lengths are drawn a chunk at a time from one generator; reward uniformity (dynamic
+    sampling) from a second one, so that switching it on leaves the lengths unchanged. With
+    ``response_growth_per_step`` the response lengths of a group launched after ``k`` learner
+    steps are scaled by ``1 + growth * k`` (reasoning runs lengthen their answers as they train).
+    """
+
+    def __init__(self, scenario: Scenario, seed: int) -> None:
         self.work = scenario.workload
-        self.rng = rng
+        self.rng = np.random.default_rng(seed)
+        self.reward_rng = np.random.default_rng([seed, 1])
+        self.dynamic_sampling = scenario.algorithm.dynamic_sampling
         self._prompts: list[int] = []
         self._responses: list[list[int]] = []
+        self._uniform: list[bool] = []
         self._next = 0
 
     def _refill(self) -> None:
@@ -47,14 +59,27 @@ class GroupSource:
         )
         self._prompts = prompts[:, 0].tolist()
         self._responses = responses.tolist()
+        if self.dynamic_sampling:
+            self._uniform = w.pass_rate.sample_uniform(
+                self.reward_rng, CHUNK_GROUPS, w.group_size
+            ).tolist()
+        else:
+            self._uniform = [False] * CHUNK_GROUPS
         self._next = 0
 
-    def next(self) -> tuple[int, list[int]]:
+    def next(self, steps_done: int = 0) -> tuple[int, list[int], bool]:
+        """The next prompt's length, its responses' lengths and whether its rewards are all
+        equal, for a group launched after ``steps_done`` learner steps."""
         if self._next == len(self._prompts):
             self._refill()
         i = self._next
         self._next += 1
-        return self._prompts[i], self._responses[i]
+        responses = self._responses[i]
+        growth = self.work.response_growth_per_step
+        if growth and steps_done:
+            scale, cap = 1.0 + growth * steps_done, self.work.max_response_tokens
+            responses = [min(cap, max(1, round(n * scale))) for n in responses]
+        return self._prompts[i], responses, self._uniform[i]
 
 
 class Cluster:
@@ -77,9 +102,16 @@ class Cluster:
         self.B = work.prompts_per_step
         self.G = work.group_size
         self.M = algo.minibatches_per_step
+        self.chunk = self.B // self.M  # groups per optimizer step: the consumption chunk
+        self.K = algo.publish_interval or self.M  # optimizer steps between publications
+        self.streaming = algo.streaming
         self.rec = TraceRecorder(group_size=self.G)
-        self.source = GroupSource(scenario, np.random.default_rng(seed))
+        self.source = GroupSource(scenario, seed)
         self.buffer = Buffer(self.env, self.rec)
+        preempts = MODES[algo.mode].preempts
+        # resumed partial rollouts recompute by default (their KV left the engine); in-flight
+        # updates keep it (PipelineRL)
+        kv_policy = algo.kv_cache_on_update or ("recompute" if preempts else "keep")
         self.pool = RolloutPool(
             self.env,
             self.rec,
@@ -89,34 +121,66 @@ class Cluster:
             time_model=derived.time_model,
             inflight=algo.inflight_updates,
             on_group_complete=self._group_complete,
-            round_budget=algo.round_token_budget if algo.mode == "partial_rollout" else None,
+            round_budget=algo.round_token_budget if preempts else None,
+            prefix_caching=scenario.cluster.prefix_caching,
+            recompute_kv=kv_policy == "recompute",
         )
         self.trained = [self.env.event() for _ in range(steps)]
         self.batch_ready = [self.env.event() for _ in range(steps)]
+        self.steps_done = 0
         self.launched = 0
-        self.dropped = 0
+        self.dropped = 0  # groups dropped by the staleness filter or discarded (zero variance)
         self.on_drop: Callable[[float, int], None] | None = None
-        self.after_step: Callable[[int, float], None] | None = None
+        self.on_publish: Callable[[int, float], None] | None = None
         self._all_complete: simpy.Event | None = None
-        bounds = []
-        if algo.mode == "async":
-            bounds.append((algo.max_staleness, "max_staleness"))
-        if algo.staleness_filter is not None:
-            bounds.append((algo.staleness_filter, "staleness_filter"))
-        self.bound = min(bounds) if bounds else None
+        self.dynamic_sampling = algo.dynamic_sampling
+        self.uniform_rewards: list[bool] = []
+        self.filter = algo.staleness_filter
+        # consumption deadlines (admission limit kept by the learner): the lower bound of each
+        # group's deadline, and how many unfinished groups have each lower bound
+        self.deadline_slack: int | None = None
+        self.g_deadline_floor: list[int] = []
+        self.in_flight_deadlines: dict[int, int] = {}
         self.blocking = scenario.weight_sync.pause_policy == "blocking"
+
+    def consume_by_deadline(self, max_staleness: int) -> None:
+        """Make the learner consume every group within ``max_staleness`` versions of the
+        oldest weights that generated it (called by the mode before anything is launched)."""
+        self.deadline_slack = max_staleness
 
     # -- groups ---------------------------------------------------------------------------
     def launch(self, count: int, now: float) -> None:
         """Launch ``count`` new groups: their samples join the pool's queue."""
         rec, pool, source = self.rec, self.pool, self.source
+        slack = self.deadline_slack
         for _ in range(count):
-            prompt, responses = source.next()
-            pool.add_group(rec.add_group(now, prompt, responses))
+            prompt, responses, uniform = source.next(self.steps_done)
+            g = rec.add_group(now, prompt, responses)
+            self.uniform_rewards.append(uniform)
+            if slack is not None:
+                floor = pool.min_version + slack
+                self.g_deadline_floor.append(floor)
+                self.in_flight_deadlines[floor] = self.in_flight_deadlines.get(floor, 0) + 1
+            pool.add_group(g)
         self.launched += count
 
     def _group_complete(self, group: int, now: float) -> None:
-        self.buffer.put(group, now)
+        rec = self.rec
+        key = 0
+        if self.deadline_slack is not None:
+            floor = self.g_deadline_floor[group]
+            self.in_flight_deadlines[floor] -= 1
+            if not self.in_flight_deadlines[floor]:
+                del self.in_flight_deadlines[floor]
+            key = rec.g_vmin[group] + self.deadline_slack
+        if self.dynamic_sampling and self.uniform_rewards[group]:
+            rec.g_drop[group] = ZERO_VARIANCE
+            rec.g_removed_s[group] = now
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(now, 1)
+        else:
+            self.buffer.put(group, now, key)
         if self._all_complete is not None and self.pool.open_groups == 0:
             event, self._all_complete = self._all_complete, None
             event.succeed()
@@ -144,73 +208,149 @@ class Cluster:
             self.pool.load_all(version, env.now, 0.0)
 
     # -- learner --------------------------------------------------------------------------
-    def learner(self) -> Generator:
-        """Take ``B`` groups, then per mini-batch one optimizer step (each one a version) with
-        its phases (old-policy and reference forward passes, update), then publish the
-        weights; a colocated learner first switches the GPUs from generating to training."""
-        env, rec, buffer = self.env, self.rec, self.buffer
-        B, G, M = self.B, self.G, self.M
-        per_minibatch = B // M
-        cost, sync_s = self.derived.learner, self.derived.sync_s
-        s_prompt, s_len = rec.s_prompt, rec.s_len
-        free_since = 0.0
-        for step in range(self.steps):
-            batch: list[int] = []
-            while len(batch) < B:
-                need = B - len(batch)
-                if len(buffer) < need:
-                    yield buffer.wait_for(need)
-                dropped = 0
-                for g in buffer.take(need, env.now):
-                    rec.g_removed_s[g] = env.now
-                    version = step * M + len(batch) // per_minibatch
-                    if self.bound is not None and version - rec.g_vmin[g] > self.bound[0]:
-                        rec.g_drop[g] = self.bound[1]
-                        self.dropped += 1
-                        dropped += 1
-                        continue
-                    rec.g_step[g] = step
-                    rec.g_version[g] = version
-                    batch.append(g)
-                if dropped and self.on_drop is not None:
+    def _take_chunk(self, version: int) -> Generator:
+        """Wait for and take the groups that ``version`` (one optimizer step) consumes.
+
+        A drop filter discards groups staler than its bound as they are taken (they are
+        replaced by later ones). Under consumption deadlines the learner takes groups earliest
+        deadline first and waits while taking now would make a group miss its deadline.
+        """
+        env, rec, buffer, chunk = self.env, self.rec, self.buffer, self.chunk
+        taken: list[int] = []
+        while len(taken) < chunk:
+            need = chunk - len(taken)
+            if len(buffer) < need:
+                yield buffer.wait_for(need)
+            if self.deadline_slack is not None:
+                while not buffer.deadlines_hold(need, version, chunk, self.in_flight_deadlines):
+                    yield buffer.wait_for(len(buffer) + 1)
+            dropped = 0
+            for g in buffer.take(need, env.now):
+                rec.g_removed_s[g] = env.now
+                if self.filter is not None and version - rec.g_vmin[g] > self.filter:
+                    rec.g_drop[g] = STALENESS_FILTER
+                    dropped += 1
+                    continue
+                rec.g_version[g] = version
+                taken.append(g)
+            if dropped:
+                self.dropped += dropped
+                if self.on_drop is not None:
                     self.on_drop(env.now, dropped)
-            self.batch_ready[step].succeed()
-            start = env.now
-            work_mb = []
+        return taken
+
+    def _chunk_size(self, groups: list[int]) -> tuple[int, int]:
+        """Tokens of the chunk's sequences (prompt + response) and the sum of their squares
+        (attention work grows with the square of a sequence's length)."""
+        G, s_prompt, s_len = self.G, self.rec.s_prompt, self.rec.s_len
+        tokens = sq_context_tokens = 0
+        for g in groups:
+            first = g * G
+            prompt = s_prompt[first]
+            lengths = s_len[first : first + G]
+            generated = sum(lengths)
+            tokens += G * prompt + generated
+            # sum of (prompt + n)^2 over the group, expanded
+            sq_context_tokens += (
+                G * prompt * prompt + 2 * prompt * generated + sum([n * n for n in lengths])
+            )
+        return tokens, sq_context_tokens
+
+    # ---- cost block: what one optimizer step's work costs, as (busy kind, seconds) --------
+    def _chunk_phases(self, tokens: int, sq_context_tokens: int) -> list[tuple[str, float]]:
+        """The learner's phases for one consumption chunk (old-policy and reference forward
+        passes, then the update that makes a new version, always last)."""
+        return self.derived.learner.step_phases(tokens, sq_context_tokens)
+
+    # ---------------------------------------------------------------------------------------
+
+    def learner(self) -> Generator:
+        """Consume ``B`` groups per learner step in ``M`` chunks, one optimizer step (one
+        version) each, and publish the weights every ``K`` optimizer steps.
+
+        Batch consumption waits for the whole batch, runs the forward passes of every chunk,
+        then the updates (verl, AReaL). Streaming consumption takes each chunk as soon as it
+        has arrived and trains on it while later groups are still generating (PipelineRL).
+        """
+        env, M = self.env, self.M
+        for step in range(self.steps):
+            waited = 0.0
+            start = math.nan
+            tokens = 0
+            unit: list[tuple[list[int], list[tuple[str, float]]]] = []
             for m in range(M):
-                total = sq = 0
-                for g in batch[m * per_minibatch : (m + 1) * per_minibatch]:
-                    first = g * G
-                    prompt = s_prompt[first]
-                    for length in s_len[first : first + G]:
-                        total += prompt + length
-                        sq += (prompt + length) * (prompt + length)
-                    rec.g_consumed_s[g] = start
-                work_mb.append((total, sq))
-            tokens = sum(total for total, _ in work_mb)
-            if cost.switch_s > 0:
-                rec.busy("learner", 0, "switch", env.now, env.now + cost.switch_s)
-                yield env.timeout(cost.switch_s)
-            for total, sq in work_mb:
-                for phase, seconds in cost.step_phases(total, sq):
-                    rec.busy("learner", 0, phase, env.now, env.now + seconds)
+                since = env.now
+                groups = yield from self._take_chunk(step * M + m)
+                waited += env.now - since
+                size = self._chunk_size(groups)
+                tokens += size[0]
+                unit.append((groups, self._chunk_phases(*size)))
+                if not self.streaming and m < M - 1:
+                    continue
+                if m == M - 1:
+                    self.batch_ready[step].succeed()
+                if start != start:
+                    start = env.now
+                yield from self._train(
+                    step, step * M + m + 1 - len(unit), unit, start, waited, tokens
+                )
+                unit = []
+
+    def _train(
+        self,
+        step: int,
+        first_version: int,
+        unit: list[tuple[list[int], list[tuple[str, float]]]],
+        start: float,
+        waited: float,
+        tokens: int,
+    ) -> Generator:
+        """Run the forward passes of the unit's chunks, then one update per chunk; close the
+        learner step after its last update and publish every ``K`` versions."""
+        env, rec, M, K = self.env, self.rec, self.M, self.K
+        now = env.now
+        for groups, _ in unit:
+            for g in groups:
+                rec.g_step[g] = step
+                rec.g_consumed_s[g] = now
+        switch_s = self.derived.learner.switch_s
+        if switch_s > 0 and first_version == step * M:
+            # colocated: the GPUs switch from generating to training once per learner step
+            rec.busy("learner", 0, "switch", env.now, env.now + switch_s)
+            yield env.timeout(switch_s)
+        for _, phases in unit:
+            for kind, seconds in phases[:-1]:
+                if seconds > 0:
+                    rec.busy("learner", 0, kind, env.now, env.now + seconds)
                     yield env.timeout(seconds)
+        for i, (_, phases) in enumerate(unit):
+            kind, seconds = phases[-1]
+            rec.busy("learner", 0, kind, env.now, env.now + seconds)
+            yield env.timeout(seconds)
+            version = first_version + i + 1
             end = env.now
-            rec.step_start.append(start)
-            rec.step_end.append(end)
-            rec.step_idle.append(start - free_since)
-            rec.step_v0.append(step * M)
-            rec.step_v1.append((step + 1) * M)
-            rec.step_tokens.append(tokens)
-            self.trained[step].succeed(end)
-            if self.after_step is not None:
-                self.after_step(step, end)
-            if self.progress is not None:
-                self.progress(step + 1, self.steps)
-            rec.busy("learner", 0, "sync", end, end + sync_s)
-            if self.blocking and step + 1 < self.steps:
-                yield env.timeout(sync_s)
-            free_since = env.now
+            if version == (step + 1) * M:
+                rec.step_start.append(start)
+                rec.step_end.append(end)
+                rec.step_idle.append(waited)
+                rec.step_v0.append(step * M)
+                rec.step_v1.append(version)
+                rec.step_tokens.append(tokens)
+                self.steps_done = step + 1
+                self.trained[step].succeed(end)
+                if self.progress is not None:
+                    self.progress(step + 1, self.steps)
+            if version % K == 0:
+                yield from self._publish(version, end)
+
+    def _publish(self, version: int, end: float) -> Generator:
+        """Send ``version`` to the engines; a blocking transfer holds the learner too."""
+        sync_s = self.derived.sync_s
+        self.rec.busy("learner", 0, "sync", end, end + sync_s)
+        if self.on_publish is not None:
+            self.on_publish(version, end)
+        if self.blocking and version < self.steps * self.M:
+            yield self.env.timeout(sync_s)
 
     def groups_in_flight_target(self, overprovision: float) -> int:
         return math.ceil(self.B * (1.0 + overprovision))

@@ -16,23 +16,17 @@ from stalesim.sim.learner import (
     optimizer_step_s,
 )
 from stalesim.sim.models import ModelSpec
+from stalesim.sim.modes import MODES
 from stalesim.sim.scenario import AlgorithmConfig, Scenario, check_feasible
 from stalesim.sim.time_model import DecodeTimeModel, from_coefficients, roofline
 from stalesim.sim.weight_sync import weight_sync_s
-
-#: Modes whose usual recipe recomputes the old policy's log-probs with the trainer: verl's and
-#: OpenRLHF's PPO/GRPO trainers recompute them (the inference engine's log-probs differ
-#: numerically from the trainer's), and so do one-step-off and partial-rollout trainers built
-#: on them. Asynchronous trainers with a decoupled objective reuse the log-probs the rollout
-#: engine returned as the behaviour policy's (PipelineRL, prime-rl), so ``async`` skips it.
-RECOMPUTES_OLD_LOGPROBS = ("sync_colocated", "sync", "one_step", "partial_rollout")
 
 
 def old_logprob_pass(algorithm: AlgorithmConfig) -> bool:
     """Whether the learner runs the old-policy forward pass: as set, or the mode's recipe."""
     if algorithm.old_logprob_pass is not None:
         return algorithm.old_logprob_pass
-    return algorithm.mode in RECOMPUTES_OLD_LOGPROBS
+    return MODES[algorithm.mode].recomputes_old_logprobs
 
 
 @dataclass(frozen=True)
@@ -75,7 +69,7 @@ def derive(scenario: Scenario) -> Derived:
     model = scenario.model.spec()
     cluster = scenario.cluster
     algo = scenario.algorithm
-    colocated = algo.mode == "sync_colocated"
+    colocated = MODES[algo.mode].colocated
     tp = cluster.rollout_tp
     rollout_gpus = cluster.rollout_engines * tp
     learner_gpus = rollout_gpus if colocated else cluster.learner_gpus
@@ -129,7 +123,7 @@ def derive_learner(scenario: Scenario, gpu: GpuSpec, model: ModelSpec, gpus: int
     cluster, algo = scenario.cluster, scenario.algorithm
     efficiency = dp_efficiency(gpus, gpu.gpus_per_node, cluster.learner_dp_scaling)
     switch_s = 0.0
-    if algo.mode == "sync_colocated":
+    if MODES[algo.mode].colocated:
         switch_s = colocated_switch_s(
             gpu,
             model,

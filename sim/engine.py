@@ -9,8 +9,12 @@ the time to reach it is the closed-form sum of the linear iteration times
 (:mod:`stalesim.sim.time_model`): one simulation event per completion, none per token.
 
 New sequences and new weights join at iteration boundaries. Admitting sequences costs their
-prefill; loading weights costs a stall. The :class:`RolloutPool` holds the engines and the FIFO
-queue of samples waiting for an engine.
+prefill; with prefix caching the samples of one group on one engine share their prompt's
+prefill and KV cache (computed by the first, kept while any of them is live). Loading weights
+costs a stall; a sequence that continues on new weights (in-flight update, resumed partial
+rollout) either keeps its KV cache as if the new weights had computed it, or recomputes it,
+charged as prefill. The :class:`RolloutPool` holds the engines and the FIFO queue of samples
+waiting for an engine.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Engine:
         self.next_version = NO_VERSION
         self.switch_stall_until = 0.0
         self.switch_stall_s = 0.0
+        self.prefix: dict[int, int] = {}  # group -> its live samples here (shared prompt KV)
 
     # -- time ---------------------------------------------------------------------------
     def _iterations_s(self, n: int) -> float:
@@ -111,7 +116,17 @@ class Engine:
         done = rec.s_done[sid]
         self.b -= 1
         self.dsum -= prompt + done - start_it
-        self.kv_free += prompt + rec.s_len[sid]
+        self.kv_free += rec.s_len[sid]
+        if self.pool.prefix_caching:
+            g = sid // self.pool.group_size
+            sharing = self.prefix[g] - 1
+            if sharing:
+                self.prefix[g] = sharing
+            else:
+                del self.prefix[g]
+                self.kv_free += prompt
+        else:
+            self.kv_free += prompt
         tokens = end_it - start_it
         rec.s_done[sid] = done + tokens
         if tokens <= 0:
@@ -153,11 +168,26 @@ class Engine:
                 self.span_start = stall_until
             rec.busy("rollout", self.index, "sync", self.t0, stall_until)
             self.t0 = stall_until
+        if self.b and self.pool.recompute_kv:
+            self._recompute_kv()
         self.version = version
         self.hist_it.append(self.it0)
         self.hist_v.append(version)
         self.next_version = NO_VERSION
         self.pool.version_changed()
+
+    def _recompute_kv(self) -> None:
+        """Recompute the KV cache of every live sequence under new weights: its prompt (once
+        per group when shared) and its generated tokens, as prefill."""
+        rec = self.pool.rec
+        tokens = self.dsum + self.b * self.it0
+        if self.pool.prefix_caching:
+            g_size = self.pool.group_size
+            tokens -= sum((n - 1) * rec.s_prompt[g * g_size] for g, n in self.prefix.items())
+        stall = tokens * self.prefill_s_per_token
+        self.t0 += stall
+        self.pool.prefill_s += stall
+        self.pool.recompute_s += stall
 
     # -- events -------------------------------------------------------------------------
     def _on_wake(self, event: simpy.Event) -> None:
@@ -205,12 +235,20 @@ class Engine:
         elif self._advance(now):
             self._boundary(now, limit)
 
-    def admit(self, sid: int, now: float) -> None:
-        """Start (or resume) ``sid`` at the current boundary ``it0``; prefill is charged by
-        the caller once for the whole admission."""
-        rec = self.pool.rec
-        context = rec.s_prompt[sid] + rec.s_done[sid]
-        self.kv_free -= rec.s_prompt[sid] + rec.s_len[sid]
+    def admit(self, sid: int, now: float) -> int:
+        """Start (or resume) ``sid`` at the current boundary ``it0``; return the tokens whose
+        KV cache it computes (the caller charges the prefill once for the whole admission)."""
+        pool = self.pool
+        rec = pool.rec
+        prompt, done = rec.s_prompt[sid], rec.s_done[sid]
+        context = prompt + done
+        shared = False
+        if pool.prefix_caching:
+            g = sid // pool.group_size
+            live = self.prefix.get(g, 0)
+            self.prefix[g] = live + 1
+            shared = live > 0
+        self.kv_free -= rec.s_len[sid] + (0 if shared else prompt)
         if self.b == 0 and self.span_start != self.span_start:
             self.span_start = max(self.t0, now)
             self.pool.idle.discard(self)
@@ -225,6 +263,9 @@ class Engine:
         if budget is not None:
             to_go = min(to_go, budget - (rec.s_done[sid] - rec.s_round_base[sid]))
         heappush(self.heap, (self.it0 + to_go, sid))
+        if done and not pool.recompute_kv:
+            return 0  # resumed with its KV cache kept
+        return done + (0 if shared else prompt)
 
     def preempt(self, now: float) -> list[int]:
         """Stop every live sequence at the last boundary before ``now``; return them (their
@@ -257,6 +298,8 @@ class RolloutPool:
         inflight: bool,
         on_group_complete: Callable[[int, float], None],
         round_budget: int | None = None,
+        prefix_caching: bool = False,
+        recompute_kv: bool = False,
     ) -> None:
         self.env = env
         self.rec = rec
@@ -271,6 +314,8 @@ class RolloutPool:
         self.on_versions_advanced: Callable[[float], None] | None = None
         self.pending: deque[int] = deque()
         self.round_budget = round_budget
+        self.prefix_caching = prefix_caching
+        self.recompute_kv = recompute_kv
         self.out_of_budget: list[int] = []
         self._drained: simpy.Event | None = None
         self.engines = [Engine(i, self) for i in range(engines)]
@@ -279,6 +324,7 @@ class RolloutPool:
         self.open_groups = 0
         self.finished_samples = 0
         self.prefill_s = 0.0
+        self.recompute_s = 0.0
         self._kick_scheduled = False
 
     def sample_finished(self, sid: int, now: float) -> None:
@@ -317,7 +363,9 @@ class RolloutPool:
         if free <= 0:
             return
         rec = self.rec
-        s_prompt, s_len, s_done = rec.s_prompt, rec.s_len, rec.s_done
+        s_prompt, s_len = rec.s_prompt, rec.s_len
+        shared = engine.prefix if self.prefix_caching else None
+        group_size = self.group_size
         prefill_tokens = 0
         launched = False
         while free:
@@ -326,11 +374,14 @@ class RolloutPool:
                     break
                 launched = True
             sid = pending[0]
-            if s_prompt[sid] + s_len[sid] > engine.kv_free:
+            # KV tokens it reserves: its prompt's only when no sample of its group holds them
+            need = s_len[sid]
+            if shared is None or sid // group_size not in shared:
+                need += s_prompt[sid]
+            if need > engine.kv_free:
                 break
             pending.popleft()
-            engine.admit(sid, now)
-            prefill_tokens += s_prompt[sid] + s_done[sid]
+            prefill_tokens += engine.admit(sid, now)
             free -= 1
         if prefill_tokens:
             stall = prefill_tokens * engine.prefill_s_per_token

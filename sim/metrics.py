@@ -155,6 +155,7 @@ def summarize(trace: Trace, scenario: Scenario, steps: int, seed: int) -> dict[s
         },
         "samples_generated": int(trace.info["samples_finished"]),
         "prefill_s": trace.info["prefill_s"],
+        "kv_recompute_s": trace.info.get("kv_recompute_s", 0.0),
         "gpu_hours": gpu_hours,
         "cost_usd": gpu_hours * price if price is not None else None,
         "wall_s": trace.wall_s,

@@ -34,6 +34,7 @@ def simulate(
         "samples_finished": cluster.pool.finished_samples,
         "groups_launched": cluster.launched,
         "prefill_s": cluster.pool.prefill_s,
+        "kv_recompute_s": cluster.pool.recompute_s,
         "cpu_s": cpu_s,
     }
     return trace

@@ -16,12 +16,14 @@ from stalesim.sim.config_file import ConfigError, StrictModel
 from stalesim.sim.hardware import CATALOG, GpuSpec
 from stalesim.sim.lengths import Fixed, LengthDistribution, LogNormal
 from stalesim.sim.models import MODELS, ModelSpec
+from stalesim.sim.modes import MODES
+from stalesim.sim.pass_rate import BetaPassRate
 
 if TYPE_CHECKING:  # derived.py builds on this module
     from stalesim.sim.derived import Derived
 
-Mode = Literal["sync_colocated", "sync", "one_step", "async", "partial_rollout"]
-SYNC_MODES = ("sync_colocated", "sync")
+# a group with all rewards equal this often or more makes dynamic sampling hopeless
+MAX_UNIFORM_PROBABILITY = 0.95
 
 
 class HardwareConfig(StrictModel):
@@ -93,6 +95,17 @@ class WorkloadConfig(StrictModel):
     max_response_tokens: int = Field(default=8192, ge=1)
     group_correlation: float = Field(
         default=0.5, ge=0, le=1, description="share of response-length log-variance per prompt"
+    )
+    response_growth_per_step: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="response lengths grow by this share of their initial size per learner step",
+    )
+    pass_rate: BetaPassRate = Field(
+        default=BetaPassRate(),
+        description="per-prompt pass rate; with algorithm.dynamic_sampling it sets how many "
+        "groups have all rewards equal",
     )
 
 
@@ -169,6 +182,11 @@ class ClusterConfig(StrictModel):
     rollout_tp: int = Field(default=1, ge=1)
     learner_gpus: int = Field(default=8, ge=1)
     max_num_seqs: int = Field(default=256, ge=1)
+    prefix_caching: bool = Field(
+        default=True,
+        description="the G samples of a group share their prompt's prefill and KV cache "
+        "(vLLM's and SGLang's default)",
+    )
     memory_reserve_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="HBM kept for activations, graphs, fragmentation"
     )
@@ -246,15 +264,56 @@ class ClusterConfig(StrictModel):
 class AlgorithmConfig(StrictModel):
     """The RL loop: how generation and learning interleave, and what a learner step costs."""
 
-    mode: Mode = "async"
-    max_staleness: int = Field(default=2, ge=0)
+    mode: str = Field(default="async", description="one of the registered modes")
+    max_staleness: int = Field(
+        default=2,
+        ge=0,
+        le=1024,
+        description="async admission limit: a group starts only if it can be consumed within "
+        "this many versions",
+    )
+    max_stale_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="async: admission limit as a share of a publication period's groups that "
+        "may be generated ahead (replaces max_staleness)",
+    )
     inflight_updates: bool = False
-    minibatches_per_step: int = Field(default=1, ge=1)
+    minibatches_per_step: int = Field(
+        default=1, ge=1, le=65536, description="optimizer steps (versions) per learner step"
+    )
+    streaming: bool = Field(
+        default=False,
+        description="the learner takes each chunk of B/M groups as soon as it has arrived",
+    )
+    publish_interval: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="async: optimizer steps between weight publications (default: M)",
+    )
     staleness_filter: int | None = Field(
-        default=None, ge=0, description="drop groups staler than this when consumed"
+        default=None, ge=0, le=1024, description="drop groups staler than this when consumed"
+    )
+    consumption_order: Literal["completion", "deadline"] = Field(
+        default="completion",
+        description="async: take groups as they complete (a slow one may end up staler than "
+        "max_staleness), or earliest deadline first, waiting for late ones (never staler)",
+    )
+    kv_cache_on_update: Literal["keep", "recompute"] | None = Field(
+        default=None,
+        description="a sequence that continues on new weights keeps its KV cache or recomputes "
+        "it as prefill (default: keep for in-flight updates, recompute for partial rollouts)",
+    )
+    dynamic_sampling: bool = Field(
+        default=False, description="discard groups whose rewards are all equal (DAPO)"
     )
     partial_overprovision: float = Field(
-        default=0.5, ge=0, description="partial_rollout: extra groups in flight, share of B"
+        default=0.5,
+        ge=0,
+        le=64,
+        description="partial_rollout: extra groups in flight, share of B",
     )
     round_token_budget: int | None = Field(
         default=None,
@@ -269,6 +328,13 @@ class AlgorithmConfig(StrictModel):
     reference_model: bool = Field(
         default=True, description="a reference model's forward pass for the loss's KL term"
     )
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, mode: str) -> str:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode; allowed: {', '.join(MODES)}")
+        return mode
 
 
 class WeightSyncConfig(StrictModel):
@@ -297,34 +363,72 @@ class Scenario(StrictModel):
 
 def check_consistent(scenario: Scenario) -> None:
     """Raise :class:`ConfigError` when sections contradict each other."""
-
-    b = scenario.workload.prompts_per_step
-    m = scenario.algorithm.minibatches_per_step
+    algo, work = scenario.algorithm, scenario.workload
+    spec = MODES[algo.mode]
+    b = work.prompts_per_step
+    m = algo.minibatches_per_step
     if b % m:
         raise ConfigError(
             f"algorithm.minibatches_per_step={m} must divide workload.prompts_per_step={b}"
         )
-    floor = {"sync": m - 1, "sync_colocated": m - 1, "one_step": 2 * m - 1}.get(
-        scenario.algorithm.mode
-    )
-    f = scenario.algorithm.staleness_filter
+    floor = spec.schedule_staleness(m) if spec.schedule_staleness is not None else None
+    f = algo.staleness_filter
     if f is not None and floor is not None and f < floor:
         raise ConfigError(
             f"algorithm.staleness_filter={f} would drop every group of some mini-batch in "
-            f"mode {scenario.algorithm.mode} with {m} mini-batches per step; allowed: >= {floor}"
+            f"mode {algo.mode} with {m} mini-batches per step; allowed: >= {floor}"
         )
-    if (
-        scenario.algorithm.round_token_budget is not None
-        and scenario.algorithm.mode != "partial_rollout"
+    if algo.round_token_budget is not None and not spec.preempts:
+        raise ConfigError(
+            f"algorithm.round_token_budget is for algorithm.mode=partial_rollout, not {algo.mode}"
+        )
+    if algo.inflight_updates and not spec.inflight_updates:
+        raise ConfigError(
+            f"algorithm.inflight_updates=true needs algorithm.mode=async, not {algo.mode}"
+        )
+    if algo.streaming and spec.colocated:
+        raise ConfigError(
+            f"algorithm.streaming=true cannot overlap training with generation in mode "
+            f"{algo.mode}: its learner and engines share the same GPUs"
+        )
+    for key in ("publish_interval", "max_stale_fraction"):
+        if getattr(algo, key) is not None and not spec.own_publication:
+            raise ConfigError(
+                f"algorithm.{key} is for algorithm.mode=async (weights are loaded between "
+                f"batches in mode {algo.mode})"
+            )
+    if algo.consumption_order == "deadline" and (
+        not spec.own_publication
+        or algo.max_stale_fraction is not None
+        or algo.staleness_filter is not None
     ):
         raise ConfigError(
-            "algorithm.round_token_budget is for algorithm.mode=partial_rollout, "
-            f"not {scenario.algorithm.mode}"
+            "algorithm.consumption_order=deadline keeps the max_staleness admission limit "
+            "without dropping: it needs algorithm.mode=async with no algorithm.staleness_filter "
+            "and no algorithm.max_stale_fraction"
         )
-    if scenario.algorithm.inflight_updates and scenario.algorithm.mode != "async":
+    if spec.check is not None:
+        spec.check(scenario)
+    if algo.kv_cache_on_update is not None and not (spec.preempts or algo.inflight_updates):
         raise ConfigError(
-            f"algorithm.inflight_updates=true needs algorithm.mode=async, not {scenario.algorithm.mode}"
+            f"algorithm.kv_cache_on_update={algo.kv_cache_on_update} needs sequences that "
+            "continue on new weights: algorithm.inflight_updates=true or "
+            "algorithm.mode=partial_rollout"
         )
+    if algo.dynamic_sampling:
+        if work.group_size < 2:
+            raise ConfigError(
+                "algorithm.dynamic_sampling=true needs workload.group_size >= 2 (the rewards "
+                "of a single response are always all equal)"
+            )
+        q = work.pass_rate.uniform_probability(work.group_size)
+        if q > MAX_UNIFORM_PROBABILITY:
+            raise ConfigError(
+                f"workload.pass_rate={{alpha: {work.pass_rate.alpha:g}, beta: "
+                f"{work.pass_rate.beta:g}}}: {q:.1%} of groups would have all rewards equal and "
+                f"be discarded by algorithm.dynamic_sampling; allowed: at most "
+                f"{MAX_UNIFORM_PROBABILITY:.0%}"
+            )
 
 
 def check_feasible(scenario: Scenario, derived: Derived) -> None:
@@ -349,7 +453,7 @@ def check_feasible(scenario: Scenario, derived: Derived) -> None:
             f"sequence of {longest} tokens (prompt + workload.max_response_tokens); raise "
             "cluster.rollout_tp or lower workload.max_response_tokens"
         )
-    if scenario.algorithm.mode in SYNC_MODES:
+    if MODES[scenario.algorithm.mode].whole_batch_at_once:
         samples = work.prompts_per_step * work.group_size
         slots = cluster.rollout_engines * cluster.max_num_seqs
         if samples > slots:

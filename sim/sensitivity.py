@@ -19,8 +19,11 @@ from typing import Any
 from stalesim.sim.config_file import ConfigError, validate_config
 from stalesim.sim.derived import derive
 from stalesim.sim.metrics import warmup_steps
+from stalesim.sim.modes import MODES
 from stalesim.sim.run import simulate
-from stalesim.sim.scenario import SYNC_MODES, Scenario
+from stalesim.sim.scenario import Scenario
+
+SYNC_MODES = ("sync", "sync_colocated")
 
 RELATIVE_STEP = 0.2
 MAX_STEPS = 20
@@ -82,16 +85,26 @@ def reference_mode(scenario: Scenario) -> str:
 
 
 def with_mode(scenario: Scenario, mode: str) -> Scenario:
-    """The same cluster and workload in another mode, with the mode-only settings reset."""
+    """The same cluster and workload in another mode, with the settings that mode does not
+    take reset to their defaults."""
     data = scenario.model_dump(mode="json")
     algorithm = data["algorithm"]
+    spec = MODES[mode]
     algorithm["mode"] = mode
-    if mode != "async":
+    if not spec.inflight_updates:
         algorithm["inflight_updates"] = False
-    if mode != "partial_rollout":
+    if not spec.preempts:
         algorithm["round_token_budget"] = None
+    if not spec.own_publication:
+        algorithm["publish_interval"] = None
+        algorithm["max_stale_fraction"] = None
+        algorithm["consumption_order"] = "completion"
+    if spec.colocated:
+        algorithm["streaming"] = False
     if mode in SYNC_MODES:
         algorithm["staleness_filter"] = None
+    if not (spec.preempts or algorithm["inflight_updates"]):
+        algorithm["kv_cache_on_update"] = None
     return validate_config(Scenario, data, f"algorithm.mode={mode}")
 
 

@@ -84,7 +84,7 @@ def test_sync_step_time_and_throughput_by_hand() -> None:
     )
     trace = simulate(scenario, steps, seed=3)
     b = B * G
-    prefill = PREFILL * b * P
+    prefill = PREFILL * B * P  # prefix caching: one prompt prefill per group
     decode = L * (A + GAMMA * b + BETA * b * P) + BETA * b * L * (L - 1) / 2
     tokens = b * (P + L)
     sq = b * (P + L) ** 2  # causal attention grows with each sequence's length squared
@@ -143,7 +143,7 @@ def test_one_step_overlaps_training_with_generation_by_hand() -> None:
     steps = 8
     trace = simulate(scenario, steps, seed=0)
     b = B * G
-    gen = PREFILL * b * P + L * (A + GAMMA * b + BETA * b * P) + BETA * b * L * (L - 1) / 2
+    gen = PREFILL * B * P + L * (A + GAMMA * b + BETA * b * P) + BETA * b * L * (L - 1) / 2
     tokens = b * (P + L)
     sq = b * (P + L) ** 2
     flops = 8 * 989e12 * 0.4

@@ -74,7 +74,7 @@ def test_simulate_table_and_presets_list() -> None:
     assert result.exit_code == 2
     listing = invoke("presets")
     assert listing.exit_code == 0
-    for name in ("default", "pipeline", "qwen3-30b-a3b", "B200", "A100-80GB"):
+    for name in ("default", "pipeline", "partial_rollout", "qwen3-30b-a3b", "B200", "A100-80GB"):
         assert name in listing.stdout
 
 

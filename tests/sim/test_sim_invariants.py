@@ -74,11 +74,16 @@ def test_one_step_with_minibatches_compounds() -> None:
 
 @pytest.mark.parametrize("s_max", [0, 1, 3])
 @pytest.mark.parametrize("inflight", [False, True])
-def test_async_never_exceeds_max_staleness(s_max: int, inflight: bool) -> None:
+@pytest.mark.parametrize(
+    "bound", ["algorithm.consumption_order=deadline", "algorithm.staleness_filter={s_max}"]
+)
+def test_async_never_exceeds_max_staleness(s_max: int, inflight: bool, bound: str) -> None:
+    # the admission limit kept by the learner (deadline order), or enforced by a drop filter
     _, trace = run(
         "algorithm.mode=async",
         f"algorithm.max_staleness={s_max}",
         f"algorithm.inflight_updates={str(inflight).lower()}",
+        bound.format(s_max=s_max),
         steps=15,
     )
     used = consumed(trace)
@@ -87,6 +92,8 @@ def test_async_never_exceeds_max_staleness(s_max: int, inflight: bool) -> None:
     assert used["staleness_min"].min() >= 0
     if s_max >= 1:
         assert used["staleness_max"].max() == s_max  # the bound is reached, not just respected
+    if "deadline" in bound:
+        assert trace.samples["dropped_reason"].is_in(["staleness_filter"]).sum() == 0
 
 
 def test_inflight_updates_give_per_token_staleness() -> None:
@@ -158,8 +165,23 @@ def test_no_sample_is_lost(mode: str) -> None:
     assert finished == trace.info["samples_finished"]
 
 
-def test_littles_law_on_the_buffer_and_the_whole_system() -> None:
-    scenario, trace = run("algorithm.mode=async", "algorithm.max_staleness=4", steps=150)
+@pytest.mark.parametrize(
+    "flow",
+    [
+        (),
+        (
+            "algorithm.minibatches_per_step=4",
+            "algorithm.max_staleness=12",
+            "algorithm.streaming=true",
+            "algorithm.publish_interval=1",
+            "algorithm.dynamic_sampling=true",
+        ),
+    ],
+    ids=["batch", "streaming-dynamic-sampling"],
+)
+def test_littles_law_on_the_buffer_and_the_whole_system(flow: tuple[str, ...]) -> None:
+    # a discarded group (dynamic sampling) leaves when it completes: a stay of zero
+    scenario, trace = run("algorithm.mode=async", "algorithm.max_staleness=4", *flow, steps=150)
     summary = summarize(trace, scenario, 150, 0)
     start = summary["warmup_s"]
     end = start + summary["measured_window_s"]
@@ -222,6 +244,7 @@ def test_async_bound_counts_minibatch_versions() -> None:
         "algorithm.max_staleness=3",
         "algorithm.minibatches_per_step=4",
         "algorithm.inflight_updates=true",
+        "algorithm.consumption_order=deadline",
         steps=15,
     )
     used = consumed(trace)

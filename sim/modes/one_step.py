@@ -1,0 +1,42 @@
+"""``one_step``: batch ``k+1`` is generated while the learner trains on batch ``k``.
+
+It starts once batch ``k`` is generated and the weights of step ``k-1`` are loaded, so every
+sample of batch ``k >= 1`` is exactly one learner step (``M`` versions, plus its mini-batch
+index) old.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from stalesim.sim.modes.base import ModeSpec, replace_dropped
+
+if TYPE_CHECKING:
+    from stalesim.sim.cluster import Cluster
+
+
+def _one_step(c: Cluster) -> Generator:
+    env = c.env
+    replace_dropped(c)
+    c.launch(c.B, env.now)
+    c.pool.kick_all(env.now)
+    for batch in range(c.steps - 1):
+        yield c.all_complete()
+        if batch >= 1:
+            trained_at = yield c.trained[batch - 1]
+            yield from c.load_between_batches(batch * c.M, trained_at)
+        c.launch(c.B, env.now)
+        c.pool.kick_all(env.now)
+
+
+def _start(c: Cluster) -> None:
+    c.env.process(_one_step(c))
+
+
+ONE_STEP = ModeSpec(
+    name="one_step",
+    summary="generation of batch k+1 overlaps training on batch k",
+    start=_start,
+    schedule_staleness=lambda m: 2 * m - 1,
+)

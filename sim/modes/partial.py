@@ -1,0 +1,57 @@
+"""``partial_rollout``: a round runs until ``B`` groups are complete (APRIL); unfinished
+sequences are preempted and resume next round on newer weights.
+
+With ``round_token_budget`` a sequence also stops once it generated that many tokens in a
+round (Kimi k1.5); rounds that run out of work before ``B`` groups complete repeat on the same
+weights. A resumed sequence recomputes its KV cache (prompt plus generated tokens, charged as
+prefill) unless ``algorithm.kv_cache_on_update=keep``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from stalesim.sim.modes.base import ModeSpec, replace_dropped
+
+if TYPE_CHECKING:
+    from stalesim.sim.cluster import Cluster
+
+
+def _partial(c: Cluster) -> Generator:
+    env, pool, buffer, rec = c.env, c.pool, c.buffer, c.rec
+    target = c.groups_in_flight_target(c.scenario.algorithm.partial_overprovision)
+    parked: list[int] = []
+    replace_dropped(c)
+    for step in range(c.steps):
+        while True:
+            for sid in parked:
+                rec.s_round_base[sid] = rec.s_done[sid]
+            pool.pending.extend(parked)
+            c.launch(max(0, target - len(buffer) - pool.open_groups), env.now)
+            pool.kick_all(env.now)
+            ready = c.batch_ready[step]
+            yield ready | pool.drained()
+            if ready.triggered:
+                break
+            # every unfinished sequence spent its round's token budget before B groups were
+            # complete: another round on the same weights
+            parked = sorted(pool.out_of_budget)
+            pool.out_of_budget.clear()
+        parked = sorted(pool.preempt_all(env.now) + list(pool.pending) + pool.out_of_budget)
+        pool.pending.clear()
+        pool.out_of_budget.clear()
+        trained_at = yield c.trained[step]
+        yield from c.load_between_batches((step + 1) * c.M, trained_at)
+
+
+def _start(c: Cluster) -> None:
+    c.env.process(_partial(c))
+
+
+PARTIAL_ROLLOUT = ModeSpec(
+    name="partial_rollout",
+    summary="rounds end when B groups are complete; the rest resume on newer weights",
+    start=_start,
+    preempts=True,
+)

@@ -1,0 +1,47 @@
+"""``sync`` and ``sync_colocated``: launch a batch, wait for the learner to train on it, load
+the new weights into the (idle) engines, repeat.
+
+Colocated differs only in its resources: the learner uses every rollout GPU and weights are
+resharded over NVLink (verl's default). Staleness is the mini-batch index inside a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from stalesim.sim.modes.base import ModeSpec, replace_dropped
+
+if TYPE_CHECKING:
+    from stalesim.sim.cluster import Cluster
+
+
+def _sync(c: Cluster) -> Generator:
+    env = c.env
+    replace_dropped(c)
+    for step in range(c.steps):
+        c.launch(c.B, env.now)
+        c.pool.kick_all(env.now)
+        trained_at = yield c.trained[step]
+        yield from c.load_between_batches((step + 1) * c.M, trained_at)
+
+
+def _start(c: Cluster) -> None:
+    c.env.process(_sync(c))
+
+
+SYNC = ModeSpec(
+    name="sync",
+    summary="separate pools, each waits for the other",
+    start=_start,
+    whole_batch_at_once=True,
+    schedule_staleness=lambda m: m - 1,
+)
+SYNC_COLOCATED = ModeSpec(
+    name="sync_colocated",
+    summary="all GPUs generate, then all train, then reshard (verl's default)",
+    start=_start,
+    colocated=True,
+    whole_batch_at_once=True,
+    schedule_staleness=lambda m: m - 1,
+)
