@@ -184,16 +184,23 @@ def grpo_forward_kernel(
         weight = tl.exp(log_weight)
     if HAS_CAP:
         truncated = m & (weight > is_cap)
-        weight = tl.minimum(weight, is_cap)
+        weight = tl.minimum(weight, is_cap, propagate_nan=tl.PropagateNan.ALL)
     else:
         truncated = m & (zeros > 0.0)
 
-    clipped = tl.minimum(tl.maximum(ratio, 1.0 - eps_low), 1.0 + eps_high)
+    # NaN in a real token must reach the loss as it does in the reference (torch.minimum
+    # propagates it; the hardware's min would drop it).
+    nan_ok: tl.constexpr = tl.PropagateNan.ALL
+    clipped = tl.minimum(
+        tl.maximum(ratio, 1.0 - eps_low, propagate_nan=nan_ok), 1.0 + eps_high, propagate_nan=nan_ok
+    )
     unclipped_term = ratio * adv
     clipped_term = clipped * adv
-    loss = -weight * tl.minimum(unclipped_term, clipped_term)
-    # Where the clipped term is the strict minimum the loss is flat in θ.
-    dloss = tl.where(unclipped_term <= clipped_term, -weight * adv * ratio, 0.0)
+    loss = -weight * tl.minimum(unclipped_term, clipped_term, propagate_nan=nan_ok)
+    # Where the clipped term is the strict minimum the loss is flat in θ (a NaN ratio keeps
+    # its NaN gradient).
+    unclipped = (unclipped_term <= clipped_term) | (ratio != ratio)
+    dloss = tl.where(unclipped, -weight * adv * ratio, 0.0)
 
     if HAS_REF:
         ref = tl.load(ref_ptr + ptr_offs, mask=m, other=0.0).to(tl.float32)

@@ -8,6 +8,7 @@ The checks never copy or modify tensors.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -68,6 +69,21 @@ def require_same_device(**tensors: torch.Tensor | None) -> torch.device:
                 "all tensors must be on one device"
             )
     return first
+
+
+DEBUG_CHECKS_ENV = "STALESIM_KERNEL_DEBUG"
+"""Set to 1 to have the Triton entry points check values on CUDA tensors too (a host sync)."""
+
+
+def value_checks_enabled(device: torch.device) -> bool:
+    """Whether checks that read tensor values run for tensors on ``device``.
+
+    Reading a value of a CUDA tensor synchronises the host with the GPU, so the Triton paths
+    skip those checks on CUDA unless :data:`DEBUG_CHECKS_ENV` is ``1``; the kernels handle what
+    the checks would refuse on the device instead (an out-of-range target gives a NaN
+    log-prob). CPU tensors are always checked: reading them costs nothing.
+    """
+    return device.type != "cuda" or os.environ.get(DEBUG_CHECKS_ENV) == "1"
 
 
 def require_targets_in_range(name: str, targets: torch.Tensor, num_classes: int) -> None:
@@ -133,8 +149,12 @@ def check_logprob_inputs(
     targets: torch.Tensor,
     temperature: float,
     allowed: Sequence[torch.dtype] = KERNEL_FLOAT_DTYPES,
+    *,
+    check_values: bool = True,
 ) -> float:
-    """Validate ``token_logprobs`` arguments; returns the temperature as a float."""
+    """Validate ``token_logprobs`` arguments; returns the temperature as a float.
+
+    ``check_values=False`` skips the target range check (which reads the targets)."""
     require_tensor("logits", logits)
     require_tensor("targets", targets)
     require_shape("logits", logits, (None, None), "[N, V]")
@@ -143,7 +163,9 @@ def check_logprob_inputs(
     require_same_device(logits=logits, targets=targets)
     if logits.shape[1] == 0:
         raise ValueError("logits: vocabulary size V must be > 0")
-    require_targets_in_range("targets", targets, logits.shape[1])
+    require_dtype("targets", targets, INDEX_DTYPES)
+    if check_values:
+        require_targets_in_range("targets", targets, logits.shape[1])
     return require_temperature(temperature)
 
 
@@ -154,8 +176,12 @@ def check_fused_linear_inputs(
     temperature: float,
     bias: torch.Tensor | None = None,
     allowed: Sequence[torch.dtype] = KERNEL_FLOAT_DTYPES,
+    *,
+    check_values: bool = True,
 ) -> float:
-    """Validate ``fused_linear_logprobs`` arguments; returns the temperature as a float."""
+    """Validate ``fused_linear_logprobs`` arguments; returns the temperature as a float.
+
+    ``check_values=False`` skips the target range check (which reads the targets)."""
     for name, t in (("hidden", hidden), ("weight", weight), ("targets", targets)):
         require_tensor(name, t)
     require_shape("hidden", hidden, (None, None), "[N, H]")
@@ -175,7 +201,9 @@ def check_fused_linear_inputs(
     require_same_device(hidden=hidden, weight=weight, targets=targets, bias=bias)
     if weight.shape[0] == 0:
         raise ValueError("weight: vocabulary size V must be > 0")
-    require_targets_in_range("targets", targets, weight.shape[0])
+    require_dtype("targets", targets, INDEX_DTYPES)
+    if check_values:
+        require_targets_in_range("targets", targets, weight.shape[0])
     return require_temperature(temperature)
 
 
