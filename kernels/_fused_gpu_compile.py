@@ -7,7 +7,8 @@ do not spill registers to local memory, and that the matmul loops are software-p
 specialise them at the shapes that matter (16-byte-aligned pointers and strides, unit strides
 as constants).
 
-Run as ``python -m stalesim.kernels._fused_gpu_compile`` with ``TRITON_INTERPRET`` unset; it
+Run as ``TRITON_INTERPRET=0 python -m stalesim.kernels._fused_gpu_compile`` (the kernels
+package switches the interpreter on by itself on a machine without CUDA unless told ``0``); it
 prints one JSON object per compiled kernel.
 """
 
@@ -143,7 +144,7 @@ def compile_for_sm90() -> list[dict[str, Any]]:
 
 def main() -> None:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        sys.exit("unset TRITON_INTERPRET: the interpreter does not compile kernels")
+        sys.exit("set TRITON_INTERPRET=0: the interpreter does not compile kernels")
     for report in compile_for_sm90():
         print(json.dumps(report))
 

@@ -163,7 +163,9 @@ def _fused_forward_kernel(
     # consecutive ones hold different row blocks of the same split: they stream the same
     # weight tiles at the same time, which L2 then serves to all of them.
     pid = tl.program_id(0)
-    row_blocks = tl.cdiv(n_rows, BLOCK_N)
+    # (a + b - 1) // b rather than tl.cdiv: a library @jit helper breaks under the interpreter
+    # when triton was imported before TRITON_INTERPRET was set.
+    row_blocks = (n_rows + BLOCK_N - 1) // BLOCK_N
     per_group = GROUP_ROWS * n_splits
     first_block = (pid // per_group) * GROUP_ROWS
     group_rows = tl.minimum(row_blocks - first_block, GROUP_ROWS)
@@ -173,7 +175,7 @@ def _fused_forward_kernel(
     rows = row_block * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < n_rows
     targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1).to(tl.int32)
-    split_tiles = tl.cdiv(tl.cdiv(n_vocab, BLOCK_V), n_splits)
+    split_tiles = ((n_vocab + BLOCK_V - 1) // BLOCK_V + n_splits - 1) // n_splits
     v_begin = split * split_tiles * BLOCK_V
     v_end = tl.minimum(v_begin + split_tiles * BLOCK_V, n_vocab)
 
@@ -247,7 +249,7 @@ def _fused_grad_logits_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     # Consecutive programs share a row block, so its hidden rows stay in L2 across the chunk.
-    blocks_v = tl.cdiv(chunk_width, BLOCK_V)
+    blocks_v = (chunk_width + BLOCK_V - 1) // BLOCK_V
     pid = tl.program_id(0)
     rows = (pid // blocks_v) * BLOCK_N + tl.arange(0, BLOCK_N)
     local_cols = (pid % blocks_v) * BLOCK_V + tl.arange(0, BLOCK_V)

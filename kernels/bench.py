@@ -130,7 +130,7 @@ def _sm90_compile_reports() -> list[dict[str, Any]] | str:
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
     done = subprocess.run(
         [sys.executable, "-m", "stalesim.kernels._fused_gpu_compile"],
         capture_output=True,

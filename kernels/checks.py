@@ -10,8 +10,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from stalesim.kernels.options import GRPOOptions
 
 KERNEL_FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 """Floating dtypes the Triton kernels read (they compute in float32)."""
@@ -207,9 +211,6 @@ def check_fused_linear_inputs(
     return require_temperature(temperature)
 
 
-RATIO_LEVELS = ("token", "sequence")
-KL_ESTIMATORS = ("k1", "k2", "k3")
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "constant")
 MASK_DTYPES: tuple[torch.dtype, ...] = (
     torch.bool,
     torch.uint8,
@@ -227,17 +228,11 @@ def check_grpo_loss_inputs(
     *,
     ref_logp: torch.Tensor | None,
     proximal_logp: torch.Tensor | None,
-    eps_low: float,
-    eps_high: float,
-    is_cap: float | None,
-    ratio_level: str,
-    kl_estimator: str,
-    beta: float,
-    aggregation: str,
-    max_tokens: int | None,
+    options: GRPOOptions,
     allowed: Sequence[torch.dtype] = KERNEL_FLOAT_DTYPES,
 ) -> None:
-    """Validate ``grpo_loss`` arguments (see ``reference.grpo_loss_ref`` for their meaning)."""
+    """Validate ``grpo_loss`` tensors against each other and against ``options`` (which
+    checked themselves when they were made)."""
     require_tensor("logp", logp)
     require_shape("logp", logp, (None, None), "[R, L]")
     require_dtype("logp", logp, allowed)
@@ -266,21 +261,5 @@ def check_grpo_loss_inputs(
         proximal_logp=proximal_logp,
         ref_logp=ref_logp,
     )
-    require_number("eps_low", eps_low, minimum=0.0, maximum=1.0)
-    require_number("eps_high", eps_high, minimum=0.0)
-    if is_cap is not None:
-        require_number("is_cap", is_cap, strictly_positive=True)
-    require_choice("ratio_level", ratio_level, RATIO_LEVELS)
-    require_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
-    require_number("beta", beta, minimum=0.0)
-    if beta > 0 and ref_logp is None:
-        raise ValueError(f"beta={beta}: a KL penalty needs ref_logp (got None)")
-    require_choice("aggregation", aggregation, AGGREGATIONS)
-    if max_tokens is not None:
-        if aggregation != "constant":
-            raise ValueError(
-                f"max_tokens={max_tokens}: only used by aggregation='constant', "
-                f"got aggregation={aggregation!r}"
-            )
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise ValueError(f"max_tokens={max_tokens!r}: expected a positive integer")
+    if options.beta > 0 and ref_logp is None:
+        raise ValueError(f"beta={options.beta}: a KL penalty needs ref_logp (got None)")

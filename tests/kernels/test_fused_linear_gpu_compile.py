@@ -23,7 +23,7 @@ CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuob
 
 @pytest.mark.skipif(not CUOBJDUMP.exists(), reason="Triton was installed without its CUDA tools")
 def test_gpu_configurations_compile_without_spills() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
     done = subprocess.run(
         [sys.executable, "-m", "stalesim.kernels._fused_gpu_compile"],
