@@ -1,8 +1,9 @@
 """``stalesim bench kernels``: correctness and speed of the Triton kernels, as CSV and HTML.
 
 On a CUDA device: every kernel and its baselines (torch eager, torch.compile, and TRL,
-Liger-Kernel and Cut Cross-Entropy when importable) at the issue's shapes, with measured
-ceilings. Without one:
+Liger-Kernel and Cut Cross-Entropy when importable; a "not installed" row with the install
+command when not) at the issue's shapes, with measured ceilings, and each target figure marked
+pass or fail (``summary.json``'s ``targets``). Without one:
 the correctness half only (every kernel against the float64 reference under the Triton
 interpreter), and the output says plainly that GPU timings were not measured.
 """
@@ -78,8 +79,8 @@ def bench_kernels(
 
     thunks = cases.correctness_cases(chosen, quick)
     ceilings: dict[str, float] = {}
+    shapes = cases.QUICK if quick else cases.FULL
     if chosen.type == "cuda":
-        shapes = cases.QUICK if quick else cases.FULL
         ceilings = cases.measure_ceilings(chosen, shapes, repeats)
         thunks += [
             lambda case=case: cases.measure(case, chosen, repeats, ceilings)
@@ -89,9 +90,13 @@ def bench_kernels(
     # Without a GPU, a full run also compiles the GPU configurations for sm_90 (no GPU needed).
     compile_reports = _sm90_compile_reports() if chosen.type != "cuda" and not quick else None
 
-    frame = _write_results(out_dir, rows, chosen, quick, ceilings, compile_reports)
+    targets = cases.target_verdicts(rows, chosen.type == "cuda" and shapes.target_shapes)
+    frame = _write_results(out_dir, rows, chosen, quick, ceilings, compile_reports, targets)
     write_kernel_bench_report(out_dir)
     _print_table(frame)
+    for t in targets:
+        value = "—" if t["value"] is None else f"{t['value']:.3f}"
+        click.echo(f"target {t['figure']}: {value} (target {t['target']}): {t['verdict']}")
     if isinstance(compile_reports, list):
         for r in compile_reports:
             click.echo(
@@ -151,6 +156,7 @@ def _write_results(
     quick: bool,
     ceilings: dict[str, float],
     compile_reports: list[dict[str, Any]] | str | None,
+    targets: list[dict[str, Any]],
 ):
     import polars as pl
     import torch
@@ -173,6 +179,7 @@ def _write_results(
         "correctness_failures": frame.filter(pl.col("status") == "FAIL").height,
         "rows": frame.height,
         "sm90_compile": compile_reports,
+        "targets": targets,
     }
     write_json(out_dir / "summary.json", summary)
     return frame
