@@ -11,7 +11,8 @@ from stalesim.cli.lazy_group import LazyGroup
     lazy_subcommands={
         "sim": "stalesim.sim.bench:bench_sim",
         "kernels": "stalesim.kernels.bench:bench_kernels",
+        "gpu": "stalesim.kernels.gpu_check_cli:bench_gpu",
     },
 )
 def bench() -> None:
-    """Measure speed: the simulator (samples per wall-second) or the Triton kernels."""
+    """Measure speed: the simulator (samples per wall-second) or the Triton kernels; check a GPU."""

@@ -127,13 +127,29 @@ def _correctness_row(
     )
 
 
+def real_shape_correctness_cases(device: torch.device) -> list[Callable[[], dict[str, Any]]]:
+    """bf16 checks at the sizes the GPU tiles, the vocabulary splits and the backward's row
+    chunks and slabs are built for (``stalesim bench gpu`` runs them): log-probs at a real
+    vocabulary (N=1,024, V=151,936) and the fused path at gpu-small's (N=2,048, H=1,024,
+    V=32,768: 8 row chunks x 13 slabs in the backward)."""
+    gen = torch.Generator().manual_seed(5)
+    return [
+        lambda: _token_logprobs_case(device, torch.bfloat16, False, gen, shape=(1024, 151_936)),
+        lambda: _fused_linear_case(device, torch.bfloat16, False, gen, shape=(2048, 32_768, 1024)),
+    ]
+
+
 def _token_logprobs_case(
-    device: torch.device, dtype: torch.dtype, quick: bool, gen: torch.Generator
+    device: torch.device,
+    dtype: torch.dtype,
+    quick: bool,
+    gen: torch.Generator,
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     from stalesim.kernels.logprobs import token_logprobs
     from stalesim.kernels.reference import token_logprobs_ref
 
-    n, v = (13, 389) if quick else (61, 4099)
+    n, v = shape or ((13, 389) if quick else (61, 4099))
     temperature = 0.8
     logits = (4 * torch.randn(n, v, generator=gen)).to(dtype)
     logits[:, ::17] = float("-inf")
@@ -160,12 +176,16 @@ def _token_logprobs_case(
 
 
 def _fused_linear_case(
-    device: torch.device, dtype: torch.dtype, quick: bool, gen: torch.Generator
+    device: torch.device,
+    dtype: torch.dtype,
+    quick: bool,
+    gen: torch.Generator,
+    shape: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
     from stalesim.kernels.fused_linear import fused_linear_logprobs
     from stalesim.kernels.reference import fused_linear_logprobs_ref
 
-    n, v, h = (13, 389, 24) if quick else (67, 1031, 72)
+    n, v, h = shape or ((13, 389, 24) if quick else (67, 1031, 72))
     temperature = 0.9
     hidden = torch.randn(n, h, generator=gen).to(dtype)
     weight = (torch.randn(v, h, generator=gen) / h**0.5).to(dtype)

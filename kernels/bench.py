@@ -52,6 +52,29 @@ def bench_kernels(
     memory, achieved GB/s or TFLOP/s and its fraction of the measured ceiling, or, for
     correctness rows, the relative norm errors against the float64 reference.
     """
+    frame = run_kernel_bench(out_dir, quick, device, repeats, quiet)
+    failed = correctness_failures(frame)
+    if failed:
+        raise click.ClickException(f"correctness check failed: {', '.join(failed)}")
+
+
+def correctness_failures(frame) -> list[str]:
+    """``kernel dtype`` (and shape) of every correctness row that failed."""
+    failed = frame.filter(frame["status"] == "FAIL")
+    return [f"{r['kernel']} {r['dtype']} {r['shape']}" for r in failed.iter_rows(named=True)]
+
+
+def run_kernel_bench(
+    out_dir: Path,
+    quick: bool,
+    device: str | None,
+    repeats: int | None,
+    quiet: bool,
+    extra_correctness: list | None = None,
+):
+    """What ``stalesim bench kernels`` does, returning the rows as a polars frame (failures
+    are rows with status ``FAIL``, not exceptions). ``extra_correctness`` adds thunks to the
+    correctness half (``bench gpu`` adds checks at real shapes)."""
     import torch
     from stalesim.kernels import _bench_cases as cases
     from stalesim.kernels.backend import load_triton_module
@@ -77,7 +100,7 @@ def bench_kernels(
         torch.set_num_threads(1)
     repeats = repeats or (5 if quick else 20)
 
-    thunks = cases.correctness_cases(chosen, quick)
+    thunks = cases.correctness_cases(chosen, quick) + list(extra_correctness or [])
     ceilings: dict[str, float] = {}
     shapes = cases.QUICK if quick else cases.FULL
     if chosen.type == "cuda":
@@ -111,10 +134,7 @@ def bench_kernels(
     click.echo(
         f"wrote {out_dir / 'kernels.csv'}, {out_dir / 'summary.json'}, {out_dir / 'report.html'}"
     )
-    failed = frame.filter(frame["status"] == "FAIL")
-    if failed.height:
-        names = ", ".join(f"{r['kernel']} {r['dtype']}" for r in failed.iter_rows(named=True))
-        raise click.ClickException(f"correctness check failed: {names}")
+    return frame
 
 
 def _run(thunks: list, quiet: bool) -> list[dict[str, Any]]:
