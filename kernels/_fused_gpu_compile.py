@@ -33,9 +33,11 @@ ALIGNED = "aligned"
 def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
     """(kernel, argument types, constexpr values, warps, stages) for each GPU launch: both
     log-prob kernels, the fused forward in every autotuned tile of :data:`FORWARD_CONFIGS`
-    (16-bit) and its fixed float32 tile, and the fused logit-gradient kernel."""
+    (16-bit) and its fixed float32 tile, the fused logit-gradient kernel, and the GRPO loss
+    forward."""
     import torch
     from stalesim.kernels import _fused_triton as fused
+    from stalesim.kernels import _grpo_loss_triton as grpo
     from stalesim.kernels import _logprob_triton as logprob
 
     jobs = []
@@ -92,6 +94,22 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                 cfg.num_warps, cfg.num_stages,
             )
         )  # fmt: skip
+    # The GRPO loss forward, at the bench's sequence-level option set (every branch the NaN
+    # propagation touches: the cap, the clip, the KL).
+    jobs.append(
+        (
+            grpo.grpo_forward_kernel,
+            {"logp_ptr": "*fp32", "behaviour_ptr": "*fp32", "prox_ptr": "*fp32",
+             "ref_ptr": "*fp32", "adv_ptr": "*fp32", "mask_ptr": "*u8",
+             "sequence_sums_ptr": "*fp32", "dloss_ptr": "*fp32", "partial_ptr": "*fp32",
+             "L": ALIGNED, "T": "i32", "P": "i32", "eps_low": "fp32", "eps_high": "fp32",
+             "is_cap": "fp32", "beta": "fp32"},
+            {"PROX_MODE": int(grpo.PROX_CURRENT), "SEQUENCE": True, "HAS_CAP": True,
+             "HAS_REF": True, "USE_KL": True, "KL_ESTIMATOR": 3, "BLOCK": 512,
+             "TILES_BLOCK": 2},
+            4, 1,
+        )
+    )  # fmt: skip
     return jobs
 
 
@@ -130,7 +148,7 @@ def compile_for_sm90() -> list[dict[str, Any]]:
                 "variant": ",".join(f"{k}={v}" for k, v in constexprs.items() if k.isupper())
                 + f",warps={warps},stages={stages}",
                 "operand": arg_types.get(
-                    "hidden_ptr", arg_types.get("logits_ptr", arg_types.get("a_ptr"))
+                    "hidden_ptr", arg_types.get("logits_ptr", arg_types.get("logp_ptr"))
                 ),
                 "registers": int(resources["REG"]),
                 "local_bytes": int(resources["LOCAL"]),

@@ -158,6 +158,9 @@ def _fused_forward_kernel(
     BLOCK_H: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    """Program (row block, vocabulary split). HBM (predicted): the weight streams once per
+    group of GROUP_ROWS row blocks (N / (GROUP_ROWS * BLOCK_N) passes over ``weight``; 16 at
+    the target shape), ``hidden`` once per split; 12 bytes per row and split written."""
     # Program (row block, vocabulary split): the running max, sum-exp and target logit of its
     # rows over one split, a whole number of tiles. Programs are numbered so that GROUP_ROWS
     # consecutive ones hold different row blocks of the same split: they stream the same
@@ -248,6 +251,9 @@ def _fused_grad_logits_kernel(
     BLOCK_H: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    """Program (row block, tile) of one slab. HBM: the slab written once (one pass over the
+    slab's logits in the input dtype); the row chunk's hidden states and the slab's weight rows
+    (10.5 + 17.3 MB at the target shape) are re-read per tile from L2, not HBM."""
     # Consecutive programs share a row block, so its hidden rows stay in L2 across the chunk.
     blocks_v = (chunk_width + BLOCK_V - 1) // BLOCK_V
     pid = tl.program_id(0)
