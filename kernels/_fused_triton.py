@@ -278,18 +278,21 @@ def _fused_grad_logits_kernel(
 
 
 def vocabulary_splits(n_rows: int, n_vocab: int, cfg: FusedLaunch, device: torch.device) -> int:
-    """How many programs share one row block's vocabulary in the forward.
-
-    Enough for about :data:`FORWARD_WAVES` waves of programs on the GPU's SMs (N=2,048 is 16
-    row blocks on 132 SMs: 33 splits; N=16,384 is 128 row blocks: 5 splits), while each split
-    keeps at least :data:`MIN_SPLIT_TILES` tiles. Under the interpreter it is split in three,
-    so tests cover the combine.
-    """
+    """How many programs share one row block's vocabulary in the forward on ``device``
+    (:func:`splits_for` with the GPU's SM count). Under the interpreter it is split in three,
+    so tests cover the combine."""
     tiles = triton.cdiv(n_vocab, cfg.block_v)
     if device.type != "cuda":
         return min(3, tiles)
-    row_blocks = triton.cdiv(n_rows, cfg.block_n)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return splits_for(triton.cdiv(n_rows, cfg.block_n), tiles, sms)
+
+
+def splits_for(row_blocks: int, tiles: int, sms: int) -> int:
+    """Vocabulary splits for about :data:`FORWARD_WAVES` waves of programs on ``sms`` SMs
+    (N=2,048 is 16 row blocks of 128 on 132 SMs: 33 splits; N=16,384 is 128 row blocks: 5
+    splits, where one split would leave one ragged wave), each split keeping at least
+    :data:`MIN_SPLIT_TILES` tiles."""
     wanted = triton.cdiv(FORWARD_WAVES * sms, row_blocks)
     return max(1, min(wanted, tiles // MIN_SPLIT_TILES))
 

@@ -250,3 +250,41 @@ def test_small_vocabularies(rows: int, vocab: int) -> None:
     assert torch.allclose(logp.double(), want, atol=1e-6)
     for got, wanted in zip((hidden.grad, weight.grad, bias.grad), want_grads, strict=True):
         assert torch.allclose(got.double(), wanted, atol=1e-6)
+
+
+def test_grouped_tile_order_over_many_row_blocks() -> None:
+    """150 rows are 10 row blocks of 16 under the interpreter: one full group of GROUP_ROWS=8
+    and a partial group of 2, each over 3 vocabulary splits; every row is computed once."""
+    kernels = load_fused_kernels()
+    assert kernels.GROUP_ROWS == 8
+    hidden, weight, bias, targets, upstream = make_inputs(11, torch.float32, True, rows=150)
+    with torch.no_grad():
+        logp = fused_linear_logprobs(hidden, weight, targets, bias=bias, backend="triton")
+    want, _ = reference_grads(hidden, weight, bias, targets, upstream, 1.0)
+    assert relative_error(logp, want) < 1e-6
+
+
+@pytest.mark.parametrize("tile", range(4))
+def test_every_autotuned_forward_tile(monkeypatch: pytest.MonkeyPatch, tile: int) -> None:
+    """Each tile shape the GPU forward autotunes over, run under the interpreter in float32
+    (ieee products), gives the reference's log-probs on shapes that leave every tile partial."""
+    import dataclasses
+
+    kernels = load_fused_kernels()
+    config = dataclasses.replace(kernels.FORWARD_CONFIGS[tile], num_warps=1, num_stages=1)
+    monkeypatch.setattr(kernels, "launch_config", lambda dtype, device: config)
+    hidden, weight, bias, targets, upstream = make_inputs(12 + tile, torch.float32, True, 200)
+    with torch.no_grad():
+        logp = fused_linear_logprobs(hidden, weight, targets, bias=bias, backend="triton")
+    want, _ = reference_grads(hidden, weight, bias, targets, upstream, 1.0)
+    assert relative_error(logp, want) < 1e-6
+
+
+def test_vocabulary_splits_fill_the_gpu() -> None:
+    """Hand-computed for an H100 (132 SMs) with 128 x 128 tiles: about four waves."""
+    kernels = load_fused_kernels()
+    tiles = -(-248_320 // 128)  # 1,940
+    assert kernels.splits_for(16_384 // 128, tiles, 132) == 5  # 640 programs
+    assert kernels.splits_for(2048 // 128, tiles, 132) == 33  # 528 programs = 4 waves
+    assert kernels.splits_for(1, 20, 132) == 1  # at least 16 tiles per split
+    assert kernels.splits_for(4096, tiles, 132) == 1
