@@ -31,10 +31,10 @@ logit tiles in Triton, turns them into logit gradients ``D = g * (onehot - softm
 one ``[rows, V_chunk]`` slab at a time, and the wrapper (``fused_linear``) feeds each slab to
 two cuBLAS GEMMs with float32 accumulation: ``dHidden[chunk] += D @ W[slab]`` into a float32
 chunk buffer and ``dWeight[slab] += D.T @ hidden[chunk]``. Predicted HBM traffic of the
-backward (analytic): every slab is written once and read twice, 6 bytes per logit in bf16 (24 GB
-at the target shape, ~7 ms at 3.3 TB/s, under the 50 ms of its 25 TFLOP of matmuls); the weight
-slab and hidden chunk are re-read per tile from L2, and dWeight is read and written once per
-row chunk (7 chunks: 14 GB).
+backward (analytic): every slab is written once and read twice, 6 bytes per logit in bf16
+(24 GB at the target shape, ~7 ms at 3.3 TB/s, under the ~50 ms that its 50 TFLOP of matmuls
+take at 990 TFLOP/s); the weight slab and hidden chunk are re-read per tile from L2, and
+dWeight is read and written once per row chunk (7 chunks: about 13 GB).
 """
 
 from __future__ import annotations
