@@ -70,7 +70,8 @@ def _logprob_forward_kernel(
     WITH_ENTROPY: tl.constexpr,
 ):
     """One row per program. HBM: the row's V logits read once (one pass over the logits,
-    ``itemsize * V`` bytes), 8 or 12 bytes written; no host synchronisation anywhere."""
+    ``itemsize * V`` bytes; the prefetch past the last tile is fully masked and reads nothing),
+    8 or 12 bytes written; no host synchronisation anywhere."""
     row = tl.program_id(0).to(tl.int64)
     row_ptr = logits_ptr + row * stride_row
     cols = tl.arange(0, BLOCK_V)
@@ -80,10 +81,13 @@ def _logprob_forward_kernel(
     m = tl.full((BLOCK_V,), float("-inf"), tl.float32)
     s = tl.zeros((BLOCK_V,), tl.float32)
     w = tl.zeros((BLOCK_V,), tl.float32)
+    # Software pipelining by hand: the next tile's load is issued before this tile's math, so
+    # each program keeps two tiles of loads in flight (Triton pipelines only loads feeding dots).
+    ahead = tl.load(row_ptr + cols, mask=cols < n_vocab, other=float("-inf"))
     for start in range(0, n_vocab, BLOCK_V):
-        idx = start + cols
-        z = tl.load(row_ptr + idx, mask=idx < n_vocab, other=float("-inf")).to(tl.float32)
-        z = z * inv_temperature
+        z = ahead.to(tl.float32) * inv_temperature
+        idx = start + BLOCK_V + cols
+        ahead = tl.load(row_ptr + idx, mask=idx < n_vocab, other=float("-inf"))
         # One exp per logit: e = exp(-|z - m|), the factor that rescales whichever is smaller.
         # NaN must reach the sum, so max/min propagate it (the hardware's would drop it).
         high = tl.maximum(z, m, propagate_nan=tl.PropagateNan.ALL)
