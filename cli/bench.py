@@ -12,8 +12,9 @@ from stalesim.cli.lazy_group import LazyGroup
         "sim": "stalesim.sim.bench:bench_sim",
         "kernels": "stalesim.kernels.bench:bench_kernels",
         "plan": "stalesim.sim.bench:bench_plan",
+        "gpu": "stalesim.kernels.gpu_check_cli:bench_gpu",
     },
 )
 def bench() -> None:
     """Measure speed: the simulator (samples per wall-second), planning (candidates per minute)
-    or the Triton kernels."""
+    or the Triton kernels; check a GPU in one command."""

@@ -1,6 +1,7 @@
 """Triton kernels for GRPO training, each beside its plain-torch reference.
 
-Public API (imported lazily, so ``import stalesim.kernels`` stays cheap):
+Public API (imported lazily; importing the package only imports torch, to switch the Triton
+interpreter on where there is no CUDA):
 
 * :func:`token_logprobs` — per-token log-probs from logits.
 * :func:`fused_linear_logprobs` — log-probs fused with the output projection.
@@ -11,7 +12,24 @@ Public API (imported lazily, so ``import stalesim.kernels`` stays cheap):
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+
+def _interpret_without_cuda() -> None:
+    # Triton reads TRITON_INTERPRET when it decorates a function, its own library helpers
+    # included, and torch may import Triton on its own (an optimizer step on CPU does): so on a
+    # machine without CUDA the switch is set as soon as the kernels package is imported, before
+    # any torch work. An explicit value (TRITON_INTERPRET=0 for the offline sm_90 compile) wins.
+    if "TRITON_INTERPRET" in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+_interpret_without_cuda()
 
 # Module names differ from function names: importing a submodule sets it as an attribute of
 # the package, which would shadow a function of the same name.

@@ -11,6 +11,7 @@ Every result is one row: a dict with the keys of :data:`COLUMNS`.
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import time
 from collections.abc import Callable
@@ -126,13 +127,29 @@ def _correctness_row(
     )
 
 
+def real_shape_correctness_cases(device: torch.device) -> list[Callable[[], dict[str, Any]]]:
+    """bf16 checks at the sizes the GPU tiles, the vocabulary splits and the backward's row
+    chunks and slabs are built for (``stalesim bench gpu`` runs them): log-probs at a real
+    vocabulary (N=1,024, V=151,936) and the fused path at gpu-small's (N=2,048, H=1,024,
+    V=32,768: 8 row chunks x 13 slabs in the backward)."""
+    gen = torch.Generator().manual_seed(5)
+    return [
+        lambda: _token_logprobs_case(device, torch.bfloat16, False, gen, shape=(1024, 151_936)),
+        lambda: _fused_linear_case(device, torch.bfloat16, False, gen, shape=(2048, 32_768, 1024)),
+    ]
+
+
 def _token_logprobs_case(
-    device: torch.device, dtype: torch.dtype, quick: bool, gen: torch.Generator
+    device: torch.device,
+    dtype: torch.dtype,
+    quick: bool,
+    gen: torch.Generator,
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     from stalesim.kernels.logprobs import token_logprobs
     from stalesim.kernels.reference import token_logprobs_ref
 
-    n, v = (13, 389) if quick else (61, 4099)
+    n, v = shape or ((13, 389) if quick else (61, 4099))
     temperature = 0.8
     logits = (4 * torch.randn(n, v, generator=gen)).to(dtype)
     logits[:, ::17] = float("-inf")
@@ -159,12 +176,16 @@ def _token_logprobs_case(
 
 
 def _fused_linear_case(
-    device: torch.device, dtype: torch.dtype, quick: bool, gen: torch.Generator
+    device: torch.device,
+    dtype: torch.dtype,
+    quick: bool,
+    gen: torch.Generator,
+    shape: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
     from stalesim.kernels.fused_linear import fused_linear_logprobs
     from stalesim.kernels.reference import fused_linear_logprobs_ref
 
-    n, v, h = (13, 389, 24) if quick else (67, 1031, 72)
+    n, v, h = shape or ((13, 389, 24) if quick else (67, 1031, 72))
     temperature = 0.9
     hidden = torch.randn(n, h, generator=gen).to(dtype)
     weight = (torch.randn(v, h, generator=gen) / h**0.5).to(dtype)
@@ -254,17 +275,22 @@ class BenchShapes:
     logprobs: tuple[int, int]  # N, V
     fused: tuple[int, int, int]  # N, H, V
     grpo: tuple[int, int]  # R, L
+    logits_grpo: tuple[int, int, int]  # R, L, V
     copy_floats: int
     matmul_size: int
     dtype: torch.dtype = torch.bfloat16
+    target_shapes: bool = False
 
 
-FULL = BenchShapes((8192, 151_936), (16_384, 2048, 248_320), (64, 1024), 2**28, 8192)
+FULL = BenchShapes(
+    (8192, 151_936), (16_384, 2048, 248_320), (64, 1024), (8, 1024, 151_936), 2**28, 8192,
+    target_shapes=True,
+)  # fmt: skip
 """The issue's shapes: log-probs N=8192 V=151,936; fused N=16,384 H=2048 V=248,320; GRPO loss
-on 65,536 tokens."""
-QUICK = BenchShapes((2048, 32_768), (4096, 1024, 32_768), (64, 256), 2**26, 4096)
+on 65,536 tokens; log-probs -> GRPO loss on 8 x 1,024 tokens of 151,936 logits."""
+QUICK = BenchShapes((2048, 32_768), (4096, 1024, 32_768), (64, 256), (4, 512, 32_768), 2**26, 4096)
 """A smoke run on a GPU."""
-TINY = BenchShapes((16, 300), (16, 32, 100), (4, 24), 2**16, 64, torch.float32)
+TINY = BenchShapes((16, 300), (16, 32, 100), (4, 24), (2, 7, 300), 2**16, 64, torch.float32)
 """Shapes the tests use to run the timing code on CPU under the interpreter."""
 
 
@@ -342,41 +368,70 @@ def _eager_fused_linear(
     return _eager_token_logprobs(hidden @ weight.T, targets)
 
 
-def _optional_baselines(kind: str) -> dict[str, Callable[..., torch.Tensor]]:
-    """TRL's ``selective_log_softmax``, Liger-Kernel and Cut Cross-Entropy, when importable, as
-    functions giving log-probs or, for losses that reduce, the negative summed log-prob (the
-    same work)."""
-    found: dict[str, Callable[..., torch.Tensor]] = {}
+@dataclass(frozen=True)
+class Baseline:
+    """An outside implementation: ``fn`` when its package imports, else ``None`` and how to
+    install it (the bench then writes a "not installed" row instead of leaving it out)."""
+
+    name: str
+    fn: Callable[..., torch.Tensor] | None
+    install: str
+
+
+def _import_or_none(module: str, attribute: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except Exception:  # any failure to import counts as not installed
+        return None
+
+
+def _optional_baselines(kind: str) -> list[Baseline]:
+    """TRL, Liger-Kernel and Cut Cross-Entropy for ``kind``, importable or not; losses that
+    reduce are wrapped to give the negative summed log-prob (the same work)."""
+    trl = "pip install trl"
+    liger = "pip install liger-kernel"
+    cce = "pip install cut-cross-entropy"
+    found: list[Baseline] = []
     if kind == "token_logprobs":
-        try:
-            from trl.trainer.utils import selective_log_softmax
-        except Exception:
-            pass
-        else:
-            found["trl selective_log_softmax"] = selective_log_softmax
-        try:
-            from liger_kernel.transformers.functional import liger_cross_entropy
-        except Exception:
-            pass
-        else:
-            found["liger cross_entropy"] = lambda x, t: -liger_cross_entropy(x, t, reduction="none")
+        selective = _import_or_none("trl.trainer.utils", "selective_log_softmax")
+        found.append(Baseline("trl selective_log_softmax", selective, trl))
+        liger_ce = _import_or_none("liger_kernel.transformers.functional", "liger_cross_entropy")
+        found.append(
+            Baseline(
+                "liger cross_entropy",
+                liger_ce and (lambda x, t: -liger_ce(x, t, reduction="none")),
+                liger,
+            )
+        )
     if kind == "fused_linear_logprobs":
-        try:
-            from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
-        except Exception:
-            pass
-        else:
-            found["liger fused_linear_cross_entropy"] = lambda h, w, t: (
-                -liger_fused_linear_cross_entropy(h, w, t, reduction="sum")
+        flce = _import_or_none(
+            "liger_kernel.transformers.functional", "liger_fused_linear_cross_entropy"
+        )
+        found.append(
+            Baseline(
+                "liger fused_linear_cross_entropy",
+                flce and (lambda h, w, t: -flce(h, w, t, reduction="sum")),
+                liger,
             )
-        try:
-            from cut_cross_entropy import linear_cross_entropy
-        except Exception:
-            pass
-        else:
-            found["cut cross-entropy"] = lambda h, w, t: (
-                -linear_cross_entropy(h, w, t, reduction="sum")
+        )
+        lce = _import_or_none("cut_cross_entropy", "linear_cross_entropy")
+        # CCE skips the gradient of logits whose softmax is below a threshold; with random
+        # weights almost every logit is, so it is timed with the filter (its default) and
+        # without it (the work a trained model's peaked softmax does not let it skip).
+        found.append(
+            Baseline(
+                "cut cross-entropy (gradient filter on)",
+                lce and (lambda h, w, t: -lce(h, w, t, reduction="sum")),
+                cce,
             )
+        )
+        found.append(
+            Baseline(
+                "cut cross-entropy (gradient filter off)",
+                lce and (lambda h, w, t: -lce(h, w, t, reduction="sum", filter_eps=None)),
+                cce,
+            )
+        )
     return found
 
 
@@ -385,12 +440,26 @@ def _implementations(
     triton_fn: Callable[..., torch.Tensor],
     eager: Callable[..., torch.Tensor],
     compile_baselines: bool,
-) -> dict[str, Callable[..., torch.Tensor]]:
+    baselines: list[Baseline] | None = None,
+) -> tuple[dict[str, Callable[..., torch.Tensor]], dict[str, str]]:
+    """The implementations to time, and the missing baselines with how to install each."""
     impls = {"triton": triton_fn, "torch eager": eager}
     if compile_baselines:
         impls["torch.compile"] = torch.compile(eager)
-    impls.update(_optional_baselines(kind))
-    return impls
+    missing: dict[str, str] = {}
+    for baseline in _optional_baselines(kind) if baselines is None else baselines:
+        if baseline.fn is None:
+            missing[baseline.name] = baseline.install
+        else:
+            impls[baseline.name] = baseline.fn
+    return impls, missing
+
+
+def _missing_cases(labels: dict[str, Any], missing: dict[str, str]) -> list[TimedCase]:
+    return [
+        TimedCase(labels | {"implementation": name}, missing=f"not installed: {install}")
+        for name, install in missing.items()
+    ]
 
 
 @dataclass
@@ -399,14 +468,16 @@ class TimedCase:
     gradients so each run starts from the same memory state."""
 
     labels: dict[str, Any]
-    run: Callable[[], object]
-    reset: Callable[[], None]
-    work: float
-    rate_unit: str  # "GB/s" (work in bytes) or "TFLOP/s" (work in FLOPs)
-    ceiling_key: str
+    run: Callable[[], object] | None = None
+    reset: Callable[[], None] = lambda: None
+    work: float = 0.0
+    rate_unit: str = "GB/s"  # "GB/s" (work in bytes) or "TFLOP/s" (work in FLOPs)
+    ceiling_key: str = "copy_bytes_per_s"
     gradient_bytes: int | None = None
     release: Callable[[], None] | None = None
     """Set on the last case of a kernel: frees the inputs its group shared."""
+    missing: str | None = None
+    """Why this baseline was not run and how to install it; its row says so."""
 
 
 def measure(
@@ -427,6 +498,8 @@ def _measure(
 ) -> dict[str, Any]:
     scale = 1e9 if case.rate_unit == "GB/s" else 1e12
     labels = case.labels | {"device": device.type}
+    if case.missing is not None:
+        return row(**(labels | {"note": case.missing}), status="not installed")
     try:
         seconds = median_seconds(case.run, repeats, device)
         peak = peak_extra_bytes(case.run, case.reset, device)
@@ -461,6 +534,7 @@ def timing_cases(
         *_token_logprobs_timing(device, shapes, compile_baselines),
         *_fused_linear_timing(device, shapes, compile_baselines),
         *_grpo_loss_timing(device, shapes, compile_baselines),
+        *_logits_grpo_timing(device, shapes, compile_baselines),
     ]
 
 
@@ -487,7 +561,7 @@ def _token_logprobs_timing(device: torch.device, shapes: BenchShapes, compile_ba
             state["targets"] = torch.randint(0, v, (n,), device=device)
         return state["logits"], state["targets"]
 
-    impls = _implementations(
+    impls, missing = _implementations(
         "token_logprobs",
         lambda x, t: token_logprobs(x, t, backend="triton"),
         _eager_token_logprobs,
@@ -529,6 +603,9 @@ def _token_logprobs_timing(device: torch.device, shapes: BenchShapes, compile_ba
             )
         )  # fmt: skip
     cases[-1].release = state.clear
+    labels = {"kernel": "token_logprobs", "dtype": dtype_name(dtype), "shape": f"N={n} V={v}"}
+    for pass_ in ("forward", "forward+backward"):
+        cases += _missing_cases(labels | {"pass": pass_}, missing)
     return cases
 
 
@@ -546,7 +623,7 @@ def _fused_linear_timing(device: torch.device, shapes: BenchShapes, compile_base
             state["targets"] = torch.randint(0, v, (n,), device=device)
         return state["hidden"], state["weight"], state["targets"]
 
-    impls = _implementations(
+    impls, missing = _implementations(
         "fused_linear_logprobs",
         lambda x, w, t: fused_linear_logprobs(x, w, t, backend="triton"),
         _eager_fused_linear,
@@ -584,12 +661,21 @@ def _fused_linear_timing(device: torch.device, shapes: BenchShapes, compile_base
         cases.append(
             TimedCase(
                 labels | {"pass": "forward+backward",
-                          "note": "FLOPs: 6NHV (model FLOPs; recomputed logits not counted)"},
+                          "note": "FLOPs credited: 6NHV, the model's (forward, dHidden, "
+                                  "dWeight); the Triton path executes 8NHV, recomputing the "
+                                  "logits in the backward"},
                 forward_backward, reset, 3 * flops, "TFLOP/s", "matmul_flop_per_s",
                 (n + v) * h * dtype.itemsize,
             )
         )  # fmt: skip
     cases[-1].release = state.clear
+    labels = {
+        "kernel": "fused_linear_logprobs",
+        "dtype": dtype_name(dtype),
+        "shape": f"N={n} H={h} V={v}",
+    }
+    for pass_ in ("forward", "forward+backward"):
+        cases += _missing_cases(labels | {"pass": pass_}, missing)
     return cases
 
 
@@ -612,7 +698,7 @@ def _grpo_loss_timing(device: torch.device, shapes: BenchShapes, compile_baselin
     def eager(**tensors: torch.Tensor) -> torch.Tensor:
         return grpo_loss_ref(**tensors, **options)[0]
 
-    impls = _implementations(
+    impls, _ = _implementations(
         "grpo_loss",
         lambda **tensors: grpo_loss(**tensors, **options, backend="triton")[0],
         eager,
@@ -644,3 +730,172 @@ def _grpo_loss_timing(device: torch.device, shapes: BenchShapes, compile_baselin
         )
     cases[-1].release = state.clear
     return cases
+
+
+LOGITS_GRPO_KERNEL = "token_logprobs+grpo_loss"
+"""The whole path from logits to the GRPO loss, forward and backward, as one timed case."""
+
+
+def _logits_grpo_baselines(eps_low: float, eps_high: float) -> list[Baseline]:
+    """TRL's path (``selective_log_softmax`` then the loss as its GRPOTrainer writes it, in
+    eager torch) and Liger-Kernel's fused Triton GRPO loss on logits."""
+    selective = _import_or_none("trl.trainer.utils", "selective_log_softmax")
+    liger = _import_or_none("liger_kernel.transformers.grpo_loss", "triton_grpo_loss")
+
+    def trl_path(logits, ids, old, advantages, mask) -> torch.Tensor:
+        logp = selective(logits[:, :-1], ids)
+        ratio = torch.exp(logp - old)
+        clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+        adv = advantages.unsqueeze(1)
+        per_token = -torch.min(ratio * adv, clipped * adv)
+        maskf = mask.to(per_token.dtype)
+        return (per_token * maskf).sum() / maskf.sum().clamp(min=1.0)
+
+    def liger_path(logits, ids, old, advantages, mask) -> torch.Tensor:
+        # inplace=False: Liger would otherwise overwrite the shared logits with their gradient.
+        loss, _ = liger(
+            logits, old, None, ids, advantages, mask, temperature=1.0, beta=0.0,
+            eps_low=eps_low, eps_high=eps_high, inplace=False, loss_type="dapo", reduce=True,
+        )  # fmt: skip
+        return loss
+
+    return [
+        Baseline("trl selective_log_softmax + loss", selective and trl_path, "pip install trl"),
+        Baseline("liger triton_grpo_loss", liger and liger_path, "pip install liger-kernel"),
+    ]
+
+
+def _logits_grpo_timing(device: torch.device, shapes: BenchShapes, compile_baselines: bool):
+    """Logits ``[R, L + 1, V]`` (the model's output, the last position unused, as trainers
+    pass them) -> per-token log-probs -> GRPO loss (token ratio, clip 0.2/0.28, token mean)
+    -> backward to the logits. The work credited is the floor of any implementation: the
+    logits read twice and their gradient written once, ``3 * itemsize`` bytes per logit."""
+    from stalesim.kernels.logprobs import token_logprobs
+    from stalesim.kernels.loss import grpo_loss
+    from stalesim.kernels.options import GRPOOptions
+    from stalesim.kernels.reference import grpo_loss_ref
+
+    rows, length, v = shapes.logits_grpo
+    dtype = shapes.dtype
+    options = GRPOOptions(eps_low=0.2, eps_high=0.28)
+    state: dict[str, torch.Tensor] = {}
+
+    def inputs() -> dict[str, torch.Tensor]:
+        if not state:
+            gen = torch.Generator().manual_seed(2)
+            state["logits"] = torch.randn(rows, length + 1, v, device=device, dtype=dtype)
+            state["ids"] = torch.randint(0, v, (rows, length), device=device)
+            old = -torch.rand(rows, length, generator=gen) * 3
+            state["old"] = old.to(device)
+            state["advantages"] = torch.randn(rows, generator=gen).to(device)
+            state["mask"] = (torch.rand(rows, length, generator=gen) < 0.9).to(device)
+        return state
+
+    def triton_path(logits, ids, old, advantages, mask) -> torch.Tensor:
+        # All L + 1 positions go through the kernel (a contiguous view, no copy); the last
+        # one's log-prob is dropped, so its gradient row is zero.
+        padded = torch.nn.functional.pad(ids, (0, 1))
+        logp = token_logprobs(logits.view(-1, v), padded.view(-1), backend="triton")
+        logp = logp.view(rows, length + 1)[:, :-1]
+        return grpo_loss(logp, old, advantages, mask, options=options, backend="triton")[0]
+
+    def eager(logits, ids, old, advantages, mask) -> torch.Tensor:
+        logp = _eager_token_logprobs(logits[:, :-1].reshape(-1, v), ids.reshape(-1))
+        return grpo_loss_ref(logp.view(rows, length), old, advantages, mask, options=options)[0]
+
+    impls, missing = _implementations(
+        LOGITS_GRPO_KERNEL,
+        triton_path,
+        eager,
+        compile_baselines,
+        baselines=_logits_grpo_baselines(options.eps_low, options.eps_high),
+    )
+    floor_bytes = 3 * rows * length * v * dtype.itemsize
+    reset = _leaf_resetter(state, ("logits",))
+    labels = {
+        "kernel": LOGITS_GRPO_KERNEL,
+        "pass": "forward+backward",
+        "dtype": dtype_name(dtype),
+        "shape": f"R={rows} L={length} V={v}",
+    }
+    cases = []
+    for name, impl in impls.items():
+
+        def forward_backward(impl=impl) -> None:
+            tensors = inputs()
+            tensors["logits"].grad = None
+            tensors["logits"].requires_grad_(True)
+            impl(**tensors).backward()
+
+        cases.append(
+            TimedCase(
+                labels | {"implementation": name,
+                          "note": "bytes: the floor, logits read twice and dlogits written "
+                                  "once; fraction 1/1.15 = 0.87 is the target"},
+                forward_backward, reset, floor_bytes, "GB/s", "copy_bytes_per_s",
+                rows * (length + 1) * v * dtype.itemsize,
+            )
+        )  # fmt: skip
+    cases[-1].release = state.clear
+    return cases + _missing_cases(labels, missing)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A speed or memory figure of a Triton kernel that the design promises."""
+
+    figure: str
+    kernel: str
+    pass_: str
+    quantity: str  # "fraction_of_ceiling" or "memory_ratio" (peak extra / gradient bytes)
+    bound: float
+    at_least: bool
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("log-probs forward / copy bandwidth", "token_logprobs", "forward",
+           "fraction_of_ceiling", 0.90, True),
+    Target("log-probs -> GRPO loss fwd+bwd: floor time / time (<= 1.15x the floor)",
+           LOGITS_GRPO_KERNEL, "forward+backward", "fraction_of_ceiling", 1 / 1.15, True),
+    Target("fused linear fwd+bwd / bf16 matmul peak", "fused_linear_logprobs",
+           "forward+backward", "fraction_of_ceiling", 0.60, True),
+    Target("fused linear fwd+bwd peak memory / gradient buffers", "fused_linear_logprobs",
+           "forward+backward", "memory_ratio", 1.05, False),
+)  # fmt: skip
+"""The issue's targets, at :data:`FULL` shapes in bf16 on one GPU."""
+
+
+def target_verdicts(rows: list[dict[str, Any]], at_target_shapes: bool) -> list[dict[str, Any]]:
+    """Each target with the Triton row's value and ``pass``, ``fail`` or ``not measured``
+    (no GPU row, or a run at other than the target shapes)."""
+    verdicts = []
+    for target in TARGETS:
+        hit = [
+            r
+            for r in rows
+            if r["kernel"] == target.kernel
+            and r["pass"] == target.pass_
+            and r["implementation"] == "triton"
+            and r["median_s"] is not None
+        ]
+        value = None
+        if hit and target.quantity == "memory_ratio":
+            peak, grads = hit[0]["peak_extra_bytes"], hit[0]["gradient_bytes"]
+            value = peak / grads if peak is not None and grads else None
+        elif hit:
+            value = hit[0]["fraction_of_ceiling"]
+        if value is None or not at_target_shapes:
+            verdict = "not measured"
+        elif target.at_least:
+            verdict = "pass" if value >= target.bound else "fail"
+        else:
+            verdict = "pass" if value <= target.bound else "fail"
+        verdicts.append(
+            {
+                "figure": target.figure,
+                "target": f"{'>=' if target.at_least else '<='} {target.bound:.3g}",
+                "value": value,
+                "verdict": verdict,
+            }
+        )
+    return verdicts

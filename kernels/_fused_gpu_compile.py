@@ -7,7 +7,8 @@ do not spill registers to local memory, and that the matmul loops are software-p
 specialise them at the shapes that matter (16-byte-aligned pointers and strides, unit strides
 as constants).
 
-Run as ``python -m stalesim.kernels._fused_gpu_compile`` with ``TRITON_INTERPRET`` unset; it
+Run as ``TRITON_INTERPRET=0 python -m stalesim.kernels._fused_gpu_compile`` (the kernels
+package switches the interpreter on by itself on a machine without CUDA unless told ``0``); it
 prints one JSON object per compiled kernel.
 """
 
@@ -30,9 +31,13 @@ ALIGNED = "aligned"
 
 
 def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
-    """(kernel, argument types, constexpr values, warps, stages) for each GPU launch."""
+    """(kernel, argument types, constexpr values, warps, stages) for each GPU launch: both
+    log-prob kernels, the fused forward in every autotuned tile of :data:`FORWARD_CONFIGS`
+    (16-bit) and its fixed float32 tile, the fused logit-gradient kernel, and the GRPO loss
+    forward."""
     import torch
     from stalesim.kernels import _fused_triton as fused
+    from stalesim.kernels import _grpo_loss_triton as grpo
     from stalesim.kernels import _logprob_triton as logprob
 
     jobs = []
@@ -61,46 +66,50 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                 )
             )  # fmt: skip
         cfg = fused.launch_config(dtype, torch.device("cuda"))
-        blocks = {
-            "BLOCK_N": cfg.block_n,
-            "BLOCK_V": cfg.block_v,
-            "BLOCK_H": cfg.block_h,
-            "DOT_PRECISION": cfg.dot_precision,
-        }
         operands = {"hidden_ptr": f"*{short}", "weight_ptr": f"*{short}",
                     "bias_ptr": f"*{short}", "targets_ptr": "*i64"}  # fmt: skip
         sizes = {"n_rows": "i32", "n_vocab": ALIGNED, "n_hidden": ALIGNED,
                  "stride_hidden": ALIGNED, "stride_weight": ALIGNED, "inv_temperature": "fp32"}  # fmt: skip
-        jobs.append(
-            (
-                fused._fused_forward_kernel,
-                {**operands, "partial_max_ptr": "*fp32", "partial_sum_ptr": "*fp32",
-                 "partial_target_ptr": "*fp32", "n_splits": "i32", "split_width": ALIGNED,
-                 **sizes},
-                {"HAS_BIAS": True, **blocks}, cfg.num_warps, cfg.num_stages,
-            )
-        )  # fmt: skip
+        forward_tiles = fused.FORWARD_CONFIGS if dtype != torch.float32 else (cfg,)
+        for tile in forward_tiles:
+            jobs.append(
+                (
+                    fused._fused_forward_kernel,
+                    {**operands, "partial_max_ptr": "*fp32", "partial_sum_ptr": "*fp32",
+                     "partial_target_ptr": "*fp32", "n_splits": "i32", **sizes},
+                    {"HAS_BIAS": True, "GROUP_ROWS": fused.GROUP_ROWS,
+                     "BLOCK_N": tile.block_n, "BLOCK_V": tile.block_v,
+                     "BLOCK_H": tile.block_h, "DOT_PRECISION": cfg.dot_precision},
+                    tile.num_warps, tile.num_stages,
+                )
+            )  # fmt: skip
         jobs.append(
             (
                 fused._fused_grad_logits_kernel,
                 {**operands, "lse_ptr": "*fp32", "grad_logp_ptr": "*fp32",
                  "slab_ptr": f"*{short}", "chunk_start": ALIGNED, "chunk_width": ALIGNED,
                  "stride_slab": ALIGNED, **sizes},
-                {"HAS_BIAS": True, **blocks}, cfg.num_warps, cfg.num_stages,
-            )
-        )  # fmt: skip
-        jobs.append(
-            (
-                fused._matmul_accumulate_kernel,
-                {"acc_ptr": "*fp32", "a_ptr": f"*{short}", "b_ptr": f"*{short}",
-                 "size_m": "i32", "size_n": ALIGNED, "size_k": ALIGNED,
-                 "stride_am": ALIGNED, "stride_bk": ALIGNED, "stride_acc": ALIGNED},
-                {"stride_ak": 1, "stride_bn": 1, "BLOCK_M": cfg.block_n,
-                 "BLOCK_N": cfg.block_v, "BLOCK_K": cfg.block_h,
-                 "DOT_PRECISION": cfg.dot_precision},
+                {"HAS_BIAS": True, "BLOCK_N": cfg.block_n, "BLOCK_V": cfg.block_v,
+                 "BLOCK_H": cfg.block_h, "DOT_PRECISION": cfg.dot_precision},
                 cfg.num_warps, cfg.num_stages,
             )
         )  # fmt: skip
+    # The GRPO loss forward, at the bench's sequence-level option set (every branch the NaN
+    # propagation touches: the cap, the clip, the KL).
+    jobs.append(
+        (
+            grpo.grpo_forward_kernel,
+            {"logp_ptr": "*fp32", "behaviour_ptr": "*fp32", "prox_ptr": "*fp32",
+             "ref_ptr": "*fp32", "adv_ptr": "*fp32", "mask_ptr": "*u8",
+             "sequence_sums_ptr": "*fp32", "dloss_ptr": "*fp32", "partial_ptr": "*fp32",
+             "L": ALIGNED, "T": "i32", "P": "i32", "eps_low": "fp32", "eps_high": "fp32",
+             "is_cap": "fp32", "beta": "fp32"},
+            {"PROX_MODE": int(grpo.PROX_CURRENT), "SEQUENCE": True, "HAS_CAP": True,
+             "HAS_REF": True, "USE_KL": True, "KL_ESTIMATOR": 3, "BLOCK": 512,
+             "TILES_BLOCK": 2},
+            4, 1,
+        )
+    )  # fmt: skip
     return jobs
 
 
@@ -136,9 +145,10 @@ def compile_for_sm90() -> list[dict[str, Any]]:
         reports.append(
             {
                 "kernel": kernel.__name__,
-                "variant": ",".join(f"{k}={v}" for k, v in constexprs.items() if k.isupper()),
+                "variant": ",".join(f"{k}={v}" for k, v in constexprs.items() if k.isupper())
+                + f",warps={warps},stages={stages}",
                 "operand": arg_types.get(
-                    "hidden_ptr", arg_types.get("logits_ptr", arg_types.get("a_ptr"))
+                    "hidden_ptr", arg_types.get("logits_ptr", arg_types.get("logp_ptr"))
                 ),
                 "registers": int(resources["REG"]),
                 "local_bytes": int(resources["LOCAL"]),
@@ -152,7 +162,7 @@ def compile_for_sm90() -> list[dict[str, Any]]:
 
 def main() -> None:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        sys.exit("unset TRITON_INTERPRET: the interpreter does not compile kernels")
+        sys.exit("set TRITON_INTERPRET=0: the interpreter does not compile kernels")
     for report in compile_for_sm90():
         print(json.dumps(report))
 

@@ -3,11 +3,22 @@
 Import this module through ``stalesim.kernels.backend.load_triton_module("_fused_triton")``, so
 that on a machine without CUDA the interpreter is switched on before the kernels are decorated.
 
-Forward: one program per block of rows (and, when there are too few row blocks to fill the GPU,
-per slice of the vocabulary) walks the vocabulary in tiles; each logit tile is a ``tl.dot`` of
-the rows' hidden states with a tile of the weight, reduced into a running max / sum-exp per row
-and gathered at the targets, then dropped. The slices' partial sums are combined per row, and
-only ``N`` log-sum-exps stay.
+Forward: one program per (block of rows, slice of the vocabulary) walks its slice in tiles;
+each logit tile is a ``tl.dot`` of the rows' hidden states with a tile of the weight, reduced
+into a running max / sum-exp per row and gathered at the targets, then dropped. The slices'
+partial sums are combined per row, and only ``N`` log-sum-exps stay. Programs are numbered in
+groups of :data:`GROUP_ROWS` row blocks that walk the same vocabulary slice side by side, so a
+weight tile read from HBM serves the whole group from L2; the vocabulary is split until there
+are several waves of programs (at N=16,384 too, where 128 row blocks alone would leave an H100's
+132 SMs one ragged wave). On a GPU the tile shape and pipeline depth are autotuned over
+:data:`FORWARD_CONFIGS` once per (H, V, dtype); under the interpreter one fixed tile is used.
+
+Predicted HBM traffic of the forward at N=16,384, H=2,048, V=248,320, bf16 (analytic, not
+measured): the weight (1.02 GB) once per group of 8 row blocks that share it in L2 while it
+streams, i.e. N / (8 * 128) = 16 passes = 16 GB in the worst case that L2 holds nothing across
+groups, against 16.7 TFLOP of tensor-core work: at ~3.3 TB/s the traffic takes 5 ms and the
+matmuls ~17 ms at 990 TFLOP/s, so the forward is compute-bound; ``hidden`` (67 MB) is read once
+per vocabulary slice from HBM (5 slices) and per tile from L2.
 
 Backward: why a slab and not atomics or per-tile accumulators. Both gradients reduce over a
 dimension the logits tile does not own (dHidden over V, dWeight over N) and are H wide. A
@@ -16,23 +27,34 @@ the thousands, and splitting H across programs recomputes every logit tile ``H /
 times. Accumulating per tile with atomics costs ``N * V * H * (1/BLOCK_N + 1/BLOCK_V)`` float32
 atomic adds: about 1.3e11 at N=16k, V=248k, H=2k with 128x128 tiles, which at the L2's atomic
 rate takes several times longer than the matmuls themselves. So the backward recomputes the
-logit tiles in Triton, turns them into logit gradients
-``D = g * (onehot - softmax) / T`` for one slab of ``V_chunk`` vocabulary columns at a time
-(``[N, V_chunk]``, sized by a byte budget, so extra memory is bounded and never ``N * V``), and
-feeds each slab to two dense tensor-core GEMMs: ``dHidden += D @ W[chunk]`` (a Triton kernel
-that accumulates into a float32 buffer in place) and ``dWeight[chunk] = D.T @ hidden`` (written
-once, straight into its rows of the output). Every FLOP is then done at matmul efficiency and
-the total is the minimum of 8·N·V·H (forward, recompute, two gradient products).
+logit tiles in Triton, turns them into logit gradients ``D = g * (onehot - softmax) / T`` for
+one ``[rows, V_chunk]`` slab at a time, and the wrapper (``fused_linear``) feeds each slab to
+two cuBLAS GEMMs with float32 accumulation: ``dHidden[chunk] += D @ W[slab]`` into a float32
+chunk buffer and ``dWeight[slab] += D.T @ hidden[chunk]``. Predicted HBM traffic of the
+backward (analytic): every slab is written once and read twice, 6 bytes per logit in bf16
+(24 GB at the target shape, ~7 ms at 3.3 TB/s, under the ~50 ms that its 50 TFLOP of matmuls
+take at 990 TFLOP/s); the weight slab and hidden chunk are re-read per tile from L2, and
+dWeight is read and written once per row chunk (7 chunks: about 13 GB).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from stalesim.kernels._buffers import new_buffer
+
+GROUP_ROWS = 8
+"""Row blocks that walk the same vocabulary slice side by side in the forward (L2 reuse)."""
+
+FORWARD_WAVES = 4
+"""The forward splits the vocabulary until there are about this many waves of programs."""
+
+MIN_SPLIT_TILES = 16
+"""A vocabulary slice keeps at least this many tiles (its partials cost 12 bytes per row)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +74,7 @@ class FusedLaunch:
 
 
 def launch_config(dtype: torch.dtype, device: torch.device) -> FusedLaunch:
-    """Tiles for ``dtype`` operands on ``device``."""
+    """Tiles for ``dtype`` operands on ``device`` (the forward autotunes around them on a GPU)."""
     if device.type != "cuda":
         # The interpreter computes ieee float32 products, which keeps exact parity.
         return FusedLaunch(16, 32, 16, num_warps=1, num_stages=1, dot_precision="ieee")
@@ -63,6 +85,17 @@ def launch_config(dtype: torch.dtype, device: torch.device) -> FusedLaunch:
     return FusedLaunch(
         128, 128, block_h, num_warps=8, num_stages=3, dot_precision="tf32" if tf32 else "ieee"
     )
+
+
+FORWARD_CONFIGS: tuple[FusedLaunch, ...] = (
+    FusedLaunch(128, 128, 64, num_warps=8, num_stages=3, dot_precision="ieee"),
+    FusedLaunch(128, 128, 64, num_warps=8, num_stages=4, dot_precision="ieee"),
+    FusedLaunch(128, 64, 64, num_warps=4, num_stages=4, dot_precision="ieee"),
+    FusedLaunch(64, 128, 64, num_warps=4, num_stages=4, dot_precision="ieee"),
+)
+"""Tile shapes and pipeline depths the forward autotunes over for 16-bit operands on a GPU
+(``dot_precision`` is unused there: 16-bit products are exact). Each compiles for sm_90 without
+spills (``tests/kernels/test_fused_linear_gpu_compile.py``)."""
 
 
 @triton.jit
@@ -115,26 +148,39 @@ def _fused_forward_kernel(
     n_vocab,
     n_hidden,
     n_splits,
-    split_width,
     stride_hidden,
     stride_weight,
     inv_temperature,
     HAS_BIAS: tl.constexpr,
+    GROUP_ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_V: tl.constexpr,
     BLOCK_H: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    """Program (row block, vocabulary split). HBM (predicted): the weight streams once per
+    group of GROUP_ROWS row blocks (N / (GROUP_ROWS * BLOCK_N) passes over ``weight``; 16 at
+    the target shape), ``hidden`` once per split; 12 bytes per row and split written."""
     # Program (row block, vocabulary split): the running max, sum-exp and target logit of its
-    # rows over columns [split * split_width, (split + 1) * split_width), a whole number of
-    # tiles. Consecutive programs share a row block.
+    # rows over one split, a whole number of tiles. Programs are numbered so that GROUP_ROWS
+    # consecutive ones hold different row blocks of the same split: they stream the same
+    # weight tiles at the same time, which L2 then serves to all of them.
     pid = tl.program_id(0)
-    split = pid % n_splits
-    rows = (pid // n_splits) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # (a + b - 1) // b rather than tl.cdiv: a library @jit helper breaks under the interpreter
+    # when triton was imported before TRITON_INTERPRET was set.
+    row_blocks = (n_rows + BLOCK_N - 1) // BLOCK_N
+    per_group = GROUP_ROWS * n_splits
+    first_block = (pid // per_group) * GROUP_ROWS
+    group_rows = tl.minimum(row_blocks - first_block, GROUP_ROWS)
+    local = pid % per_group
+    row_block = first_block + local % group_rows
+    split = local // group_rows
+    rows = row_block * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < n_rows
     targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1).to(tl.int32)
-    v_begin = split * split_width
-    v_end = tl.minimum(v_begin + split_width, n_vocab)
+    split_tiles = ((n_vocab + BLOCK_V - 1) // BLOCK_V + n_splits - 1) // n_splits
+    v_begin = split * split_tiles * BLOCK_V
+    v_end = tl.minimum(v_begin + split_tiles * BLOCK_V, n_vocab)
 
     running_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     running_sum = tl.zeros((BLOCK_N,), tl.float32)
@@ -161,6 +207,26 @@ def _fused_forward_kernel(
     tl.store(partial_target_ptr + out, target_logit, mask=row_ok)
 
 
+def _autotuned(kernel):
+    configs = [
+        triton.Config(
+            {"BLOCK_N": c.block_n, "BLOCK_V": c.block_v, "BLOCK_H": c.block_h},
+            num_warps=c.num_warps,
+            num_stages=c.num_stages,
+        )
+        for c in FORWARD_CONFIGS
+    ]
+    # The tuning key leaves N out: training calls vary N every step and the best tile does
+    # not depend on it once there are several waves of programs.
+    return triton.autotune(configs=configs, key=["n_hidden", "n_vocab"])(kernel)
+
+
+# The interpreter would run every candidate; it gets the one fixed tile of launch_config.
+_fused_forward_tuned = (
+    None if os.environ.get("TRITON_INTERPRET") == "1" else _autotuned(_fused_forward_kernel)
+)
+
+
 @triton.jit
 def _fused_grad_logits_kernel(
     hidden_ptr,
@@ -185,8 +251,11 @@ def _fused_grad_logits_kernel(
     BLOCK_H: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    """Program (row block, tile) of one slab. HBM: the slab written once (one pass over the
+    slab's logits in the input dtype); the row chunk's hidden states and the slab's weight rows
+    (10.5 + 17.3 MB at the target shape) are re-read per tile from L2, not HBM."""
     # Consecutive programs share a row block, so its hidden rows stay in L2 across the chunk.
-    blocks_v = tl.cdiv(chunk_width, BLOCK_V)
+    blocks_v = (chunk_width + BLOCK_V - 1) // BLOCK_V
     pid = tl.program_id(0)
     rows = (pid // blocks_v) * BLOCK_N + tl.arange(0, BLOCK_N)
     local_cols = (pid % blocks_v) * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -208,56 +277,24 @@ def _fused_grad_logits_kernel(
     tl.store(out, grad.to(slab_ptr.dtype.element_ty), mask=keep)
 
 
-@triton.jit
-def _matmul_accumulate_kernel(
-    acc_ptr,
-    a_ptr,
-    b_ptr,
-    size_m,
-    size_n,
-    size_k,
-    stride_am,
-    stride_ak,
-    stride_bk,
-    stride_bn,
-    stride_acc,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
-    blocks_n = tl.cdiv(size_n, BLOCK_N)
-    pid = tl.program_id(0)
-    rm = (pid // blocks_n) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = (pid % blocks_n) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = rm < size_m
-    n_ok = rn < size_n
-    acc_tile = acc_ptr + rm.to(tl.int64)[:, None] * stride_acc + rn[None, :]
-    acc = tl.load(acc_tile, mask=m_ok[:, None] & n_ok[None, :], other=0.0)
-    a_rows = a_ptr + rm.to(tl.int64)[:, None] * stride_am
-    b_cols = b_ptr + rn.to(tl.int64)[None, :] * stride_bn
-    for k0 in range(0, size_k, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K)
-        k_ok = rk < size_k
-        a = tl.load(a_rows + rk[None, :] * stride_ak, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(b_cols + rk[:, None] * stride_bk, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-    tl.store(acc_tile, acc, mask=m_ok[:, None] & n_ok[None, :])
-
-
 def vocabulary_splits(n_rows: int, n_vocab: int, cfg: FusedLaunch, device: torch.device) -> int:
-    """How many programs share one row block's vocabulary in the forward.
-
-    With fewer row blocks than SMs, one program per row block would leave most of the GPU idle
-    (N=2,048 is 16 blocks on 132 SMs), so the vocabulary is split until the row blocks fill
-    whole waves. Under the interpreter it is split in three, so tests cover the combine.
-    """
+    """How many programs share one row block's vocabulary in the forward on ``device``
+    (:func:`splits_for` with the GPU's SM count). Under the interpreter it is split in three,
+    so tests cover the combine."""
     tiles = triton.cdiv(n_vocab, cfg.block_v)
     if device.type != "cuda":
         return min(3, tiles)
-    row_blocks = triton.cdiv(n_rows, cfg.block_n)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(tiles, sms // row_blocks))
+    return splits_for(triton.cdiv(n_rows, cfg.block_n), tiles, sms)
+
+
+def splits_for(row_blocks: int, tiles: int, sms: int) -> int:
+    """Vocabulary splits for about :data:`FORWARD_WAVES` waves of programs on ``sms`` SMs
+    (N=2,048 is 16 row blocks of 128 on 132 SMs: 33 splits; N=16,384 is 128 row blocks: 5
+    splits, where one split would leave one ragged wave), each split keeping at least
+    :data:`MIN_SPLIT_TILES` tiles."""
+    wanted = triton.cdiv(FORWARD_WAVES * sms, row_blocks)
+    return max(1, min(wanted, tiles // MIN_SPLIT_TILES))
 
 
 def fused_forward(
@@ -277,34 +314,29 @@ def fused_forward(
         return
     cfg = launch_config(hidden.dtype, hidden.device)
     splits = vocabulary_splits(n_rows, n_vocab, cfg, hidden.device)
-    split_width = triton.cdiv(triton.cdiv(n_vocab, cfg.block_v), splits) * cfg.block_v
-    splits = triton.cdiv(n_vocab, split_width)
     # [3, splits, N] float32: the per-split running max, sum-exp and target logit.
     partial = new_buffer((3, splits, n_rows), torch.float32, hidden.device)
-    _fused_forward_kernel[(triton.cdiv(n_rows, cfg.block_n) * splits,)](
-        hidden,
-        weight,
-        bias if bias is not None else weight,
-        targets,
-        partial[0],
-        partial[1],
-        partial[2],
-        n_rows,
-        n_vocab,
-        n_hidden,
-        splits,
-        split_width,
-        hidden.stride(0),
-        weight.stride(0),
-        1.0 / temperature,
-        HAS_BIAS=bias is not None,
-        BLOCK_N=cfg.block_n,
-        BLOCK_V=cfg.block_v,
-        BLOCK_H=cfg.block_h,
-        DOT_PRECISION=cfg.dot_precision,
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )
+    args = (
+        hidden, weight, bias if bias is not None else weight, targets,
+        partial[0], partial[1], partial[2],
+        n_rows, n_vocab, n_hidden, splits, hidden.stride(0), weight.stride(0), 1.0 / temperature,
+    )  # fmt: skip
+    flags = {"HAS_BIAS": bias is not None, "GROUP_ROWS": GROUP_ROWS}
+    if _fused_forward_tuned is not None and hidden.dtype != torch.float32:
+        _fused_forward_tuned[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_N"]) * splits,)](
+            *args, **flags, DOT_PRECISION=cfg.dot_precision
+        )
+    else:
+        _fused_forward_kernel[(triton.cdiv(n_rows, cfg.block_n) * splits,)](
+            *args,
+            **flags,
+            BLOCK_N=cfg.block_n,
+            BLOCK_V=cfg.block_v,
+            BLOCK_H=cfg.block_h,
+            DOT_PRECISION=cfg.dot_precision,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
     split_max, split_sum, split_target = partial
     row_max = split_max.amax(dim=0)
     # As in the kernel: a row whose every logit is -inf is shifted by 0, never by -inf.
@@ -313,6 +345,9 @@ def fused_forward(
     torch.add(shift, log_sum, out=lse)
     # The max is subtracted before the sum so large logits keep float32 precision.
     torch.sub(split_target.sum(dim=0) - shift, log_sum, out=logp)
+    # A target outside [0, V) matched no column; it is marked on the device, never on the host.
+    in_vocab = (targets >= 0) & (targets < n_vocab)
+    logp.masked_fill_(~in_vocab, float("nan"))
 
 
 def fused_grad_logits(
@@ -355,36 +390,6 @@ def fused_grad_logits(
         BLOCK_N=cfg.block_n,
         BLOCK_V=cfg.block_v,
         BLOCK_H=cfg.block_h,
-        DOT_PRECISION=cfg.dot_precision,
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )
-
-
-def matmul_accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """``acc += a @ b`` in place, with ``acc`` float32 ``[M, N]`` of unit column stride."""
-    size_m, size_k = a.shape
-    size_n = b.shape[1]
-    if size_m == 0 or size_n == 0 or size_k == 0:
-        return
-    cfg = launch_config(a.dtype, a.device)
-    block_m, block_n = cfg.block_n, cfg.block_v
-    grid = (triton.cdiv(size_m, block_m) * triton.cdiv(size_n, block_n),)
-    _matmul_accumulate_kernel[grid](
-        acc,
-        a,
-        b,
-        size_m,
-        size_n,
-        size_k,
-        a.stride(0),
-        a.stride(1),
-        b.stride(0),
-        b.stride(1),
-        acc.stride(0),
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_K=cfg.block_h,
         DOT_PRECISION=cfg.dot_precision,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,

@@ -1,8 +1,9 @@
 """``stalesim bench kernels``: correctness and speed of the Triton kernels, as CSV and HTML.
 
 On a CUDA device: every kernel and its baselines (torch eager, torch.compile, and TRL,
-Liger-Kernel and Cut Cross-Entropy when importable) at the issue's shapes, with measured
-ceilings. Without one:
+Liger-Kernel and Cut Cross-Entropy when importable; a "not installed" row with the install
+command when not) at the issue's shapes, with measured ceilings, and each target figure marked
+pass or fail (``summary.json``'s ``targets``). Without one:
 the correctness half only (every kernel against the float64 reference under the Triton
 interpreter), and the output says plainly that GPU timings were not measured.
 """
@@ -10,6 +11,7 @@ interpreter), and the output says plainly that GPU timings were not measured.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,29 @@ def bench_kernels(
     memory, achieved GB/s or TFLOP/s and its fraction of the measured ceiling, or, for
     correctness rows, the relative norm errors against the float64 reference.
     """
+    frame = run_kernel_bench(out_dir, quick, device, repeats, quiet)
+    failed = correctness_failures(frame)
+    if failed:
+        raise click.ClickException(f"correctness check failed: {', '.join(failed)}")
+
+
+def correctness_failures(frame) -> list[str]:
+    """``kernel dtype`` (and shape) of every correctness row that failed."""
+    failed = frame.filter(frame["status"] == "FAIL")
+    return [f"{r['kernel']} {r['dtype']} {r['shape']}" for r in failed.iter_rows(named=True)]
+
+
+def run_kernel_bench(
+    out_dir: Path,
+    quick: bool,
+    device: str | None,
+    repeats: int | None,
+    quiet: bool,
+    extra_correctness: list | None = None,
+):
+    """What ``stalesim bench kernels`` does, returning the rows as a polars frame (failures
+    are rows with status ``FAIL``, not exceptions). ``extra_correctness`` adds thunks to the
+    correctness half (``bench gpu`` adds checks at real shapes)."""
     import torch
     from stalesim.kernels import _bench_cases as cases
     from stalesim.kernels.backend import load_triton_module
@@ -76,26 +101,35 @@ def bench_kernels(
         torch.set_num_threads(1)
     repeats = repeats or (5 if quick else 20)
 
-    thunks = cases.correctness_cases(chosen, quick)
+    thunks = cases.correctness_cases(chosen, quick) + list(extra_correctness or [])
     ceilings: dict[str, float] = {}
+    shapes = cases.QUICK if quick else cases.FULL
     if chosen.type == "cuda":
-        shapes = cases.QUICK if quick else cases.FULL
         ceilings = cases.measure_ceilings(chosen, shapes, repeats)
         thunks += [
             lambda case=case: cases.measure(case, chosen, repeats, ceilings)
             for case in cases.timing_cases(chosen, shapes)
         ]
-    rows = _run(thunks, quiet)
+    with warnings.catch_warnings():
+        # The interpreter evaluates both sides of tl.where in numpy, so the branches that
+        # guard -inf - -inf and 0 * inf warn about the values they then discard.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton.runtime")
+        rows = _run(thunks, quiet)
     # Without a GPU, a full run also compiles the GPU configurations for sm_90 (no GPU needed).
     compile_reports = _sm90_compile_reports() if chosen.type != "cuda" and not quick else None
 
-    frame = _write_results(out_dir, rows, chosen, quick, ceilings, compile_reports)
+    targets = cases.target_verdicts(rows, chosen.type == "cuda" and shapes.target_shapes)
+    frame = _write_results(out_dir, rows, chosen, quick, ceilings, compile_reports, targets)
     write_kernel_bench_report(out_dir)
     _print_table(frame)
+    for t in targets:
+        value = "—" if t["value"] is None else f"{t['value']:.3f}"
+        click.echo(f"target {t['figure']}: {value} (target {t['target']}): {t['verdict']}")
     if isinstance(compile_reports, list):
         for r in compile_reports:
             click.echo(
-                f"sm_90 compile {r['kernel']} ({r['operand']}): {r['registers']} registers, "
+                f"sm_90 compile {r['kernel']} ({r['operand']}, {r['variant']}): "
+                f"{r['registers']} registers, "
                 f"{r['local_bytes']} B spilled, {r['shared_bytes']:,} B shared, "
                 f"wgmma={r['uses_wgmma']}, pipelined={r['pipelined']}"
             )
@@ -106,10 +140,7 @@ def bench_kernels(
     click.echo(
         f"wrote {out_dir / 'kernels.csv'}, {out_dir / 'summary.json'}, {out_dir / 'report.html'}"
     )
-    failed = frame.filter(frame["status"] == "FAIL")
-    if failed.height:
-        names = ", ".join(f"{r['kernel']} {r['dtype']}" for r in failed.iter_rows(named=True))
-        raise click.ClickException(f"correctness check failed: {names}")
+    return frame
 
 
 def _run(thunks: list, quiet: bool) -> list[dict[str, Any]]:
@@ -130,7 +161,7 @@ def _sm90_compile_reports() -> list[dict[str, Any]] | str:
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
     done = subprocess.run(
         [sys.executable, "-m", "stalesim.kernels._fused_gpu_compile"],
         capture_output=True,
@@ -151,6 +182,7 @@ def _write_results(
     quick: bool,
     ceilings: dict[str, float],
     compile_reports: list[dict[str, Any]] | str | None,
+    targets: list[dict[str, Any]],
 ):
     import polars as pl
     import torch
@@ -173,6 +205,7 @@ def _write_results(
         "correctness_failures": frame.filter(pl.col("status") == "FAIL").height,
         "rows": frame.height,
         "sm90_compile": compile_reports,
+        "targets": targets,
     }
     write_json(out_dir / "summary.json", summary)
     return frame

@@ -8,9 +8,14 @@ The checks never copy or modify tensors.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from stalesim.kernels.options import GRPOOptions
 
 KERNEL_FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 """Floating dtypes the Triton kernels read (they compute in float32)."""
@@ -68,6 +73,21 @@ def require_same_device(**tensors: torch.Tensor | None) -> torch.device:
                 "all tensors must be on one device"
             )
     return first
+
+
+DEBUG_CHECKS_ENV = "STALESIM_KERNEL_DEBUG"
+"""Set to 1 to have the Triton entry points check values on CUDA tensors too (a host sync)."""
+
+
+def value_checks_enabled(device: torch.device) -> bool:
+    """Whether checks that read tensor values run for tensors on ``device``.
+
+    Reading a value of a CUDA tensor synchronises the host with the GPU, so the Triton paths
+    skip those checks on CUDA unless :data:`DEBUG_CHECKS_ENV` is ``1``; the kernels handle what
+    the checks would refuse on the device instead (an out-of-range target gives a NaN
+    log-prob). CPU tensors are always checked: reading them costs nothing.
+    """
+    return device.type != "cuda" or os.environ.get(DEBUG_CHECKS_ENV) == "1"
 
 
 def require_targets_in_range(name: str, targets: torch.Tensor, num_classes: int) -> None:
@@ -133,8 +153,12 @@ def check_logprob_inputs(
     targets: torch.Tensor,
     temperature: float,
     allowed: Sequence[torch.dtype] = KERNEL_FLOAT_DTYPES,
+    *,
+    check_values: bool = True,
 ) -> float:
-    """Validate ``token_logprobs`` arguments; returns the temperature as a float."""
+    """Validate ``token_logprobs`` arguments; returns the temperature as a float.
+
+    ``check_values=False`` skips the target range check (which reads the targets)."""
     require_tensor("logits", logits)
     require_tensor("targets", targets)
     require_shape("logits", logits, (None, None), "[N, V]")
@@ -143,7 +167,9 @@ def check_logprob_inputs(
     require_same_device(logits=logits, targets=targets)
     if logits.shape[1] == 0:
         raise ValueError("logits: vocabulary size V must be > 0")
-    require_targets_in_range("targets", targets, logits.shape[1])
+    require_dtype("targets", targets, INDEX_DTYPES)
+    if check_values:
+        require_targets_in_range("targets", targets, logits.shape[1])
     return require_temperature(temperature)
 
 
@@ -154,8 +180,12 @@ def check_fused_linear_inputs(
     temperature: float,
     bias: torch.Tensor | None = None,
     allowed: Sequence[torch.dtype] = KERNEL_FLOAT_DTYPES,
+    *,
+    check_values: bool = True,
 ) -> float:
-    """Validate ``fused_linear_logprobs`` arguments; returns the temperature as a float."""
+    """Validate ``fused_linear_logprobs`` arguments; returns the temperature as a float.
+
+    ``check_values=False`` skips the target range check (which reads the targets)."""
     for name, t in (("hidden", hidden), ("weight", weight), ("targets", targets)):
         require_tensor(name, t)
     require_shape("hidden", hidden, (None, None), "[N, H]")
@@ -175,13 +205,12 @@ def check_fused_linear_inputs(
     require_same_device(hidden=hidden, weight=weight, targets=targets, bias=bias)
     if weight.shape[0] == 0:
         raise ValueError("weight: vocabulary size V must be > 0")
-    require_targets_in_range("targets", targets, weight.shape[0])
+    require_dtype("targets", targets, INDEX_DTYPES)
+    if check_values:
+        require_targets_in_range("targets", targets, weight.shape[0])
     return require_temperature(temperature)
 
 
-RATIO_LEVELS = ("token", "sequence")
-KL_ESTIMATORS = ("k1", "k2", "k3")
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "constant")
 MASK_DTYPES: tuple[torch.dtype, ...] = (
     torch.bool,
     torch.uint8,
@@ -199,17 +228,11 @@ def check_grpo_loss_inputs(
     *,
     ref_logp: torch.Tensor | None,
     proximal_logp: torch.Tensor | None,
-    eps_low: float,
-    eps_high: float,
-    is_cap: float | None,
-    ratio_level: str,
-    kl_estimator: str,
-    beta: float,
-    aggregation: str,
-    max_tokens: int | None,
+    options: GRPOOptions,
     allowed: Sequence[torch.dtype] = KERNEL_FLOAT_DTYPES,
 ) -> None:
-    """Validate ``grpo_loss`` arguments (see ``reference.grpo_loss_ref`` for their meaning)."""
+    """Validate ``grpo_loss`` tensors against each other and against ``options`` (which
+    checked themselves when they were made)."""
     require_tensor("logp", logp)
     require_shape("logp", logp, (None, None), "[R, L]")
     require_dtype("logp", logp, allowed)
@@ -238,21 +261,5 @@ def check_grpo_loss_inputs(
         proximal_logp=proximal_logp,
         ref_logp=ref_logp,
     )
-    require_number("eps_low", eps_low, minimum=0.0, maximum=1.0)
-    require_number("eps_high", eps_high, minimum=0.0)
-    if is_cap is not None:
-        require_number("is_cap", is_cap, strictly_positive=True)
-    require_choice("ratio_level", ratio_level, RATIO_LEVELS)
-    require_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
-    require_number("beta", beta, minimum=0.0)
-    if beta > 0 and ref_logp is None:
-        raise ValueError(f"beta={beta}: a KL penalty needs ref_logp (got None)")
-    require_choice("aggregation", aggregation, AGGREGATIONS)
-    if max_tokens is not None:
-        if aggregation != "constant":
-            raise ValueError(
-                f"max_tokens={max_tokens}: only used by aggregation='constant', "
-                f"got aggregation={aggregation!r}"
-            )
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise ValueError(f"max_tokens={max_tokens!r}: expected a positive integer")
+    if options.beta > 0 and ref_logp is None:
+        raise ValueError(f"beta={options.beta}: a KL penalty needs ref_logp (got None)")

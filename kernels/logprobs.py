@@ -16,6 +16,7 @@ from stalesim.kernels.checks import (
     KERNEL_FLOAT_DTYPES,
     check_logprob_inputs,
     require_tensor,
+    value_checks_enabled,
 )
 
 
@@ -99,9 +100,17 @@ def token_logprobs(
         with ``return_entropy`` the ``[N]`` entropies too; differentiable with respect to
         ``logits``.
 
+    Non-finite values (the same on every backend): a ``-inf`` logit has probability 0; a
+    ``-inf`` target logit gives ``-inf``; a NaN or ``+inf`` logit anywhere in a row makes that
+    row's log-prob, entropy and gradient NaN (other rows are unaffected). Nothing is rejected
+    for its values except the targets.
+
     Raises:
-        ValueError: mismatched shapes or devices, targets outside ``[0, V)``, a temperature
-            that is not finite and > 0, an unsupported dtype or backend.
+        ValueError: mismatched shapes or devices, a temperature that is not finite and > 0, an
+            unsupported dtype or backend, targets outside ``[0, V)`` (always for CPU tensors
+            and the reference; on CUDA the Triton path does not read the targets on the host,
+            which would synchronise, and gives a NaN log-prob for such a target instead,
+            unless ``STALESIM_KERNEL_DEBUG=1`` turns the check on).
     """
     chosen = resolve_backend(backend, require_tensor("logits", logits).device)
     if chosen == "reference":  # the reference checks its own inputs
@@ -115,6 +124,12 @@ def token_logprobs(
         if return_entropy:
             return out[0].to(torch.float32), out[1].to(torch.float32)
         return out.to(torch.float32)
-    temperature = check_logprob_inputs(logits, targets, temperature, allowed=KERNEL_FLOAT_DTYPES)
+    temperature = check_logprob_inputs(
+        logits,
+        targets,
+        temperature,
+        allowed=KERNEL_FLOAT_DTYPES,
+        check_values=value_checks_enabled(logits.device),
+    )
     kernels = load_triton_module("_logprob_triton")
     return _TokenLogprobs.apply(logits, targets, temperature, kernels, return_entropy)

@@ -14,8 +14,7 @@ derivative by the upstream gradient and the row's aggregation weight. Only ``log
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import torch
 from stalesim.kernels._buffers import new_buffer
@@ -25,6 +24,7 @@ from stalesim.kernels.checks import (
     REFERENCE_FLOAT_DTYPES,
     check_grpo_loss_inputs,
 )
+from stalesim.kernels.options import GRPOOptions, resolve_options
 from stalesim.kernels.reference import grpo_loss_ref
 
 MAX_BLOCK = 512
@@ -45,18 +45,6 @@ STAT_NAMES = (
 )
 
 
-@dataclass(frozen=True)
-class _Options:
-    eps_low: float
-    eps_high: float
-    is_cap: float | None
-    sequence: bool
-    kl_estimator: int
-    beta: float
-    aggregation: str
-    max_tokens: int | None
-
-
 def grpo_loss(
     logp: torch.Tensor,
     behaviour_logp: torch.Tensor,
@@ -65,17 +53,15 @@ def grpo_loss(
     *,
     ref_logp: torch.Tensor | None = None,
     proximal_logp: torch.Tensor | None = None,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-    is_cap: float | None = None,
-    ratio_level: Literal["token", "sequence"] = "token",
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3",
-    beta: float = 0.0,
-    aggregation: Literal["token_mean", "seq_mean_token_mean", "constant"] = "token_mean",
-    max_tokens: int | None = None,
+    options: GRPOOptions | None = None,
     backend: Backend = "auto",
+    **overrides: Any,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO loss and off-policy statistics; the math is :func:`reference.grpo_loss_ref`'s.
+
+    The options are one :class:`~stalesim.kernels.options.GRPOOptions` (``options=``), or
+    keywords naming its fields (``eps_low=0.2, eps_high=0.28, aggregation="token_mean"``),
+    which override the fields of ``options`` when both are given.
 
     ``backend="auto"`` runs the Triton kernels on CUDA (the reference for float64 inputs, which
     the kernels do not read) and the reference on CPU; ``"triton"`` forces the kernels (under
@@ -84,33 +70,25 @@ def grpo_loss(
     Returns the scalar loss (float32 from the kernels) and a dict of detached 0-dim float32
     tensors on the inputs' device with the statistics the reference documents (``ref_kl``
     only when ``ref_logp`` is given). Reading them as Python floats synchronises the device.
+    NaN or ``inf`` in a real (masked-in) token gives a NaN loss on every backend; padding may
+    hold anything.
     """
-    options = dict(
-        ref_logp=ref_logp,
-        proximal_logp=proximal_logp,
-        eps_low=eps_low,
-        eps_high=eps_high,
-        is_cap=is_cap,
-        ratio_level=ratio_level,
-        kl_estimator=kl_estimator,
-        beta=beta,
-        aggregation=aggregation,
-        max_tokens=max_tokens,
-    )
+    opts = resolve_options(options, overrides)
     if not isinstance(logp, torch.Tensor):
         raise ValueError(f"logp: expected a torch.Tensor, got {type(logp).__name__}")
     chosen = resolve_backend(backend, logp.device)
     if chosen == "triton" and backend == "auto" and logp.dtype == torch.float64:
         chosen = "reference"
+    tensors = {"ref_logp": ref_logp, "proximal_logp": proximal_logp}
     if chosen == "reference":
-        return grpo_loss_ref(logp, behaviour_logp, advantages, mask, **options)
+        return grpo_loss_ref(logp, behaviour_logp, advantages, mask, **tensors, options=opts)
 
     if logp.dtype in REFERENCE_FLOAT_DTYPES and logp.dtype not in KERNEL_FLOAT_DTYPES:
         raise ValueError(
             f"logp: backend='triton' reads float32, float16 or bfloat16, got "
             f"{str(logp.dtype).removeprefix('torch.')}; use backend='reference' for float64"
         )
-    check_grpo_loss_inputs(logp, behaviour_logp, advantages, mask, **options)
+    check_grpo_loss_inputs(logp, behaviour_logp, advantages, mask, **tensors, options=opts)
     # Without CUDA, load_triton_module switches the interpreter on; with CUDA it must already be.
     interpreted = os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available()
     if logp.device.type == "cpu" and not interpreted:
@@ -118,21 +96,11 @@ def grpo_loss(
             "backend='triton' with CPU tensors needs the Triton interpreter "
             "(set TRITON_INTERPRET=1 before importing triton)"
         )
-    kernel_options = _Options(
-        eps_low=float(eps_low),
-        eps_high=float(eps_high),
-        is_cap=None if is_cap is None else float(is_cap),
-        sequence=ratio_level == "sequence",
-        kl_estimator=int(kl_estimator[1]),
-        beta=float(beta),
-        aggregation=aggregation,
-        max_tokens=max_tokens,
-    )
     if mask.dtype == torch.bool:
         # Triton reads bytes; a bool tensor is reinterpreted without a copy.
         mask = mask.view(torch.uint8)
     loss, stats = _GRPOLoss.apply(
-        logp, behaviour_logp, advantages, mask, proximal_logp, ref_logp, kernel_options
+        logp, behaviour_logp, advantages, mask, proximal_logp, ref_logp, opts
     )
     names = STAT_NAMES if ref_logp is not None else STAT_NAMES[:-1]
     return loss, dict(zip(names, stats.unbind(0), strict=False))
@@ -150,7 +118,7 @@ class _GRPOLoss(torch.autograd.Function):
         mask: torch.Tensor,
         proximal_logp: torch.Tensor | None,
         ref_logp: torch.Tensor | None,
-        options: _Options,
+        options: GRPOOptions,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         loss, stats, dloss, row_weight = _forward(
             logp, behaviour_logp, advantages, mask, proximal_logp, ref_logp, options
@@ -193,7 +161,7 @@ def _forward(
     mask: torch.Tensor,
     proximal_logp: torch.Tensor | None,
     ref_logp: torch.Tensor | None,
-    options: _Options,
+    options: GRPOOptions,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss, stacked statistics, per-token ∂ℓ/∂θ and per-row aggregation weights."""
     kernels = load_triton_module("_grpo_loss_triton")
@@ -221,7 +189,7 @@ def _forward(
     partial = new_buffer((int(kernels.NUM_STATS), programs), torch.float32, device)
     sequence_sums = dloss  # a placeholder unless the ratio is per sequence
     tiles_block = 1 << max(tiles - 1, 0).bit_length()
-    if programs > 0 and options.sequence:
+    if programs > 0 and (options.ratio_level == "sequence"):
         sequence_sums = new_buffer((3, programs), torch.float32, device)
         kernels.grpo_sequence_sums_kernel[(programs,)](
             logp, behaviour_logp, prox_arg, mask, sequence_sums, length, tiles, programs,
@@ -235,11 +203,11 @@ def _forward(
             options.eps_low, options.eps_high,
             options.is_cap if options.is_cap is not None else 0.0, options.beta,
             PROX_MODE=prox_mode,
-            SEQUENCE=options.sequence,
+            SEQUENCE=(options.ratio_level == "sequence"),
             HAS_CAP=options.is_cap is not None,
             HAS_REF=ref_logp is not None,
             USE_KL=ref_logp is not None and options.beta > 0,
-            KL_ESTIMATOR=options.kl_estimator,
+            KL_ESTIMATOR=int(options.kl_estimator[1]),
             BLOCK=block,
             TILES_BLOCK=tiles_block,
         )  # fmt: skip

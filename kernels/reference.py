@@ -12,7 +12,7 @@ are natural logarithms.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from stalesim.kernels.checks import (
@@ -26,6 +26,7 @@ from stalesim.kernels.checks import (
     require_shape,
     require_tensor,
 )
+from stalesim.kernels.options import GRPOOptions, resolve_options
 
 ADVANTAGE_SCALES = ("group", "batch", "none")
 
@@ -168,16 +169,14 @@ def grpo_loss_ref(
     *,
     ref_logp: torch.Tensor | None = None,
     proximal_logp: torch.Tensor | None = None,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-    is_cap: float | None = None,
-    ratio_level: Literal["token", "sequence"] = "token",
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3",
-    beta: float = 0.0,
-    aggregation: Literal["token_mean", "seq_mean_token_mean", "constant"] = "token_mean",
-    max_tokens: int | None = None,
+    options: GRPOOptions | None = None,
+    **overrides: Any,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     r"""The clipped GRPO surrogate loss with its off-policy corrections, and batch statistics.
+
+    The options (``eps_low``, ``eps_high``, ``is_cap``, ``ratio_level``, ``kl_estimator``,
+    ``beta``, ``aggregation``, ``max_tokens``) come as one :class:`GRPOOptions` in ``options``,
+    or as keywords that override its fields (``grpo_loss_ref(..., eps_high=0.28)``).
 
     Inputs, all ``[R, L]`` except ``advantages[R]``: ``θ = logp`` (current policy, the only
     input that receives a gradient), ``μ = behaviour_logp`` (the policy that generated the
@@ -203,6 +202,10 @@ def grpo_loss_ref(
         w[i,t] = sg(min(exp( Σ_t m[i,t] (p[i,t] - μ[i,t]) / max(n_i, 1) ), C))
 
     (With ``p = μ``, ``w = 1``.)
+
+    **Non-finite values**: NaN or ``inf`` in a masked-in token of ``logp``, ``behaviour_logp``,
+    ``proximal_logp`` or ``ref_logp``, or in the advantage of a row with tokens, makes the loss
+    NaN (it is never silently dropped); the Triton kernels do the same.
 
     **Per-token loss**, with ``clip(r) = min(max(r, 1 - eps_low), 1 + eps_high)``::
 
@@ -246,6 +249,7 @@ def grpo_loss_ref(
     * ``ref_kl`` — present only when ``ref_logp`` is given: the mean of the chosen estimator
       ``k`` above (``KL(π_θ ‖ π_ref)``).
     """
+    opts = resolve_options(options, overrides)
     check_grpo_loss_inputs(
         logp,
         behaviour_logp,
@@ -253,16 +257,12 @@ def grpo_loss_ref(
         mask,
         ref_logp=ref_logp,
         proximal_logp=proximal_logp,
-        eps_low=eps_low,
-        eps_high=eps_high,
-        is_cap=is_cap,
-        ratio_level=ratio_level,
-        kl_estimator=kl_estimator,
-        beta=beta,
-        aggregation=aggregation,
-        max_tokens=max_tokens,
+        options=opts,
         allowed=REFERENCE_FLOAT_DTYPES,
     )
+    eps_low, eps_high, is_cap, beta = opts.eps_low, opts.eps_high, opts.is_cap, opts.beta
+    ratio_level, kl_estimator, aggregation = opts.ratio_level, opts.kl_estimator, opts.aggregation
+    max_tokens = opts.max_tokens
     dtype = compute_dtype(logp.dtype)
     rows, length = logp.shape
     m = mask != 0

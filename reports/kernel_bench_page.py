@@ -56,6 +56,14 @@ CEILING_KEYS = ("copy_bytes_per_s", "matmul_flop_per_s")
 
 SM90_HEADING = "GPU kernels compiled for sm_90 (H100) without a GPU"
 
+#: summary.json's ``targets``: one object per design target, as the bench wrote it.
+TARGET_COLUMNS: dict[str, pl.DataType] = {
+    "figure": pl.String,
+    "target": pl.String,
+    "value": pl.Float64,
+    "verdict": pl.String,
+}
+
 
 def write_kernel_bench_report(out_dir: Path) -> Path:
     """Render ``out_dir/report.html`` from ``kernels.csv`` and ``summary.json`` in ``out_dir``;
@@ -82,6 +90,9 @@ def read_bench_summary(path: Path) -> dict[str, Any]:
             value = summary["ceilings"].get(key)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{path}: ceilings.{key} must be a number, got {value!r}")
+    targets = summary.get("targets")
+    if targets is not None and not _is_list_of_objects(targets):
+        raise ValueError(f"{path}: targets must be a list of objects, got {targets!r}")
     compiled = summary.get("sm90_compile")
     if not (compiled is None or isinstance(compiled, str) or _is_list_of_objects(compiled)):
         raise ValueError(
@@ -112,8 +123,16 @@ def build_kernel_bench_page(out_dir: Path) -> Page:
             ],
         )
         page.metrics("Triton kernels against the ceilings", headline_metrics(frame))
-        if timed.height:
-            page.chart(timing_chart(timed), heading="Median time per implementation")
+    targets = summary.get("targets")
+    if targets:
+        page.table(
+            pl.DataFrame(targets, schema=TARGET_COLUMNS),
+            heading="Targets",
+            caption="Each design target against the Triton kernel's measured figure at the "
+            "target shapes; 'not measured' without a GPU or on a --quick run.",
+        )
+    if summary["gpu_timings_measured"] and timed.height:
+        page.chart(timing_chart(timed), heading="Median time per implementation")
     failures = correctness.filter(pl.col("status") == "FAIL").height
     page.metrics(
         "Correctness against the float64 reference",
@@ -236,6 +255,11 @@ def headline_metrics(frame: pl.DataFrame) -> list[Metric]:
         Metric(
             "GRPO loss fwd+bwd / copy bandwidth",
             fraction("grpo_loss", "forward+backward"),
+            kind="percent",
+        ),
+        Metric(
+            "log-probs -> GRPO loss fwd+bwd: floor / time",
+            fraction("token_logprobs+grpo_loss", "forward+backward"),
             kind="percent",
         ),
     ]

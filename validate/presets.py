@@ -2,14 +2,18 @@
 
 ``cpu-tiny`` is sized so that a full learning-rate x staleness x seed sweep finishes on a
 2-core machine in under 20 minutes; ``gpu-small`` is the same code with a model and task large
-enough to keep one GPU busy.
+enough to keep one GPU busy, and a 32,768-token vocabulary (most of it unused by the task) so
+the fused log-prob kernel runs at real vocabulary sizes.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+import typing
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, create_model, field_validator, model_validator
+from stalesim.kernels.options import GRPOOptions, option_names
 from stalesim.sim.config_file import ConfigError, StrictModel, validate_config
 from stalesim.validate.collapse import CollapseConfig
 from stalesim.validate.policy import PolicyConfig
@@ -17,16 +21,43 @@ from stalesim.validate.staleness import parse_staleness
 from stalesim.validate.tasks import SortTaskConfig
 from stalesim.validate.warm_start import WarmStartConfig
 
+TRAINING_LOSS_DEFAULTS: dict[str, Any] = {"eps_high": 0.28}
+"""Where training's defaults differ from :class:`GRPOOptions`' own: DAPO's clip-higher."""
 
-class GRPOConfig(StrictModel):
-    """The GRPO objective, passed to ``stalesim.kernels.grpo_loss``."""
 
-    eps_low: float = Field(0.2, ge=0)
-    eps_high: float = Field(0.28, ge=0)
-    is_cap: float | None = Field(None, gt=0, description="truncate importance weights at this")
-    ratio_level: Literal["token", "sequence"] = "token"
-    aggregation: Literal["token_mean", "seq_mean_token_mean", "constant"] = "token_mean"
+class _GRPOConfigBase(StrictModel):
+    """The GRPO objective of a training run: every field of
+    :class:`stalesim.kernels.options.GRPOOptions` (generated from it, so the list of options is
+    written once), plus how rewards become advantages."""
+
     advantage_scale: Literal["group", "batch", "none"] = "group"
+
+    @model_validator(mode="after")
+    def _valid_loss_options(self) -> _GRPOConfigBase:
+        options = self.loss_options()  # raises ValueError naming the option
+        if options.beta > 0:
+            raise ValueError(
+                f"beta={options.beta}: the trainer keeps no reference policy, so only beta=0 "
+                "(no KL penalty) is supported"
+            )
+        return self
+
+    def loss_options(self) -> GRPOOptions:
+        """The options ``stalesim.kernels.grpo_loss`` takes."""
+        return GRPOOptions(**{name: getattr(self, name) for name in option_names()})
+
+
+def _loss_option_fields() -> dict[str, Any]:
+    hints = typing.get_type_hints(GRPOOptions)
+    return {
+        field.name: (hints[field.name], TRAINING_LOSS_DEFAULTS.get(field.name, field.default))
+        for field in dataclasses.fields(GRPOOptions)
+    }
+
+
+GRPOConfig = create_model(
+    "GRPOConfig", __base__=_GRPOConfigBase, __module__=__name__, **_loss_option_fields()
+)
 
 
 class TrainConfig(StrictModel):
@@ -182,7 +213,9 @@ PRESETS: dict[str, dict] = {
     "gpu-small": {
         "preset": "gpu-small",
         "train": {
-            "task": {"n_digits": 12, "base": 16},
+            # 32,768 tokens, of which the task uses 19: the learner's log-probs run the fused
+            # kernel at an LLM-like vocabulary (N = 13,312 tokens per step, H = 256).
+            "task": {"n_digits": 12, "base": 16, "vocab_size": 32_768},
             "policy": {"n_layer": 6, "n_head": 8, "n_embd": 256},
             "warm_start": {"steps": 400, "batch_size": 256, "corrupt_prob": 0.9, "max_mistakes": 4},
             "steps": 300,

@@ -9,12 +9,17 @@ Reward (in ``[0, 1]``): the answer is the tokens before the first end-of-sequenc
 one point per position that holds the right digit, divided by ``max(len(answer), n_digits)``, so a
 perfect answer scores 1, every wrong or missing position costs ``1/n_digits``, and padding an
 answer with extra tokens is penalised too.
+
+``vocab_size`` may enlarge the policy's vocabulary far past the task's ``base + 3`` tokens: the
+extra tokens are valid outputs that always score as wrong digits, and the warm start teaches
+the policy to leave them alone. ``gpu-small`` uses this so that training runs the fused
+log-prob kernel at tens of thousands of vocabulary columns, as an LLM would.
 """
 
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from stalesim.sim.config_file import StrictModel
 
 
@@ -23,6 +28,23 @@ class SortTaskConfig(StrictModel):
 
     n_digits: int = Field(6, ge=2, le=64, description="digits per prompt (and per answer)")
     base: int = Field(10, ge=2, le=64, description="digits are drawn from 0..base-1")
+    vocab_size: int | None = Field(
+        None,
+        le=1_000_000,
+        description="total vocabulary of the policy (default: base + 3, the task's own tokens); "
+        "the tokens past those are never in a prompt or an answer, so a large value only makes "
+        "the output projection and the log-prob kernels run at an LLM-like vocabulary size",
+    )
+
+    @model_validator(mode="after")
+    def _room_for_the_task(self) -> SortTaskConfig:
+        needed = self.base + 3
+        if self.vocab_size is not None and self.vocab_size < needed:
+            raise ValueError(
+                f"vocab_size={self.vocab_size}: must be at least base + 3 = {needed} "
+                "(the digits, separator, end-of-sequence and padding tokens)"
+            )
+        return self
 
 
 class SortTask:
@@ -34,7 +56,8 @@ class SortTask:
         self.sep_id = config.base
         self.eos_id = config.base + 1
         self.pad_id = config.base + 2
-        self.vocab_size = config.base + 3
+        #: tokens ``base + 3`` and up exist in the policy's vocabulary but never in the task
+        self.vocab_size = config.vocab_size or config.base + 3
         self.prompt_len = config.n_digits + 1
         #: an answer has room for every digit and the end-of-sequence token
         self.max_response_len = config.n_digits + 1

@@ -168,12 +168,7 @@ def grpo_step_loss(
         rollout.logp,
         advantages,
         rollout.mask,
-        eps_low=cfg.grpo.eps_low,
-        eps_high=cfg.grpo.eps_high,
-        is_cap=cfg.grpo.is_cap,
-        ratio_level=cfg.grpo.ratio_level,
-        aggregation=cfg.grpo.aggregation,
-        beta=0.0,
+        options=cfg.grpo.loss_options(),
         backend=cfg.backend,
     )
     with torch.no_grad():

@@ -66,9 +66,25 @@ def test_timing_half_runs_on_cpu_at_tiny_shapes() -> None:
         for pass_ in ("forward", "forward+backward"):
             assert {(kernel, pass_, "triton"), (kernel, pass_, "torch eager")} <= kinds
     assert ("grpo_loss", "forward+backward", "triton") in kinds
+    path = (cases.LOGITS_GRPO_KERNEL, "forward+backward")
+    assert {(*path, "triton"), (*path, "torch eager")} <= kinds
+    # Every outside baseline has a row: timed when installed, "not installed" when not.
+    for name in (
+        "trl selective_log_softmax",
+        "liger fused_linear_cross_entropy",
+        "cut cross-entropy (gradient filter on)",
+        "cut cross-entropy (gradient filter off)",
+        "liger triton_grpo_loss",
+        "trl selective_log_softmax + loss",
+    ):
+        assert any(c.labels["implementation"] == name for c in timed), name
 
     for case in timed:
         result = cases.measure(case, device, repeats=1, ceilings=ceilings)
+        if case.missing is not None:
+            assert result["status"] == "not installed" and "pip install" in result["note"]
+            assert result["median_s"] is None
+            continue
         assert result["status"] == "ok", result
         assert result["median_s"] > 0
         scale = 1e9 if result["achieved_unit"] == "GB/s" else 1e12
@@ -77,3 +93,28 @@ def test_timing_half_runs_on_cpu_at_tiny_shapes() -> None:
             result["achieved"] / result["ceiling"]
         )
         assert result["peak_extra_bytes"] is None  # no allocator statistics off CUDA
+
+
+def test_target_verdicts_from_rows() -> None:
+    """pass / fail against each bound, by hand; 'not measured' off the target shapes."""
+
+    def timed(kernel: str, pass_: str, fraction: float, peak=None, grads=None) -> dict:
+        return cases.row(
+            kernel=kernel, implementation="triton", median_s=1e-3, fraction_of_ceiling=fraction,
+            peak_extra_bytes=peak, gradient_bytes=grads, **{"pass": pass_},
+        )  # fmt: skip
+
+    rows = [
+        timed("token_logprobs", "forward", 0.91),
+        timed(cases.LOGITS_GRPO_KERNEL, "forward+backward", 0.85),  # 1/0.85 = 1.18x the floor
+        timed("fused_linear_logprobs", "forward+backward", 0.61, peak=1040, grads=1000),
+    ]
+    verdicts = {v["figure"]: v for v in cases.target_verdicts(rows, at_target_shapes=True)}
+    by_kernel = [verdicts[t.figure] for t in cases.TARGETS]
+    assert [v["verdict"] for v in by_kernel] == ["pass", "fail", "pass", "pass"]
+    assert by_kernel[3]["value"] == pytest.approx(1.04)
+    assert by_kernel[1]["target"] == ">= 0.87"
+    rows[2] = timed("fused_linear_logprobs", "forward+backward", 0.61, peak=1060, grads=1000)
+    assert cases.target_verdicts(rows, True)[3]["verdict"] == "fail"
+    assert {v["verdict"] for v in cases.target_verdicts(rows, False)} == {"not measured"}
+    assert {v["verdict"] for v in cases.target_verdicts([], True)} == {"not measured"}

@@ -340,3 +340,21 @@ def test_report_kernels_help_imports_no_heavy_libraries():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_targets_table_shows_each_verdict(gpu_out):
+    targets = [
+        {"figure": "log-probs forward / copy bandwidth", "target": ">= 0.9", "value": 0.93,
+         "verdict": "pass"},
+        {"figure": "fused linear fwd+bwd peak memory / gradient buffers", "target": "<= 1.05",
+         "value": 1.5, "verdict": "fail"},
+    ]  # fmt: skip
+    write_bench_output(gpu_out, targets=targets)
+    html = write_kernel_bench_report(gpu_out).read_text()
+    assert "<h2>Targets</h2>" in html
+    assert "<td>pass</td>" in html and "<td>fail</td>" in html
+    assert "<td>&lt;= 1.05</td>" in html
+    write_bench_output(gpu_out, targets="yes")
+    with pytest.raises(ValueError, match="targets must be a list of objects"):
+        write_kernel_bench_report(gpu_out)
+    write_bench_output(gpu_out)  # leave the shared folder as the other tests expect it
