@@ -80,6 +80,8 @@ class RolloutWorker:
         timings: dict[str, list[tuple]] = {"decode": [], "prefill": [], "sync": [], "busy": []}
         span_start: float | None = None
         iterations = 0
+        seen: dict[int, float] = {}  # version -> when this engine first heard of it
+        loaded: tuple | None = None  # the last load, until the next exchange reports it
         while True:
             turn = time.perf_counter()
             idle = engine.live_count == 0
@@ -100,6 +102,12 @@ class RolloutWorker:
                 turn = time.perf_counter()  # time spent waiting for work is not decode time
             finished, parked = [], []
             timings = {"decode": [], "prefill": [], "sync": [], "busy": []}
+            if loaded is not None:
+                # the weights count as synced once the coordinator has heard of them
+                timings["sync"].append((*loaded, self.now()))
+                loaded = None
+            if reply["weights"] is not None and reply["weights"][0] not in seen:
+                seen[reply["weights"][0]] = self.now()
             if reply["stop"]:
                 if span_start is not None:
                     self.coordinator.exchange.remote(
@@ -134,7 +142,7 @@ class RolloutWorker:
                 digest = weights_digest(engine.policy.state_dict())
                 load_s = time.perf_counter() - t_load
                 stall += load_s
-                timings["sync"].append((index, version, start, start + load_s, digest))
+                loaded = (index, version, seen.pop(version, start), start, start + load_s, digest)
                 timings["busy"].append(("rollout", index, "sync", start, start + load_s))
             if reply["admit"]:
                 t_fill, start = time.perf_counter(), self.now()
@@ -212,18 +220,26 @@ class Learner:
         self._publish(0, core.state())
         free_since = core.now()
         collapse = None
+        bookkeeping_s = 0.0
         for step in range(self.config.train.steps):
+            waited_s, t_take = 0.0, time.perf_counter()
             while True:
                 batch = ray.get(self.coordinator.take_batch.remote(step, 1.0))
                 if batch is not None:
+                    waited_s += batch["waited_s"]
                     break
+                waited_s += 1.0
                 if ray.get(self.coordinator.progress.remote())["stopped"]:
                     return {"steps_done": step, "collapse_reason": None, "stopped": True}
-            idle = core.now() - free_since
-            row, timing, busy = core.step(step, batch, idle, self._publish)
-            busy.insert(0, ("learner", 0, "wait", free_since, row["start_s"]))
-            ray.get(self.coordinator.consumed.remote(step, batch["groups"], row["start_s"]))
-            ray.get(self.coordinator.step_done.remote(row, timing, busy))
+            # asking for the batch costs a round trip even when it is there: learner overhead
+            call_s = max(0.0, time.perf_counter() - t_take - waited_s)
+            row, timing, busy = core.step(
+                step, batch, waited_s, self._publish, extra_overhead_s=bookkeeping_s + call_s
+            )
+            busy.insert(0, ("learner", 0, "wait", free_since, free_since + waited_s))
+            t_book = time.perf_counter()
+            ray.get(self.coordinator.step_done.remote(row, timing, busy, batch["groups"]))
+            bookkeeping_s = time.perf_counter() - t_book
             free_since = core.now()
             if row["collapse_reason"] is not None:
                 collapse = row["collapse_reason"]

@@ -71,6 +71,7 @@ class Coordinator:
         self.rec = TraceRecorder(group_size=self.G)
         self.rec.queue(0.0, 0)
         self.digits: list[list[int]] = []
+        self.rewards: list[float] = []  # per sample, NaN until it finishes
         self.pending: deque[int] = deque()
         self.buffer: deque[int] = deque()
         self.payload: dict[int, dict[str, Any]] = {}  # finished sample -> tokens, logps, reward
@@ -112,6 +113,7 @@ class Coordinator:
             g = self.rec.add_group(now, self.n_digits + 1, [0] * self.G)
             self.digits.append(self.rng.integers(0, self.base, self.n_digits).tolist())
             self.pending.extend(range(g * self.G, (g + 1) * self.G))
+            self.rewards.extend([math.nan] * self.G)
             self.open_groups += 1
         self.launched += count
 
@@ -253,6 +255,7 @@ class Coordinator:
         rec.s_vmax[sid] = max(versions)
         rec.s_vsum[sid] = float(sum(versions))
         self.payload[sid] = item
+        self.rewards[sid] = float(item["reward"])
         g = sid // self.G
         rec.g_finished[g] += 1
         rec.g_vmin[g] = min(rec.g_vmin[g], rec.s_vmin[sid])
@@ -270,6 +273,7 @@ class Coordinator:
         """The ``B`` groups step ``step`` consumes, in completion order (drops applied); None
         if they are not there within ``timeout_s`` (the learner asks again)."""
         deadline = time.monotonic() + timeout_s
+        asked = time.perf_counter()
         batch: list[int] = []
         rec = self.rec
         with self.lock:
@@ -316,12 +320,8 @@ class Coordinator:
                 "digits": [self.digits[g] for g in batch],
                 "samples": samples,
                 "taken_s": self.now(),
+                "waited_s": time.perf_counter() - asked,
             }
-
-    def consumed(self, step: int, groups: list[int], start_s: float) -> None:
-        with self.lock:
-            for g in groups:
-                self.rec.g_consumed_s[g] = start_s
 
     def publish(self, version: int, weights: Any, at_s: float, digest: str) -> None:
         """New weights in the object store (``weights`` is an opaque handle to them)."""
@@ -331,9 +331,15 @@ class Coordinator:
             self.publish_rows.append((version, at_s, digest))
             self.lock.notify_all()
 
-    def step_done(self, row: dict[str, Any], learner_rows: list[tuple], busy: list[tuple]) -> None:
+    def step_done(
+        self, row: dict[str, Any], learner_rows: list[tuple], busy: list[tuple], groups: list[int]
+    ) -> None:
+        """A learner step finished: its row, timing rows, busy intervals and the groups it
+        consumed (their consumption time is the step's start)."""
         with self.lock:
             rec = self.rec
+            for g in groups:
+                rec.g_consumed_s[g] = row["start_s"]
             rec.step_start.append(row["start_s"])
             rec.step_end.append(row["end_s"])
             rec.step_idle.append(row["idle_before_s"])
@@ -367,8 +373,9 @@ class Coordinator:
                     ["start_s", "end_s", "idle_before_s", "version_start", "version_end", "tokens"]
                 )
                 steps = steps.join(extra, on="step", how="left")
+            rewards = pl.Series("reward", self.rewards, dtype=pl.Float64).fill_nan(None)
             return {
-                "samples": trace.samples,
+                "samples": trace.samples.with_columns(rewards),
                 "steps": steps,
                 "busy": trace.busy,
                 "queue": trace.queue,
@@ -409,9 +416,11 @@ class Coordinator:
                     schema={
                         "engine": pl.Int64,
                         "version": pl.Int64,
+                        "seen_s": pl.Float64,
                         "start_s": pl.Float64,
                         "end_s": pl.Float64,
                         "digest": pl.Utf8,
+                        "ready_s": pl.Float64,
                     },
                     orient="row",
                 ),

@@ -93,9 +93,12 @@ class PipelineLearner:
         batch: dict[str, Any],
         idle_before_s: float,
         publish: Callable[[int, dict[str, torch.Tensor]], None],
+        extra_overhead_s: float = 0.0,
     ) -> tuple[dict[str, Any], list[tuple], list[tuple]]:
         """Train on ``batch``, publish the new weights; returns the step's row, its timing rows
-        (step, phase, tokens, gpus, seconds) and its busy intervals."""
+        (step, phase, tokens, gpus, seconds) and its busy intervals. ``extra_overhead_s`` is
+        learner time outside this call that the step also costs (asking for the batch,
+        reporting the previous step): it is added to the step's overhead row."""
         cfg, task = self.cfg, self.task
         start = self.now()
         t_prep = time.perf_counter()
@@ -147,7 +150,9 @@ class PipelineLearner:
         publish(self.version, self.state())
         publish_s = time.perf_counter() - t_pub
         busy.append(("learner", 0, "sync", end, end + publish_s))
-        timing.append((step, "overhead", int(seq_tokens.sum()), 1, prep_s + publish_s))
+        timing.append(
+            (step, "overhead", int(seq_tokens.sum()), 1, prep_s + publish_s + extra_overhead_s)
+        )
         behaviour = np.array([min(s["versions"]) for s in samples])
         reward_mean = float(rewards.mean())
         kl = float(np.mean([s.get("approx_kl", math.nan) for s in stats_all]))
@@ -174,6 +179,7 @@ class PipelineLearner:
             "prep_s": prep_s,
             "train_s": end - train_start,
             "publish_s": publish_s,
+            "call_overhead_s": extra_overhead_s,
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             "collapse_reason": None,
         }

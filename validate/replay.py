@@ -70,6 +70,25 @@ def load_run(run_dir: Path) -> tuple[PipelineConfig, dict[str, pl.DataFrame]]:
     return config, tables
 
 
+def weight_sync_latency(loads: pl.DataFrame, steps: pl.DataFrame) -> float:
+    """Mean seconds from the end of a learner step's training until an engine could use its
+    weights: until the engine heard of them, plus its load and the report that follows.
+
+    The learner's own publishing time is in its overhead rows, and it does not wait for the
+    engines, so the replay uses the simulator's ``overlapped`` weight sync with this latency.
+    """
+    if loads.is_empty():
+        return 0.0
+    trained = steps.select(
+        pl.col("version_end").alias("version"), pl.col("end_s").alias("train_end_s")
+    )
+    joined = loads.join(trained, on="version", how="inner")
+    if joined.is_empty():
+        return 0.0
+    delay = (pl.col("seen_s") - pl.col("train_end_s")) + (pl.col("ready_s") - pl.col("start_s"))
+    return float(joined.select(delay.clip(lower_bound=0.0).mean()).item())
+
+
 def replay_scenario(
     run_dir: Path, config: PipelineConfig, tables: dict[str, pl.DataFrame]
 ) -> tuple[Scenario, Calibration]:
@@ -83,8 +102,7 @@ def replay_scenario(
     vocab = train.task.base + 3
     block = prompt + train.task.n_digits + 1
     params = vocab * n_embd + block * n_embd + n_layer * 12 * n_embd * n_embd
-    loads = tables["weights"]
-    latency = float((loads["end_s"] - loads["start_s"]).mean()) if loads.height else 0.0
+    latency = weight_sync_latency(tables["weights"], tables["steps"])
     data = {
         "name": f"replay of {run_dir.name}",
         "model": {
@@ -121,7 +139,7 @@ def replay_scenario(
         "weight_sync": {
             "bandwidth_bytes_per_s": 1e18,
             "latency_s": latency,
-            "pause_policy": "blocking",
+            "pause_policy": "overlapped",
         },
     }
     return Scenario.model_validate(data), cal
