@@ -10,7 +10,7 @@ worker and one learner, one torch thread each, about a minute per mode on a 2-co
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from stalesim.sim.config_file import ConfigError, StrictModel, validate_config
 from stalesim.sim.scenario import AlgorithmConfig
 from stalesim.validate.presets import PRESETS as SWEEP_PRESETS
@@ -36,36 +36,36 @@ class PipelineConfig(StrictModel):
         0.02, gt=0, description="longest an idle engine waits for work before asking again"
     )
 
-    @model_validator(mode="after")
-    def _consistent(self) -> PipelineConfig:
+    def check(self) -> PipelineConfig:
+        """Raise :class:`ConfigError` (one line, naming the keys) when the sections disagree."""
         algo = self.algorithm
         if algo.mode not in PIPELINE_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"algorithm.mode={algo.mode} is not run by the pipeline; allowed: "
                 f"{', '.join(PIPELINE_MODES)}"
             )
         if algo.round_token_budget is not None:
-            raise ValueError(
+            raise ConfigError(
                 "algorithm.round_token_budget is not run by the pipeline; leave it unset"
             )
         if algo.inflight_updates and algo.mode != "async":
-            raise ValueError(
+            raise ConfigError(
                 f"algorithm.inflight_updates=true needs algorithm.mode=async, not {algo.mode}"
             )
         if algo.old_logprob_pass or algo.reference_model:
-            raise ValueError(
+            raise ConfigError(
                 "algorithm.old_logprob_pass and algorithm.reference_model must be false: the "
                 "pipeline's learner reuses the rollout's log-probs and has no KL term"
             )
         m = self.train.minibatches_per_step
         if algo.minibatches_per_step != m:
-            raise ValueError(
+            raise ConfigError(
                 f"algorithm.minibatches_per_step={algo.minibatches_per_step} must equal "
                 f"train.minibatches_per_step={m}"
             )
         samples = self.train.prompts_per_step * self.train.samples_per_prompt
         if algo.mode == "sync" and samples > self.rollout_workers * self.max_num_seqs:
-            raise ValueError(
+            raise ConfigError(
                 f"algorithm.mode=sync launches a whole batch at once: {samples} samples but the "
                 f"engines hold {self.rollout_workers * self.max_num_seqs} (rollout_workers x "
                 "max_num_seqs)"
@@ -110,4 +110,5 @@ def preset_pipeline(name: str) -> dict:
 
 
 def load_pipeline(data: dict, source: str) -> PipelineConfig:
-    return validate_config(PipelineConfig, data, source=source)
+    """Validate ``data`` (fields, then the consistency of its sections)."""
+    return validate_config(PipelineConfig, data, source=source).check()

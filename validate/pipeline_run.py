@@ -55,6 +55,7 @@ def run_pipeline(
     from stalesim.validate.pipeline_actors import actor_classes
     from stalesim.validate.warm_start import warm_start_state
 
+    config.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.model_dump(mode="json"))
