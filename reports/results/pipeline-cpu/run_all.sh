@@ -2,7 +2,7 @@
 # The commands that made reports/results/pipeline-cpu (run from the repository root).
 # A run is retried once when a loaded machine makes Ray's local start time out.
 set -uo pipefail
-R=reports/results/pipeline-cpu
+R=${R:-reports/results/pipeline-cpu}  # lower-load/: the same with R=reports/results/pipeline-cpu/lower-load
 S="stalesim validate pipeline --quiet"
 run() { "$@" || { echo "retrying: $*"; "$@"; }; }
 # every mode of the replay on the cpu preset (1 rollout worker + 1 learner, 1 torch thread each)
