@@ -20,6 +20,7 @@ class _RootGroup(InputErrorGroup, LazyGroup):
         "bench": "stalesim.cli.bench:bench",
         "validate": "stalesim.validate.cli:validate",
         "fit": "stalesim.validate.law_cli:fit",
+        "calibrate": "stalesim.sim.calibrate_cli:calibrate",
         "report": "stalesim.reports.cli:report",
     },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},

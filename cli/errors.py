@@ -9,8 +9,9 @@ import yaml
 #: ValidationError is a ValueError, and so are the kernels' argument checks.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, yaml.YAMLError)
 
-#: Packages of the ``[train]`` extra: training, kernels and their benchmark need them.
-OPTIONAL_MODULES = frozenset({"torch", "triton"})
+#: Packages of the ``[train]`` extra: training, kernels and their benchmark need them (Ray:
+#: the pipeline; the ``[ray]`` extra has Ray alone).
+OPTIONAL_MODULES = frozenset({"torch", "triton", "ray"})
 
 
 def one_line(exc: BaseException) -> str:
@@ -28,9 +29,10 @@ class InputErrorGroup(click.Group):
         except ModuleNotFoundError as exc:
             if exc.name not in OPTIONAL_MODULES:
                 raise
+            extra = "'.[train]' (or '.[ray]' for Ray alone)" if exc.name == "ray" else "'.[train]'"
             click.echo(
                 f"error: this command needs {exc.name}, which simulating and planning do not;"
-                " install it with: pip install -e '.[train]' (on a CPU-only machine run"
+                f" install it with: pip install -e {extra} (on a CPU-only machine run"
                 " pip install torch==2.13.0 first)",
                 err=True,
             )

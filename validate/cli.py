@@ -92,3 +92,14 @@ def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None
     click.echo(
         f"{runs.height} runs finished ({collapsed} collapsed) in {wall_s:.0f} s -> {out}/runs.parquet"
     )
+
+
+def _add_pipeline_commands() -> None:
+    # the pipeline's commands live beside what they drive; importing them loads only click
+    from stalesim.validate.pipeline_cli import pipeline, replay
+
+    validate.add_command(pipeline)
+    validate.add_command(replay)
+
+
+_add_pipeline_commands()

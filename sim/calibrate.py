@@ -1,0 +1,214 @@
+"""Fit the simulator's time-model coefficients to measured timings.
+
+Reads the timing tables of the shared interface (written by ``stalesim validate pipeline``, or
+by a user from an inference engine's and a trainer's logs):
+
+* ``decode_timings.parquet``: one row per decode iteration, ``engine``, ``live_seqs``,
+  ``context_tokens``, ``seconds``; fitted by non-negative least squares to
+  ``seconds = a_s + beta_s_per_token * context_tokens + gamma_s_per_seq * live_seqs``;
+* ``prefill_timings.parquet`` (optional): ``engine``, ``tokens``, ``seconds``; the prefill cost
+  per token is the ratio of the sums, so that the total prefill time is preserved;
+* ``learner_timings.parquet`` (optional): one row per learner phase of an optimizer step,
+  ``phase`` (``train`` | ``forward`` | ``overhead``), ``tokens``, ``gpus``, ``seconds``; the
+  per-GPU rates are GPU-seconds per token (``seconds * gpus / tokens``), fitted through the
+  origin, and ``step_overhead_s`` is the mean ``overhead`` time per optimizer step.
+
+Each fit reports R² and the relative RMS error (RMS residual over mean measured seconds) of the
+rows it was fitted to. The result is a scenario fragment, ``cluster.decode_coefficients`` and
+``cluster.learner_coefficients`` (field names of the shared interface).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import yaml
+from scipy.optimize import nnls
+from stalesim.sim.config_file import ConfigError
+
+DECODE_COLUMNS = {
+    "engine": pl.Int64,
+    "live_seqs": pl.Int64,
+    "context_tokens": pl.Int64,
+    "seconds": pl.Float64,
+}
+PREFILL_COLUMNS = {"engine": pl.Int64, "tokens": pl.Int64, "seconds": pl.Float64}
+LEARNER_COLUMNS = {"phase": pl.Utf8, "tokens": pl.Int64, "gpus": pl.Int64, "seconds": pl.Float64}
+LEARNER_PHASES = ("train", "forward", "overhead")
+TABLES = {
+    "decode_timings.parquet": DECODE_COLUMNS,
+    "prefill_timings.parquet": PREFILL_COLUMNS,
+    "learner_timings.parquet": LEARNER_COLUMNS,
+}
+
+
+@dataclass(frozen=True)
+class FitQuality:
+    """How well a fitted linear model reproduces the rows it was fitted to."""
+
+    rows: int
+    r2: float
+    relative_rms: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"rows": self.rows, "r2": self.r2, "relative_rms": self.relative_rms}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted coefficients and their fit errors; ``None`` where a table was absent."""
+
+    decode: dict[str, float] | None
+    decode_quality: FitQuality | None
+    prefill_quality: FitQuality | None
+    learner: dict[str, float] | None
+    learner_quality: dict[str, FitQuality]
+
+    def fragment(self) -> dict[str, Any]:
+        """The scenario fragment: ``{"cluster": {"decode_coefficients": ..., ...}}``."""
+        cluster: dict[str, Any] = {}
+        if self.decode is not None:
+            cluster["decode_coefficients"] = dict(self.decode)
+        if self.learner is not None:
+            cluster["learner_coefficients"] = dict(self.learner)
+        return {"cluster": cluster}
+
+    def fit_report(self) -> dict[str, Any]:
+        return {
+            "decode": self.decode_quality.as_dict() if self.decode_quality else None,
+            "prefill": self.prefill_quality.as_dict() if self.prefill_quality else None,
+            "learner": {k: v.as_dict() for k, v in self.learner_quality.items()},
+        }
+
+
+def _quality(measured: np.ndarray, predicted: np.ndarray) -> FitQuality:
+    residual = measured - predicted
+    total = float(np.sum((measured - measured.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 else float("nan")
+    mean = float(measured.mean())
+    rms = float(np.sqrt(np.mean(residual**2)))
+    return FitQuality(
+        rows=int(measured.size), r2=r2, relative_rms=rms / mean if mean > 0 else float("nan")
+    )
+
+
+def read_table(path: Path, columns: dict[str, pl.DataType]) -> pl.DataFrame:
+    """A timing table with its columns cast to the interface's types; one-line errors."""
+    try:
+        frame = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: cannot read a timing table: {first}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ConfigError(
+            f"{path}: missing column(s) {', '.join(missing)}; a timing table has "
+            f"{', '.join(columns)}"
+        )
+    try:
+        frame = frame.select([pl.col(c).cast(t) for c, t in columns.items()])
+    except pl.exceptions.PolarsError:
+        raise ConfigError(
+            f"{path}: columns must be {', '.join(f'{c} ({t})' for c, t in columns.items())}"
+        ) from None
+    return frame.drop_nulls()
+
+
+def fit_decode(frame: pl.DataFrame) -> tuple[dict[str, float], FitQuality]:
+    """Non-negative least squares of ``seconds`` on ``[1, context_tokens, live_seqs]``."""
+    if frame.height < 3:
+        raise ConfigError(
+            f"decode timings: {frame.height} rows; need at least 3 to fit a, beta, gamma"
+        )
+    y = frame["seconds"].to_numpy()
+    design = np.column_stack(
+        [
+            np.ones(frame.height),
+            frame["context_tokens"].to_numpy().astype(np.float64),
+            frame["live_seqs"].to_numpy().astype(np.float64),
+        ]
+    )
+    # Columns scaled to unit norm so that NNLS's tolerance does not favour the large ones.
+    scale = np.linalg.norm(design, axis=0)
+    scale[scale == 0] = 1.0
+    coef, _ = nnls(design / scale, y)
+    coef = coef / scale
+    coefficients = {
+        "a_s": float(coef[0]),
+        "beta_s_per_token": float(coef[1]),
+        "gamma_s_per_seq": float(coef[2]),
+    }
+    return coefficients, _quality(y, design @ coef)
+
+
+def fit_per_token(tokens: np.ndarray, seconds: np.ndarray) -> tuple[float, FitQuality]:
+    """Seconds per token through the origin, as the ratio of sums (total time preserved)."""
+    rate = float(seconds.sum() / tokens.sum()) if tokens.sum() > 0 else 0.0
+    return rate, _quality(seconds, rate * tokens)
+
+
+def fit_learner(frame: pl.DataFrame) -> tuple[dict[str, float], dict[str, FitQuality]]:
+    """Per-GPU learner coefficients (shared interface 1) from per-phase rows."""
+    unknown = sorted(set(frame["phase"].unique().to_list()) - set(LEARNER_PHASES))
+    if unknown:
+        raise ConfigError(
+            f"learner timings: phase={unknown[0]!r} is not one of {', '.join(LEARNER_PHASES)}"
+        )
+    if (frame["gpus"] < 1).any():
+        raise ConfigError("learner timings: gpus must be >= 1")
+    out: dict[str, float] = {}
+    quality: dict[str, FitQuality] = {}
+    for phase, key in (("train", "train_gpu_s_per_token"), ("forward", "forward_gpu_s_per_token")):
+        rows = frame.filter(pl.col("phase") == phase)
+        if rows.is_empty():
+            out[key] = 0.0
+            continue
+        gpus = rows["gpus"].to_numpy().astype(np.float64)
+        tokens = rows["tokens"].to_numpy().astype(np.float64)
+        seconds = rows["seconds"].to_numpy()
+        # Fit GPU-seconds per token: seconds = x * tokens / gpus.
+        rate, q = fit_per_token(tokens / gpus, seconds)
+        out[key] = rate
+        quality[phase] = q
+    if "train" not in quality:
+        raise ConfigError("learner timings: no 'train' rows; cannot fit train_gpu_s_per_token")
+    overhead = frame.filter(pl.col("phase") == "overhead")["seconds"].to_numpy()
+    out["step_overhead_s"] = float(overhead.mean()) if overhead.size else 0.0
+    if overhead.size:
+        quality["overhead"] = _quality(overhead, np.full(overhead.size, overhead.mean()))
+    return out, quality
+
+
+def calibrate(timings_dir: str | Path) -> Calibration:
+    """Fit every table found in ``timings_dir`` (at least the decode table)."""
+    root = Path(timings_dir)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: not a directory of timing tables")
+    decode_path = root / "decode_timings.parquet"
+    if not decode_path.exists():
+        raise ConfigError(f"{root}: no decode_timings.parquet (the one table calibrate needs)")
+    decode, decode_q = fit_decode(read_table(decode_path, DECODE_COLUMNS))
+    prefill_q = None
+    decode["prefill_s_per_token"] = 0.0
+    prefill_path = root / "prefill_timings.parquet"
+    if prefill_path.exists():
+        prefill = read_table(prefill_path, PREFILL_COLUMNS)
+        if prefill.height:
+            rate, prefill_q = fit_per_token(
+                prefill["tokens"].to_numpy().astype(np.float64), prefill["seconds"].to_numpy()
+            )
+            decode["prefill_s_per_token"] = rate
+    learner, learner_q = None, {}
+    learner_path = root / "learner_timings.parquet"
+    if learner_path.exists():
+        learner, learner_q = fit_learner(read_table(learner_path, LEARNER_COLUMNS))
+    return Calibration(decode, decode_q, prefill_q, learner, learner_q)
+
+
+def fragment_yaml(calibration: Calibration) -> str:
+    """The scenario fragment as YAML, ready to paste into (or merge with) a scenario file."""
+    return yaml.safe_dump(calibration.fragment(), sort_keys=False)

@@ -1,0 +1,33 @@
+"""The replay page shows the replay's own numbers, rendered from the committed CPU run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from stalesim.reports.pipeline_page import build_pipeline_page, staleness_frame
+
+RUN = Path(__file__).resolve().parents[2] / "reports" / "results" / "pipeline-cpu" / "async"
+
+
+@pytest.mark.skipif(not (RUN / "replay" / "replay.json").exists(), reason="no committed run")
+def test_the_page_carries_the_replay_figures_and_both_histograms() -> None:
+    import polars as pl
+
+    result = json.loads((RUN / "replay" / "replay.json").read_text())
+    page = build_pipeline_page(RUN, RUN / "replay")
+    html = page.html()
+    assert page.chart_count == 3
+    shown = dict(re.findall(r'data-label="([^"]+)" data-value="([^"]*)"', html))
+    assert float(shown["real samples/s"]) == pytest.approx(result["real"]["samples_per_s"])
+    assert float(shown["sim samples/s"]) == pytest.approx(result["sim"]["samples_per_s"])
+    assert float(shown["KS (samples)"]) == pytest.approx(result["errors"]["ks_samples"])
+    stale = staleness_frame(
+        pl.read_parquet(RUN / "samples.parquet"),
+        pl.read_parquet(RUN / "replay" / "samples.parquet"),
+    )
+    for source in ("real", "sim"):
+        shares = stale.filter(pl.col("source") == source)["share"]
+        assert shares.sum() == pytest.approx(1.0)

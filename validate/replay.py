@@ -1,0 +1,267 @@
+"""Replay a pipeline run in the simulator and compare what each says happened.
+
+The scenario is built from the run alone: its decode, prefill and learner coefficients are fitted
+to the run's own timing tables (:mod:`stalesim.sim.calibrate`), its response lengths are the
+run's measured ones (an empirical distribution read from its ``samples.parquet``), the weight
+load stall is the mean measured one, and the mode, batch, group size, bound and engines are the
+run's. The simulator then runs as many learner steps as the run finished, and both traces (which
+have the same columns) are reduced by the same function, :func:`pipeline_metrics`:
+
+* throughput: samples and learner steps per second over the steady-state window (the
+  simulator's warm-up rule, :func:`stalesim.sim.metrics.warmup_steps`);
+* staleness of the samples consumed in that window: mean, and the full distribution, by sample
+  (each sample's max lag) and by token (each sample's token-mean lag weighted by its tokens);
+* the learner's idle fraction (time waiting for a batch over the window) and the mean number of
+  complete groups waiting in the buffer.
+
+Errors: relative for throughput, absolute (versions) for mean staleness, Kolmogorov–Smirnov
+distance (largest gap between the two cumulative distributions) for the distributions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from stalesim.sim.calibrate import Calibration, calibrate
+from stalesim.sim.config_file import ConfigError
+from stalesim.sim.files import write_json, write_parquet
+from stalesim.sim.metrics import time_average, warmup_steps
+from stalesim.sim.run import simulate
+from stalesim.sim.scenario import LearnerCoefficients, Scenario
+from stalesim.validate.pipeline_config import PipelineConfig
+
+#: Targets of the replay on the CPU presets (issue 8).
+TARGETS = {"throughput_rel": 0.03, "staleness_mean_abs": 0.1, "ks": 0.1}
+
+
+def learner_coefficients_for_today(fitted: dict[str, float]) -> dict[str, float]:
+    """ADAPTER, delete once the per-GPU learner fields (shared interface 1) are merged into
+    ``sim/scenario.py``: maps ``train_gpu_s_per_token`` / ``forward_gpu_s_per_token`` /
+    ``step_overhead_s`` onto today's ``train_s_per_token`` / ``forward_s_per_token`` /
+    ``overhead_s_per_step``, exact for the pipeline's one-device learner."""
+    if "train_gpu_s_per_token" in LearnerCoefficients.model_fields:
+        return dict(fitted)
+    return {
+        "train_s_per_token": fitted["train_gpu_s_per_token"],
+        "forward_s_per_token": fitted["forward_gpu_s_per_token"],
+        "overhead_s_per_step": fitted["step_overhead_s"],
+    }
+
+
+def load_run(run_dir: Path) -> tuple[PipelineConfig, dict[str, pl.DataFrame]]:
+    """The run's config and tables; one-line errors when it is not a pipeline run."""
+    if not (run_dir / "config.json").exists():
+        raise ConfigError(
+            f"{run_dir}: no config.json; give the folder `stalesim validate pipeline --out` wrote"
+        )
+    config = PipelineConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
+    tables = {}
+    for name in ("samples", "steps", "queue", "busy", "weights"):
+        path = run_dir / f"{name}.parquet"
+        if not path.exists():
+            raise ConfigError(f"{run_dir}: missing {name}.parquet")
+        tables[name] = pl.read_parquet(path)
+    if tables["steps"].height < 2:
+        raise ConfigError(f"{run_dir}: {tables['steps'].height} learner steps; need at least 2")
+    return config, tables
+
+
+def weight_sync_latency(loads: pl.DataFrame, steps: pl.DataFrame) -> float:
+    """Mean seconds from the end of a learner step's training until an engine could use its
+    weights: until the engine heard of them, plus its load and the report that follows.
+
+    The learner's own publishing time is in its overhead rows, and it does not wait for the
+    engines, so the replay uses the simulator's ``overlapped`` weight sync with this latency.
+    """
+    if loads.is_empty():
+        return 0.0
+    trained = steps.select(
+        pl.col("version_end").alias("version"), pl.col("end_s").alias("train_end_s")
+    )
+    joined = loads.join(trained, on="version", how="inner")
+    if joined.is_empty():
+        return 0.0
+    delay = (pl.col("seen_s") - pl.col("train_end_s")) + (pl.col("ready_s") - pl.col("start_s"))
+    return float(joined.select(delay.clip(lower_bound=0.0).mean()).item())
+
+
+def replay_scenario(
+    run_dir: Path, config: PipelineConfig, tables: dict[str, pl.DataFrame]
+) -> tuple[Scenario, Calibration]:
+    """The simulator's scenario of this run, calibrated from its own measurements."""
+    cal = calibrate(run_dir)
+    if cal.learner is None:
+        raise ConfigError(f"{run_dir}: no learner_timings.parquet")
+    train = config.train
+    prompt = train.task.n_digits + 1
+    n_embd, n_head, n_layer = train.policy.n_embd, train.policy.n_head, train.policy.n_layer
+    vocab = train.task.base + 3
+    block = prompt + train.task.n_digits + 1
+    params = vocab * n_embd + block * n_embd + n_layer * 12 * n_embd * n_embd
+    latency = weight_sync_latency(tables["weights"], tables["steps"])
+    data = {
+        "name": f"replay of {run_dir.name}",
+        "model": {
+            "preset": "qwen2.5-1.5b",
+            "params": float(params),
+            "active_params": float(params),
+            "layers": n_layer,
+            "kv_heads": n_head,
+            "head_dim": n_embd // n_head,
+            "dtype_bytes": 4,
+        },
+        "workload": {
+            "prompts_per_step": train.prompts_per_step,
+            "group_size": train.samples_per_prompt,
+            "prompt_tokens": {"kind": "fixed", "value": prompt},
+            "response_tokens": {
+                "kind": "empirical",
+                "path": str(run_dir / "samples.parquet"),
+                "column": "response_tokens",
+            },
+            "max_prompt_tokens": prompt,
+            "max_response_tokens": train.task.n_digits + 1,
+            "group_correlation": 0.0,
+        },
+        "cluster": {
+            "rollout_engines": config.rollout_workers,
+            "rollout_tp": 1,
+            "learner_gpus": 1,
+            "max_num_seqs": config.max_num_seqs,
+            "decode_coefficients": cal.decode,
+            "learner_coefficients": learner_coefficients_for_today(cal.learner),
+        },
+        "algorithm": config.algorithm.model_dump(mode="json"),
+        "weight_sync": {
+            "bandwidth_bytes_per_s": 1e18,
+            "latency_s": latency,
+            "pause_policy": "overlapped",
+        },
+    }
+    return Scenario.model_validate(data), cal
+
+
+def _distribution(values: np.ndarray, weights: np.ndarray) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for v, w in zip(values.tolist(), weights.tolist(), strict=True):
+        out[v] = out.get(v, 0.0) + w
+    total = sum(out.values())
+    return {k: w / total for k, w in sorted(out.items())} if total > 0 else {}
+
+
+def ks_distance(a: dict[float, float], b: dict[float, float]) -> float:
+    """Largest gap between the cumulative distributions of two weighted discrete laws."""
+    if not a or not b:
+        return float("nan")
+    ca = cb = gap = 0.0
+    for x in sorted(set(a) | set(b)):
+        ca += a.get(x, 0.0)
+        cb += b.get(x, 0.0)
+        gap = max(gap, abs(ca - cb))
+    return gap
+
+
+def pipeline_metrics(
+    samples: pl.DataFrame, steps: pl.DataFrame, queue: pl.DataFrame, group_count: int
+) -> dict[str, Any]:
+    """Steady-state throughput, staleness, learner idle and queue of one trace (real or
+    simulated). ``group_count`` is ``B*G``, the samples of one learner step."""
+    ends = steps["end_s"].to_numpy()
+    w = warmup_steps(len(ends))
+    start, end = (float(ends[w - 1]) if w else 0.0), float(ends[-1])
+    span = end - start
+    measured = steps.filter(pl.col("step") >= w)
+    used = samples.filter(pl.col("consumed_step") >= w)
+    lag = used["staleness_max"].to_numpy().astype(np.float64)
+    token_lag = used["staleness_mean_tokens"].to_numpy()
+    tokens = used["response_tokens"].to_numpy().astype(np.float64)
+    dropped = samples.filter(
+        pl.col("dropped_reason").is_not_null()
+        & ~pl.col("dropped_reason").is_in(["in_flight", "in_buffer"])
+    ).height
+    return {
+        "steps": len(ends),
+        "warmup_steps": w,
+        "window_s": span,
+        "samples_per_s": measured.height * group_count / span if span > 0 else None,
+        "steps_per_s": measured.height / span if span > 0 else None,
+        "staleness_mean": float(lag.mean()) if lag.size else None,
+        "staleness_token_mean": float((token_lag * tokens).sum() / tokens.sum())
+        if tokens.sum() > 0
+        else None,
+        "staleness_max": float(lag.max()) if lag.size else None,
+        "staleness_hist": _distribution(lag, np.ones_like(lag)),
+        "staleness_token_hist": _distribution(np.round(token_lag, 3), tokens),
+        "learner_idle_fraction": float(measured["idle_before_s"].sum()) / span
+        if span > 0
+        else None,
+        "queue_mean_groups": time_average(
+            queue["time_s"].to_numpy(), queue["groups_waiting"].to_numpy(), start, end
+        ),
+        "dropped_samples": dropped,
+    }
+
+
+def _rel(sim: float | None, real: float | None) -> float | None:
+    if sim is None or real is None or real == 0:
+        return None
+    return (sim - real) / real
+
+
+def compare(real: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:
+    """The errors of the simulator against the run, with the targets they are held to."""
+    errors = {
+        "samples_per_s_rel": _rel(sim["samples_per_s"], real["samples_per_s"]),
+        "steps_per_s_rel": _rel(sim["steps_per_s"], real["steps_per_s"]),
+        "staleness_mean_abs": abs(sim["staleness_mean"] - real["staleness_mean"]),
+        "staleness_token_mean_abs": abs(sim["staleness_token_mean"] - real["staleness_token_mean"]),
+        "ks_samples": ks_distance(real["staleness_hist"], sim["staleness_hist"]),
+        "ks_tokens": ks_distance(real["staleness_token_hist"], sim["staleness_token_hist"]),
+        "learner_idle_fraction_abs": abs(
+            sim["learner_idle_fraction"] - real["learner_idle_fraction"]
+        ),
+        "queue_mean_groups_abs": abs(sim["queue_mean_groups"] - real["queue_mean_groups"]),
+    }
+    met = {
+        "throughput": all(
+            v is not None and abs(v) <= TARGETS["throughput_rel"]
+            for v in (errors["samples_per_s_rel"], errors["steps_per_s_rel"])
+        ),
+        "staleness_mean": errors["staleness_mean_abs"] <= TARGETS["staleness_mean_abs"]
+        and errors["staleness_token_mean_abs"] <= TARGETS["staleness_mean_abs"],
+        "ks": errors["ks_samples"] <= TARGETS["ks"] and errors["ks_tokens"] <= TARGETS["ks"],
+    }
+    return {"errors": errors, "targets": TARGETS, "met": met}
+
+
+def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | None = None) -> dict:
+    """Calibrate, simulate and compare; writes the simulated trace and ``replay.json``."""
+    run_dir = Path(run_dir)
+    config, tables = load_run(run_dir)
+    scenario, cal = replay_scenario(run_dir, config, tables)
+    n_steps = tables["steps"].height
+    trace = simulate(scenario, n_steps, config.seed if seed is None else seed)
+    group_count = config.train.prompts_per_step * config.train.samples_per_prompt
+    real = pipeline_metrics(tables["samples"], tables["steps"], tables["queue"], group_count)
+    sim = pipeline_metrics(trace.samples, trace.steps, trace.queue, group_count)
+    out_dir = Path(out) if out is not None else run_dir / "replay"
+    for name in ("samples", "steps", "busy", "queue"):
+        write_parquet(out_dir / f"{name}.parquet", getattr(trace, name))
+    result = {
+        "run": str(run_dir),
+        "mode": config.algorithm.mode,
+        "max_staleness": config.algorithm.max_staleness,
+        "inflight_updates": config.algorithm.inflight_updates,
+        "steps": n_steps,
+        "scenario": scenario.model_dump(mode="json"),
+        "calibration": {**cal.fragment(), "fit": cal.fit_report()},
+        "real": real,
+        "sim": sim,
+        **compare(real, sim),
+    }
+    write_json(out_dir / "replay.json", result)
+    return result
