@@ -89,8 +89,11 @@ def bench_kernels(
     # Without a GPU, a full run also compiles the GPU configurations for sm_90 (no GPU needed).
     compile_reports = _sm90_compile_reports() if chosen.type != "cuda" and not quick else None
 
-    frame = _write_results(out_dir, rows, chosen, quick, ceilings, compile_reports)
-    write_kernel_bench_report(out_dir)
+    from stalesim.sim.output_dir import output_folder
+
+    with output_folder(out_dir, kind="bench kernels") as stage:
+        frame = _write_results(stage, rows, chosen, quick, ceilings, compile_reports)
+        write_kernel_bench_report(stage)
     _print_table(frame)
     if isinstance(compile_reports, list):
         for r in compile_reports:
