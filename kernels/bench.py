@@ -119,8 +119,11 @@ def run_kernel_bench(
     compile_reports = _sm90_compile_reports() if chosen.type != "cuda" and not quick else None
 
     targets = cases.target_verdicts(rows, chosen.type == "cuda" and shapes.target_shapes)
-    frame = _write_results(out_dir, rows, chosen, quick, ceilings, compile_reports, targets)
-    write_kernel_bench_report(out_dir)
+    from stalesim.sim.output_dir import output_folder
+
+    with output_folder(out_dir, kind="bench kernels") as stage:
+        frame = _write_results(stage, rows, chosen, quick, ceilings, compile_reports, targets)
+        write_kernel_bench_report(stage)
     _print_table(frame)
     for t in targets:
         value = "—" if t["value"] is None else f"{t['value']:.3f}"

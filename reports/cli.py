@@ -16,10 +16,12 @@ def report() -> None:
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 def simulate(out_dir: Path) -> None:
     """Re-render OUT_DIR/report.html from a finished `stalesim simulate --out OUT_DIR`."""
-    from stalesim.reports.simulate_page import write_simulate_report
+    from stalesim.reports.simulate_page import SIMULATE_FILES, write_simulate_report
+    from stalesim.sim.output_dir import require_complete
 
     if not out_dir.is_dir():
         raise ValueError(f"{out_dir}: no such directory (give the --out folder of a simulate run)")
+    require_complete(out_dir, "simulate", SIMULATE_FILES)
     path = write_simulate_report(out_dir)
     click.echo(f"wrote {path}")
 
@@ -29,11 +31,14 @@ def simulate(out_dir: Path) -> None:
 def kernels(out_dir: Path) -> None:
     """Re-render OUT_DIR/report.html from a finished `stalesim bench kernels --out OUT_DIR`."""
     from stalesim.reports.kernel_bench_page import write_kernel_bench_report
+    from stalesim.sim.output_dir import require_complete
 
     if not out_dir.is_dir():
         raise ValueError(
             f"{out_dir}: no such directory (give the --out folder of a bench kernels run)"
         )
+    # Folders from before completion markers (and hand-made ones) are read as they are.
+    require_complete(out_dir, "bench kernels", ["kernels.csv", "summary.json"], legacy_ok=True)
     path = write_kernel_bench_report(out_dir)
     click.echo(f"wrote {path}")
 

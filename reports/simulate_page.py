@@ -29,6 +29,10 @@ CHART_WIDTH = 820
 POOL_ORDER = ["rollout", "learner"]
 
 
+#: The files of a simulate output folder the page is rendered from.
+SIMULATE_FILES = ("summary.json", "busy.parquet", "queue.parquet", "steps.parquet")
+
+
 def write_simulate_report(out_dir: Path) -> Path:
     """Render ``out_dir/report.html`` from the simulator's files in ``out_dir``; returns its path."""
     out_dir = Path(out_dir)

@@ -60,19 +60,20 @@ def simulate(
     Runs the built-in default scenario when given no SCENARIO_FILE; a file and --set
     overrides lie over the preset.
     """
-    from stalesim.sim.config_file import ConfigError
+    from stalesim.reports.simulate_page import write_simulate_report
     from stalesim.sim.files import write_json, write_parquet
     from stalesim.sim.law import default_law, load_law
     from stalesim.sim.metrics import add_law, summarize
+    from stalesim.sim.output_dir import output_folder
     from stalesim.sim.presets import load_scenario
+    from stalesim.sim.run import check_run_size
     from stalesim.sim.run import simulate as run_simulation
     from stalesim.sim.summary_table import summary_table
 
     scenario = load_scenario(
         str(scenario_file) if scenario_file is not None else None, preset, overrides
     )
-    if steps < 1:
-        raise ConfigError(f"--steps={steps}: need at least 1 learner step")
+    check_run_size(scenario, steps)
     law = load_law(law_file) if law_file is not None else default_law()
     with progress_bar(quiet or as_json, transient=True) as bar:
         task = bar.add_task(f"simulating {scenario.name}", total=steps)
@@ -91,14 +92,14 @@ def simulate(
                 seed,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-    write_parquet(out_dir / "samples.parquet", trace.samples)
-    write_parquet(out_dir / "steps.parquet", trace.steps)
-    write_parquet(out_dir / "busy.parquet", trace.busy)
-    write_parquet(out_dir / "queue.parquet", trace.queue)
-    write_json(out_dir / "summary.json", summary)
-    from stalesim.reports.simulate_page import write_simulate_report
-
-    report = write_simulate_report(out_dir)
+    # Every file goes to a staging folder first and is published with a completion marker, so
+    # a killed run never leaves its files beside those of an earlier run.
+    with output_folder(out_dir, kind="simulate") as stage:
+        for name in ("samples", "steps", "busy", "queue"):
+            write_parquet(stage / f"{name}.parquet", getattr(trace, name))
+        write_json(stage / "summary.json", summary)
+        write_simulate_report(stage)
+    report = out_dir / "report.html"
     if as_json:
         click.echo(json.dumps(json.loads((out_dir / "summary.json").read_text()), indent=2))
         return

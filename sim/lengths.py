@@ -23,7 +23,7 @@ class Fixed(StrictModel):
     """Every length is ``value``."""
 
     kind: Literal["fixed"] = "fixed"
-    value: int = Field(ge=1)
+    value: int = Field(ge=1, le=10_000_000)
 
     def quantile(self, z: np.ndarray) -> np.ndarray:
         return np.full(z.shape, float(self.value))
@@ -36,8 +36,8 @@ class Uniform(StrictModel):
     """Integer lengths uniform on ``[low, high]``."""
 
     kind: Literal["uniform"] = "uniform"
-    low: int = Field(ge=1)
-    high: int = Field(ge=1)
+    low: int = Field(ge=1, le=10_000_000)
+    high: int = Field(ge=1, le=10_000_000)
 
     @model_validator(mode="after")
     def _ordered(self) -> Uniform:
@@ -57,8 +57,8 @@ class LogNormal(StrictModel):
     """Lognormal lengths with arithmetic mean ``mean`` and log-scale spread ``sigma``."""
 
     kind: Literal["lognormal"] = "lognormal"
-    mean: float = Field(gt=0)
-    sigma: float = Field(ge=0)
+    mean: float = Field(ge=1, le=10_000_000)
+    sigma: float = Field(ge=0, le=5)
 
     def quantile(self, z: np.ndarray) -> np.ndarray:
         mu = math.log(self.mean) - 0.5 * self.sigma**2
@@ -72,7 +72,7 @@ class Empirical(StrictModel):
     """Lengths resampled from a column of a CSV or Parquet file (inverse empirical CDF)."""
 
     kind: Literal["empirical"] = "empirical"
-    path: Path
+    path: Path = Field(strict=False)
     column: str
 
     @cached_property

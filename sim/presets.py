@@ -6,11 +6,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from stalesim.sim.config_file import (
     ConfigError,
     apply_overrides,
     deep_merge,
+    load_yaml_text,
     read_yaml_mapping,
     validate_config,
 )
@@ -42,10 +42,10 @@ def preset_mapping(name: str) -> dict[str, Any]:
         raise ConfigError(
             f"--preset {name!r}: unknown preset; allowed: {', '.join(preset_names())}"
         )
-    base = yaml.safe_load(files[DEFAULT].read_text()) or {}
+    base = load_yaml_text(files[DEFAULT].read_text(), f"preset {DEFAULT}") or {}
     if name == DEFAULT:
         return base
-    patch = yaml.safe_load(files[name].read_text()) or {}
+    patch = load_yaml_text(files[name].read_text(), f"preset {name}") or {}
     return deep_merge(_without_replaced_distributions(base, patch), patch)
 
 

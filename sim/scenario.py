@@ -30,14 +30,14 @@ class HardwareConfig(StrictModel):
     """A catalog GPU (``gpu``), with any datasheet figure overridden."""
 
     gpu: str = "H100"
-    peak_flops: float | None = Field(default=None, gt=0)
-    hbm_bytes: float | None = Field(default=None, gt=0)
-    hbm_bytes_per_s: float | None = Field(default=None, gt=0)
-    nvlink_bytes_per_s: float | None = Field(default=None, gt=0)
-    network_bytes_per_s: float | None = Field(default=None, gt=0)
-    host_bytes_per_s: float | None = Field(default=None, gt=0)
-    gpus_per_node: int | None = Field(default=None, gt=0)
-    price_per_gpu_hour: float | None = Field(default=None, ge=0)
+    peak_flops: float | None = Field(default=None, ge=1e9, le=1e17)
+    hbm_bytes: float | None = Field(default=None, ge=1e6, le=1e13)
+    hbm_bytes_per_s: float | None = Field(default=None, ge=1e6, le=1e14)
+    nvlink_bytes_per_s: float | None = Field(default=None, ge=1e6, le=1e14)
+    network_bytes_per_s: float | None = Field(default=None, ge=1e6, le=1e14)
+    host_bytes_per_s: float | None = Field(default=None, ge=1e6, le=1e14)
+    gpus_per_node: int | None = Field(default=None, ge=1, le=1024)
+    price_per_gpu_hour: float | None = Field(default=None, ge=0, le=1000)
 
     @field_validator("gpu")
     @classmethod
@@ -56,14 +56,14 @@ class ModelConfig(StrictModel):
     """A model preset (``preset``), with any size overridden."""
 
     preset: str = "qwen2.5-7b"
-    params: float | None = Field(default=None, gt=0)
-    active_params: float | None = Field(default=None, gt=0)
-    layers: int | None = Field(default=None, gt=0)
-    hidden_size: int | None = Field(default=None, gt=0)
-    attention_heads: int | None = Field(default=None, gt=0)
-    kv_heads: int | None = Field(default=None, gt=0)
-    head_dim: int | None = Field(default=None, gt=0)
-    dtype_bytes: int | None = Field(default=None, gt=0)
+    params: float | None = Field(default=None, ge=1e6, le=1e14)
+    active_params: float | None = Field(default=None, ge=1e6, le=1e14)
+    layers: int | None = Field(default=None, ge=1, le=1000)
+    hidden_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    attention_heads: int | None = Field(default=None, ge=1, le=4096)
+    kv_heads: int | None = Field(default=None, ge=1, le=1024)
+    head_dim: int | None = Field(default=None, ge=1, le=4096)
+    dtype_bytes: int | None = Field(default=None, ge=1, le=8)
 
     @field_validator("preset")
     @classmethod
@@ -87,12 +87,12 @@ class ModelConfig(StrictModel):
 class WorkloadConfig(StrictModel):
     """What one learner step consumes: ``B`` prompts of ``G`` responses each."""
 
-    prompts_per_step: int = Field(default=64, ge=1)
-    group_size: int = Field(default=8, ge=1)
+    prompts_per_step: int = Field(default=64, ge=1, le=1_000_000)
+    group_size: int = Field(default=8, ge=1, le=4096)
     prompt_tokens: LengthDistribution = Fixed(value=512)
     response_tokens: LengthDistribution = LogNormal(mean=2000, sigma=0.8)
-    max_prompt_tokens: int = Field(default=4096, ge=1)
-    max_response_tokens: int = Field(default=8192, ge=1)
+    max_prompt_tokens: int = Field(default=4096, ge=1, le=10_000_000)
+    max_response_tokens: int = Field(default=8192, ge=1, le=10_000_000)
     group_correlation: float = Field(
         default=0.5, ge=0, le=1, description="share of response-length log-variance per prompt"
     )
@@ -112,10 +112,10 @@ class WorkloadConfig(StrictModel):
 class DecodeCoefficients(StrictModel):
     """Measured engine timings: ``t_iter = a_s + beta_s_per_token*C + gamma_s_per_seq*b``."""
 
-    a_s: float = Field(ge=0)
-    beta_s_per_token: float = Field(ge=0)
-    gamma_s_per_seq: float = Field(ge=0)
-    prefill_s_per_token: float = Field(default=0.0, ge=0)
+    a_s: float = Field(ge=0, le=60)
+    beta_s_per_token: float = Field(ge=0, le=1)
+    gamma_s_per_seq: float = Field(ge=0, le=60)
+    prefill_s_per_token: float = Field(default=0.0, ge=0, le=1)
 
 
 class LearnerCoefficients(StrictModel):
@@ -178,10 +178,10 @@ class ClusterConfig(StrictModel):
       device-to-host of an H100's 63 GB/s PCIe 5.0 link (NVIDIA/nvbandwidth#24).
     """
 
-    rollout_engines: int = Field(default=8, ge=1)
-    rollout_tp: int = Field(default=1, ge=1)
-    learner_gpus: int = Field(default=8, ge=1)
-    max_num_seqs: int = Field(default=256, ge=1)
+    rollout_engines: int = Field(default=8, ge=1, le=100_000)
+    rollout_tp: int = Field(default=1, ge=1, le=1024)
+    learner_gpus: int = Field(default=8, ge=1, le=1_000_000)
+    max_num_seqs: int = Field(default=256, ge=1, le=100_000)
     prefix_caching: bool = Field(
         default=True,
         description="the G samples of a group share their prompt's prefill and KV cache "
@@ -318,6 +318,7 @@ class AlgorithmConfig(StrictModel):
     round_token_budget: int | None = Field(
         default=None,
         ge=1,
+        le=10_000_000,
         description="partial_rollout: tokens a sequence may generate per round (Kimi k1.5)",
     )
     old_logprob_pass: bool | None = Field(
@@ -342,10 +343,12 @@ class WeightSyncConfig(StrictModel):
 
     bandwidth_bytes_per_s: float | None = Field(
         default=None,
-        gt=0,
-        description="default: NVLink when colocated or within one node, else the network",
+        ge=1e6,
+        le=1e30,
+        description="default: NVLink when colocated or within one node, else the network; "
+        "up to 1e30 (an instant sync, for what-if runs)",
     )
-    latency_s: float = Field(default=0.5, ge=0)
+    latency_s: float = Field(default=0.5, ge=0, le=3600)
     pause_policy: Literal["blocking", "overlapped"] = "blocking"
 
 
@@ -436,9 +439,15 @@ def check_feasible(scenario: Scenario, derived: Derived) -> None:
     check_consistent(scenario)
     cluster, work = scenario.cluster, scenario.workload
     gib = 1024**3
+    model = scenario.model
     if derived.weight_bytes > derived.engine_usable_bytes:
+        sized_by = [f"model.preset={model.preset}"] + [
+            f"model.{key}={getattr(model, key):g}"
+            for key in ("params", "dtype_bytes")
+            if getattr(model, key) is not None
+        ]
         raise ConfigError(
-            f"model.preset={scenario.model.preset}: {derived.weight_bytes / gib:.1f} GiB of "
+            f"{', '.join(sized_by)}: {derived.weight_bytes / gib:.4g} GiB of "
             f"weights do not fit an engine of cluster.rollout_tp={cluster.rollout_tp} x "
             f"{scenario.hardware.gpu} ({derived.engine_usable_bytes / gib:.1f} GiB usable); "
             "raise cluster.rollout_tp or pick a smaller model"
@@ -448,10 +457,16 @@ def check_feasible(scenario: Scenario, derived: Derived) -> None:
         + work.max_response_tokens
     )
     if derived.kv_tokens_per_engine < longest:
+        spec = derived.model
         raise ConfigError(
             f"KV cache of {derived.kv_tokens_per_engine} tokens per engine is too small for one "
-            f"sequence of {longest} tokens (prompt + workload.max_response_tokens); raise "
-            "cluster.rollout_tp or lower workload.max_response_tokens"
+            f"sequence of {longest} tokens (prompt + workload.max_response_tokens): a token "
+            f"takes {spec.kv_bytes_per_token / 1024:.4g} KiB (2 x model.layers={spec.layers} x "
+            f"model.kv_heads={spec.kv_heads} x model.head_dim={spec.head_dim} x "
+            f"model.dtype_bytes={spec.dtype_bytes}) of the "
+            f"{max(0.0, derived.engine_usable_bytes - derived.weight_bytes) / gib:.3g} GiB left "
+            "after the weights; raise cluster.rollout_tp, lower workload.max_response_tokens "
+            "or use a smaller model"
         )
     if MODES[scenario.algorithm.mode].whole_batch_at_once:
         samples = work.prompts_per_step * work.group_size

@@ -23,6 +23,23 @@ def _parse_list(text: str | None, option: str, kind: type[float] | type[int]) ->
         ) from None
 
 
+#: More worker processes than this is a typo, not a machine.
+MAX_WORKERS = 1024
+
+
+def check_backend(backend: str, device: str) -> None:
+    """Refuse the Triton kernels on a CPU device unless the interpreter was asked for."""
+    interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    if backend == "triton" and device.startswith("cpu") and not interpreted:
+        from stalesim.sim.config_file import ConfigError
+
+        raise ConfigError(
+            "train.backend=triton with train.device=cpu: Triton kernels run on CPU only under "
+            "the Triton interpreter (set TRITON_INTERPRET=1), which is for tests and far too "
+            "slow to train; use train.backend=auto (the torch reference on CPU) or a CUDA device"
+        )
+
+
 @click.group()
 def validate() -> None:
     """Train real GRPO under controlled staleness and measure how the best LR moves."""
@@ -56,6 +73,7 @@ def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None
     """Run the learning-rate x staleness x seed grid; resumable; writes runs.parquet and steps.parquet."""
     from stalesim.sim.config_file import apply_overrides, validate_config
     from stalesim.validate.presets import SweepConfig, preset_sweep
+    from stalesim.validate.run_memory import check_sweep_fits
     from stalesim.validate.staleness import split_staleness_list
     from stalesim.validate.sweep import describe, run_sweep
 
@@ -69,8 +87,10 @@ def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None
         data = apply_overrides(base.model_dump(mode="json"), overrides)
         base = validate_config(SweepConfig, data, source="--set")
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
-    if workers < 1:
-        raise ValueError(f"--workers {workers}: must be >= 1")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"--workers {workers}: allowed 1..{MAX_WORKERS}")
+    check_backend(base.train.backend, base.train.device)
+    check_sweep_fits(base, workers)
     out = out or os.path.join("stalesim-runs", preset)
     size = describe(base)
     if not quiet:

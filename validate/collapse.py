@@ -22,12 +22,12 @@ from stalesim.sim.config_file import StrictModel
 class CollapseConfig(StrictModel):
     """Thresholds that declare a run failed."""
 
-    window: int = Field(10, ge=1, description="steps in the reward moving average")
+    window: int = Field(10, ge=1, le=1_000_000, description="steps in the reward moving average")
     reward_drop_fraction: float = Field(
         0.5, gt=0, lt=1, description="collapsed below this fraction of the best smoothed reward"
     )
     kl_max: float = Field(
-        5.0, gt=0, description="collapsed when the per-step approx KL exceeds this"
+        5.0, gt=0, le=1e6, description="collapsed when the per-step approx KL exceeds this"
     )
 
 

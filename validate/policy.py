@@ -25,10 +25,10 @@ _FULL_PRECISION = (torch.float32, torch.float64)
 class PolicyConfig(StrictModel):
     """Shape of the transformer."""
 
-    n_layer: int = Field(2, ge=1)
-    n_head: int = Field(4, ge=1)
-    n_embd: int = Field(64, ge=8)
-    mlp_ratio: int = Field(4, ge=1)
+    n_layer: int = Field(2, ge=1, le=256)
+    n_head: int = Field(4, ge=1, le=1024)
+    n_embd: int = Field(64, ge=8, le=65536)
+    mlp_ratio: int = Field(4, ge=1, le=64)
 
 
 @dataclass

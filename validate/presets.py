@@ -68,20 +68,24 @@ class TrainConfig(StrictModel):
     warm_start: WarmStartConfig = WarmStartConfig()
     grpo: GRPOConfig = GRPOConfig()
     collapse: CollapseConfig = CollapseConfig()
-    steps: int = Field(150, ge=1, description="learner steps per run")
-    prompts_per_step: int = Field(32, ge=1, description="groups per learner step (B)")
-    samples_per_prompt: int = Field(8, ge=2, description="responses per group (G)")
+    steps: int = Field(150, ge=1, le=1_000_000, description="learner steps per run")
+    prompts_per_step: int = Field(32, ge=1, le=1_000_000, description="groups per learner step (B)")
+    samples_per_prompt: int = Field(8, ge=2, le=4096, description="responses per group (G)")
     minibatches_per_step: int = Field(
-        1, ge=1, description="optimizer steps (versions) per learner step"
+        1, ge=1, le=1_000_000, description="optimizer steps (versions) per learner step"
     )
-    temperature: float = Field(1.0, gt=0)
-    warmup_steps: int = Field(10, ge=0, description="linear LR warm-up, in optimizer steps")
-    weight_decay: float = Field(0.0, ge=0)
+    temperature: float = Field(1.0, ge=0.01, le=100)
+    warmup_steps: int = Field(
+        10, ge=0, le=1_000_000, description="linear LR warm-up, in optimizer steps"
+    )
+    weight_decay: float = Field(0.0, ge=0, le=10)
     grad_clip: float | None = Field(
-        None, gt=0, description="max gradient norm; None: no clipping (it hides LR effects)"
+        None, gt=0, le=1e6, description="max gradient norm; None: no clipping (it hides LR effects)"
     )
     target_reward: float = Field(0.9, gt=0, le=1)
-    smoothing_window: int = Field(10, ge=1, description="steps in the smoothed reward")
+    smoothing_window: int = Field(
+        10, ge=1, le=1_000_000, description="steps in the smoothed reward"
+    )
     device: str = "cpu"
     backend: Literal["auto", "triton", "reference"] = "auto"
 
@@ -99,9 +103,9 @@ class RunConfig(StrictModel):
 
     preset: str
     train: TrainConfig
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=10)
     staleness: str
-    seed: int
+    seed: int = Field(ge=0, lt=2**32)
 
     @field_validator("staleness")
     @classmethod
@@ -119,8 +123,15 @@ class Grid(StrictModel):
     @field_validator("lrs")
     @classmethod
     def _positive(cls, value: list[float]) -> list[float]:
-        if any(lr <= 0 for lr in value):
-            raise ValueError("learning rates must be > 0")
+        if any(not 0 < lr <= 10 for lr in value):
+            raise ValueError("learning rates must be > 0 and <= 10")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= seed < 2**32 for seed in value):
+            raise ValueError("seeds must be whole numbers in 0..4294967295")
         return value
 
     @field_validator("staleness")

@@ -61,15 +61,26 @@ class StalenessSpec:
         return np.minimum(rng.geometric(self.p, size=n) - 1, self.high).astype(np.int64)
 
 
-_FIXED = re.compile(r"^(?:fixed:)?(\d+)$")
-_UNIFORM = re.compile(r"^uniform:(\d+)-(\d+)$")
-_GEOMETRIC = re.compile(r"^geometric:p=([0-9.eE+-]+),max=(\d+)$")
-ALLOWED = "S, fixed:S, uniform:A-B or geometric:p=P,max=M (S, A, B, M integers >= 0, 0 < P <= 1)"
+_FIXED = re.compile(r"^(?:fixed:)?(\d{1,18})$")
+_UNIFORM = re.compile(r"^uniform:(\d{1,18})-(\d{1,18})$")
+_GEOMETRIC = re.compile(r"^geometric:p=([0-9.eE+-]+),max=(\d{1,18})$")
+#: Largest lag a spec may name: far beyond any run's versions, far below int64 overflow.
+MAX_LAG = 1_000_000
+ALLOWED = (
+    f"S, fixed:S, uniform:A-B or geometric:p=P,max=M (S, A, B, M integers 0..{MAX_LAG}, 0 < P <= 1)"
+)
 
 
 def parse_staleness(text: str | int) -> StalenessSpec:
     """Parse one spec; a malformed one raises ValueError naming what is allowed."""
     raw = str(text).strip()
+    spec = _parse(raw)
+    if spec.high > MAX_LAG:
+        raise ValueError(f"staleness {raw!r}: lags above {MAX_LAG} are not allowed")
+    return spec
+
+
+def _parse(raw: str) -> StalenessSpec:
     if match := _FIXED.match(raw):
         return StalenessSpec("fixed", high=int(match[1]))
     if match := _UNIFORM.match(raw):
@@ -82,7 +93,7 @@ def parse_staleness(text: str | int) -> StalenessSpec:
             p = float(match[1])
         except ValueError:
             p = -1.0
-        if not 0 < p <= 1:
+        if not 0 < p <= 1:  # NaN fails too
             raise ValueError(f"staleness {raw!r}: geometric needs 0 < p <= 1")
         return StalenessSpec("geometric", high=int(match[2]), p=p)
     raise ValueError(f"staleness {raw!r}: expected {ALLOWED}")

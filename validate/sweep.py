@@ -6,17 +6,26 @@ Layout of a runs directory::
     shards/<run_id>.steps.parquet  one row per step of a finished run
     shards/<run_id>.run.json       the run's summary row, written last: it marks the run done
     runs.parquet, steps.parquet  the merged tables of every finished run in the folder
+    stalesim-complete.json       written last by each merge: the tables above belong together
 
 A run whose ``.run.json`` exists is never redone, so a sweep that is stopped and started again
 picks up where it left off. Several grids (say, fixed staleness over a wide LR range, then
 staleness distributions over a narrower one) may share a folder as long as they share the train
 config; the tables then hold the union of their runs. Runs execute in separate processes (one torch thread each); the
-merged tables are rewritten atomically after every finished run.
+merged tables are republished together after every finished run
+(:func:`stalesim.sim.output_dir.output_folder`), so a reader never pairs a ``runs.parquet`` with
+the ``steps.parquet`` of another merge. One sweep at a time may write a folder; a sweep that
+was killed leaves temporary files that the next one removes, and its unfinished runs are the
+only work redone.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -25,7 +34,8 @@ from typing import Any
 
 import polars as pl
 from stalesim.sim.config_file import ConfigError
-from stalesim.sim.files import write_json, write_parquet
+from stalesim.sim.files import pid_alive, write_json, write_parquet
+from stalesim.sim.output_dir import locked, output_folder, remove_stale_temporaries
 from stalesim.validate.presets import RunConfig, SweepConfig
 from stalesim.validate.trainer import run_id
 
@@ -68,6 +78,25 @@ def is_done(out: Path, run: RunConfig, tabled: set[str] | None = None) -> bool:
     rid = run_id(run)
     tabled = _tabled_run_ids(out) if tabled is None else tabled
     return rid in tabled or _shard_paths(out, rid)[1].exists()
+
+
+SWEEP_KIND = "validate sweep"
+
+
+def die_with_sweep(sweep_pid: int) -> None:
+    """In a worker: kill this process as soon as the sweep's main process is gone.
+
+    Workers are forked by a fork server, not by the sweep, and nothing else tells them that a
+    killed sweep is gone: they would train on and write shards into a folder that a restarted
+    sweep now owns (and keep the fork server, and any pipe they hold, alive).
+    """
+
+    def watch() -> None:
+        while pid_alive(sweep_pid):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-sweep", daemon=True).start()
 
 
 def execute_run(run_json: str, out: str) -> str:
@@ -120,8 +149,9 @@ def merge(out: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         if step_tables
         else pl.DataFrame()
     )
-    write_parquet(out / "runs.parquet", runs_table)
-    write_parquet(out / "steps.parquet", steps_table)
+    with output_folder(out, kind=SWEEP_KIND) as stage:
+        write_parquet(stage / "runs.parquet", runs_table)
+        write_parquet(stage / "steps.parquet", steps_table)
     return runs_table, steps_table
 
 
@@ -167,7 +197,21 @@ def run_sweep(
     ``on_progress(done, total)`` is called at the start and after each finished run.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    with locked(out, wait=False, what=" (another sweep?)"):
+        for folder in (out, out / "shards"):
+            remove_stale_temporaries(folder)
+        return _run_sweep(config, out, workers, on_progress)
+
+
+def _run_sweep(
+    config: SweepConfig,
+    out: Path,
+    workers: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     record_grid(out, config)
     runs = config.runs()
     tabled = _tabled_run_ids(out)
@@ -189,7 +233,12 @@ def run_sweep(
         context = get_context("forkserver")
         context.set_forkserver_preload(["torch", "stalesim.validate.trainer"])
         # execute_run sets one torch thread in each worker before it trains.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(todo)),
+            mp_context=context,
+            initializer=die_with_sweep,
+            initargs=(os.getpid(),),
+        ) as pool:
             pending = {pool.submit(execute_run, run.model_dump_json(), str(out)) for run in todo}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from stalesim.sim.output_dir import require_complete
 
 REQUIRED_RUN_COLUMNS = ("run_id", "lr", "staleness", "seed", "collapsed")
 
@@ -22,13 +23,21 @@ def read_sweep(runs_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame | None]
     runs_path = runs_dir / "runs.parquet"
     if not runs_path.exists():
         raise ValueError(f"{runs_dir}: no runs.parquet (run `stalesim validate sweep` first)")
+    steps_path = runs_dir / "steps.parquet"
+    # A sweep killed while publishing its tables is refused; folders from before completion
+    # markers (committed results, hand-made tables) are read as they are.
+    require_complete(
+        runs_dir,
+        "validate sweep",
+        ["runs.parquet", *(["steps.parquet"] if steps_path.exists() else [])],
+        legacy_ok=True,
+    )
     runs = _read_parquet(runs_path)
     missing = [c for c in REQUIRED_RUN_COLUMNS if c not in runs.columns]
     if missing:
         raise ValueError(f"{runs_path}: missing columns {', '.join(missing)}")
     if runs.height == 0:
         raise ValueError(f"{runs_path}: no runs in it")
-    steps_path = runs_dir / "steps.parquet"
     steps = _read_parquet(steps_path) if steps_path.exists() else None
     return runs, steps
 

@@ -28,14 +28,16 @@ from stalesim.validate.tasks import SortTask, SortTaskConfig
 class WarmStartConfig(StrictModel):
     """How the starting policy is made."""
 
-    steps: int = Field(300, ge=0)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    steps: int = Field(300, ge=0, le=1_000_000)
+    batch_size: int = Field(128, ge=1, le=1_000_000)
+    lr: float = Field(3e-3, gt=0, le=10)
     corrupt_prob: float = Field(
         0.5, ge=0, le=1, description="chance that a demonstration carries mistakes"
     )
-    max_mistakes: int = Field(2, ge=1, description="a corrupted demonstration has 1..max mistakes")
-    seed: int = 1234
+    max_mistakes: int = Field(
+        2, ge=1, le=64, description="a corrupted demonstration has 1..max mistakes"
+    )
+    seed: int = Field(1234, ge=0, lt=2**32)
 
 
 def cache_dir() -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from stalesim.sim.output_dir import seal
 
 #: Two rollout engines and one learner over four learner steps of 10 s each. Engine 0 decodes
 #: [0, 8) of every 10 s, engine 1 decodes [2, 10); the learner trains [6, 10) of every 10 s
@@ -155,6 +156,8 @@ def write_sim_output(
     hand_made_steps().write_parquet(out_dir / "steps.parquet")
     hand_made_samples().write_parquet(out_dir / "samples.parquet")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    names = ("busy.parquet", "queue.parquet", "steps.parquet", "samples.parquet", "summary.json")
+    seal(out_dir, "simulate", names)  # as a finished `stalesim simulate` leaves it
     return out_dir
 
 
