@@ -48,6 +48,24 @@ class PipelineConfig(StrictModel):
             raise ConfigError(
                 "algorithm.round_token_budget is not run by the pipeline; leave it unset"
             )
+        m = self.train.minibatches_per_step
+        # what the pipeline does, stated in the scenario's keys: whole-batch consumption in
+        # completion order, weights published once per learner step, sequences that take new
+        # weights in flight keep their KV cache, resumed ones recompute it
+        fixed = {
+            "streaming": (algo.streaming, False),
+            "consumption_order": (algo.consumption_order, "completion"),
+            "dynamic_sampling": (algo.dynamic_sampling, False),
+            "publish_interval": (algo.publish_interval or m, m),
+        }
+        if algo.kv_cache_on_update is not None:
+            kv = "recompute" if algo.mode == "partial_rollout" else "keep"
+            fixed["kv_cache_on_update"] = (algo.kv_cache_on_update, kv)
+        for key, (value, allowed) in fixed.items():
+            if value != allowed:
+                raise ConfigError(
+                    f"algorithm.{key}={value} is not run by the pipeline; allowed: {allowed}"
+                )
         if algo.inflight_updates and algo.mode != "async":
             raise ConfigError(
                 f"algorithm.inflight_updates=true needs algorithm.mode=async, not {algo.mode}"
@@ -57,7 +75,6 @@ class PipelineConfig(StrictModel):
                 "algorithm.old_logprob_pass and algorithm.reference_model must be false: the "
                 "pipeline's learner reuses the rollout's log-probs and has no KL term"
             )
-        m = self.train.minibatches_per_step
         if algo.minibatches_per_step != m:
             raise ConfigError(
                 f"algorithm.minibatches_per_step={algo.minibatches_per_step} must equal "
