@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pydantic import Field
 from stalesim.sim.config_file import ConfigError, StrictModel, validate_config
-from stalesim.sim.scenario import AlgorithmConfig
+from stalesim.sim.modes import MODES
+from stalesim.sim.scenario import AlgorithmConfig, Scenario
 from stalesim.validate.presets import PRESETS as SWEEP_PRESETS
 from stalesim.validate.presets import TrainConfig
 
@@ -66,6 +67,11 @@ class PipelineConfig(StrictModel):
                 raise ConfigError(
                     f"algorithm.{key}={value} is not run by the pipeline; allowed: {allowed}"
                 )
+        spec = MODES[algo.mode]
+        if spec.check is not None:
+            # the simulator's own refusals (an admission limit that could never admit what the
+            # learner waits for would stall the pipeline just as it would the simulation)
+            spec.check(Scenario(algorithm=algo))
         if algo.inflight_updates and algo.mode != "async":
             raise ConfigError(
                 f"algorithm.inflight_updates=true needs algorithm.mode=async, not {algo.mode}"

@@ -105,3 +105,11 @@ def test_max_staleness_never_drops_only_the_filter_does() -> None:
 def test_settings_the_pipeline_does_not_run_are_refused(key, value) -> None:
     with pytest.raises(ConfigError, match=f"algorithm.{key}={value} is not run by the pipeline"):
         config(M=1, **{key: value})
+
+
+def test_the_simulators_own_mode_check_applies() -> None:
+    """Two optimizer steps per learner step need chunks one version past the engines' weights:
+    ``max_staleness=0`` could never admit them (the simulator refuses it; so does the pipeline)."""
+    with pytest.raises(ConfigError, match=r"algorithm\.max_staleness=0"):
+        config(B=4, M=2, max_staleness=0)
+    assert config(B=4, M=2, max_staleness=1).algorithm.max_staleness == 1
