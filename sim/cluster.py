@@ -199,13 +199,17 @@ class Cluster:
         """Load ``version`` into idle engines: a blocking transfer stalls them; an overlapped
         one ran in the background since ``trained_at`` and is waited for only if unfinished."""
         env, sync_s = self.env, self.derived.sync_s
+        ws = self.scenario.weight_sync
+        sent = trained_at + ws.publish_s  # the transfer starts after the learner's publish
         if self.blocking:
-            self.pool.load_all(version, env.now, sync_s)
+            if sent > env.now:
+                yield env.timeout(sent - env.now)
+            self.pool.load_all(version, env.now, sync_s + ws.load_s)
         else:
-            staged = trained_at + sync_s
+            staged = sent + sync_s
             if staged > env.now:
                 yield env.timeout(staged - env.now)
-            self.pool.load_all(version, env.now, 0.0)
+            self.pool.load_all(version, env.now, ws.load_s)
 
     # -- learner --------------------------------------------------------------------------
     def _take_chunk(self, version: int) -> Generator:
@@ -344,12 +348,19 @@ class Cluster:
                 yield from self._publish(version, end)
 
     def _publish(self, version: int, end: float) -> Generator:
-        """Send ``version`` to the engines; a blocking transfer holds the learner too."""
-        sync_s = self.derived.sync_s
+        """Publish ``version`` (the learner's own cost), then send it to the engines; a
+        blocking transfer holds the learner too."""
+        sync_s, publish_s = self.derived.sync_s, self.scenario.weight_sync.publish_s
+        last = version >= self.steps * self.M
+        if publish_s > 0:
+            self.rec.busy("learner", 0, "sync", end, end + publish_s)
+            if not last:
+                yield self.env.timeout(publish_s)
+            end += publish_s
         self.rec.busy("learner", 0, "sync", end, end + sync_s)
         if self.on_publish is not None:
             self.on_publish(version, end)
-        if self.blocking and version < self.steps * self.M:
+        if self.blocking and not last:
             yield self.env.timeout(sync_s)
 
     def groups_in_flight_target(self, overprovision: float) -> int:

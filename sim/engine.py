@@ -55,6 +55,7 @@ class Engine:
         self.next_version = NO_VERSION
         self.switch_stall_until = 0.0
         self.switch_stall_s = 0.0
+        self.switch_load_s = 0.0
         self.prefix: dict[int, int] = {}  # group -> its live samples here (shared prompt KV)
 
     # -- time ---------------------------------------------------------------------------
@@ -219,10 +220,13 @@ class Engine:
         """At an iteration boundary: take pending weights, admit up to ``limit`` samples,
         schedule the next event."""
         if self.next_version != NO_VERSION:
+            # the engine loads the weights once they have arrived (switch_stall_until) or after
+            # the transfer that starts when it has drained (switch_stall_s)
             if self.pool.inflight:
-                self._switch(self.next_version, self.switch_stall_until)
+                arrived = max(self.t0, self.switch_stall_until)
+                self._switch(self.next_version, arrived + self.switch_load_s)
             elif self.b == 0:
-                self._switch(self.next_version, self.t0 + self.switch_stall_s)
+                self._switch(self.next_version, self.t0 + self.switch_stall_s + self.switch_load_s)
         if self.next_version == NO_VERSION or self.pool.inflight:
             self.pool.fill(self, now, limit)
         self._schedule(now)
@@ -433,14 +437,17 @@ class RolloutPool:
             engine.next_version = version
             engine._switch(version, engine.t0 + stall_s)
 
-    def publish(self, version: int, now: float, *, stall_until: float, stall_s: float) -> None:
+    def publish(
+        self, version: int, now: float, *, stall_until: float, stall_s: float, load_s: float = 0.0
+    ) -> None:
         """New weights for running engines: in flight, they take them at the next iteration
         boundary after a stall until ``stall_until``; otherwise each stops admitting, drains,
-        and loads them with a stall of ``stall_s``."""
+        and waits ``stall_s`` for them; either way loading them stalls it ``load_s`` more."""
         for engine in self.engines:
             engine.next_version = version
             engine.switch_stall_until = stall_until
             engine.switch_stall_s = stall_s
+            engine.switch_load_s = load_s
             if engine.wake is None or self.inflight:
                 engine.kick(now)
 

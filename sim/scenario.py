@@ -339,7 +339,9 @@ class AlgorithmConfig(StrictModel):
 
 
 class WeightSyncConfig(StrictModel):
-    """Publishing new weights from the learner to the rollout engines."""
+    """Publishing new weights from the learner to the rollout engines: the learner's publish
+    (``publish_s``), the transfer (``weight_bytes / bandwidth + latency_s``) and each engine's
+    load (``load_s``). See :mod:`stalesim.sim.weight_sync`."""
 
     bandwidth_bytes_per_s: float | None = Field(
         default=None,
@@ -350,6 +352,18 @@ class WeightSyncConfig(StrictModel):
     )
     latency_s: float = Field(default=0.5, ge=0, le=3600)
     pause_policy: Literal["blocking", "overlapped"] = "blocking"
+    publish_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="learner-side seconds per publication before the transfer starts (e.g. "
+        "gathering the state and handing it over); the learner waits for it in every policy",
+    )
+    load_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="engine-side stall per engine when it takes new weights, after the "
+        "transfer (loading them into the engine); paid in every policy",
+    )
 
 
 class Scenario(StrictModel):

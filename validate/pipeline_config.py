@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pydantic import Field
 from stalesim.sim.config_file import ConfigError, StrictModel, validate_config
-from stalesim.sim.scenario import AlgorithmConfig
+from stalesim.sim.modes import MODES
+from stalesim.sim.scenario import AlgorithmConfig, Scenario
 from stalesim.validate.presets import PRESETS as SWEEP_PRESETS
 from stalesim.validate.presets import TrainConfig
 
@@ -48,6 +49,29 @@ class PipelineConfig(StrictModel):
             raise ConfigError(
                 "algorithm.round_token_budget is not run by the pipeline; leave it unset"
             )
+        m = self.train.minibatches_per_step
+        # what the pipeline does, stated in the scenario's keys: whole-batch consumption in
+        # completion order, weights published once per learner step, sequences that take new
+        # weights in flight keep their KV cache, resumed ones recompute it
+        fixed = {
+            "streaming": (algo.streaming, False),
+            "consumption_order": (algo.consumption_order, "completion"),
+            "dynamic_sampling": (algo.dynamic_sampling, False),
+            "publish_interval": (algo.publish_interval or m, m),
+        }
+        if algo.kv_cache_on_update is not None:
+            kv = "recompute" if algo.mode == "partial_rollout" else "keep"
+            fixed["kv_cache_on_update"] = (algo.kv_cache_on_update, kv)
+        for key, (value, allowed) in fixed.items():
+            if value != allowed:
+                raise ConfigError(
+                    f"algorithm.{key}={value} is not run by the pipeline; allowed: {allowed}"
+                )
+        spec = MODES[algo.mode]
+        if spec.check is not None:
+            # the simulator's own refusals (an admission limit that could never admit what the
+            # learner waits for would stall the pipeline just as it would the simulation)
+            spec.check(Scenario(algorithm=algo))
         if algo.inflight_updates and algo.mode != "async":
             raise ConfigError(
                 f"algorithm.inflight_updates=true needs algorithm.mode=async, not {algo.mode}"
@@ -57,7 +81,6 @@ class PipelineConfig(StrictModel):
                 "algorithm.old_logprob_pass and algorithm.reference_model must be false: the "
                 "pipeline's learner reuses the rollout's log-probs and has no KL term"
             )
-        m = self.train.minibatches_per_step
         if algo.minibatches_per_step != m:
             raise ConfigError(
                 f"algorithm.minibatches_per_step={algo.minibatches_per_step} must equal "

@@ -8,16 +8,21 @@ states them (:mod:`stalesim.sim.modes`):
 * ``sync``: batch ``k`` starts once step ``k-1`` is trained and every engine holds its weights;
 * ``one_step``: batch ``k+1`` starts once batch ``k`` is generated and every engine holds the
   weights of step ``k-1``;
-* ``async``: a group starts whenever an engine has a free slot, unless it could not be consumed
-  within ``max_staleness`` versions of the oldest weights an engine holds (the admission
-  limit); engines take new weights when they have drained (or, with ``inflight_updates``, at
-  the next decode iteration);
+* ``async``: a group starts whenever an engine has a free slot, unless the admission limit
+  says it could not be consumed in time: at most
+  :func:`~stalesim.sim.modes.asynchronous.groups_ahead` groups (``(max_staleness + 1)`` chunks,
+  or ``(1 + max_stale_fraction)`` publication periods) beyond ``m`` chunks, ``m`` the oldest
+  version an engine holds, exactly as the simulator admits. Nothing is dropped for being
+  staler than ``max_staleness`` when consumed (a slow group may be); engines take new weights
+  when they have drained (or, with ``inflight_updates``, at the next decode iteration);
 * ``partial_rollout``: a round runs until ``B`` groups are complete; then every engine stops
   its live sequences, which resume next round on the new weights (their KV cache recomputed).
 
-Groups are consumed in completion order; a group staler than the drop bound (the simulator's:
-``max_staleness`` in async mode, ``staleness_filter`` in any) is dropped with its reason and, in
-the batch-synchronous modes, replaced. The trace uses the simulator's recorder
+Groups are consumed in completion order (the simulator's default ``consumption_order``); only
+the separate drop filter ``staleness_filter`` discards a group, one staler than it when
+consumed, with its reason, and in the batch-synchronous modes a fresh group replaces it. Weights
+are published once per learner step (``publish_interval`` = M) and the learner takes whole
+batches (no ``streaming``); :meth:`PipelineConfig.check` refuses the other settings. The trace uses the simulator's recorder
 (:class:`~stalesim.sim.trace.TraceRecorder`), so the real run's samples, steps, busy intervals
 and queue have exactly the simulator's columns.
 """
@@ -32,20 +37,18 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from stalesim.sim.cluster import STALENESS_FILTER
+from stalesim.sim.modes.asynchronous import groups_ahead
 from stalesim.sim.trace import TraceRecorder
 from stalesim.validate.pipeline_config import PipelineConfig
 
 
 def drop_bound(config: PipelineConfig) -> tuple[int, str] | None:
-    """The simulator's drop rule (``Cluster.bound``): async mode drops groups staler than
-    ``max_staleness``; ``staleness_filter`` drops in every mode; the tighter one wins."""
-    algo = config.algorithm
-    bounds = []
-    if algo.mode == "async":
-        bounds.append((algo.max_staleness, "max_staleness"))
-    if algo.staleness_filter is not None:
-        bounds.append((algo.staleness_filter, "staleness_filter"))
-    return min(bounds) if bounds else None
+    """The simulator's drop rule (``Cluster._take_chunk``): only the drop filter
+    ``algorithm.staleness_filter`` discards groups, in every mode; ``max_staleness`` limits
+    admission and never drops."""
+    f = config.algorithm.staleness_filter
+    return None if f is None else (f, STALENESS_FILTER)
 
 
 class Coordinator:
@@ -61,7 +64,7 @@ class Coordinator:
         self.M = train.minibatches_per_step
         self.per_minibatch = self.B // self.M
         self.steps = train.steps
-        self.s_max = algo.max_staleness
+        self.ahead = groups_ahead(algo, self.per_minibatch, self.M)
         self.inflight = algo.inflight_updates
         self.bound = drop_bound(config)
         self.base = train.task.base
@@ -152,7 +155,7 @@ class Coordinator:
 
     def _async_may_launch(self) -> bool:
         valid = self.launched - self.dropped
-        return valid // self.per_minibatch - self._min_version() <= self.s_max
+        return valid < self._min_version() * self.per_minibatch + self.ahead
 
     def _may_admit(self, engine: int) -> bool:
         if self.mode == "partial_rollout":

@@ -3,7 +3,8 @@
 The scenario is built from the run alone: its decode, prefill and learner coefficients are fitted
 to the run's own timing tables (:mod:`stalesim.sim.calibrate`), its response lengths are the
 run's measured ones (an empirical distribution read from its ``samples.parquet``), the weight
-load stall is the mean measured one, and the mode, batch, group size, bound and engines are the
+sync's three costs (the learner's publish, the transfer, each engine's load) are the measured
+means (:func:`weight_sync_costs`), and the mode, batch, group size, bound and engines are the
 run's. The simulator then runs as many learner steps as the run finished, and both traces (which
 have the same columns) are reduced by the same function, :func:`pipeline_metrics`:
 
@@ -31,25 +32,11 @@ from stalesim.sim.config_file import ConfigError
 from stalesim.sim.files import write_json, write_parquet
 from stalesim.sim.metrics import time_average, warmup_steps
 from stalesim.sim.run import simulate
-from stalesim.sim.scenario import LearnerCoefficients, Scenario
+from stalesim.sim.scenario import Scenario
 from stalesim.validate.pipeline_config import PipelineConfig
 
 #: Targets of the replay on the CPU presets (issue 8).
 TARGETS = {"throughput_rel": 0.03, "staleness_mean_abs": 0.1, "ks": 0.1}
-
-
-def learner_coefficients_for_today(fitted: dict[str, float]) -> dict[str, float]:
-    """ADAPTER, delete once the per-GPU learner fields (shared interface 1) are merged into
-    ``sim/scenario.py``: maps ``train_gpu_s_per_token`` / ``forward_gpu_s_per_token`` /
-    ``step_overhead_s`` onto today's ``train_s_per_token`` / ``forward_s_per_token`` /
-    ``overhead_s_per_step``, exact for the pipeline's one-device learner."""
-    if "train_gpu_s_per_token" in LearnerCoefficients.model_fields:
-        return dict(fitted)
-    return {
-        "train_s_per_token": fitted["train_gpu_s_per_token"],
-        "forward_s_per_token": fitted["forward_gpu_s_per_token"],
-        "overhead_s_per_step": fitted["step_overhead_s"],
-    }
 
 
 def load_run(run_dir: Path) -> tuple[PipelineConfig, dict[str, pl.DataFrame]]:
@@ -70,23 +57,37 @@ def load_run(run_dir: Path) -> tuple[PipelineConfig, dict[str, pl.DataFrame]]:
     return config, tables
 
 
-def weight_sync_latency(loads: pl.DataFrame, steps: pl.DataFrame) -> float:
-    """Mean seconds from the end of a learner step's training until an engine could use its
-    weights: until the engine heard of them, plus its load and the report that follows.
+def weight_sync_costs(tables: dict[str, pl.DataFrame], inflight: bool) -> dict[str, float]:
+    """The run's three weight-sync costs, as the simulator's ``weight_sync`` keys (means over
+    every load an engine made):
 
-    The learner's own publishing time is in its overhead rows, and it does not wait for the
-    engines, so the replay uses the simulator's ``overlapped`` weight sync with this latency.
+    * ``publish_s``: the learner's publish after each step (state copy, ``ray.put``, the
+      coordinator's call: the learner's ``publish_s`` column); the learner waits for it;
+    * ``latency_s``: the transfer, from the end of that publish until the engine heard of the
+      version (``weights.parquet`` ``seen_s``; 0 when the engine heard before the learner's
+      call returned);
+    * ``load_s``: the engine's stall: fetching and loading the weights (``start_s`` to
+      ``end_s``) and, for an engine that loads between batches, the report that gets it new
+      work (to ``ready_s``); an engine updated in flight decodes again right after loading.
+
+    The learner does not wait for the engines, so the replay uses ``overlapped``.
     """
+    steps, loads = tables["steps"], tables["weights"]
+    publish_s = float(steps["publish_s"].mean()) if "publish_s" in steps.columns else 0.0
     if loads.is_empty():
-        return 0.0
-    trained = steps.select(
-        pl.col("version_end").alias("version"), pl.col("end_s").alias("train_end_s")
+        return {"publish_s": publish_s, "latency_s": 0.0, "load_s": 0.0}
+    published = steps.select(
+        pl.col("version_end").alias("version"),
+        (pl.col("end_s") + (pl.col("publish_s") if "publish_s" in steps.columns else 0.0)).alias(
+            "published_s"
+        ),
     )
-    joined = loads.join(trained, on="version", how="inner")
-    if joined.is_empty():
-        return 0.0
-    delay = (pl.col("seen_s") - pl.col("train_end_s")) + (pl.col("ready_s") - pl.col("start_s"))
-    return float(joined.select(delay.clip(lower_bound=0.0).mean()).item())
+    joined = loads.join(published, on="version")
+    arrival = (pl.col("seen_s") - pl.col("published_s")).clip(lower_bound=0.0)
+    latency = float(joined.select(arrival.mean()).item()) if joined.height else 0.0
+    done = pl.col("end_s") if inflight else pl.col("ready_s")
+    load = float(loads.select((done - pl.col("start_s")).mean()).item())
+    return {"publish_s": publish_s, "latency_s": latency, "load_s": load}
 
 
 def replay_scenario(
@@ -102,7 +103,10 @@ def replay_scenario(
     vocab = train.task.base + 3
     block = prompt + train.task.n_digits + 1
     params = vocab * n_embd + block * n_embd + n_layer * 12 * n_embd * n_embd
-    latency = weight_sync_latency(tables["weights"], tables["steps"])
+    sync = weight_sync_costs(tables, config.algorithm.inflight_updates)
+    learner = dict(cal.learner)
+    # the learner's overhead rows include its publish, which the simulator charges separately
+    learner["step_overhead_s"] = max(0.0, learner["step_overhead_s"] - sync["publish_s"])
     data = {
         "name": f"replay of {run_dir.name}",
         "model": {
@@ -132,14 +136,16 @@ def replay_scenario(
             "rollout_tp": 1,
             "learner_gpus": 1,
             "max_num_seqs": config.max_num_seqs,
+            # the pipeline's engine prefills every sequence's prompt (no shared prefix)
+            "prefix_caching": False,
             "decode_coefficients": cal.decode,
-            "learner_coefficients": learner_coefficients_for_today(cal.learner),
+            "learner_coefficients": learner,
         },
         "algorithm": config.algorithm.model_dump(mode="json"),
         "weight_sync": {
             "bandwidth_bytes_per_s": 1e18,
-            "latency_s": latency,
             "pause_policy": "overlapped",
+            **sync,
         },
     }
     return Scenario.model_validate(data), cal

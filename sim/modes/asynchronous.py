@@ -33,7 +33,7 @@ from stalesim.sim.modes.base import ModeSpec
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
-    from stalesim.sim.scenario import Scenario
+    from stalesim.sim.scenario import AlgorithmConfig, Scenario
 
 
 def learner_lead(minibatches: int, interval: int, streaming: bool) -> int:
@@ -74,12 +74,19 @@ def check(scenario: Scenario) -> None:
         )
 
 
+def groups_ahead(algo: AlgorithmConfig, chunk: int, interval: int) -> int:
+    """Groups that may be launched (and not dropped) beyond ``m * chunk``, ``m`` the engines'
+    oldest version, ``chunk`` the groups of one optimizer step and ``interval`` the publish
+    interval ``K``: ``(S + 1) * chunk``, or ``floor((1 + f) * K * chunk)`` with
+    ``max_stale_fraction`` ``f``. The real pipeline admits by this same function."""
+    if algo.max_stale_fraction is not None:
+        return math.floor((1.0 + algo.max_stale_fraction) * interval * chunk + 1e-9)
+    return (algo.max_staleness + 1) * chunk
+
+
 def admission_ahead(c: Cluster) -> int:
     """Groups that may be launched beyond ``m * chunk`` (``m``: the engines' oldest version)."""
-    algo = c.scenario.algorithm
-    if algo.max_stale_fraction is not None:
-        return math.floor((1.0 + algo.max_stale_fraction) * c.K * c.chunk + 1e-9)
-    return (algo.max_staleness + 1) * c.chunk
+    return groups_ahead(c.scenario.algorithm, c.chunk, c.K)
 
 
 def _start(c: Cluster) -> None:
@@ -102,14 +109,16 @@ def _start(c: Cluster) -> None:
     def kick(_now: float, _count: int = 0) -> None:
         pool.request_kick()
 
-    def publish(version: int, end: float) -> None:
-        sync_s = c.derived.sync_s
+    def publish(version: int, sent: float) -> None:
+        sync_s, load_s = c.derived.sync_s, c.scenario.weight_sync.load_s
         if c.blocking:
-            pool.publish(version, end, stall_until=end + sync_s, stall_s=sync_s)
+            pool.publish(version, sent, stall_until=sent + sync_s, stall_s=sync_s, load_s=load_s)
         else:
             event = env.timeout(sync_s)
             event.callbacks.append(
-                lambda _e: pool.publish(version, env.now, stall_until=0.0, stall_s=0.0)
+                lambda _e: pool.publish(
+                    version, env.now, stall_until=0.0, stall_s=0.0, load_s=load_s
+                )
             )
 
     pool.on_starve = try_launch

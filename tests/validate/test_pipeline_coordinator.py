@@ -1,0 +1,115 @@
+"""The pipeline's coordinator admits and drops by the simulator's rules (no Ray: a plain object).
+
+Async: ``max_staleness`` (or ``max_stale_fraction``) limits admission to the simulator's
+``groups_ahead`` beyond the engines' oldest version, counted in groups launched and not dropped;
+only ``staleness_filter`` drops, as ``Cluster._take_chunk`` does.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("torch")
+
+from stalesim.sim.config_file import ConfigError
+from stalesim.validate.pipeline_config import PipelineConfig
+from stalesim.validate.pipeline_coordinator import Coordinator, drop_bound
+
+G = 2
+
+
+def config(B: int = 4, M: int = 1, **algorithm) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {
+            "train": {
+                "task": {"n_digits": 3, "base": 5},
+                "prompts_per_step": B,
+                "samples_per_prompt": G,
+                "minibatches_per_step": M,
+            },
+            "algorithm": {
+                "mode": "async",
+                "old_logprob_pass": False,
+                "reference_model": False,
+                "minibatches_per_step": M,
+                **algorithm,
+            },
+            "max_num_seqs": 1000,
+        }
+    ).check()
+
+
+def admit(c: Coordinator, version: int = 0) -> list[int]:
+    reply = c.exchange(0, version, 0, 10_000, 0, [], [], {}, wait=False)
+    return [w["sample_id"] for w in reply["admit"]]
+
+
+def finish(c: Coordinator, ids: list[int], version: int) -> None:
+    items = [
+        {"sample_id": i, "tokens": [1], "logps": [0.0], "versions": [version],
+         "finish_s": 0.0, "reward": 1.0}
+        for i in ids
+    ]  # fmt: skip
+    c.exchange(0, version, 0, 0, 0, items, [], {}, wait=False)
+
+
+@pytest.mark.parametrize(
+    ("B", "M", "algorithm", "groups"),
+    [
+        (4, 1, {"max_staleness": 0}, 4),  # (S + 1) * B / M
+        (4, 1, {"max_staleness": 2}, 12),
+        (4, 2, {"max_staleness": 3}, 8),  # chunk 2, 4 chunks
+        (4, 2, {"max_stale_fraction": 0.5}, 6),  # floor((1 + f) * K * chunk), K = M = 2
+    ],
+)
+def test_async_admits_the_simulators_limit(B, M, algorithm, groups) -> None:
+    c = Coordinator(config(B, M, **algorithm), time.time())
+    assert len(admit(c)) == groups * G
+    assert admit(c) == []  # the limit holds until the engines' weights move
+    chunk = B // M
+    assert len(admit(c, version=1)) == chunk * G  # one version later: one chunk more
+
+
+def test_max_staleness_never_drops_only_the_filter_does() -> None:
+    for filt, dropped in ((None, 0), (1, 2)):
+        c = Coordinator(config(B=2, max_staleness=0, staleness_filter=filt), time.time())
+        first = admit(c)
+        assert len(first) == 2 * G
+        finish(c, first, version=0)
+        batch = c.take_batch(step=2, timeout_s=0.05)  # version 2: both groups lag 2 > 0
+        assert c.dropped == dropped
+        if filt is None:
+            assert batch is not None and batch["groups"] == [0, 1]
+            assert c.rec.g_version[:2] == [2, 2]
+        else:
+            assert batch is None  # both dropped, nothing left to consume
+            assert c.rec.g_drop[:2] == ["staleness_filter"] * 2
+            # dropped groups leave the admission count, as the simulator's launched - dropped
+            assert len(admit(c)) == 2 * G
+    assert drop_bound(config(max_staleness=1)) is None
+    assert drop_bound(config(staleness_filter=3)) == (3, "staleness_filter")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("streaming", True),
+        ("consumption_order", "deadline"),
+        ("dynamic_sampling", True),
+        ("publish_interval", 2),
+        ("kv_cache_on_update", "recompute"),
+    ],
+)
+def test_settings_the_pipeline_does_not_run_are_refused(key, value) -> None:
+    with pytest.raises(ConfigError, match=f"algorithm.{key}={value} is not run by the pipeline"):
+        config(M=1, **{key: value})
+
+
+def test_the_simulators_own_mode_check_applies() -> None:
+    """Two optimizer steps per learner step need chunks one version past the engines' weights:
+    ``max_staleness=0`` could never admit them (the simulator refuses it; so does the pipeline)."""
+    with pytest.raises(ConfigError, match=r"algorithm\.max_staleness=0"):
+        config(B=4, M=2, max_staleness=0)
+    assert config(B=4, M=2, max_staleness=1).algorithm.max_staleness == 1
