@@ -192,14 +192,14 @@ class ClusterConfig(StrictModel):
     )
     rollout_memory_efficiency: float = Field(
         default=0.7,
-        gt=0,
+        ge=0.01,
         le=1,
         description="share of HBM bandwidth a decode step reaches (gpt-fast: 1,411 of 2,039 GB/s, "
         "Llama-3.1-8B bf16 at batch 1 on A100)",
     )
     rollout_compute_efficiency: float = Field(
         default=0.5,
-        gt=0,
+        ge=0.01,
         le=1,
         description="share of peak FLOP/s that prefill and large-batch decode reach",
     )
@@ -217,25 +217,25 @@ class ClusterConfig(StrictModel):
     )
     allreduce_efficiency: float = Field(
         default=0.8,
-        gt=0,
+        ge=0.01,
         le=1,
         description="NCCL bus bandwidth over one-way link bandwidth (370 of 450 GB/s on H100)",
     )
     learner_mfu: float = Field(
         default=0.4,
-        gt=0,
+        ge=0.01,
         le=1,
         description="training FLOP/s per GPU over peak (Llama 3: 38-43% bf16 on H100)",
     )
     learner_forward_mfu: float = Field(
         default=0.4,
-        gt=0,
+        ge=0.01,
         le=1,
         description="the same for forward-only passes (old-policy and reference log-probs)",
     )
     learner_dp_scaling: float = Field(
         default=0.93,
-        gt=0,
+        ge=0.01,
         le=1,
         description="per-GPU rate kept per doubling of learner nodes (Llama 3: 430 -> 400 "
         "TFLOPS/GPU from 8,192 to 16,384 GPUs)",
@@ -252,7 +252,7 @@ class ClusterConfig(StrictModel):
     )
     host_link_efficiency: float = Field(
         default=0.7,
-        gt=0,
+        ge=0.01,
         le=1,
         description="share of PCIe bandwidth a host offload reaches (nvbandwidth on H100: "
         "35-53 of 63 GB/s)",
