@@ -178,9 +178,8 @@ def test_killed_simulate_never_reads_as_a_mix_of_two_runs(tmp_path: Path) -> Non
         assert runs[seed] is not None and temporaries(out) == []
     assert runs[1] != runs[2]
     # Each simulate run renames 13 files: 6 written to its staging folder, 6 published, then
-    # the marker. Kill points: three of those, and one random moment.
-    kills = [{"rename": k} for k in rng.sample(range(1, 14), 3)]
-    kills.append({"after_s": rng.uniform(0.5, 4.0)})
+    # the marker. Kill points: one in each half of those, and one random moment.
+    kills = [{"rename": rng.randint(1, 6)}, {"after_s": rng.uniform(0.5, 4.0)}]
     for i, kill in enumerate(kills):
         case = cases[i % 2]
         seed = 1 + i % 2
@@ -196,14 +195,18 @@ def test_killed_simulate_never_reads_as_a_mix_of_two_runs(tmp_path: Path) -> Non
         run(case, out)
         assert readable_run(out) == runs[seed], kill
         assert temporaries(out) == [], kill
-    # the report command refuses a folder a killed run left incomplete, in one line
-    run(cases[0], out, kill_at_rename=8)  # among the publish renames
+    # Killed among its publish renames: the report command refuses the folder in one line,
+    # and the next run cleans up and completes.
+    run(cases[0], out, kill_at_rename=rng.randint(8, 12))
     from click.testing import CliRunner
     from stalesim.cli import main
 
     result = CliRunner().invoke(main, ["report", "simulate", str(out)])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
-    assert "stopped while writing" in result.stderr or "not a finished" in result.stderr
+    assert "stopped while writing" in result.stderr
+    assert readable_run(out) is None
+    run(cases[0], out)
+    assert readable_run(out) == runs[1] and temporaries(out) == []
 
 
 # --- validate sweep -------------------------------------------------------------------------
@@ -274,7 +277,8 @@ def test_killed_sweep_loses_and_redoes_nothing(tmp_path: Path, workers: int) -> 
     whole_s = time.perf_counter() - started
     first = kill_and_restart(case, out, {"after_s": rng.uniform(0.3, 0.9) * whole_s})
     assert len(first) == 4
-    # Again from scratch, killed at a rename: inside a shard write or a table merge.
-    out2 = tmp_path / "runs2"
-    final = kill_and_restart(case, out2, {"rename": rng.randint(2, 12)})
-    assert len(final) == 4
+    if workers == 1:
+        # Again from scratch, killed at a rename: inside a shard write or a table merge.
+        out2 = tmp_path / "runs2"
+        final = kill_and_restart(case, out2, {"rename": rng.randint(2, 12)})
+        assert len(final) == 4
