@@ -155,3 +155,25 @@ def test_report_published_rerenders_the_committed_result(tmp_path) -> None:
         assert row["id"] in html
     missing = CliRunner().invoke(main, ["report", "published", str(tmp_path / "nope")])
     assert missing.exit_code == 2
+
+
+def test_a_drop_filter_below_the_learners_lead_is_refused_not_run_forever() -> None:
+    # Found by this check's "drop filter" rerun: streaming with M=4, K=4 asks for chunks up to
+    # K-1 = 3 versions past the engines' weights; a filter of 2 dropped and relaunched them
+    # forever (the run never ended and grew without bound). At 3 it runs.
+    from stalesim.sim.presets import load_scenario
+
+    base = (
+        "algorithm.minibatches_per_step=4",
+        "algorithm.streaming=true",
+        "algorithm.publish_interval=4",
+        "algorithm.max_staleness=4",
+    )
+    with pytest.raises(ConfigError, match=r"staleness_filter=2.*allowed: >= 3"):
+        load_scenario(None, None, (*base, "algorithm.staleness_filter=2"))
+    trace = simulate(load_scenario(None, None, (*base, "algorithm.staleness_filter=3")), 3, 0)
+    assert trace.steps.height == 3
+    # batch consumption (M=4, K=4) needs M-1 + K - gcd(M, K) = 3 too
+    batch = tuple(o for o in base if "streaming" not in o)
+    with pytest.raises(ConfigError, match="allowed: >= 3"):
+        load_scenario(None, None, (*batch, "algorithm.staleness_filter=2"))
