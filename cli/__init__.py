@@ -18,6 +18,7 @@ class _RootGroup(InputErrorGroup, LazyGroup):
         "presets": "stalesim.sim.cli:presets",
         "plan": "stalesim.sim.plan_cli:plan",
         "bench": "stalesim.cli.bench:bench",
+        "check": "stalesim.cli.check:check",
         "validate": "stalesim.validate.cli:validate",
         "fit": "stalesim.validate.law_cli:fit",
         "calibrate": "stalesim.sim.calibrate_cli:calibrate",

@@ -75,3 +75,17 @@ def validate(runs_dir: Path, out: Path | None) -> None:
         law = fit_sweep(runs, FitSettings(bootstrap=PAGE_BOOTSTRAP), source=source).law
     path = render_validate_report(runs_dir, out, law_fitted_in_memory=law)
     click.echo(f"wrote {path}")
+
+
+@report.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+def published(out_dir: Path) -> None:
+    """Re-render OUT_DIR/report.html from a finished `stalesim check published --out OUT_DIR`."""
+    from stalesim.reports.published_page import write_published_report
+
+    if not out_dir.is_dir():
+        raise ValueError(
+            f"{out_dir}: no such directory (give the --out folder of a check published run)"
+        )
+    path = write_published_report(out_dir)
+    click.echo(f"wrote {path}")

@@ -57,6 +57,15 @@ def check(scenario: Scenario) -> None:
     k = algo.publish_interval or m
     lead = learner_lead(m, k, algo.streaming)
     how = "streaming" if algo.streaming else "taking whole batches"
+    if algo.staleness_filter is not None and algo.staleness_filter < lead:
+        # the engines only ever hold published weights, so every chunk the learner asks for
+        # `lead` versions past them would be dropped and relaunched forever
+        raise ConfigError(
+            f"algorithm.staleness_filter={algo.staleness_filter}: a learner {how} with "
+            f"minibatches_per_step={m} and publish_interval={k} consumes chunks up to {lead} "
+            f"versions past the engines' weights, which the filter would always drop; "
+            f"allowed: >= {lead}"
+        )
     if algo.max_stale_fraction is None:
         if algo.max_staleness < lead:
             raise ConfigError(

@@ -1,0 +1,14 @@
+"""``stalesim check``: independent checks of the simulator against what real systems measured."""
+
+from __future__ import annotations
+
+import click
+from stalesim.cli.lazy_group import LazyGroup
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands={"published": "stalesim.sim.published_cli:check_published"},
+)
+def check() -> None:
+    """Check the simulator's predictions against measurements it was not calibrated on."""

@@ -1,0 +1,114 @@
+"""The page ``stalesim check published`` writes: predicted vs measured speed-up of going
+asynchronous on published setups, read from the check's ``published_check.json``, so a page can
+be re-rendered from any finished run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import polars as pl
+from stalesim.reports.inputs import read_json_object
+from stalesim.reports.page import Metric, Page
+
+PAIR_COLUMNS = (
+    "id",
+    "gpus_sync",
+    "gpus_async",
+    "sync_mode",
+    "async_mode",
+    "measured_sync_step_s",
+    "measured_async_step_s",
+    "predicted_sync_step_s",
+    "predicted_async_step_s",
+    "measured_speedup",
+    "predicted_speedup",
+    "speedup_rel_error",
+    "predicted_async_learner_busy",
+    "source",
+)
+
+
+def _pairs(result: dict[str, Any], path: Path) -> pl.DataFrame:
+    pairs = result.get("pairs")
+    if not isinstance(pairs, list) or not pairs:
+        raise ValueError(f"{path}: key 'pairs' must be a non-empty list")
+    frame = pl.DataFrame(pairs, infer_schema_length=None)
+    missing = [c for c in PAIR_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: pairs lack {', '.join(missing)}")
+    return frame.select(PAIR_COLUMNS)
+
+
+def write_published_report(out_dir: Path) -> Path:
+    """Render ``out_dir/report.html`` from ``out_dir/published_check.json``."""
+    path = out_dir / "published_check.json"
+    result = read_json_object(path)
+    pairs = _pairs(result, path)
+    errors = pairs["speedup_rel_error"].abs()
+    page = Page(
+        "Published setups: predicted vs measured async speed-up",
+        f"{pairs.height} setups, {result.get('steps')} learner steps per simulation, "
+        f"seed {result.get('seed')}; measurements from {result.get('measurements_file')} "
+        "(read by this check only, never by the time models)",
+    )
+    page.metrics(
+        "Summary",
+        [
+            Metric("setups", pairs.height),
+            Metric("median |speed-up error|", float(errors.median()), kind="percent"),
+            Metric("largest |speed-up error|", float(errors.max()), kind="percent"),
+            Metric(
+                "predictions below the measured speed-up",
+                int((pairs["speedup_rel_error"] < 0).sum()),
+                note="a negative error: the simulator predicts less gain than was measured",
+            ),
+        ],
+    )
+    top = float(max(pairs["measured_speedup"].max(), pairs["predicted_speedup"].max())) * 1.1
+    diagonal = (
+        alt.Chart(pl.DataFrame({"x": [1.0, top], "y": [1.0, top]}))
+        .mark_line(strokeDash=[4, 4], color="gray")
+        .encode(x="x:Q", y="y:Q")
+    )
+    points = (
+        alt.Chart(pairs.select("id", "measured_speedup", "predicted_speedup"))
+        .mark_circle(size=80)
+        .encode(
+            x=alt.X("measured_speedup:Q", title="measured speed-up", scale=alt.Scale(zero=False)),
+            y=alt.Y("predicted_speedup:Q", title="predicted speed-up", scale=alt.Scale(zero=False)),
+            color=alt.Color("id:N", title="setup"),
+            tooltip=["id", "measured_speedup", "predicted_speedup"],
+        )
+    )
+    page.chart(
+        (diagonal + points).properties(width=420, height=320),
+        "Predicted vs measured",
+        "On the dashed line the prediction equals the measurement; below it the simulator "
+        "predicts less gain from going asynchronous than the real system measured.",
+    )
+    page.table(pairs, "Every setup", "Step times in seconds; error = predicted / measured - 1.")
+    mechanisms = result.get("mechanisms") or []
+    if mechanisms:
+        mech = pl.DataFrame(mechanisms, infer_schema_length=None)
+        keep = [
+            c
+            for c in (
+                "id",
+                "mechanism",
+                "applies",
+                "baseline_speedup",
+                "predicted_speedup",
+                "change",
+            )
+            if c in mech.columns
+        ]
+        page.table(
+            mech.select(keep),
+            "What moves the prediction",
+            "Each pair rerun with one switch flipped on both sides (where the mode has it); "
+            "change = speed-up with the switch / baseline speed-up - 1; applies=false: neither "
+            "side's mode has the switch, or it is already in that state.",
+        )
+    return page.write(out_dir / "report.html")
