@@ -25,8 +25,14 @@ Per staleness ``S`` (fixed-S runs), three estimates:
   ``ln(steps)`` vs ``ln(lr)`` over the LRs whose median is finite; ``None`` if ``eta_opt``
   lies outside them.
 
-The bootstrap (:meth:`Cells.resampled`) resamples the runs (seeds) with replacement inside
-every learning-rate cell, so that the estimates can be redone on each replicate.
+The bootstrap resamples **seeds** (:meth:`Cells.for_seeds`): a replicate draws the sweep's seeds
+with replacement, once for the whole sweep, and every group keeps the runs of the drawn seeds at
+every learning rate. A seed carries its own warm start and data stream, so runs of one seed are
+correlated across learning rates and staleness values; resampling runs inside each cell
+(:meth:`Cells.resampled`, the old unit) treats them as independent and gives intervals that are
+too narrow. With few seeds (3 here) any bootstrap is coarse: a percentile interval from 3 seeds
+covers less than its nominal level, so read the intervals as "what seed-to-seed variation
+allows", not as exact 95% intervals.
 """
 
 from __future__ import annotations
@@ -50,6 +56,27 @@ class Cells:
     values: tuple[np.ndarray, ...]  # objective per run, one array per LR
     failed: tuple[np.ndarray, ...]  # bool per run
     steps: tuple[np.ndarray, ...]  # steps to target per run, inf when never reached
+    seeds: tuple[np.ndarray, ...] | None = None  # seed per run
+
+    def for_seeds(self, draw: np.ndarray) -> Cells:
+        """The cells of a seed-bootstrap replicate: in each LR, the runs of every drawn seed
+        (a seed drawn twice counts twice). Objective values are inflated about the cell mean by
+        ``sqrt(n/(n-1))`` as in :meth:`resampled`. A cell that holds none of the drawn seeds
+        keeps its runs (it cannot be left empty).
+        """
+        if self.seeds is None:
+            raise ValueError("these cells carry no seeds: build them from a table with a seed")
+        picks = []
+        for cell_seeds in self.seeds:
+            chosen = np.concatenate([np.flatnonzero(cell_seeds == s) for s in draw])
+            picks.append(chosen if chosen.size else np.arange(len(cell_seeds)))
+        return Cells(
+            self.lrs,
+            tuple(_inflated(v, i) for v, i in zip(self.values, picks, strict=True)),
+            tuple(f[i] for f, i in zip(self.failed, picks, strict=True)),
+            tuple(s[i] for s, i in zip(self.steps, picks, strict=True)),
+            tuple(s[i] for s, i in zip(self.seeds, picks, strict=True)),
+        )
 
     def resampled(self, rng: np.random.Generator) -> Cells:
         """The same cells with runs drawn with replacement inside each LR.
@@ -64,6 +91,9 @@ class Cells:
             tuple(_inflated(v, i) for v, i in zip(self.values, picks, strict=True)),
             tuple(f[i] for f, i in zip(self.failed, picks, strict=True)),
             tuple(s[i] for s, i in zip(self.steps, picks, strict=True)),
+            None
+            if self.seeds is None
+            else tuple(s[i] for s, i in zip(self.seeds, picks, strict=True)),
         )
 
 
@@ -78,10 +108,14 @@ def _inflated(values: np.ndarray, picks: np.ndarray) -> np.ndarray:
 def build_cells(
     group: pl.DataFrame, objective: str, min_final_reward: float | None = None
 ) -> Cells:
-    """Split one group's runs into per-LR arrays."""
-    failed = pl.col("collapsed").fill_null(False).cast(pl.Boolean)
-    if min_final_reward is not None and "final_reward" in group.columns:
-        failed = failed | (pl.col("final_reward").fill_null(-np.inf) < min_final_reward)
+    """Split one group's runs into per-LR arrays; a ``failed`` column (see
+    :func:`stalesim.validate.failure.mark_failures`) is used when the table has one."""
+    if "failed" in group.columns:
+        failed = pl.col("failed").fill_null(False).cast(pl.Boolean)
+    else:
+        failed = pl.col("collapsed").fill_null(False).cast(pl.Boolean)
+        if min_final_reward is not None and "final_reward" in group.columns:
+            failed = failed | (pl.col("final_reward").fill_null(-np.inf) < min_final_reward)
     steps = (
         pl.col("steps_to_target").cast(pl.Float64).fill_null(np.inf)
         if "steps_to_target" in group.columns
@@ -93,6 +127,7 @@ def build_cells(
             pl.col(objective).cast(pl.Float64).alias("value"),
             failed.alias("failed"),
             steps.alias("steps"),
+            (pl.col("seed") if "seed" in group.columns else pl.lit(0)).cast(pl.Int64).alias("seed"),
         )
         .filter(pl.col("value").is_not_null() & pl.col("value").is_not_nan())
         .sort("lr")
@@ -103,6 +138,7 @@ def build_cells(
         values=tuple(p["value"].to_numpy() for p in parts),
         failed=tuple(p["failed"].to_numpy() for p in parts),
         steps=tuple(p["steps"].to_numpy() for p in parts),
+        seeds=tuple(p["seed"].to_numpy() for p in parts),
     )
 
 

@@ -12,8 +12,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 from stalesim.sim.config_file import ConfigError, StrictModel, validate_config
 from stalesim.validate.collapse import CollapseConfig
+from stalesim.validate.optimizers import OptimizerConfig
 from stalesim.validate.policy import PolicyConfig
 from stalesim.validate.staleness import parse_staleness
+from stalesim.validate.staleness_lr import LRRuleConfig
 from stalesim.validate.tasks import SortTaskConfig
 from stalesim.validate.warm_start import WarmStartConfig
 
@@ -37,6 +39,8 @@ class TrainConfig(StrictModel):
     warm_start: WarmStartConfig = WarmStartConfig()
     grpo: GRPOConfig = GRPOConfig()
     collapse: CollapseConfig = CollapseConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    lr_rule: LRRuleConfig = LRRuleConfig()
     steps: int = Field(150, ge=1, description="learner steps per run")
     prompts_per_step: int = Field(32, ge=1, description="groups per learner step (B)")
     samples_per_prompt: int = Field(8, ge=2, description="responses per group (G)")
@@ -51,6 +55,9 @@ class TrainConfig(StrictModel):
     )
     target_reward: float = Field(0.9, gt=0, le=1)
     smoothing_window: int = Field(10, ge=1, description="steps in the smoothed reward")
+    eval_prompts: int = Field(
+        128, ge=1, description="fresh prompts (x samples_per_prompt) scoring the warm start"
+    )
     device: str = "cpu"
     backend: Literal["auto", "triton", "reference"] = "auto"
 
@@ -205,6 +212,112 @@ PRESETS: dict[str, dict] = {
         ],
     },
 }
+
+
+# ---- The law experiments (issue 10) -------------------------------------------------------
+# One base: sort 6 digits, 2x64 policy, 16 prompts x 8 samples per step, every seed with its own
+# warm start. Sized so that all of them together run in about 80 minutes on 2 shared cores, which
+# is why the LR grids are 5-8 points (2x apart in the middle, sqrt(2) apart near the stability
+# edge) and why (b)-(d) stop at S = 16 or 12: every run is at least 5 x its largest S long.
+
+_LAW_BASE: dict = {
+    "task": {"n_digits": 6, "base": 10},
+    "policy": {"n_layer": 2, "n_head": 4, "n_embd": 64},
+    "warm_start": {"steps": 100, "corrupt_prob": 0.9, "max_mistakes": 3, "per_run_seed": True},
+    "steps": 160,
+    "prompts_per_step": 16,
+    "samples_per_prompt": 8,
+    "target_reward": 0.85,
+    "device": "cpu",
+}
+_DECOUPLED = {"is_cap": 2.0}
+_SEEDS = [0, 1, 2]
+_LAW_LRS = [2.5e-4, 5e-4, 1e-3, 2e-3, 2.8e-3, 4e-3, 5.6e-3, 8e-3]
+_SHORT_S = ["0", "4", "16"]
+
+
+def _law_preset(name: str, grids: list[dict], **train: object) -> dict:
+    merged = {**_LAW_BASE, **train}
+    return {"preset": name, "train": merged, "grids": grids}
+
+
+def _batch_preset(prompts: int) -> dict:
+    return _law_preset(
+        f"law-batch-{prompts}",
+        [
+            {
+                "lrs": [3.5e-4, 7e-4, 1.4e-3, 2.8e-3, 5.6e-3],
+                "staleness": _SHORT_S,
+                "seeds": _SEEDS,
+            }
+        ],
+        grpo=_DECOUPLED,
+        prompts_per_step=prompts,
+        steps=80,
+    )
+
+
+def _optimizer_preset(name: str, optimizer: dict, lrs: list[float]) -> dict:
+    return _law_preset(
+        name,
+        [{"lrs": lrs, "staleness": _SHORT_S, "seeds": _SEEDS}],
+        grpo=_DECOUPLED,
+        optimizer=optimizer,
+        steps=80,
+    )
+
+
+PRESETS.update(
+    {
+        # (a) the objective: clipped PPO (the default) and the decoupled objective (proximal =
+        # current policy, importance weights truncated at 2: no clipping acts)
+        "law-clip": _law_preset(
+            "law-clip", [{"lrs": _LAW_LRS, "staleness": _FIXED_S, "seeds": _SEEDS}]
+        ),
+        "law-decoupled": _law_preset(
+            "law-decoupled",
+            [{"lrs": _LAW_LRS, "staleness": _FIXED_S, "seeds": _SEEDS}],
+            grpo=_DECOUPLED,
+        ),
+        # (b) batch size (R_batch), decoupled objective; 16 prompts is law-opt-adam-0.9
+        **{f"law-batch-{b}": _batch_preset(b) for b in (4, 8, 32, 96)},
+        # (c) the optimizer, decoupled objective, 80 steps
+        "law-opt-adam-0.9": _optimizer_preset(
+            "law-opt-adam-0.9",
+            {"name": "adamw", "beta1": 0.9},
+            [3.5e-4, 7e-4, 1.4e-3, 2.8e-3, 5.6e-3],
+        ),
+        "law-opt-adam-0": _optimizer_preset(
+            "law-opt-adam-0",
+            {"name": "adamw", "beta1": 0.0},
+            [3.5e-4, 7e-4, 1.4e-3, 2.8e-3, 5.6e-3],
+        ),
+        "law-opt-sgd": _optimizer_preset(
+            "law-opt-sgd", {"name": "sgd", "momentum": 0.0}, [0.0125, 0.025, 0.05, 0.1, 0.2, 0.4]
+        ),
+        "law-opt-sgd-m0.9": _optimizer_preset(
+            "law-opt-sgd-m0.9",
+            {"name": "sgd", "momentum": 0.9},
+            [0.00125, 0.0025, 0.005, 0.01, 0.02, 0.04],
+        ),
+        # (d) horizon: a task that does not saturate (8 digits of 16), 200 steps; the fit reads
+        # the first 60 steps of the same runs as the short horizon (constant LR after warm-up,
+        # so a 60-step run is the first 60 steps of a 200-step run)
+        "law-horizon": _law_preset(
+            "law-horizon",
+            [
+                {
+                    "lrs": [3.5e-4, 7e-4, 1.4e-3, 2.8e-3, 5.6e-3],
+                    "staleness": ["0", "4", "12"],
+                    "seeds": _SEEDS,
+                }
+            ],
+            grpo=_DECOUPLED,
+            task={"n_digits": 8, "base": 16},
+            steps=200,
+        ),
+    }
+)
 
 
 def preset_sweep(

@@ -307,7 +307,8 @@ def test_zero_replicates_give_estimates_without_intervals():
 def test_steps_model_follows_staleness_when_eta_opt_does_not_move():
     flat = {**OPT, "alpha": 0.0}  # the best learning rate is the same at every S
     runs = synthetic_runs(np.random.default_rng(6), opt=flat, steps_growth=0.5)
-    law = fit_sweep(runs, FitSettings(bootstrap=40)).law
+    # seeds here are independent draws per cell (no warm-start effect): resample runs
+    law = fit_sweep(runs, FitSettings(bootstrap=40, bootstrap_unit="run")).law
     steps = law.steps_to_target
     assert steps.form == "staleness"
     assert steps.alternative["form"] == "eta_ratio" and steps.alternative["p_fixed"]
