@@ -72,3 +72,39 @@ def mark_failures(
 
 def _column(runs: pl.DataFrame, name: str) -> np.ndarray:
     return runs[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def backfill_from_steps(runs: pl.DataFrame, steps: pl.DataFrame | None) -> pl.DataFrame:
+    """Give a sweep made before runs scored their warm start (no ``warm_reward`` column) the
+    columns the failure rule reads, from its ``steps.parquet``.
+
+    Such sweeps shared one warm start across all runs, so its reward is estimated by the mean
+    step-0 learner reward over every run (each one a fresh sample of the same policy);
+    ``best_smoothed_reward`` is the best trailing ``window``-step mean of each run's curve. Runs
+    without steps keep nulls (and are judged by ``collapsed`` alone).
+    """
+    if "warm_reward" in runs.columns or steps is None or "reward_mean" not in steps.columns:
+        return runs
+    first = steps.filter(pl.col("step") == 0)
+    if first.height == 0:
+        return runs
+    warm = float(first["reward_mean"].mean())
+    window = 10
+    best = (
+        steps.sort("run_id", "step")
+        .with_columns(
+            pl.col("reward_mean")
+            .fill_nan(0.0)
+            .rolling_mean(window_size=window)
+            .over("run_id")
+            .alias("smooth")
+        )
+        .group_by("run_id")
+        .agg(pl.col("smooth").max().alias("best_smoothed_reward"))
+    )
+    out = (
+        runs.join(best, on="run_id", how="left")
+        if "best_smoothed_reward" not in runs.columns
+        else runs
+    )
+    return out.with_columns(pl.lit(warm).alias("warm_reward"))

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 from stalesim.sim.files import write_json
 from stalesim.sim.law import LAW_SCHEMA, PAPER_ALPHA, Law
-from stalesim.validate.failure import mark_failures
+from stalesim.validate.failure import backfill_from_steps, mark_failures
 from stalesim.validate.group_estimates import (
     CENSORED_FLAGS,
     EDGE_FLAGS,
@@ -155,7 +155,9 @@ def fit_sweep(
 
         runs = truncate_runs(runs, steps, settings.horizon)
     runs = mark_failures(
-        runs, reach_fraction=settings.reach_fraction, min_final_reward=settings.min_final_reward
+        backfill_from_steps(runs, steps),
+        reach_fraction=settings.reach_fraction,
+        min_final_reward=settings.min_final_reward,
     )
     if settings.objective not in runs.columns:
         raise ValueError(

@@ -85,10 +85,16 @@ def local_slopes(
 def regime_verdict(lo: float, hi: float) -> str:
     """What a slope interval ``[lo, hi]`` says: ``flat`` (contains 0, excludes -1),
     ``one_over_s`` (contains -1, excludes 0), ``falls`` (excludes both, between them),
-    ``steeper`` (below -1), ``rises`` (above 0), ``undecided`` (contains both)."""
+    ``steeper`` (below -1), ``rises`` (above 0), ``undecided`` (contains both), ``degenerate``
+    (every replicate gave the same slope, e.g. a stability edge pinned to grid points)."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "undecided"
-    has_zero, has_minus_one = lo <= 0 <= hi, lo <= -1 <= hi
+    if hi - lo < 1e-6:
+        # every replicate gave the same slope: the grid quantised it, the seeds did not vary it
+        return "degenerate"
+    tol = 1e-9  # a bound that is 0 up to rounding contains 0
+    has_zero = lo <= tol and hi >= -tol
+    has_minus_one = lo <= -1 + tol and hi >= -1 - tol
     if has_zero and has_minus_one:
         return "undecided"
     if has_zero:
@@ -109,4 +115,5 @@ VERDICT_TEXT = {
     "steeper": "falls faster than 1/S",
     "rises": "rises with S",
     "undecided": "undecided (the interval holds both 0 and -1)",
+    "degenerate": "no interval (every bootstrap replicate gave the same value: grid-quantised)",
 }
