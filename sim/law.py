@@ -202,6 +202,9 @@ class Law(_Frozen):
     )
     regime: Regime | None = None
     slopes: dict[str, Any] | None = None
+    failures: list[dict[str, Any]] = Field(
+        default_factory=list, description="the failed runs: run_id and the rule that failed it"
+    )
     eta_opt: LawCurve
     eta_max: LawCurve | None = None
     steps_to_target: StepsModel | None = None

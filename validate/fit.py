@@ -78,8 +78,8 @@ class FitSettings:
     lag_axis: str = "realised"
     horizon: int | None = None
     #: the S ranges of the "below the knee" and "above the knee" slopes
-    early_range: tuple[float, float] = (1.0, 4.0)
-    late_range: tuple[float, float] = (4.0, 1e9)
+    early_range: tuple[float, float] = (0.5, 6.0)
+    late_range: tuple[float, float] = (6.0, 1e9)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -311,6 +311,9 @@ def fit_sweep(
             "lag_axis": settings.lag_axis,
             "regime": regime,
             "slopes": slopes,
+            "failures": json_records(
+                runs.filter(pl.col("failed")).select("run_id", "failure").sort("run_id")
+            ),
             "staleness_summary": chosen or "max",
             "eta_opt": law_opt,
             "eta_max": law_max,

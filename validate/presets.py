@@ -219,8 +219,9 @@ PRESETS: dict[str, dict] = {
 # warm start. The machine they ran on (2 cores shared with six engineers, load average 8-14)
 # gave each run about 70 s instead of 8 s, so the grids are small: 4-5 learning rates, 2x apart,
 # with a sqrt(2) step at the S = 0 stability edge; S in {0, 2, 8, 32} for the main objective
-# ({1, 4, 16} follow in "law-clip-more" when time allows), {0, 32} for the decoupled one; (b)
-# and (c) at S in {0, 16} with 80-step runs. Every run is at least 5 x its largest S long.
+# ({1, 4, 16} follow in "law-clip-more" when time allows), {0, 32} for the decoupled one, which
+# is also the reference that (b) and (c) change one setting of. Every run is 160 steps, 5 x the
+# largest S.
 
 _LAW_BASE: dict = {
     "task": {"n_digits": 6, "base": 10},
@@ -236,7 +237,7 @@ _DECOUPLED = {"is_cap": 2.0}
 _SEEDS = [0, 1, 2]
 _LAW_LRS = [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3]
 _ADAM_SHORT_LRS = [5e-4, 1e-3, 2e-3, 4e-3]
-_SHORT_S = ["0", "16"]
+_HUB_S = ["0", "32"]
 
 
 def _law_preset(name: str, grids: list[dict], **train: object) -> dict:
@@ -244,14 +245,11 @@ def _law_preset(name: str, grids: list[dict], **train: object) -> dict:
     return {"preset": name, "train": merged, "grids": grids}
 
 
-def _short_preset(name: str, lrs: list[float], **train: object) -> dict:
-    """(b) and (c): decoupled objective, 80-step runs at S in {0, 16}."""
+def _hub_preset(name: str, lrs: list[float], **train: object) -> dict:
+    """(b) and (c): the decoupled objective at S in {0, 32}, 160-step runs; each differs from
+    ``law-decoupled`` (16 prompts, AdamW beta1 0.9) in one setting."""
     return _law_preset(
-        name,
-        [{"lrs": lrs, "staleness": _SHORT_S, "seeds": _SEEDS}],
-        grpo=_DECOUPLED,
-        steps=80,
-        **train,
+        name, [{"lrs": lrs, "staleness": _HUB_S, "seeds": _SEEDS}], grpo=_DECOUPLED, **train
     )
 
 
@@ -271,28 +269,25 @@ PRESETS.update(
         "law-decoupled": _law_preset(
             "law-decoupled",
             [
-                {"lrs": _ADAM_SHORT_LRS, "staleness": ["0", "32"], "seeds": _SEEDS},
+                {"lrs": _ADAM_SHORT_LRS, "staleness": _HUB_S, "seeds": _SEEDS},
                 {"lrs": [5.6e-3], "staleness": ["0"], "seeds": _SEEDS},
             ],
             grpo=_DECOUPLED,
         ),
-        # (b) batch size (R_batch), decoupled objective; 16 prompts is law-opt-adam-0.9
-        "law-batch-4": _short_preset("law-batch-4", _ADAM_SHORT_LRS, prompts_per_step=4),
-        "law-batch-96": _short_preset("law-batch-96", _ADAM_SHORT_LRS, prompts_per_step=96),
-        # (c) the optimizer, decoupled objective, 80 steps
-        "law-opt-adam-0.9": _short_preset(
-            "law-opt-adam-0.9", _ADAM_SHORT_LRS, optimizer={"name": "adamw", "beta1": 0.9}
+        # (b) batch size (R_batch): law-decoupled with 4 and 96 prompts per step
+        "law-batch-4": _hub_preset("law-batch-4", _ADAM_SHORT_LRS, prompts_per_step=4),
+        "law-batch-96": _hub_preset("law-batch-96", _ADAM_SHORT_LRS, prompts_per_step=96),
+        # (c) the optimizer: law-decoupled with SGD (no momentum, momentum 0.9) or Adam beta1 0
+        "law-opt-sgd": _hub_preset(
+            "law-opt-sgd", [0.025, 0.05, 0.1, 0.2], optimizer={"name": "sgd", "momentum": 0.0}
         ),
-        "law-opt-adam-0": _short_preset(
-            "law-opt-adam-0", _ADAM_SHORT_LRS, optimizer={"name": "adamw", "beta1": 0.0}
-        ),
-        "law-opt-sgd": _short_preset(
-            "law-opt-sgd", [0.0125, 0.025, 0.05, 0.1], optimizer={"name": "sgd", "momentum": 0.0}
-        ),
-        "law-opt-sgd-m0.9": _short_preset(
+        "law-opt-sgd-m0.9": _hub_preset(
             "law-opt-sgd-m0.9",
-            [0.00125, 0.0025, 0.005, 0.01],
+            [0.0025, 0.005, 0.01, 0.02],
             optimizer={"name": "sgd", "momentum": 0.9},
+        ),
+        "law-opt-adam-0": _hub_preset(
+            "law-opt-adam-0", _ADAM_SHORT_LRS, optimizer={"name": "adamw", "beta1": 0.0}
         ),
     }
 )
