@@ -220,8 +220,8 @@ PRESETS: dict[str, dict] = {
 # gave each run about 70 s instead of 8 s, so the grids are small: 4-5 learning rates, 2x apart,
 # with sqrt(2) steps at the stability edge (placed after the first seed's runs showed it); S in {0, 2, 8, 32} for the main objective
 # ({1, 4, 16} follow in "law-clip-more" when time allows), {0, 32} for the decoupled one, which
-# is also the reference that (b) and (c) change one setting of. Every run is 160 steps, 5 x the
-# largest S.
+# is also the reference that (b) and (c) change one setting of (3 LRs each). Every run is 160
+# steps, 5 x the largest S.
 
 _LAW_BASE: dict = {
     "task": {"n_digits": 6, "base": 10},
@@ -272,18 +272,17 @@ PRESETS.update(
         "law-decoupled": _law_preset(
             "law-decoupled",
             [
-                {"lrs": _ADAM_SHORT_LRS, "staleness": _HUB_S, "seeds": _SEEDS},
-                {"lrs": [2.8e-3], "staleness": ["0"], "seeds": _SEEDS},
-                {"lrs": [1.4e-3], "staleness": ["32"], "seeds": _SEEDS},
+                {"lrs": [5e-4, 1e-3, 2e-3, 2.8e-3], "staleness": ["0"], "seeds": _SEEDS},
+                {"lrs": [2.5e-4, 5e-4, 1e-3, 1.4e-3, 2e-3], "staleness": ["32"], "seeds": _SEEDS},
             ],
             grpo=_DECOUPLED,
         ),
         # (b) batch size (R_batch): law-decoupled with 4 and 96 prompts per step
-        "law-batch-4": _hub_preset("law-batch-4", _ADAM_SHORT_LRS, prompts_per_step=4),
+        "law-batch-4": _hub_preset("law-batch-4", [5e-4, 1e-3, 2e-3], prompts_per_step=4),
         "law-batch-96": _hub_preset("law-batch-96", _ADAM_SHORT_LRS, prompts_per_step=96),
         # (c) the optimizer: law-decoupled with SGD (no momentum, momentum 0.9) or Adam beta1 0
         "law-opt-sgd": _hub_preset(
-            "law-opt-sgd", [0.025, 0.05, 0.1, 0.2], optimizer={"name": "sgd", "momentum": 0.0}
+            "law-opt-sgd", [0.025, 0.05, 0.1], optimizer={"name": "sgd", "momentum": 0.0}
         ),
         "law-opt-sgd-m0.9": _hub_preset(
             "law-opt-sgd-m0.9",
@@ -295,6 +294,41 @@ PRESETS.update(
         ),
     }
 )
+
+
+_MIXED = ["uniform:0-32", "geometric:p=0.1,max=32"]
+
+
+def _scheduler_presets() -> dict[str, dict]:
+    """(e) learning-rate rules on mixed staleness, with the clipped objective the shipped law
+    was measured with: the best constant LR (a grid), the ESS rule (a grid of base LRs) and
+    the staleness-aware scheduler driven by the shipped law's eta_opt at the batch's mean lag,
+    started at the law's own eta_opt(0) (no tuning). Absent when no law ships."""
+    from stalesim.sim.law import default_law
+
+    try:
+        law = default_law()
+    except ValueError:
+        return {}
+    curve = law.eta_opt
+    rule = {
+        "kind": "law",
+        "eta0": curve.eta0,
+        "s_c": curve.s_c,
+        "k": curve.k,
+        "alpha": curve.alpha,
+        "summary": "mean",
+        "source": str(law.source.get("runs_dir", "default law")),
+    }
+    grids = lambda lrs: [{"lrs": lrs, "staleness": _MIXED, "seeds": _SEEDS}]  # noqa: E731
+    return {
+        "law-sched-constant": _law_preset("law-sched-constant", grids([2.5e-4, 5e-4, 1e-3])),
+        "law-sched-ess": _law_preset("law-sched-ess", grids([5e-4, 1e-3]), lr_rule={"kind": "ess"}),
+        "law-sched-law": _law_preset("law-sched-law", grids([float(curve.eta0)]), lr_rule=rule),
+    }
+
+
+PRESETS.update(_scheduler_presets())
 
 
 def preset_sweep(
