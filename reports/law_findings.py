@@ -127,6 +127,33 @@ def _point(
     return None, None, None
 
 
+def _first_step_ratio(law: Law, curve: str) -> tuple[str, str]:
+    """``eta(S_1)/eta(0)`` for the smallest S > 0 of the sweep, its interval from the ends of
+    the two points' intervals (conservative): flat below the knee means a ratio of 1."""
+    staleness = sorted(p["staleness"] for p in law.points if p["staleness"] > 0)
+    if not staleness:
+        return "no S > 0", "inconclusive"
+    first = staleness[0]
+    a, a_lo, a_hi = _point(law, first, curve)
+    z, z_lo, z_hi = _point(law, 0, curve)
+    flags = {p["staleness"]: p.get(f"{curve}_flag") for p in law.points}
+    if None in (a, z) or flags.get(first) != "ok" or flags.get(0) != "ok":
+        return f"{curve}({first})/{curve}(0): a bound at one end, not a ratio", "inconclusive"
+    lo = a_lo / z_hi if a_lo and z_hi else None
+    hi = a_hi / z_lo if a_hi and z_lo else None
+    text = (
+        f"no slope below S = 6 with two points; {curve}({first})/{curve}(0) = {a / z:.2f} "
+        f"{_interval(lo, hi, '.2f')} (interval from the ends of both points' intervals)"
+    )
+    if lo is None or hi is None:
+        return text, "inconclusive"
+    if lo <= 1 <= hi:
+        return text, "consistent with flat (ratio 1 inside the interval)"
+    if hi < 1:
+        return text, f"refutes flat (falls already at S = {first})"
+    return text, "refutes (rises)"
+
+
 def findings(root: Path) -> list[Finding]:
     """The findings table for the experiments under ``root``."""
     laws = load_experiment_laws(root)
@@ -145,16 +172,18 @@ def findings(root: Path) -> list[Finding]:
                     verdict,
                 )
             )
-            text, verdict = _slope_text(clip, curve, "early")
+            early = ((clip.slopes or {}).get(curve) or {}).get("early")
+            if early:
+                text, verdict = _slope_text(clip, curve, "early")
+                verdict = "confirms flat" if early["verdict"] == "flat" else verdict
+            else:
+                text, verdict = _first_step_ratio(clip, curve)
             rows.append(
                 Finding(
                     "objective: clipped PPO",
                     f"{curve} flat below the knee (slope 0)",
                     text,
-                    {"flat": "confirms flat"}.get(
-                        ((clip.slopes or {}).get(curve, {}).get("early") or {}).get("verdict", ""),
-                        verdict,
-                    ),
+                    verdict,
                 )
             )
     else:
