@@ -77,6 +77,7 @@ class FitSettings:
     bootstrap_unit: str = "seed"
     lag_axis: str = "realised"
     horizon: int | None = None
+    max_staleness: int | None = None
     #: the S ranges of the "below the knee" and "above the knee" slopes
     early_range: tuple[float, float] = (0.5, 6.0)
     late_range: tuple[float, float] = (6.0, 1e9)
@@ -118,6 +119,7 @@ class FitSettings:
             ),
             "lag_axis": self.lag_axis,
             "horizon": self.horizon,
+            "max_staleness": self.max_staleness,
             "early_range": list(self.early_range),
             "late_range": list(self.late_range),
             "seed": self.seed,
@@ -154,6 +156,8 @@ def fit_sweep(
         from stalesim.validate.horizon import truncate_runs
 
         runs = truncate_runs(runs, steps, settings.horizon)
+    if settings.max_staleness is not None:
+        runs = runs.filter(pl.col("staleness") <= settings.max_staleness)
     runs = mark_failures(
         backfill_from_steps(runs, steps),
         reach_fraction=settings.reach_fraction,
@@ -440,6 +444,8 @@ def describe_regime(
         opt = f"SGD (momentum {optimizer.get('momentum', 0.0):g})"
     policy, task = train.get("policy", {}), train.get("task", {})
     fixed = fixed_runs(runs)
+    if settings is not None and settings.max_staleness is not None:
+        fixed = fixed.filter(pl.col("staleness") <= settings.max_staleness)
     realised = fixed["staleness_mean"] if "staleness_mean" in fixed.columns else fixed["staleness"]
     horizon = settings.horizon if settings and settings.horizon else train.get("steps")
     return {

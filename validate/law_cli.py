@@ -76,6 +76,13 @@ from stalesim.sim.cli_options import progress_bar, quiet_option
     default=None,
     help="Judge every run on its first HORIZON steps only (a shorter training horizon).",
 )
+@click.option(
+    "--max-staleness",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Leave out runs whose (largest) staleness exceeds this, e.g. to keep every run at "
+    "least 5 x S long at a short --horizon.",
+)
 @quiet_option()
 def fit(
     runs_dir: Path,
@@ -89,6 +96,7 @@ def fit(
     bootstrap_unit: str,
     lag_axis: str,
     horizon: int | None,
+    max_staleness: int | None,
     quiet: bool,
 ) -> None:
     """Fit the staleness–learning-rate law to the sweep in RUNS_DIR and write law.json.
@@ -116,6 +124,7 @@ def fit(
         bootstrap_unit=bootstrap_unit,
         lag_axis=lag_axis,
         horizon=horizon,
+        max_staleness=max_staleness,
     )
     command = "stalesim fit " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     console = Console()
