@@ -255,10 +255,13 @@ def _hub_preset(name: str, lrs: list[float], **train: object) -> dict:
 
 _CLIP_GRIDS = [
     {"lrs": _LAW_LRS, "staleness": ["0", "2", "8", "32"], "seeds": _SEEDS},
-    # sqrt(2) steps at the stability edge seen in the first runs: 2e-3..4e-3 at S <= 2,
-    # 1e-3..2e-3 at S >= 8
+    # sqrt(2) steps at the stability edge seen in the first two seeds' runs (2e-3..4e-3 at
+    # S <= 2, 1e-3..2e-3 at S = 8, 5e-4..1e-3 at S = 32), and one LR below the grid where the
+    # best LR sat at its lowest point (S >= 8)
     {"lrs": [2.8e-3], "staleness": ["0", "2"], "seeds": _SEEDS},
-    {"lrs": [1.4e-3], "staleness": ["8", "32"], "seeds": _SEEDS},
+    {"lrs": [1.4e-3], "staleness": ["8"], "seeds": _SEEDS},
+    {"lrs": [7e-4], "staleness": ["32"], "seeds": _SEEDS},
+    {"lrs": [1.25e-4], "staleness": ["8", "32"], "seeds": _SEEDS},
 ]
 
 PRESETS.update(
@@ -273,7 +276,7 @@ PRESETS.update(
             "law-decoupled",
             [
                 {"lrs": [5e-4, 1e-3, 2e-3, 2.8e-3], "staleness": ["0"], "seeds": _SEEDS},
-                {"lrs": [2.5e-4, 5e-4, 1e-3, 1.4e-3, 2e-3], "staleness": ["32"], "seeds": _SEEDS},
+                {"lrs": [1.25e-4, 2.5e-4, 5e-4, 7e-4, 1e-3], "staleness": ["32"], "seeds": _SEEDS},
             ],
             grpo=_DECOUPLED,
         ),
