@@ -283,4 +283,14 @@ def findings(root: Path) -> list[Finding]:
                     verdict,
                 )
             )
+        text, verdict = compare_drops(short, long_, "eta_opt", a_should_drop_more=True)
+        rows.append(
+            Finding(
+                f"horizon: {short.regime.steps} vs {long_.regime.steps} steps (same runs)",  # type: ignore[union-attr]
+                "S_c ∝ T: the shorter horizon's eta_opt falls more by the same S",
+                f"eta_opt(S_max)/eta_opt(0), T={short.regime.steps} vs "  # type: ignore[union-attr]
+                f"T={long_.regime.steps}: {text}",  # type: ignore[union-attr]
+                verdict,
+            )
+        )
     return rows

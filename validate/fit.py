@@ -93,7 +93,9 @@ class FitSettings:
             ),
             "window": self.window,
             "eta_max_rule": (
-                f"ln(lr) interpolation where the failed fraction crosses {self.fail_threshold}"
+                f"ln(lr) interpolation where the failed fraction crosses {self.fail_threshold}; "
+                "bootstrap replicates draw it uniformly in ln(lr) between the two grid LRs "
+                "around the crossing (grid resolution)"
             ),
             "failure": (
                 "collapsed, or final reward below the run's own warm-start reward, or best "
@@ -206,7 +208,10 @@ def fit_sweep(
                 return c.resampled(rng)
 
         replicas.append(
-            {s: estimate_group(resample(c), settings.window) for s, c in groups.items()}
+            {
+                s: estimate_group(resample(c), settings.window, edge_jitter=rng)
+                for s, c in groups.items()
+            }
         )
         spec_replicas.append(
             {spec: estimate_optimum(resample(c), settings.window) for spec, c in spec_cells.items()}

@@ -16,10 +16,14 @@ Per staleness ``S`` (fixed-S runs), three estimates:
   the estimate is that LR, flagged ``edge_low``/``edge_high`` (a bound, not an optimum), and
   if three points give no interior vertex it is the grid argmax flagged ``grid_argmax``.
 * ``eta_max(S)``, the largest stable learning rate: with ``f(lr)`` the fraction of seeds that
-  failed (collapsed, or ended below ``min_final_reward`` when given), scan the grid upward; at
-  the first LR with ``f >= 0.5`` interpolate linearly in ``ln(lr)`` between it and the LR
-  below for the point where ``f`` crosses 0.5. No failing LR: the largest LR, flagged
+  failed (the table's ``failed`` column, see :mod:`stalesim.validate.failure`), scan the grid
+  upward; at the first LR with ``f >= 0.5`` interpolate linearly in ``ln(lr)`` between it and
+  the LR below for the point where ``f`` crosses 0.5. No failing LR: the largest LR, flagged
   ``above_grid`` (a lower bound); the smallest LR already fails: flagged ``below_grid``.
+  When every seed agrees (``f`` jumps from 0 to 1 between two grid LRs) resampling seeds cannot
+  move the estimate, yet the edge may lie anywhere between the two LRs; so in bootstrap
+  replicates (``edge_jitter``) the edge is drawn uniformly in ``ln(lr)`` inside that bracket,
+  and the grid's resolution becomes part of the interval.
 * ``steps_to_target(S)`` at ``eta_opt(S)``: per LR the median of the runs' steps to target
   (a run that never reached it counts as infinite), interpolated linearly in
   ``ln(steps)`` vs ``ln(lr)`` over the LRs whose median is finite; ``None`` if ``eta_opt``
@@ -200,9 +204,12 @@ class StabilityEdge:
 
     eta: float
     flag: str  # ok | above_grid | below_grid
+    bracket: tuple[float, float] | None = None  # the grid LRs around the crossing
 
 
-def estimate_eta_max(cells: Cells, threshold: float = 0.5) -> StabilityEdge:
+def estimate_eta_max(
+    cells: Cells, threshold: float = 0.5, jitter: np.random.Generator | None = None
+) -> StabilityEdge:
     """``eta_max`` of one group; see the module docstring for the exact rule."""
     fail = np.array([f.mean() for f in cells.failed])
     failing = np.flatnonzero(fail >= threshold)
@@ -213,8 +220,9 @@ def estimate_eta_max(cells: Cells, threshold: float = 0.5) -> StabilityEdge:
         return StabilityEdge(float(cells.lrs[0]), "below_grid")
     x0, x1 = np.log(cells.lrs[first - 1 : first + 1])
     f0, f1 = fail[first - 1], fail[first]
-    t = (threshold - f0) / (f1 - f0)
-    return StabilityEdge(float(np.exp(x0 + t * (x1 - x0))), "ok")
+    t = (threshold - f0) / (f1 - f0) if jitter is None else jitter.uniform()
+    bracket = (float(np.exp(x0)), float(np.exp(x1)))
+    return StabilityEdge(float(np.exp(x0 + t * (x1 - x0))), "ok", bracket)
 
 
 def estimate_steps_at(cells: Cells, eta: float) -> float | None:
@@ -239,7 +247,14 @@ class GroupEstimate:
     steps: float | None
 
 
-def estimate_group(cells: Cells, window: int = 1) -> GroupEstimate:
-    """``eta_opt``, ``eta_max`` and steps to target at ``eta_opt`` for one group."""
+def estimate_group(
+    cells: Cells, window: int = 1, edge_jitter: np.random.Generator | None = None
+) -> GroupEstimate:
+    """``eta_opt``, ``eta_max`` and steps to target at ``eta_opt`` for one group;
+    ``edge_jitter`` (bootstrap replicates) draws ``eta_max`` inside its grid bracket."""
     optimum = estimate_optimum(cells, window)
-    return GroupEstimate(optimum, estimate_eta_max(cells), estimate_steps_at(cells, optimum.eta))
+    return GroupEstimate(
+        optimum,
+        estimate_eta_max(cells, jitter=edge_jitter),
+        estimate_steps_at(cells, optimum.eta),
+    )
