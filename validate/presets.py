@@ -299,7 +299,8 @@ PRESETS.update(
 )
 
 
-_MIXED = ["uniform:0-32", "geometric:p=0.1,max=32"]
+# the geometric distribution ("geometric:p=0.1,max=32") was left out for time: add it to run it
+_MIXED = ["uniform:0-32"]
 
 
 def _scheduler_presets() -> dict[str, dict]:
