@@ -252,6 +252,19 @@ def build_findings_page(root: Path) -> Page:
         caption="Per-S estimates with their intervals; SGD sweeps sit two orders of magnitude "
         "higher (its step is the raw gradient times the LR).",
     )
+    from stalesim.reports.law_findings import scheduler_rows
+
+    schedule = scheduler_rows(Path(root))
+    page.table(
+        pl.DataFrame(schedule)
+        if schedule
+        else pl.DataFrame({"status": ["not run (law-scheduler/summary.json missing)"]}),
+        heading="Learning-rate rules on mixed staleness",
+        caption="Per rule: the best of its learning rates (fewest median steps to target, then "
+        "highest reward AUC), its median steps to target over seeds and its failure rate, with "
+        "seed-bootstrap 95% intervals in which the best LR is chosen again in every replicate. "
+        "law = StalenessLR at the shipped law's eta_opt(0), not tuned.",
+    )
     regimes = [
         {"sweep": name, "regime": law.regime.describe() if law.regime else "—"}
         for name, law in laws.items()

@@ -89,3 +89,33 @@ def evaluate_rules(
         "interval": "seed bootstrap, 95% percentile; the best LR is re-chosen in every replicate",
         "failure": "collapsed, below its warm start, or never reached half the S=0 gain",
     }
+
+
+def write_summary(
+    root: Path = Path("reports/results/law-scheduler"),
+    reference: Path = Path("reports/results/law-objective/clip"),
+    bootstrap: int = 500,
+) -> Path:
+    """Evaluate the rule folders under ``root`` and write ``root/summary.json``; the S = 0 best
+    reward of the failure rule comes from the fixed-S ``reference`` sweep."""
+    import json
+
+    from stalesim.sim.files import write_json
+    from stalesim.validate.failure import best_on_policy_reward
+
+    ref_runs, _ = read_sweep(reference)
+    summary = evaluate_rules(root, best_reward=best_on_policy_reward(ref_runs), bootstrap=bootstrap)
+    summary["reference"] = str(reference)
+    clean = json.loads(
+        json.dumps(summary, default=float).replace("Infinity", "null").replace("NaN", "null")
+    )
+    path = root / "summary.json"
+    write_json(path, clean)
+    return path
+
+
+if __name__ == "__main__":  # python -m stalesim.validate.scheduler_eval [ROOT [REFERENCE]]
+    import sys
+
+    args = [Path(a) for a in sys.argv[1:3]]
+    print(f"wrote {write_summary(*args)}")

@@ -326,3 +326,45 @@ def test_per_run_seed_gives_each_seed_its_own_warm_start() -> None:
     shared = WarmStartConfig(seed=10, per_run_seed=False)
     assert shared.for_run(3).seed == 10
     assert PolicyConfig().n_layer == 2
+
+
+def test_scheduler_evaluation_picks_each_rule_best_lr(tmp_path) -> None:
+    from stalesim.validate.scheduler_eval import evaluate_rules
+
+    def rows(rule_lrs: dict[float, list[float | None]]) -> pl.DataFrame:
+        out = []
+        for lr, steps in rule_lrs.items():
+            for seed, s in enumerate(steps):
+                out.append(
+                    dict(
+                        run_id=f"{lr}-{seed}",
+                        lr=lr,
+                        staleness=32,
+                        seed=seed,
+                        staleness_kind="distribution",
+                        staleness_spec="uniform:0-32",
+                        collapsed=False,
+                        final_reward=0.9 if s else 0.7,
+                        best_smoothed_reward=0.92 if s else 0.72,
+                        warm_reward=0.6,
+                        reward_auc=0.8,
+                        steps_to_target=s,
+                    )
+                )
+        return pl.DataFrame(out)
+
+    for rule, table in {
+        "constant": rows({5e-4: [60.0, 70.0, 80.0], 1e-3: [50.0, None, None]}),
+        "law": rows({7e-4: [55.0, 65.0, 60.0]}),
+    }.items():
+        (tmp_path / rule).mkdir()
+        table.write_parquet(tmp_path / rule / "runs.parquet")
+    summary = {
+        r["rule"]: r for r in evaluate_rules(tmp_path, best_reward=0.95, bootstrap=50)["rows"]
+    }
+    assert summary["constant"]["best_lr"] == 5e-4 and summary["constant"]["steps_to_target"] == 70.0
+    assert summary["constant"]["fail_rate"] == 0.0
+    assert summary["law"]["steps_to_target"] == 60.0
+    # 1e-3 never reached the target in 2 of 3 seeds, and failed them (never half the gain)
+    assert summary["constant"]["lrs_tried"] == [5e-4, 1e-3]
+    assert summary["constant"]["steps_lo"] <= 70.0 <= summary["constant"]["steps_hi"]
