@@ -277,6 +277,9 @@ PRESETS.update(
             [
                 {"lrs": [5e-4, 1e-3, 2e-3, 2.8e-3], "staleness": ["0"], "seeds": _SEEDS},
                 {"lrs": [1.25e-4, 2.5e-4, 5e-4, 7e-4, 1e-3], "staleness": ["32"], "seeds": _SEEDS},
+                # the first runs showed no failure at the top of either grid: extend both
+                {"lrs": [4e-3], "staleness": ["0"], "seeds": _SEEDS},
+                {"lrs": [1.4e-3, 2e-3], "staleness": ["32"], "seeds": _SEEDS},
             ],
             grpo=_DECOUPLED,
         ),
