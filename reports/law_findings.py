@@ -212,6 +212,19 @@ def findings(root: Path) -> list[Finding]:
                 }.get(verdict, verdict + ": the clipping explanation is not supported"),
             )
         )
+        text, verdict = compare_drops(dec, clip, "eta_max", a_should_drop_more=True)
+        rows.append(
+            Finding(
+                "objective: decoupled vs clipped",
+                "if clipping acted as a trust region, removing it makes eta_max fall further "
+                "with S",
+                "eta_max(S_max)/eta_max(0), decoupled vs clipped: " + text,
+                {
+                    "confirms": "supports the clipping explanation",
+                    "refutes": "refutes the clipping explanation",
+                }.get(verdict, verdict + ": the clipping explanation is not supported"),
+            )
+        )
     elif dec is None:
         rows.append(Finding("objective: decoupled", "—", "not run", "—"))
 

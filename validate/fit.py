@@ -178,10 +178,10 @@ def fit_sweep(
         s: build_cells(frame, settings.objective, settings.min_final_reward)
         for s, frame in fixed_frames.items()
     }
-    if len(groups) < 3:
+    if len(groups) < 2 or (len(groups) == 2 and 0 not in groups):
         raise ValueError(
-            f"need fixed-staleness runs at 3 or more staleness values to fit the law, "
-            f"got {sorted(groups) or 'none'}"
+            f"need fixed-staleness runs at 3 or more staleness values (or at S=0 and one S>0, "
+            f"for a two-point law) to fit the law, got {sorted(groups) or 'none'}"
         )
     spec_frames = distribution_groups(runs)
     spec_cells = {
@@ -235,7 +235,8 @@ def fit_sweep(
     max_flags = [point[int(s)].edge.flag for s in staleness]
 
     opt_usable = np.array([f not in EDGE_FLAGS for f in opt_flags])
-    if opt_usable.sum() < 3:
+    needed = 2 if len(groups) == 2 else 3
+    if opt_usable.sum() < needed:
         raise ValueError(
             "eta_opt is at the edge of the learning-rate grid for all but "
             f"{int(opt_usable.sum())} staleness values ({dict(zip(staleness.astype(int).tolist(), opt_flags, strict=True))}); "
@@ -244,7 +245,7 @@ def fit_sweep(
     opt_curve, opt_curve_boot = fit_with_bootstrap(axis, opt, opt_boot, opt_usable)
     max_usable = np.array([f not in CENSORED_FLAGS for f in max_flags])
     max_curve, max_curve_boot = (None, None)
-    if max_usable.sum() >= 3:
+    if max_usable.sum() >= needed:
         max_curve, max_curve_boot = fit_with_bootstrap(axis, emax, emax_boot, max_usable)
 
     steps_model = fit_steps_model(axis, steps, steps_boot, opt_curve, opt_curve_boot, tail)
@@ -396,7 +397,12 @@ def _notes(
         odd = {int(s): f for s, f in zip(staleness, flags, strict=True) if f != "ok"}
         if odd:
             notes.append(f"{label} is a bound, not an estimate, at {odd} (left out of the fit)")
-    if opt_usable.sum() < 5:
+    if opt_usable.sum() == 2:
+        notes.append(
+            "two staleness values: the law is the two-point form eta0 / (1 + S)^alpha (s_c and "
+            "k held at 1); read the ratio eta(S)/eta(0), not the curve's shape"
+        )
+    elif opt_usable.sum() < 5:
         notes.append("fewer than 5 usable staleness values: k is held at 1 in the law fits")
     if max_curve is None:
         notes.append("eta_max(S) not fitted: fewer than 3 staleness values with a failing LR")
