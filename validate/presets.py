@@ -290,8 +290,15 @@ PRESETS.update(
         ),
         "law-batch-96": _hub_preset("law-batch-96", _ADAM_SHORT_LRS, prompts_per_step=96),
         # (c) the optimizer: law-decoupled with SGD (no momentum, momentum 0.9) or Adam beta1 0
-        "law-opt-sgd": _hub_preset(
-            "law-opt-sgd", [0.025, 0.05, 0.1], optimizer={"name": "sgd", "momentum": 0.0}
+        # the first runs left the optimum at the grid's bottom and no LR failing at S = 0
+        "law-opt-sgd": _law_preset(
+            "law-opt-sgd",
+            [
+                {"lrs": [0.0125, 0.025, 0.05, 0.1, 0.2], "staleness": _HUB_S, "seeds": _SEEDS},
+                {"lrs": [0.4], "staleness": ["0"], "seeds": _SEEDS},
+            ],
+            grpo=_DECOUPLED,
+            optimizer={"name": "sgd", "momentum": 0.0},
         ),
         "law-opt-sgd-m0.9": _hub_preset(
             "law-opt-sgd-m0.9",
