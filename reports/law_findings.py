@@ -117,7 +117,14 @@ def compare_drops(a: Law, b: Law, curve: str, a_should_drop_more: bool) -> tuple
     that ``a``'s ratio is the smaller one."""
     da, db = _drop(a, curve), _drop(b, curve)
     if not da or not db or None in (da["lo"], da["hi"], db["lo"], db["hi"]):
-        return "ratio not estimable in one of the sweeps", "inconclusive"
+        bounds = [
+            f"{curve}(S={p['staleness']}) {'>' if p.get(f'{curve}_flag') == 'above_grid' else '<'}"
+            f" {p[curve]:.3g} (a bound: {p.get(f'{curve}_flag')})"
+            for law in (a, b)
+            for p in law.points
+            if p.get(f"{curve}_flag") not in (None, "ok") and p.get(curve) is not None
+        ]
+        return "ratio not estimable: " + ("; ".join(bounds) or "missing"), "inconclusive"
     text = f"{da['ratio']:.2f} {_interval(da['lo'], da['hi'], '.2f')} vs {db['ratio']:.2f} " + (
         _interval(db["lo"], db["hi"], ".2f")
     )
@@ -239,15 +246,16 @@ def findings(root: Path) -> list[Finding]:
             )
             continue
         smaller = label == "4"
-        text, verdict = compare_drops(law, dec, "eta_opt", a_should_drop_more=smaller)
-        rows.append(
-            Finding(
-                f"batch: {label} vs 16 prompts/step",
-                "S_c grows with batch size: the smaller batch's eta_opt falls more by S = 32",
-                f"eta_opt(S_max)/eta_opt(0), {label} vs 16 prompts: {text}",
-                verdict,
+        for curve in ("eta_opt", "eta_max"):
+            text, verdict = compare_drops(law, dec, curve, a_should_drop_more=smaller)
+            rows.append(
+                Finding(
+                    f"batch: {label} vs 16 prompts/step",
+                    f"S_c grows with batch size: the smaller batch's {curve} falls more by S = 32",
+                    f"{curve}(S_max)/{curve}(0), {label} vs 16 prompts: {text}",
+                    verdict,
+                )
             )
-        )
 
     # (c) optimizer
     predictions = {
@@ -262,15 +270,16 @@ def findings(root: Path) -> list[Finding]:
                 Finding(f"optimizer: {label} vs Adam β1=0.9", predictions[name], "not run", "—")
             )
             continue
-        text, verdict = compare_drops(law, dec, "eta_opt", a_should_drop_more=name != "adam-b0")
-        rows.append(
-            Finding(
-                f"optimizer: {label} vs Adam β1=0.9",
-                predictions[name],
-                f"eta_opt(S_max)/eta_opt(0), {label} vs Adam: {text}",
-                verdict,
+        for curve in ("eta_opt", "eta_max"):
+            text, verdict = compare_drops(law, dec, curve, a_should_drop_more=name != "adam-b0")
+            rows.append(
+                Finding(
+                    f"optimizer: {label} vs Adam β1=0.9",
+                    predictions[name].replace("eta_opt", curve),
+                    f"{curve}(S_max)/{curve}(0), {label} vs Adam: {text}",
+                    verdict,
+                )
             )
-        )
 
     # (d) horizon
     short, long_ = laws.get("horizon-60"), laws.get("horizon-160")

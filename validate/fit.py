@@ -405,7 +405,10 @@ def _notes(
     elif opt_usable.sum() < 5:
         notes.append("fewer than 5 usable staleness values: k is held at 1 in the law fits")
     if max_curve is None:
-        notes.append("eta_max(S) not fitted: fewer than 3 staleness values with a failing LR")
+        notes.append(
+            "eta_max(S) not fitted: too few staleness values with a failing LR (3 needed, or S=0 "
+            "and one S>0)"
+        )
     if steps_model is None:
         notes.append("steps_to_target not modelled: the target was reached at fewer than 2 S")
     return notes
