@@ -116,6 +116,15 @@ def compare_drops(a: Law, b: Law, curve: str, a_should_drop_more: bool) -> tuple
     """Compare ``eta(S_max)/eta(0)`` of two sweeps; ``a_should_drop_more``: the prediction is
     that ``a``'s ratio is the smaller one."""
     da, db = _drop(a, curve), _drop(b, curve)
+    floor_a = _ratio_floor(a, curve)
+    if floor_a is not None and db and db["hi"] is not None and floor_a > db["hi"]:
+        # a's eta at S_max is only bounded below (no grid LR failed), but that bound already
+        # puts its ratio above b's whole interval
+        text = (
+            f"> {floor_a:.2f} (a lower bound: no grid LR failed at S_max) vs "
+            f"{db['ratio']:.2f} {_interval(db['lo'], db['hi'], '.2f')}"
+        )
+        return text, "refutes" if a_should_drop_more else "confirms"
     if not da or not db or None in (da["lo"], da["hi"], db["lo"], db["hi"]):
         bounds = [
             f"{curve}(S={p['staleness']}) {'>' if p.get(f'{curve}_flag') == 'above_grid' else '<'}"
@@ -142,6 +151,19 @@ def _point(
         if p.get("staleness") == staleness:
             return p.get(column), p.get(f"{column}_lo"), p.get(f"{column}_hi")
     return None, None, None
+
+
+def _ratio_floor(law: Law, curve: str) -> float | None:
+    """When ``curve`` at the largest S is a lower bound (``above_grid``) and at S = 0 an
+    estimate: the smallest ratio ``eta(S_max)/eta(0)`` it allows (bound / upper end at 0)."""
+    points = sorted(law.points, key=lambda p: p["staleness"])
+    if len(points) < 2 or points[0]["staleness"] != 0:
+        return None
+    first, last = points[0], points[-1]
+    if last.get(f"{curve}_flag") != "above_grid" or first.get(f"{curve}_flag") != "ok":
+        return None
+    top = first.get(f"{curve}_hi") or first.get(curve)
+    return float(last[curve]) / float(top) if top else None
 
 
 def _first_step_ratio(law: Law, curve: str) -> tuple[str, str]:
