@@ -56,13 +56,20 @@ PAGE_BOOTSTRAP = 200
     help="Where to write the page [default: RUNS_DIR/report.html].",
 )
 def validate(runs_dir: Path, out: Path | None) -> None:
-    """Render the validation page from the runs in RUNS_DIR (and its law.json, when fitted)."""
-    from stalesim.reports.validate_page import render_validate_report
+    """Render the validation page from the runs in RUNS_DIR (and its law.json, when fitted).
+
+    A results folder holding the law experiments (law-objective/clip/law.json, ...) and no
+    runs.parquet of its own gets the findings page instead: one verdict per paper prediction.
+    """
+    from stalesim.reports.validate_page import render_findings_report, render_validate_report
 
     if not runs_dir.is_dir():
         raise ValueError(
             f"{runs_dir}: no such directory (give the runs folder of `stalesim validate`)"
         )
+    if not (runs_dir / "runs.parquet").exists() and any(runs_dir.glob("law-*/**/law*.json")):
+        click.echo(f"wrote {render_findings_report(runs_dir, out)}")
+        return
     law = None
     if not (runs_dir / "law.json").exists():
         # The page reads results as data; fitting is the validate package's job, so a missing

@@ -62,6 +62,17 @@ def build_validate_page(runs_dir: Path, *, law_fitted_in_memory: Law | None = No
         raise ValueError(f"{runs_dir / 'law.json'}: no such file (run `stalesim fit {runs_dir}`)")
     points = pl.DataFrame(law.points)
     runs = runs.with_columns(_group_label(runs).alias("group"))
+    failed_ids = {f["run_id"]: f.get("failure") for f in law.failures}
+    if failed_ids or "failed" not in runs.columns:
+        # law.json records which runs failed (collapse, below warm start, never learned); an old
+        # law without that list falls back to the collapse flag
+        runs = runs.with_columns(
+            (
+                pl.col("run_id").is_in(list(failed_ids))
+                if law.failures
+                else pl.col("collapsed").cast(pl.Boolean)
+            ).alias("failed")
+        )
 
     preset = law.source.get("preset") or _presets(runs)
     page = Page(
@@ -71,19 +82,38 @@ def build_validate_page(runs_dir: Path, *, law_fitted_in_memory: Law | None = No
     for heading, metrics in headline_metrics(law, points, runs):
         page.metrics(heading, metrics)
     page.prose(findings(law, points, runs, fitted_here), heading="What the sweep shows")
+    if law.regime is not None:
+        page.prose(
+            f"Measured on: {law.regime.describe()}. The staleness axis is the "
+            + (
+                "realised mean lag of each S group (lower than S while the pipeline fills)."
+                if law.lag_axis == "realised"
+                else "nominal S."
+            ),
+            heading="Regime",
+        )
     if law.notes:
         page.prose(
             "\n\n".join(f"{note}." for note in law.notes),
             heading="Limits of this fit",
         )
+    unit = law.settings.get("bootstrap_unit_used", "runs resampled inside each LR × S cell")
     page.chart(
         law_chart(law, points),
         heading="Best and largest stable learning rate vs staleness",
-        caption="Points: per-S estimates with 95% bootstrap intervals (runs resampled inside each "
-        "LR × S cell); hollow points are bounds (optimum at a grid edge, or no LR failed) and are "
-        "not fitted. Lines: the fitted law eta(S) = eta0 / (1 + (S/s_c)^k)^(alpha/k); bands: "
-        "pointwise 95% bootstrap band.",
+        caption=f"Points: per-S estimates with 95% bootstrap intervals (unit: {unit}); hollow "
+        "points are bounds (optimum at a grid edge, or no LR failed) and are not fitted. Lines: "
+        "the fitted law eta(S) = eta0 / (1 + (S/s_c)^k)^(alpha/k); bands: pointwise 95% "
+        "bootstrap band.",
     )
+    if law.slopes:
+        page.table(
+            _slopes_table(law),
+            heading="Local slopes d ln eta / d ln S",
+            caption="Model-free: the slope between neighbouring staleness values (and over the "
+            "ranges below and above the knee), with seed-bootstrap percentile intervals. The "
+            "paper predicts 0 below the knee and -1 above it.",
+        )
     page.chart(
         exponent_chart(law),
         heading="Fitted exponent alpha vs the paper",
@@ -123,10 +153,11 @@ def build_validate_page(runs_dir: Path, *, law_fitted_in_memory: Law | None = No
         "the target; empty cells: no seed reached it.",
     )
     page.chart(
-        heatmap_chart(runs, "collapsed"),
-        heading="Collapses (LR × staleness)",
-        caption="Fraction of seeds whose run collapsed (NaN/inf, reward far below its best, or "
-        "KL exploding).",
+        heatmap_chart(runs, "failed"),
+        heading="Failures (LR × staleness)",
+        caption="Fraction of seeds whose run failed: "
+        + str(law.settings.get("failure", "collapsed"))
+        + ".",
     )
     comparison = law.summary_comparison or {}
     if comparison.get("status") == "compared":
@@ -146,6 +177,99 @@ def build_validate_page(runs_dir: Path, *, law_fitted_in_memory: Law | None = No
     page.table(_params_table(law), heading="Law parameters")
     page.table(_runs_table(runs), heading="All runs", collapsed=True)
     page.prose(_source_text(law, fitted_here), heading="Where this came from")
+    return page
+
+
+def render_findings_report(root: Path, out: Path | None = None) -> Path:
+    """Render the page of the issue-10 experiments under ``root`` (default output:
+    ``root/law-findings.html``)."""
+    root = Path(root)
+    return build_findings_page(root).write(out if out is not None else root / "law-findings.html")
+
+
+def build_findings_page(root: Path) -> Page:
+    """One page for all the law experiments: the verdict per paper prediction, and every
+    sweep's eta_opt and eta_max against the realised staleness, with intervals."""
+    from stalesim.reports.law_findings import findings as law_findings
+    from stalesim.reports.law_findings import load_experiment_laws
+
+    laws = load_experiment_laws(Path(root))
+    if not laws:
+        raise ValueError(
+            f"{root}: no experiment law.json under it (expected e.g. law-objective/clip/law.json)"
+        )
+    rows = law_findings(Path(root))
+    page = Page(
+        "The staleness–learning-rate law, tested",
+        subtitle=f"{len(laws)} fitted sweeps under {root}",
+    )
+    page.table(
+        pl.DataFrame([row.__dict__ for row in rows]),
+        heading="The paper's predictions against the measurements",
+        caption="Intervals are seed-bootstrap percentile intervals (3 seeds, each with its own "
+        "warm start: coarse, and narrower than a true 95% would be). Two sweeps are compared "
+        "through eta(S_max)/eta(0); 'confirms'/'refutes' needs non-overlapping intervals.",
+    )
+    frames = []
+    for name, law in laws.items():
+        for point in law.points:
+            for curve in ("eta_opt", "eta_max"):
+                value = point.get(curve)
+                if value is None:
+                    continue
+                frames.append(
+                    {
+                        "sweep": name,
+                        "curve": curve,
+                        "S": point.get("staleness_realised", point["staleness"]),
+                        "eta": value,
+                        "lo": point.get(f"{curve}_lo"),
+                        "hi": point.get(f"{curve}_hi"),
+                        "bound": point.get(f"{curve}_flag") != "ok",
+                    }
+                )
+    table = pl.DataFrame(frames)
+    base = alt.Chart(table).encode(
+        x=alt.X("S:Q", scale=S_SCALE, title="realised mean lag (versions)"),
+        color=alt.Color("sweep:N"),
+    )
+    chart = (
+        alt.layer(
+            base.mark_line(point=True).encode(
+                y=alt.Y("eta:Q", scale=LR_SCALE, title="learning rate"),
+                shape=alt.Shape("bound:N", title="bound (not an estimate)"),
+                tooltip=["sweep", "curve", "S", "eta", "lo", "hi", "bound"],
+            ),
+            base.mark_rule().encode(y="lo:Q", y2="hi:Q"),
+        )
+        .properties(width=FACET_WIDTH * 1.5, height=FACET_HEIGHT * 1.6)
+        .facet(column=alt.Column("curve:N", title=None))
+        .resolve_scale(y="independent")
+    )
+    page.chart(
+        chart,
+        heading="eta_opt and eta_max per sweep",
+        caption="Per-S estimates with their intervals; SGD sweeps sit two orders of magnitude "
+        "higher (its step is the raw gradient times the LR).",
+    )
+    from stalesim.reports.law_findings import scheduler_rows
+
+    schedule = scheduler_rows(Path(root))
+    page.table(
+        pl.DataFrame(schedule)
+        if schedule
+        else pl.DataFrame({"status": ["not run (law-scheduler/summary.json missing)"]}),
+        heading="Learning-rate rules on mixed staleness",
+        caption="Per rule: the best of its learning rates (fewest median steps to target, then "
+        "highest reward AUC), its median steps to target over seeds and its failure rate, with "
+        "seed-bootstrap 95% intervals in which the best LR is chosen again in every replicate. "
+        "law = StalenessLR at the shipped law's eta_opt(0), not tuned.",
+    )
+    regimes = [
+        {"sweep": name, "regime": law.regime.describe() if law.regime else "—"}
+        for name, law in laws.items()
+    ]
+    page.table(pl.DataFrame(regimes), heading="What each sweep was measured on")
     return page
 
 
@@ -279,15 +403,18 @@ def findings(law: Law, points: pl.DataFrame, runs: pl.DataFrame, fitted_here: bo
                 f"({opt0:.3g}): within S ≤ {s_top} the optimum does not move down."
             )
     lines.extend(_shape_statement(points))
-    failing = runs.filter(pl.col("collapsed").cast(pl.Boolean))
+    column = "failed" if "failed" in runs.columns else "collapsed"
+    failing = runs.filter(pl.col(column).cast(pl.Boolean))
+    collapsed = int(runs["collapsed"].cast(pl.Boolean).sum())
     if failing.height:
         lowest = float(failing["lr"].min())
         lines.append(
-            f"{failing.height} of {runs.height} runs collapsed; the lowest learning rate with a "
-            f"collapse was {lowest:.3g}."
+            f"{failing.height} of {runs.height} runs failed ({collapsed} collapsed, the rest "
+            f"ended below their warm start or never learned); the lowest learning rate with a "
+            f"failure was {lowest:.3g}."
         )
     else:
-        lines.append("No run collapsed: eta_max is only bounded below by the largest LR tried.")
+        lines.append("No run failed: eta_max is only bounded below by the largest LR tried.")
     alpha_ci = law.eta_opt.intervals.get("alpha")
     if alpha_ci:
         inside = alpha_ci[0] <= law.alpha_paper <= alpha_ci[1]
@@ -580,9 +707,9 @@ def reward_curves_chart(runs: pl.DataFrame, steps: pl.DataFrame) -> alt.TopLevel
 
 def heatmap_chart(runs: pl.DataFrame, column: str) -> alt.TopLevelMixin:
     """LR × staleness grid of the median steps to target, or of the collapse fraction."""
-    if column == "collapsed":
-        value = pl.col("collapsed").cast(pl.Float64).mean().alias("value")
-        title, fmt, scheme = "collapsed fraction", ".0%", "reds"
+    if column in ("collapsed", "failed"):
+        value = pl.col(column).cast(pl.Float64).mean().alias("value")
+        title, fmt, scheme = f"{column} fraction", ".0%", "reds"
         domain: Any = [0.0, 1.0]
     else:
         present = column in runs.columns
@@ -605,7 +732,7 @@ def heatmap_chart(runs: pl.DataFrame, column: str) -> alt.TopLevelMixin:
         .with_columns(
             pl.col("value")
             .map_elements(lambda v: format(v, fmt), return_dtype=pl.Utf8)
-            .fill_null("never" if column != "collapsed" else "—")
+            .fill_null("never" if column not in ("collapsed", "failed") else "—")
             .alias("label")
         )
     )
@@ -670,6 +797,55 @@ def _points_table(points: pl.DataFrame) -> pl.DataFrame:
     return points.select([c for c in wanted if c in points.columns])
 
 
+def _slopes_table(law: Law) -> pl.DataFrame:
+    rows = []
+    for curve, block in (law.slopes or {}).items():
+        parts = [("early", block.get("early")), ("late", block.get("late"))]
+        parts += [("local", item) for item in block.get("local", [])]
+        for kind, item in parts:
+            if not item:
+                continue
+            rows.append(
+                {
+                    "curve": curve,
+                    "range": kind,
+                    "S from": item["from"],
+                    "S to": item["to"],
+                    "slope": item["slope"],
+                    "lo": item["lo"],
+                    "hi": item["hi"],
+                    "verdict": item["verdict"],
+                }
+            )
+        drop = block.get("drop_from_zero")
+        if drop:
+            rows.append(
+                {
+                    "curve": curve,
+                    "range": "eta(S_max)/eta(0)",
+                    "S from": 0.0,
+                    "S to": drop["to"],
+                    "slope": drop["ratio"],
+                    "lo": drop["lo"],
+                    "hi": drop["hi"],
+                    "verdict": "ratio",
+                }
+            )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "curve": pl.String,
+            "range": pl.String,
+            "S from": pl.Float64,
+            "S to": pl.Float64,
+            "slope": pl.Float64,
+            "lo": pl.Float64,
+            "hi": pl.Float64,
+            "verdict": pl.String,
+        },
+    )
+
+
 def _params_table(law: Law) -> pl.DataFrame:
     rows = []
     for name, curve in (("eta_opt", law.eta_opt), ("eta_max", law.eta_max)):
@@ -729,7 +905,9 @@ def _runs_table(runs: pl.DataFrame) -> pl.DataFrame:
         "reward_auc",
         "steps_to_target",
         "collapsed",
+        "failed",
         "collapse_step",
+        "warm_reward",
         "staleness_mean",
         "staleness_token_mean",
         "staleness_max",
@@ -739,6 +917,7 @@ def _runs_table(runs: pl.DataFrame) -> pl.DataFrame:
 
 
 __all__ = [
+    "build_findings_page",
     "build_validate_page",
     "exponent_chart",
     "findings",
@@ -746,6 +925,7 @@ __all__ = [
     "heatmap_chart",
     "law_chart",
     "objective_chart",
+    "render_findings_report",
     "render_validate_report",
     "reward_curves_chart",
     "steps_chart",

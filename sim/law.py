@@ -13,8 +13,12 @@ the knee is. ``steps_to_target`` is modelled as ``steps0 * (eta_opt(S) / eta_opt
 otherwise (see :class:`StepsModel`).
 
 A fitted law is a JSON file (``law.json``) holding the parameters, their bootstrap intervals,
-the per-S points they came from, the fit quality and where it came from. This module reads
-and evaluates it; ``stalesim.validate.fit`` produces it. No torch, no scipy.
+the per-S points they came from, the fit quality, model-free local slopes, where it came from,
+and the **regime** it was measured in (objective, optimizer, batch, horizon, staleness range,
+model size): a law measured in one regime says little about another (the paper's knee moves with
+batch size and horizon), so :func:`regime_warnings` tells a caller when a scenario lies outside
+it. This module reads and evaluates it; ``stalesim.validate.fit`` produces it. No torch, no
+scipy.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 #: What the paper (arXiv 2607.01083) predicts for ``alpha`` in the stale-limited regime.
 PAPER_ALPHA = 1.0
 
-LAW_SCHEMA = "stalesim.law/1"
+LAW_SCHEMA = "stalesim.law/2"
+#: Law files this module reads: /1 has no regime, slopes or lag axis.
+LAW_SCHEMAS = ("stalesim.law/1", "stalesim.law/2")
 
 CURVE_PARAMS = ("eta0", "s_c", "k", "alpha")
 STEPS_PARAMS = ("steps0", "p")
@@ -140,6 +146,43 @@ class StepsModel(_Frozen):
         return self.steps0 * (1.0 + (s / self.s_c) ** self.k) ** (self.beta / self.k)
 
 
+class Regime(_Frozen):
+    """What a law was measured on; every field optional (old files have none)."""
+
+    objective: str | None = None
+    optimizer: str | None = None
+    prompts_per_step: int | None = None
+    samples_per_prompt: int | None = None
+    minibatches_per_step: int | None = None
+    steps: int | None = Field(None, description="the training horizon of the runs")
+    staleness_range: tuple[int, int] | None = None
+    realised_lag_range: tuple[float, float] | None = None
+    model: str | None = None
+    model_params: int | None = None
+    task: str | None = None
+
+    def describe(self) -> str:
+        """The regime in one line."""
+        parts = []
+        if self.objective:
+            parts.append(self.objective)
+        if self.optimizer:
+            parts.append(self.optimizer)
+        if self.prompts_per_step and self.samples_per_prompt:
+            parts.append(
+                f"{self.prompts_per_step} prompts x {self.samples_per_prompt} samples per step"
+            )
+        if self.steps:
+            parts.append(f"{self.steps}-step runs")
+        if self.staleness_range:
+            parts.append(f"S {self.staleness_range[0]}..{self.staleness_range[1]}")
+        if self.model:
+            parts.append(self.model)
+        if self.task:
+            parts.append(self.task)
+        return "; ".join(parts) or "unknown regime"
+
+
 class Law(_Frozen):
     """A fitted staleness–learning-rate law, as stored in ``law.json``.
 
@@ -150,8 +193,18 @@ class Law(_Frozen):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    schema_: Literal["stalesim.law/1"] = Field(LAW_SCHEMA, alias="schema")
+    schema_: Literal["stalesim.law/1", "stalesim.law/2"] = Field(LAW_SCHEMA, alias="schema")
     staleness_summary: Literal["max", "p99", "mean", "token_mean"] = "max"
+    lag_axis: Literal["nominal", "realised"] = Field(
+        "nominal",
+        description="what S the curves take: the nominal fixed staleness, or the realised mean "
+        "lag of the runs (lower than S while the pipeline fills)",
+    )
+    regime: Regime | None = None
+    slopes: dict[str, Any] | None = None
+    failures: list[dict[str, Any]] = Field(
+        default_factory=list, description="the failed runs: run_id and the rule that failed it"
+    )
     eta_opt: LawCurve
     eta_max: LawCurve | None = None
     steps_to_target: StepsModel | None = None
@@ -179,9 +232,74 @@ class Law(_Frozen):
         ratio = self.eta_opt(staleness) / self.eta_opt(0.0)
         return self.steps_to_target.at(staleness, ratio)
 
+    def regime_warnings(self, scenario: Any) -> list[str]:
+        """Where ``scenario`` lies outside what this law was measured on (see
+        :func:`regime_warnings`)."""
+        return regime_warnings(scenario, self)
+
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON form written to ``law.json``."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+#: A batch this many times larger or smaller than the measured one is "outside" the regime.
+BATCH_FACTOR = 2.0
+#: A model this many times larger than the measured one is "outside" the regime.
+MODEL_FACTOR = 10.0
+_ON_POLICY_MODES = ("sync", "sync_colocated")
+
+
+def regime_warnings(scenario: Any, law: Law | None = None) -> list[str]:
+    """One line per way in which ``scenario`` (a ``stalesim.sim.scenario.Scenario``) lies outside
+    the regime ``law`` (default: :func:`default_law`) was measured in: staleness beyond the
+    measured range, a batch more than ``BATCH_FACTOR`` times off, a different number of
+    mini-batches per step, a model more than ``MODEL_FACTOR`` times larger. Empty when the
+    scenario is inside it.
+    """
+    law = law or default_law()
+    regime = law.regime
+    if regime is None:
+        return [
+            "the law carries no regime description (an old law file): nothing says which "
+            "objective, optimizer or batch size it holds for"
+        ]
+    warnings = []
+    algorithm = getattr(scenario, "algorithm", None)
+    workload = getattr(scenario, "workload", None)
+    model = getattr(scenario, "model", None)
+    minibatches = int(getattr(algorithm, "minibatches_per_step", 1) or 1)
+    mode = getattr(algorithm, "mode", "async")
+    staleness = 0 if mode in _ON_POLICY_MODES else int(getattr(algorithm, "max_staleness", 0))
+    # staleness counts optimizer steps (versions): mini-batch m of a step is m versions staler
+    versions = staleness * minibatches + (minibatches - 1)
+    if regime.staleness_range is not None and versions > regime.staleness_range[1]:
+        warnings.append(
+            f"staleness up to {versions} versions is beyond the measured range "
+            f"(S <= {regime.staleness_range[1]}): the law is extrapolated there"
+        )
+    if workload is not None and regime.prompts_per_step and regime.samples_per_prompt:
+        measured = regime.prompts_per_step * regime.samples_per_prompt
+        samples = int(workload.prompts_per_step) * int(workload.group_size)
+        ratio = samples / measured
+        if ratio > BATCH_FACTOR or ratio < 1 / BATCH_FACTOR:
+            warnings.append(
+                f"batch of {samples} samples per step is {ratio:.3g}x the measured "
+                f"{measured} ({regime.prompts_per_step} x {regime.samples_per_prompt}); the "
+                "paper's knee S_c moves with batch size, so eta(S) may not transfer"
+            )
+    if regime.minibatches_per_step is not None and minibatches != regime.minibatches_per_step:
+        warnings.append(
+            f"{minibatches} optimizer steps per learner step; the law was measured with "
+            f"{regime.minibatches_per_step}"
+        )
+    params = getattr(model, "params", None)
+    if params and regime.model_params and params > MODEL_FACTOR * regime.model_params:
+        warnings.append(
+            f"model of {params:.3g} parameters is {params / regime.model_params:.3g}x the "
+            f"measured one ({regime.model or regime.model_params}); read the law's shape, not "
+            "its learning rates"
+        )
+    return warnings
 
 
 def law_from_dict(data: Any, where: str = "law") -> Law:
@@ -229,15 +347,18 @@ def default_law() -> Law:
 __all__ = [
     "CURVE_PARAMS",
     "LAW_SCHEMA",
+    "LAW_SCHEMAS",
     "PAPER_ALPHA",
     "STEPS_PARAMS",
     "Band",
     "FitQuality",
     "Law",
     "LawCurve",
+    "Regime",
     "StepsModel",
     "default_law",
     "law_curve",
     "law_from_dict",
     "load_law",
+    "regime_warnings",
 ]

@@ -2,12 +2,21 @@
 
 A run has collapsed at step ``k`` when, after step ``k``:
 
-* the loss, the gradient norm or the reward is NaN or infinite; or
+* the loss, the gradient norm, the reward or the drift is NaN or infinite; or
 * the smoothed reward (mean of the last ``window`` steps) has fallen below
   ``reward_drop_fraction`` times the best smoothed reward seen so far; or
-* the approximate KL between the learner's and the behaviour policy exceeds ``kl_max``.
+* the policy moved more than ``drift_kl_max`` in one learner step: the KL between the learner
+  before and after the step's updates, measured on the learner's own fresh samples
+  (``KL(π_v ‖ π_v+m)``). It depends on the step size, not on how stale the training batch was,
+  so it does not grow with the staleness by construction; or
+* (off by default) the approximate KL between the behaviour policy and the learner on the
+  consumed batch exceeds ``kl_max``. That KL includes the ``S`` versions of lag between the two
+  policies, so it grows with the staleness by construction, and a rule on it calls high-S runs
+  failed for being stale rather than for being broken; it is kept only for old configs.
 
-A collapse ends the run early; it is recorded, never raised.
+A collapse ends the run early; it is recorded, never raised. Ending below the warm start's
+reward is a failure too, but it can only be judged at the end: the fit applies it
+(``stalesim.validate.failure``).
 """
 
 from __future__ import annotations
@@ -26,8 +35,19 @@ class CollapseConfig(StrictModel):
     reward_drop_fraction: float = Field(
         0.5, gt=0, lt=1, description="collapsed below this fraction of the best smoothed reward"
     )
-    kl_max: float = Field(
-        5.0, gt=0, le=1e6, description="collapsed when the per-step approx KL exceeds this"
+    drift_kl_max: float | None = Field(
+        2.0,
+        gt=0,
+        le=1e6,
+        description="collapsed when one learner step moves the policy by more than this KL "
+        "(nats per token, on the learner's own samples); None: no drift rule",
+    )
+    kl_max: float | None = Field(
+        None,
+        gt=0,
+        le=1e6,
+        description="collapsed when KL(behaviour || learner) exceeds this; grows with S by "
+        "construction, so off by default",
     )
 
 
@@ -40,11 +60,16 @@ class CollapseDetector:
         self.best_smoothed = -math.inf
         self.reason: str | None = None
 
-    def update(self, *, reward: float, loss: float, grad_norm: float, kl: float) -> str | None:
-        if not all(math.isfinite(x) for x in (reward, loss, grad_norm, kl)):
+    def update(
+        self, *, reward: float, loss: float, grad_norm: float, kl: float, drift_kl: float = 0.0
+    ) -> str | None:
+        if not all(math.isfinite(x) for x in (reward, loss, grad_norm, kl, drift_kl)):
             self.reason = "non-finite loss, gradient, reward or KL"
             return self.reason
-        if kl > self.config.kl_max:
+        if self.config.drift_kl_max is not None and drift_kl > self.config.drift_kl_max:
+            self.reason = f"drift KL {drift_kl:.3g} > {self.config.drift_kl_max:g}"
+            return self.reason
+        if self.config.kl_max is not None and kl > self.config.kl_max:
             self.reason = f"KL {kl:.3g} > {self.config.kl_max:g}"
             return self.reason
         self._recent.append(reward)

@@ -16,17 +16,27 @@ Per staleness ``S`` (fixed-S runs), three estimates:
   the estimate is that LR, flagged ``edge_low``/``edge_high`` (a bound, not an optimum), and
   if three points give no interior vertex it is the grid argmax flagged ``grid_argmax``.
 * ``eta_max(S)``, the largest stable learning rate: with ``f(lr)`` the fraction of seeds that
-  failed (collapsed, or ended below ``min_final_reward`` when given), scan the grid upward; at
-  the first LR with ``f >= 0.5`` interpolate linearly in ``ln(lr)`` between it and the LR
-  below for the point where ``f`` crosses 0.5. No failing LR: the largest LR, flagged
+  failed (the table's ``failed`` column, see :mod:`stalesim.validate.failure`), scan the grid
+  upward; at the first LR with ``f >= 0.5`` interpolate linearly in ``ln(lr)`` between it and
+  the LR below for the point where ``f`` crosses 0.5. No failing LR: the largest LR, flagged
   ``above_grid`` (a lower bound); the smallest LR already fails: flagged ``below_grid``.
+  When every seed agrees (``f`` jumps from 0 to 1 between two grid LRs) resampling seeds cannot
+  move the estimate, yet the edge may lie anywhere between the two LRs; so in bootstrap
+  replicates (``edge_jitter``) the edge is drawn uniformly in ``ln(lr)`` inside that bracket,
+  and the grid's resolution becomes part of the interval.
 * ``steps_to_target(S)`` at ``eta_opt(S)``: per LR the median of the runs' steps to target
   (a run that never reached it counts as infinite), interpolated linearly in
   ``ln(steps)`` vs ``ln(lr)`` over the LRs whose median is finite; ``None`` if ``eta_opt``
   lies outside them.
 
-The bootstrap (:meth:`Cells.resampled`) resamples the runs (seeds) with replacement inside
-every learning-rate cell, so that the estimates can be redone on each replicate.
+The bootstrap resamples **seeds** (:meth:`Cells.for_seeds`): a replicate draws the sweep's seeds
+with replacement, once for the whole sweep, and every group keeps the runs of the drawn seeds at
+every learning rate. A seed carries its own warm start and data stream, so runs of one seed are
+correlated across learning rates and staleness values; resampling runs inside each cell
+(:meth:`Cells.resampled`, the old unit) treats them as independent and gives intervals that are
+too narrow. With few seeds (3 here) any bootstrap is coarse: a percentile interval from 3 seeds
+covers less than its nominal level, so read the intervals as "what seed-to-seed variation
+allows", not as exact 95% intervals.
 """
 
 from __future__ import annotations
@@ -50,6 +60,27 @@ class Cells:
     values: tuple[np.ndarray, ...]  # objective per run, one array per LR
     failed: tuple[np.ndarray, ...]  # bool per run
     steps: tuple[np.ndarray, ...]  # steps to target per run, inf when never reached
+    seeds: tuple[np.ndarray, ...] | None = None  # seed per run
+
+    def for_seeds(self, draw: np.ndarray) -> Cells:
+        """The cells of a seed-bootstrap replicate: in each LR, the runs of every drawn seed
+        (a seed drawn twice counts twice). Objective values are inflated about the cell mean by
+        ``sqrt(n/(n-1))`` as in :meth:`resampled`. A cell that holds none of the drawn seeds
+        keeps its runs (it cannot be left empty).
+        """
+        if self.seeds is None:
+            raise ValueError("these cells carry no seeds: build them from a table with a seed")
+        picks = []
+        for cell_seeds in self.seeds:
+            chosen = np.concatenate([np.flatnonzero(cell_seeds == s) for s in draw])
+            picks.append(chosen if chosen.size else np.arange(len(cell_seeds)))
+        return Cells(
+            self.lrs,
+            tuple(_inflated(v, i) for v, i in zip(self.values, picks, strict=True)),
+            tuple(f[i] for f, i in zip(self.failed, picks, strict=True)),
+            tuple(s[i] for s, i in zip(self.steps, picks, strict=True)),
+            tuple(s[i] for s, i in zip(self.seeds, picks, strict=True)),
+        )
 
     def resampled(self, rng: np.random.Generator) -> Cells:
         """The same cells with runs drawn with replacement inside each LR.
@@ -64,6 +95,9 @@ class Cells:
             tuple(_inflated(v, i) for v, i in zip(self.values, picks, strict=True)),
             tuple(f[i] for f, i in zip(self.failed, picks, strict=True)),
             tuple(s[i] for s, i in zip(self.steps, picks, strict=True)),
+            None
+            if self.seeds is None
+            else tuple(s[i] for s, i in zip(self.seeds, picks, strict=True)),
         )
 
 
@@ -78,10 +112,14 @@ def _inflated(values: np.ndarray, picks: np.ndarray) -> np.ndarray:
 def build_cells(
     group: pl.DataFrame, objective: str, min_final_reward: float | None = None
 ) -> Cells:
-    """Split one group's runs into per-LR arrays."""
-    failed = pl.col("collapsed").fill_null(False).cast(pl.Boolean)
-    if min_final_reward is not None and "final_reward" in group.columns:
-        failed = failed | (pl.col("final_reward").fill_null(-np.inf) < min_final_reward)
+    """Split one group's runs into per-LR arrays; a ``failed`` column (see
+    :func:`stalesim.validate.failure.mark_failures`) is used when the table has one."""
+    if "failed" in group.columns:
+        failed = pl.col("failed").fill_null(False).cast(pl.Boolean)
+    else:
+        failed = pl.col("collapsed").fill_null(False).cast(pl.Boolean)
+        if min_final_reward is not None and "final_reward" in group.columns:
+            failed = failed | (pl.col("final_reward").fill_null(-np.inf) < min_final_reward)
     steps = (
         pl.col("steps_to_target").cast(pl.Float64).fill_null(np.inf)
         if "steps_to_target" in group.columns
@@ -93,6 +131,7 @@ def build_cells(
             pl.col(objective).cast(pl.Float64).alias("value"),
             failed.alias("failed"),
             steps.alias("steps"),
+            (pl.col("seed") if "seed" in group.columns else pl.lit(0)).cast(pl.Int64).alias("seed"),
         )
         .filter(pl.col("value").is_not_null() & pl.col("value").is_not_nan())
         .sort("lr")
@@ -103,6 +142,7 @@ def build_cells(
         values=tuple(p["value"].to_numpy() for p in parts),
         failed=tuple(p["failed"].to_numpy() for p in parts),
         steps=tuple(p["steps"].to_numpy() for p in parts),
+        seeds=tuple(p["seed"].to_numpy() for p in parts),
     )
 
 
@@ -164,9 +204,12 @@ class StabilityEdge:
 
     eta: float
     flag: str  # ok | above_grid | below_grid
+    bracket: tuple[float, float] | None = None  # the grid LRs around the crossing
 
 
-def estimate_eta_max(cells: Cells, threshold: float = 0.5) -> StabilityEdge:
+def estimate_eta_max(
+    cells: Cells, threshold: float = 0.5, jitter: np.random.Generator | None = None
+) -> StabilityEdge:
     """``eta_max`` of one group; see the module docstring for the exact rule."""
     fail = np.array([f.mean() for f in cells.failed])
     failing = np.flatnonzero(fail >= threshold)
@@ -177,8 +220,9 @@ def estimate_eta_max(cells: Cells, threshold: float = 0.5) -> StabilityEdge:
         return StabilityEdge(float(cells.lrs[0]), "below_grid")
     x0, x1 = np.log(cells.lrs[first - 1 : first + 1])
     f0, f1 = fail[first - 1], fail[first]
-    t = (threshold - f0) / (f1 - f0)
-    return StabilityEdge(float(np.exp(x0 + t * (x1 - x0))), "ok")
+    t = (threshold - f0) / (f1 - f0) if jitter is None else jitter.uniform()
+    bracket = (float(np.exp(x0)), float(np.exp(x1)))
+    return StabilityEdge(float(np.exp(x0 + t * (x1 - x0))), "ok", bracket)
 
 
 def estimate_steps_at(cells: Cells, eta: float) -> float | None:
@@ -203,7 +247,14 @@ class GroupEstimate:
     steps: float | None
 
 
-def estimate_group(cells: Cells, window: int = 1) -> GroupEstimate:
-    """``eta_opt``, ``eta_max`` and steps to target at ``eta_opt`` for one group."""
+def estimate_group(
+    cells: Cells, window: int = 1, edge_jitter: np.random.Generator | None = None
+) -> GroupEstimate:
+    """``eta_opt``, ``eta_max`` and steps to target at ``eta_opt`` for one group;
+    ``edge_jitter`` (bootstrap replicates) draws ``eta_max`` inside its grid bracket."""
     optimum = estimate_optimum(cells, window)
-    return GroupEstimate(optimum, estimate_eta_max(cells), estimate_steps_at(cells, optimum.eta))
+    return GroupEstimate(
+        optimum,
+        estimate_eta_max(cells, jitter=edge_jitter),
+        estimate_steps_at(cells, optimum.eta),
+    )

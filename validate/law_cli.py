@@ -48,6 +48,41 @@ from stalesim.sim.cli_options import progress_bar, quiet_option
     default=None,
     help="Also count a run as failed (for eta_max) when its final reward ends below this.",
 )
+@click.option(
+    "--reach-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="A run also failed if its best smoothed reward never got this fraction of the way "
+    "from its warm start to the best S=0 reward.",
+)
+@click.option(
+    "--bootstrap-unit",
+    type=click.Choice(["seed", "run"]),
+    default="seed",
+    show_default=True,
+    help="Resample whole seeds (each with its own warm start; needs 3+ seeds) or runs per cell.",
+)
+@click.option(
+    "--lag-axis",
+    type=click.Choice(["realised", "nominal"]),
+    default="realised",
+    show_default=True,
+    help="Fit against each S group's realised mean lag, or the nominal S.",
+)
+@click.option(
+    "--horizon",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Judge every run on its first HORIZON steps only (a shorter training horizon).",
+)
+@click.option(
+    "--max-staleness",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Leave out runs whose (largest) staleness exceeds this, e.g. to keep every run at "
+    "least 5 x S long at a short --horizon.",
+)
 @quiet_option()
 def fit(
     runs_dir: Path,
@@ -57,14 +92,22 @@ def fit(
     objective: str,
     window: int,
     min_final_reward: float | None,
+    reach_fraction: float,
+    bootstrap_unit: str,
+    lag_axis: str,
+    horizon: int | None,
+    max_staleness: int | None,
     quiet: bool,
 ) -> None:
     """Fit the staleness–learning-rate law to the sweep in RUNS_DIR and write law.json.
 
     For each staleness S: the best learning rate eta_opt(S) (vertex of the parabola in ln lr
-    through the objective at the best grid LR and its neighbours), the largest stable one eta_max(S) (where half the seeds fail), and
+    through the objective at the best grid LR and its neighbours), the largest stable one
+    eta_max(S) (where half the seeds fail: collapse, ending below the warm start, or never
+    reaching REACH_FRACTION of the S=0 gain), and
     steps to target at eta_opt(S). Then eta(S) = eta0 / (1 + (S/s_c)^k)^(alpha/k) is fitted
-    to both, with bootstrap intervals, and the staleness summaries (max, mean,
+    to both, with bootstrap intervals, next to local slopes d ln eta / d ln S, and the
+    staleness summaries (max, mean,
     token-weighted mean) are compared on the runs whose staleness was drawn from a
     distribution.
     """
@@ -77,6 +120,11 @@ def fit(
         bootstrap=bootstrap,
         seed=seed,
         min_final_reward=min_final_reward,
+        reach_fraction=reach_fraction,
+        bootstrap_unit=bootstrap_unit,
+        lag_axis=lag_axis,
+        horizon=horizon,
+        max_staleness=max_staleness,
     )
     command = "stalesim fit " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     console = Console()
@@ -143,6 +191,7 @@ def _print_points(console: Any, points: Any) -> None:
 
 def _print_law(console: Any, law: Any) -> None:
     from rich.table import Table
+    from stalesim.validate.slopes import VERDICT_TEXT
 
     table = Table(title="eta(S) = eta0 / (1 + (S/s_c)^k)^(alpha/k)")
     table.add_column("curve")
@@ -173,6 +222,15 @@ def _print_law(console: Any, law: Any) -> None:
                 f"  chosen by AIC ({other['aic_of_chosen']:.3g}) over the {other['form']} form "
                 f"(AIC {other['aic']:.3g}, rms ln-resid {other['rmse_log']:.3f})"
             )
+    for label, block in (law.slopes or {}).items():
+        for name in ("early", "late"):
+            slope = block.get(name)
+            if slope:
+                console.print(
+                    f"{label} slope d ln eta / d ln S over S {slope['from']:.3g}..{slope['to']:.3g}"
+                    f" = {slope['slope']:.2f} [{slope['lo']:.2f}, {slope['hi']:.2f}]: "
+                    f"{VERDICT_TEXT[slope['verdict']]}"
+                )
     for note in law.notes:
         console.print(f"note: {note}")
     comparison = law.summary_comparison or {}

@@ -34,6 +34,7 @@ class CurveFit:
     k: float
     alpha: float
     k_fixed: bool
+    sc_fixed: bool = False
 
     def __call__(self, staleness: np.ndarray | float) -> np.ndarray:
         return law_curve(staleness, self.eta0, self.s_c, self.k, self.alpha)
@@ -129,6 +130,18 @@ def fit_curve(
     )
 
 
+def two_point_curve(staleness: np.ndarray, eta: np.ndarray) -> CurveFit:
+    """The curve through exactly two points (S = 0 and one S > 0) with ``s_c = k = 1`` held:
+    ``eta0 / (1 + S) ** alpha``; ``alpha`` is floored at 0 (the family cannot rise)."""
+    order = np.argsort(staleness)
+    s0, s1 = np.asarray(staleness, dtype=float)[order]
+    e0, e1 = np.asarray(eta, dtype=float)[order]
+    if s0 != 0 or s1 <= 0:
+        raise ValueError("a two-point law needs S = 0 and one S > 0")
+    alpha = max(0.0, float(np.log(e0 / e1) / np.log1p(s1)))
+    return CurveFit(float(e0), 1.0, 1.0, alpha, True, True)
+
+
 def fit_quality(staleness: np.ndarray, eta: np.ndarray, curve: CurveFit) -> FitQuality:
     """Residuals ``ln(point / curve)``, their RMS, and R² of ``ln eta``."""
     return _log_quality(np.asarray(eta, dtype=float), curve(staleness))
@@ -157,7 +170,7 @@ def bound_notes(label: str, curve: CurveFit) -> list[str]:
     }
     notes = []
     for name, (low, high) in bounds.items():
-        if name == "k" and curve.k_fixed:
+        if (name == "k" and curve.k_fixed) or (name == "s_c" and curve.sc_fixed):
             continue
         value = getattr(curve, name)
         for edge in (low, high):
@@ -174,6 +187,10 @@ def fit_with_bootstrap(
 ) -> tuple[CurveFit, list[CurveFit]]:
     """The curve through the usable points, and one refit per finite bootstrap row."""
     s, y = staleness[usable], eta[usable]
+    if usable.sum() == 2:
+        curve = two_point_curve(s, y)
+        replicas = [two_point_curve(s, row) for row in boot[:, usable] if np.all(np.isfinite(row))]
+        return curve, replicas
     log_sd = bootstrap_log_sd(boot)[usable]
     fixed_k = 1.0 if usable.sum() < 5 else None  # 4 parameters need more than 4 points
     curve = fit_curve(s, y, log_sd, fixed_k=fixed_k)
@@ -198,7 +215,7 @@ def curve_record(
         {
             name: params[:, i]
             for i, name in enumerate(CURVE_PARAMS)
-            if not (name == "k" and curve.k_fixed)
+            if not (name == "k" and curve.k_fixed) and not (name == "s_c" and curve.sc_fixed)
         },
         tail,
     )
@@ -216,7 +233,7 @@ def curve_record(
         k=curve.k,
         alpha=curve.alpha,
         intervals=intervals,
-        fixed=["k"] if curve.k_fixed else [],
+        fixed=(["k"] if curve.k_fixed else []) + (["s_c"] if curve.sc_fixed else []),
         quality=fit_quality(staleness, eta, curve),
         band=band,
     ).model_dump(mode="json")

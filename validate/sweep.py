@@ -49,10 +49,18 @@ RUN_SCHEMA: dict[str, pl.DataType] = {
     "staleness_mean": pl.Float64,
     "staleness_max": pl.Int64,
     "staleness_token_mean": pl.Float64,
+    "staleness_mean_filled": pl.Float64,
     "seed": pl.Int64,
     "final_reward": pl.Float64,
     "reward_auc": pl.Float64,
     "steps_to_target": pl.Float64,
+    "best_smoothed_reward": pl.Float64,
+    "warm_reward": pl.Float64,
+    "drift_kl_max": pl.Float64,
+    "optimizer": pl.String,
+    "objective": pl.String,
+    "lr_rule": pl.String,
+    "prompts_per_step": pl.Int64,
     "target_reward": pl.Float64,
     "collapsed": pl.Boolean,
     "collapse_step": pl.Int64,
@@ -177,12 +185,14 @@ def record_grid(out: Path, config: SweepConfig) -> None:
 
 
 def prepare_warm_start(config: SweepConfig) -> None:
-    """Train (or find cached) the warm start once, before workers need it."""
+    """Train (or find cached) the warm start of every seed once, before workers need them."""
     from stalesim.validate.trainer import resolve_device
     from stalesim.validate.warm_start import warm_start_state
 
     train = config.train
-    warm_start_state(train.policy, train.task, train.warm_start, resolve_device(train.device))
+    device = resolve_device(train.device)
+    for seed in sorted({run.seed for run in config.runs()}):
+        warm_start_state(train.policy, train.task, train.warm_start.for_run(seed), device)
 
 
 def run_sweep(

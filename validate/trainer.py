@@ -6,18 +6,23 @@ Each learner step:
    group's ``G`` responses are sampled by the exact weights of version ``v - S`` (kept in a
    :class:`~stalesim.validate.staleness.SnapshotRing`), with their behaviour log-probs;
 2. scores them, normalises rewards inside each group (``kernels.group_advantages``);
-3. makes ``minibatches_per_step`` AdamW updates on the clipped GRPO loss against the behaviour
-   log-probs (``kernels.grpo_loss``, log-probs by ``kernels.fused_linear_logprobs``), each one a
-   new version whose weights go into the ring.
+3. makes ``minibatches_per_step`` updates (the configured optimizer, AdamW by default) on the
+   GRPO loss against the behaviour log-probs (``kernels.grpo_loss``, log-probs by
+   ``kernels.fused_linear_logprobs``), each one a new version whose weights go into the ring;
+   each update's learning rate follows the config's ``lr_rule`` (constant, the staleness law
+   through :class:`~stalesim.validate.staleness_lr.StalenessLR`, or the ESS rule).
 
 The learning curve is the reward of the *learner's* policy: at step ``t`` the policy of the
 version at the start of the step, sampled on fresh problems. For on-policy runs that sample is the
 consumed batch itself; for stale runs it is an extra rollout, so that a run's curve is not simply
 shifted by ``S`` steps of lag. (The reward of the consumed, stale batch is logged too.)
 
-Every step logs reward, clip fractions, importance-ratio statistics, ESS, KL, entropy, gradient
-norm, measured staleness and timings. A collapse (see :mod:`stalesim.validate.collapse`) ends the
-run early and is recorded.
+Before the first step the warm start is scored on ``eval_prompts`` fresh problems
+(``warm_reward``): a run that ends below it has failed, whatever its curve did in between.
+Every step logs reward, clip fractions, importance-ratio statistics, ESS, KL(behaviour ‖ learner),
+the drift KL(π_v ‖ π_v+m) of the step's updates on the learner's own fresh samples, entropy,
+gradient norm, the realised staleness (mean, max, token-weighted) and timings. A collapse (see
+:mod:`stalesim.validate.collapse`) ends the run early and is recorded.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ import numpy as np
 import torch
 from stalesim import kernels
 from stalesim.validate.collapse import CollapseDetector
+from stalesim.validate.optimizers import build_optimizer
 from stalesim.validate.policy import Policy, Rollout
 from stalesim.validate.presets import RunConfig, TrainConfig
 from stalesim.validate.staleness import SnapshotRing, parse_staleness
+from stalesim.validate.staleness_lr import StalenessLR, ess_lr_factor
 from stalesim.validate.tasks import SortTask
 from stalesim.validate.warm_start import build_policy, config_hash, warm_start_state
 
@@ -118,9 +125,23 @@ def policy_reward(
     policy: Policy,
     generator: torch.Generator,
     device: torch.device,
+    prompts_count: int | None = None,
 ) -> torch.Tensor:
     """Rewards ``[B, G]`` of ``policy`` on fresh problems (the learning curve's sample)."""
-    digits = task.sample_digits(cfg.prompts_per_step, generator)
+    return policy_sample(cfg, task, policy, generator, device, prompts_count)[0]
+
+
+def policy_sample(
+    cfg: TrainConfig,
+    task: SortTask,
+    policy: Policy,
+    generator: torch.Generator,
+    device: torch.device,
+    prompts_count: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, Rollout]:
+    """Rewards ``[B, G]``, prompts and rollout of ``policy`` on fresh problems."""
+    count = prompts_count or cfg.prompts_per_step
+    digits = task.sample_digits(count, generator)
     prompts = task.prompts(digits).repeat_interleave(cfg.samples_per_prompt, dim=0).to(device)
     rollout = policy.sample(
         prompts,
@@ -133,7 +154,20 @@ def policy_reward(
     rewards = task.rewards(
         digits.repeat_interleave(cfg.samples_per_prompt, dim=0), rollout.tokens.cpu()
     )
-    return rewards.view(cfg.prompts_per_step, cfg.samples_per_prompt)
+    return rewards.view(count, cfg.samples_per_prompt), prompts, rollout
+
+
+@torch.no_grad()
+def drift_kl(
+    policy: Policy, task: SortTask, cfg: TrainConfig, prompts: torch.Tensor, rollout: Rollout
+) -> float:
+    """KL(π_old ‖ π_new) per token: ``rollout`` was sampled by π_old (its ``logp``), ``policy``
+    is π_new; the k3 estimator ``mean(r - 1 - ln r)``, ``r = π_new/π_old``, over sampled tokens.
+    """
+    new_logp, _ = sequence_logprobs(policy, task, prompts, rollout.tokens, cfg)
+    log_ratio = (new_logp.float() - rollout.logp.float()) * rollout.mask
+    k3 = (torch.exp(log_ratio) - 1 - log_ratio) * rollout.mask
+    return float(k3.sum() / rollout.mask.sum().clamp(min=1))
 
 
 def sequence_logprobs(
@@ -199,7 +233,9 @@ def summarise(
     ``reward_auc`` is the mean of that curve over all planned steps (the area under the reward
     curve divided by the number of steps, so it lies in [0, 1]); ``final_reward`` is the mean of
     its last ``smoothing_window`` steps; ``steps_to_target`` is the first step whose trailing
-    ``smoothing_window``-step mean reaches ``target_reward`` (None if never).
+    ``smoothing_window``-step mean reaches ``target_reward`` (None if never);
+    ``best_smoothed_reward`` is the highest trailing ``smoothing_window``-step mean reached
+    before any collapse.
     """
     window = cfg.smoothing_window
     curve = np.asarray(rewards, dtype=float)
@@ -210,12 +246,15 @@ def summarise(
     curve = np.where(np.isfinite(curve), curve, 0.0)
     smooth = _smoothed(curve, min(window, len(curve)))
     reached = np.flatnonzero(smooth >= cfg.target_reward)
+    lived = smooth if collapse_step is None else smooth[: collapse_step + 1]
     if collapse_step is not None:
         reached = reached[reached <= collapse_step]
+    finite = lived[np.isfinite(lived)]
     return {
         "final_reward": float(np.mean(curve[-window:])),
         "reward_auc": float(np.mean(curve)),
         "steps_to_target": float(reached[0]) if len(reached) else None,
+        "best_smoothed_reward": float(finite.max()) if finite.size else float(np.mean(curve)),
     }
 
 
@@ -237,13 +276,28 @@ def train_run(
     spec = parse_staleness(run.staleness)
     task = SortTask(cfg.task)
     if warm_state is None:
-        warm_state = warm_start_state(cfg.policy, cfg.task, cfg.warm_start, device)
+        warm_state = warm_start_state(
+            cfg.policy, cfg.task, cfg.warm_start.for_run(run.seed), device
+        )
     policy = build_policy(cfg.policy, task, run.seed).to(device)
     policy.load_state_dict(warm_state)
     behaviour = copy.deepcopy(policy)
     behaviour.requires_grad_(False)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=run.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(policy.parameters(), cfg.optimizer, run.lr, cfg.weight_decay)
+    scheduler = None
+    if cfg.lr_rule.kind == "law":
+        scheduler = StalenessLR(
+            optimizer,
+            cfg.lr_rule.curve(),
+            summary=cfg.lr_rule.summary,
+            warmup_steps=cfg.warmup_steps,
+        )
     generator = torch.Generator().manual_seed(run.seed)
+    # the warm start's own score, on problems drawn apart from the training stream
+    eval_generator = torch.Generator().manual_seed(10_000 + run.seed)
+    warm_reward = float(
+        policy_reward(cfg, task, policy, eval_generator, device, cfg.eval_prompts).mean()
+    )
     rng = np.random.default_rng(run.seed)
     ring = SnapshotRing(spec.max_lag + 1)
     ring.put(0, policy)
@@ -258,6 +312,7 @@ def train_run(
     collapse_step: int | None = None
     all_lags: list[np.ndarray] = []
     all_tokens: list[np.ndarray] = []
+    drifts: list[float] = []
     started = time.perf_counter()
 
     for step in range(cfg.steps):
@@ -267,8 +322,11 @@ def train_run(
         batch = _sample_batch(cfg, task, behaviour, ring, behaviour_versions, generator, device)
         if spec.max_lag == 0:
             learner_rewards = batch.rewards
+            own_prompts, own_rollout = batch.prompts, batch.rollout
         else:
-            learner_rewards = policy_reward(cfg, task, policy, generator, device)
+            learner_rewards, own_prompts, own_rollout = policy_sample(
+                cfg, task, policy, generator, device
+            )
         if observer is not None:
             observer(
                 "rollout",
@@ -295,8 +353,6 @@ def train_run(
                 logp=batch.rollout.logp[group_ids],
                 mask=batch.rollout.mask[group_ids],
             )
-            for group in optimizer.param_groups:
-                group["lr"] = run.lr * min(1.0, (version + 1) / max(cfg.warmup_steps, 1))
             loss, stats, entropy = grpo_step_loss(
                 policy, task, cfg, batch.prompts[group_ids], mb, advantages[group_ids]
             )
@@ -307,6 +363,13 @@ def train_run(
             )
             step_lags.append((version - batch.behaviour_version[group_ids]).numpy())
             step_tokens.append(mb.mask.sum(dim=1).cpu().numpy())
+            warm = min(1.0, (version + 1) / max(cfg.warmup_steps, 1))
+            if scheduler is not None:
+                scheduler.step(staleness=step_lags[-1], tokens=step_tokens[-1])
+            else:
+                factor = ess_lr_factor(stats["ess"]) if cfg.lr_rule.kind == "ess" else 1.0
+                for group in optimizer.param_groups:
+                    group["lr"] = run.lr * warm * factor
             optimizer.step()
             version += 1
             ring.put(version, policy)
@@ -320,6 +383,8 @@ def train_run(
 
         lags_now = np.concatenate(step_lags)
         tokens_now = np.concatenate(step_tokens)
+        drift = drift_kl(policy, task, cfg, own_prompts, own_rollout)
+        drifts.append(drift)
         all_lags.append(lags_now)
         all_tokens.append(tokens_now)
         reward_mean = float(learner_rewards.mean())
@@ -338,8 +403,10 @@ def train_run(
             "kl": _mean(step_stats, "approx_kl"),
             "entropy": float(np.mean(entropies)),
             "grad_norm": float(np.mean(grad_norms)),
+            "drift_kl": drift,
             "staleness_mean": float(lags_now.mean()),
             "staleness_max": int(lags_now.max()),
+            "staleness_token_mean": float((lags_now * tokens_now).sum() / max(tokens_now.sum(), 1)),
             "loss": float(np.mean(losses)),
             "rollout_s": rollout_s,
             "learn_s": learn_s,
@@ -348,7 +415,11 @@ def train_run(
         rows.append(row)
         curve.append(reward_mean)
         reason = detector.update(
-            reward=reward_mean, loss=row["loss"], grad_norm=row["grad_norm"], kl=row["kl"]
+            reward=reward_mean,
+            loss=row["loss"],
+            grad_norm=row["grad_norm"],
+            kl=row["kl"],
+            drift_kl=drift,
         )
         if reason is not None:
             collapse_step = step
@@ -356,6 +427,9 @@ def train_run(
 
     lags_all = np.concatenate(all_lags)
     tokens_all = np.concatenate(all_tokens)
+    # lags once the pipeline is full (version >= max lag): what the run settles at
+    filled = [lag for lag, row in zip(all_lags, rows, strict=True) if row["step"] >= spec.max_lag]
+    lags_filled = np.concatenate(filled) if filled else lags_all
     summary = summarise(curve, cfg, collapse_step)
     return RunResult(
         run={
@@ -368,8 +442,15 @@ def train_run(
             "staleness_mean": float(lags_all.mean()),
             "staleness_max": int(lags_all.max()),
             "staleness_token_mean": float((lags_all * tokens_all).sum() / max(tokens_all.sum(), 1)),
+            "staleness_mean_filled": float(lags_filled.mean()),
             "seed": run.seed,
             **summary,
+            "warm_reward": warm_reward,
+            "drift_kl_max": float(np.max(drifts)) if drifts else math.nan,
+            "optimizer": cfg.optimizer.label,
+            "objective": objective_label(cfg),
+            "lr_rule": cfg.lr_rule.kind,
+            "prompts_per_step": cfg.prompts_per_step,
             "target_reward": cfg.target_reward,
             "collapsed": collapse_step is not None,
             "collapse_step": collapse_step,
@@ -381,6 +462,14 @@ def train_run(
         },
         steps=rows,
     )
+
+
+def objective_label(cfg: TrainConfig) -> str:
+    """A short name of the run's loss: ``clip(0.2/0.28)``, ``decoupled(cap=2)``..."""
+    grpo = cfg.grpo
+    if grpo.is_cap is not None:
+        return f"decoupled(cap={grpo.is_cap:g})"
+    return f"clip({grpo.eps_low:g}/{grpo.eps_high:g})"
 
 
 def _mean(stats: list[dict[str, float]], key: str) -> float:

@@ -5,8 +5,10 @@ always succeeds) learns nothing. The warm start imitates demonstrations that are
 the time but carry mistakes (adjacent digits swapped, digits replaced), for a few hundred
 steps: enough for answers of the right shape and a middling reward with spread between samples.
 The checkpoint is stored under ``<cache>/warm_start/<hash>.pt`` (``$STALESIM_CACHE_DIR`` or
-``~/.cache/stalesim``) so every run of a sweep starts from the same weights and the warm start
-runs once per config.
+``~/.cache/stalesim``) so the warm start runs once per config. By default each run seed has its
+own warm start (``per_run_seed``): runs with the same seed share one starting point across
+learning rates and staleness values, runs with different seeds do not, so seeds are independent
+replicates of the whole experiment and a bootstrap over seeds sees warm-start noise.
 """
 
 from __future__ import annotations
@@ -37,7 +39,18 @@ class WarmStartConfig(StrictModel):
     max_mistakes: int = Field(
         2, ge=1, le=64, description="a corrupted demonstration has 1..max mistakes"
     )
-    seed: int = Field(1234, ge=0, lt=2**32)
+    seed: int = Field(1234, ge=0, lt=2**31)
+    per_run_seed: bool = Field(
+        True,
+        description="each run seed gets its own warm start (seed + run seed), so seeds are "
+        "independent replicates; False: every run shares one warm start",
+    )
+
+    def for_run(self, run_seed: int) -> WarmStartConfig:
+        """The warm-start config of the run with seed ``run_seed``."""
+        if not self.per_run_seed:
+            return self
+        return self.model_copy(update={"seed": self.seed + run_seed, "per_run_seed": False})
 
 
 def cache_dir() -> Path:

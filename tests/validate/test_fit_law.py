@@ -270,9 +270,19 @@ def test_summary_comparison_says_when_summaries_cannot_be_told_apart():
 
 
 def test_too_few_staleness_values_is_an_error():
-    runs = synthetic_runs(np.random.default_rng(0)).filter(pl.col("staleness") <= 1)
+    runs = synthetic_runs(np.random.default_rng(0)).filter(pl.col("staleness").is_in([1, 2]))
     with pytest.raises(ValueError, match="3 or more staleness values"):
         fit_sweep(runs, FitSettings(bootstrap=5))
+
+
+def test_two_staleness_values_give_the_two_point_law():
+    runs = synthetic_runs(np.random.default_rng(0)).filter(pl.col("staleness").is_in([0, 16]))
+    law = fit_sweep(runs, FitSettings(bootstrap=20)).law
+    points = {p["staleness"]: p["eta_opt"] for p in law.points}
+    # eta0 / (1 + S)^alpha through both points exactly, s_c and k held at 1
+    assert law.eta_opt.fixed == ["k", "s_c"]
+    assert law.eta_opt_at(np.array([0.0, 16.0])) == pytest.approx([points[0], points[16]])
+    assert any("two-point" in note for note in law.notes)
 
 
 def test_unknown_objective_is_an_error():
@@ -307,7 +317,8 @@ def test_zero_replicates_give_estimates_without_intervals():
 def test_steps_model_follows_staleness_when_eta_opt_does_not_move():
     flat = {**OPT, "alpha": 0.0}  # the best learning rate is the same at every S
     runs = synthetic_runs(np.random.default_rng(6), opt=flat, steps_growth=0.5)
-    law = fit_sweep(runs, FitSettings(bootstrap=40)).law
+    # seeds here are independent draws per cell (no warm-start effect): resample runs
+    law = fit_sweep(runs, FitSettings(bootstrap=40, bootstrap_unit="run")).law
     steps = law.steps_to_target
     assert steps.form == "staleness"
     assert steps.alternative["form"] == "eta_ratio" and steps.alternative["p_fixed"]

@@ -109,7 +109,7 @@ def test_page_is_offline_and_holds_every_chart(rendered):
         "staleness S (versions)",
         "learner step",
         "median steps to target",
-        "collapsed fraction",
+        "failed fraction",
         "RMS ln(measured / predicted eta_opt)",
     ):
         assert title in text, title

@@ -1,0 +1,350 @@
+"""The paper's predictions against the issue-10 experiments: one verdict per prediction, read
+from the experiments' ``law.json`` files as data.
+
+The experiments live under one results folder (``reports/results``):
+
+* ``law-objective/clip`` and ``law-objective/decoupled`` — clipped PPO and the decoupled
+  objective (proximal = current policy, truncated importance weights), 16 prompts per step;
+* ``law-batch/b4`` (``b96``) — the decoupled objective with 4 (96) prompts per step;
+* ``law-optimizer/sgd`` (``sgd-m0.9``, ``adam-b0``) — the decoupled objective with SGD;
+* ``law-horizon/law-h60.json`` and ``law-h160.json`` — the clipped sweep judged at 60 and 160
+  steps;
+* ``law-scheduler`` — the staleness-aware scheduler on mixed-staleness runs.
+
+The decoupled sweep is the reference that (b) and (c) change one setting of. A missing
+experiment gives the row "not run", never a guess.
+
+How verdicts are read:
+
+* a slope interval (``d ln eta / d ln S``, seed-bootstrap percentiles) against 0 and -1
+  (:mod:`stalesim.validate.slopes` wrote the verdict into ``law.json``);
+* two sweeps compared through their ratios ``eta(S_max) / eta(0)``: "confirms" when the two
+  intervals do not overlap and lie the predicted way round, "refutes" when they do not overlap
+  and lie the other way, "inconclusive" when they overlap. The sweeps' bootstrap replicates are
+  independent, so non-overlap of 95% intervals is a conservative test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stalesim.sim.law import Law, load_law
+
+#: Where each experiment's law sits under the results folder.
+LAW_FILES = {
+    "clip": "law-objective/clip/law.json",
+    "decoupled": "law-objective/decoupled/law.json",
+    "batch-4": "law-batch/b4/law.json",
+    "batch-96": "law-batch/b96/law.json",
+    "sgd": "law-optimizer/sgd/law.json",
+    "sgd-m0.9": "law-optimizer/sgd-m0.9/law.json",
+    "adam-b0": "law-optimizer/adam-b0/law.json",
+    "horizon-60": "law-horizon/law-h60.json",
+    "horizon-160": "law-horizon/law-h160.json",
+}
+
+VERDICT_WORDS = {
+    "flat": "refutes ∝1/S (flat)",
+    "one_over_s": "confirms ∝1/S",
+    "falls": "refutes ∝1/S (falls more slowly)",
+    "steeper": "refutes ∝1/S (falls faster)",
+    "rises": "refutes (rises)",
+    "undecided": "inconclusive",
+    "degenerate": "inconclusive (grid-quantised)",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One row of the findings table."""
+
+    experiment: str
+    prediction: str
+    measured: str
+    verdict: str
+
+
+def scheduler_rows(root: Path) -> list[dict[str, Any]]:
+    """The scheduler comparison (``law-scheduler/summary.json``), or [] when not run."""
+    import json
+
+    path = root / "law-scheduler" / "summary.json"
+    if not path.exists():
+        return []
+    return json.loads(path.read_text())["rows"]
+
+
+def load_experiment_laws(root: Path) -> dict[str, Law]:
+    """Every experiment law present under ``root``."""
+    return {name: load_law(root / rel) for name, rel in LAW_FILES.items() if (root / rel).exists()}
+
+
+def _interval(lo: Any, hi: Any, fmt: str = ".3g") -> str:
+    if lo is None or hi is None:
+        return "[no interval]"
+    return f"[{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def _drop(law: Law, curve: str = "eta_opt") -> dict[str, Any] | None:
+    return ((law.slopes or {}).get(curve) or {}).get("drop_from_zero")
+
+
+def _drop_text(law: Law, curve: str) -> str:
+    drop = _drop(law, curve)
+    if not drop:
+        return f"{curve}(S)/{curve}(0): not estimable (a bound at S = 0 or S_max)"
+    return (
+        f"{curve}({drop['to']:.3g})/{curve}(0) = {drop['ratio']:.2f} "
+        f"{_interval(drop['lo'], drop['hi'], '.2f')}"
+    )
+
+
+def _slope_text(law: Law, curve: str, part: str) -> tuple[str, str]:
+    slope = ((law.slopes or {}).get(curve) or {}).get(part)
+    if not slope:
+        return f"{curve}: no {part} slope (fewer than 2 usable S > 0)", "inconclusive"
+    return (
+        f"{curve} slope over S {slope['from']:.3g}–{slope['to']:.3g} = {slope['slope']:.2f} "
+        f"{_interval(slope['lo'], slope['hi'], '.2f')}",
+        VERDICT_WORDS[slope["verdict"]],
+    )
+
+
+def compare_drops(a: Law, b: Law, curve: str, a_should_drop_more: bool) -> tuple[str, str]:
+    """Compare ``eta(S_max)/eta(0)`` of two sweeps; ``a_should_drop_more``: the prediction is
+    that ``a``'s ratio is the smaller one."""
+    da, db = _drop(a, curve), _drop(b, curve)
+    floor_a = _ratio_floor(a, curve)
+    if floor_a is not None and db and db["hi"] is not None and floor_a > db["hi"]:
+        # a's eta at S_max is only bounded below (no grid LR failed), but that bound already
+        # puts its ratio above b's whole interval
+        text = (
+            f"> {floor_a:.2f} (a lower bound: no grid LR failed at S_max) vs "
+            f"{db['ratio']:.2f} {_interval(db['lo'], db['hi'], '.2f')}"
+        )
+        return text, "refutes" if a_should_drop_more else "confirms"
+    if not da or not db or None in (da["lo"], da["hi"], db["lo"], db["hi"]):
+        bounds = [
+            f"{curve}(S={p['staleness']}) {'>' if p.get(f'{curve}_flag') == 'above_grid' else '<'}"
+            f" {p[curve]:.3g} (a bound: {p.get(f'{curve}_flag')})"
+            for law in (a, b)
+            for p in law.points
+            if p.get(f"{curve}_flag") not in (None, "ok") and p.get(curve) is not None
+        ]
+        return "ratio not estimable: " + ("; ".join(bounds) or "missing"), "inconclusive"
+    text = f"{da['ratio']:.2f} {_interval(da['lo'], da['hi'], '.2f')} vs {db['ratio']:.2f} " + (
+        _interval(db["lo"], db["hi"], ".2f")
+    )
+    if da["hi"] < db["lo"]:
+        return text, "confirms" if a_should_drop_more else "refutes"
+    if db["hi"] < da["lo"]:
+        return text, "refutes" if a_should_drop_more else "confirms"
+    return text, "inconclusive (intervals overlap)"
+
+
+def _point(
+    law: Law, staleness: int, column: str
+) -> tuple[float | None, float | None, float | None]:
+    for p in law.points:
+        if p.get("staleness") == staleness:
+            return p.get(column), p.get(f"{column}_lo"), p.get(f"{column}_hi")
+    return None, None, None
+
+
+def _ratio_floor(law: Law, curve: str) -> float | None:
+    """When ``curve`` at the largest S is a lower bound (``above_grid``) and at S = 0 an
+    estimate: the smallest ratio ``eta(S_max)/eta(0)`` it allows (bound / upper end at 0)."""
+    points = sorted(law.points, key=lambda p: p["staleness"])
+    if len(points) < 2 or points[0]["staleness"] != 0:
+        return None
+    first, last = points[0], points[-1]
+    if last.get(f"{curve}_flag") != "above_grid" or first.get(f"{curve}_flag") != "ok":
+        return None
+    top = first.get(f"{curve}_hi") or first.get(curve)
+    return float(last[curve]) / float(top) if top else None
+
+
+def _first_step_ratio(law: Law, curve: str) -> tuple[str, str]:
+    """``eta(S_1)/eta(0)`` for the smallest S > 0 of the sweep, its interval from the ends of
+    the two points' intervals (conservative): flat below the knee means a ratio of 1."""
+    staleness = sorted(p["staleness"] for p in law.points if p["staleness"] > 0)
+    if not staleness:
+        return "no S > 0", "inconclusive"
+    first = staleness[0]
+    a, a_lo, a_hi = _point(law, first, curve)
+    z, z_lo, z_hi = _point(law, 0, curve)
+    flags = {p["staleness"]: p.get(f"{curve}_flag") for p in law.points}
+    if None in (a, z) or flags.get(first) != "ok" or flags.get(0) != "ok":
+        return f"{curve}({first})/{curve}(0): a bound at one end, not a ratio", "inconclusive"
+    lo = a_lo / z_hi if a_lo and z_hi else None
+    hi = a_hi / z_lo if a_hi and z_lo else None
+    text = (
+        f"no slope below S = 6 with two points; {curve}({first})/{curve}(0) = {a / z:.2f} "
+        f"{_interval(lo, hi, '.2f')} (interval from the ends of both points' intervals)"
+    )
+    if lo is None or hi is None:
+        return text, "inconclusive"
+    if lo <= 1 <= hi:
+        return text, "consistent with flat (ratio 1 inside the interval)"
+    if hi < 1:
+        return text, f"refutes flat (falls already at S = {first})"
+    return text, "refutes (rises)"
+
+
+def findings(root: Path) -> list[Finding]:
+    """The findings table for the experiments under ``root``."""
+    laws = load_experiment_laws(root)
+    rows: list[Finding] = []
+    clip, dec = laws.get("clip"), laws.get("decoupled")
+
+    # (a) the two regimes, on the clipped objective
+    if clip is not None:
+        for curve in ("eta_max", "eta_opt"):
+            text, verdict = _slope_text(clip, curve, "late")
+            rows.append(
+                Finding(
+                    "objective: clipped PPO",
+                    f"{curve} ∝ 1/S beyond the knee (slope -1)",
+                    text + "; " + _drop_text(clip, curve),
+                    verdict,
+                )
+            )
+            early = ((clip.slopes or {}).get(curve) or {}).get("early")
+            if early:
+                text, verdict = _slope_text(clip, curve, "early")
+                verdict = "confirms flat" if early["verdict"] == "flat" else verdict
+            else:
+                text, verdict = _first_step_ratio(clip, curve)
+            rows.append(
+                Finding(
+                    "objective: clipped PPO",
+                    f"{curve} flat below the knee (slope 0)",
+                    text,
+                    verdict,
+                )
+            )
+    else:
+        rows.append(Finding("objective: clipped PPO", "flat, then ∝ 1/S", "not run", "—"))
+    if clip is not None and dec is not None:
+        text, verdict = compare_drops(clip, dec, "eta_opt", a_should_drop_more=False)
+        rows.append(
+            Finding(
+                "objective: decoupled vs clipped",
+                "if clipping made the plateau (a trust region), the decoupled objective's "
+                "eta_opt falls further with S",
+                "eta_opt(S_max)/eta_opt(0), clipped vs decoupled: " + text,
+                {
+                    "confirms": "supports the clipping explanation",
+                    "refutes": "refutes the clipping explanation",
+                }.get(verdict, verdict + ": the clipping explanation is not supported"),
+            )
+        )
+        text, verdict = compare_drops(dec, clip, "eta_max", a_should_drop_more=True)
+        rows.append(
+            Finding(
+                "objective: decoupled vs clipped",
+                "if clipping acted as a trust region, removing it makes eta_max fall further "
+                "with S",
+                "eta_max(S_max)/eta_max(0), decoupled vs clipped: " + text,
+                {
+                    "confirms": "supports the clipping explanation",
+                    "refutes": "refutes the clipping explanation",
+                }.get(verdict, verdict + ": the clipping explanation is not supported"),
+            )
+        )
+    elif dec is None:
+        rows.append(Finding("objective: decoupled", "—", "not run", "—"))
+
+    # (b) batch size
+    for name, label in (("batch-4", "4"), ("batch-96", "96")):
+        law = laws.get(name)
+        if law is None or dec is None:
+            rows.append(
+                Finding(
+                    f"batch: {label} vs 16 prompts", "S_c grows with batch size", "not run", "—"
+                )
+            )
+            continue
+        smaller = label == "4"
+        for curve in ("eta_opt", "eta_max"):
+            text, verdict = compare_drops(law, dec, curve, a_should_drop_more=smaller)
+            rows.append(
+                Finding(
+                    f"batch: {label} vs 16 prompts/step",
+                    f"S_c grows with batch size: the smaller batch's {curve} falls more by S = 32",
+                    f"{curve}(S_max)/{curve}(0), {label} vs 16 prompts: {text}",
+                    verdict,
+                )
+            )
+
+    # (c) optimizer
+    predictions = {
+        "sgd": "Adam hides the O(S·η) bias: SGD's eta_opt falls more with S",
+        "sgd-m0.9": "Adam hides the O(S·η) bias: SGD's eta_opt falls more with S",
+        "adam-b0": "(not the paper's) momentum adds ~1/(1-β1) steps of lag: β1=0 falls less",
+    }
+    for name, label in (("sgd", "SGD"), ("sgd-m0.9", "SGD momentum 0.9"), ("adam-b0", "Adam β1=0")):
+        law = laws.get(name)
+        if law is None or dec is None:
+            rows.append(
+                Finding(f"optimizer: {label} vs Adam β1=0.9", predictions[name], "not run", "—")
+            )
+            continue
+        for curve in ("eta_opt", "eta_max"):
+            text, verdict = compare_drops(law, dec, curve, a_should_drop_more=name != "adam-b0")
+            rows.append(
+                Finding(
+                    f"optimizer: {label} vs Adam β1=0.9",
+                    predictions[name].replace("eta_opt", curve),
+                    f"{curve}(S_max)/{curve}(0), {label} vs Adam: {text}",
+                    verdict,
+                )
+            )
+
+    # (d) horizon
+    short, long_ = laws.get("horizon-60"), laws.get("horizon-160")
+    if short is None or long_ is None:
+        rows.append(Finding("horizon: 60 vs 160 steps", "eta_max(0) ∝ 1/T", "not run", "—"))
+    else:
+        for column in ("eta_max", "eta_opt"):
+            s, s_lo, s_hi = _point(short, 0, column)
+            g, g_lo, g_hi = _point(long_, 0, column)
+            t_short, t_long = short.regime.steps, long_.regime.steps  # type: ignore[union-attr]
+            predicted = t_long / t_short
+            if None in (s, g):
+                rows.append(Finding("horizon", f"{column}(0) ∝ 1/T", "not estimable", "—"))
+                continue
+            ratio = s / g
+            lo = s_lo / g_hi if s_lo and g_hi else None
+            hi = s_hi / g_lo if s_hi and g_lo else None
+            if lo is None or hi is None:
+                verdict = "inconclusive (no interval)"
+            elif lo <= predicted <= hi:
+                verdict = "confirms"
+            elif hi < predicted:
+                verdict = "refutes (moves less than 1/T)" if hi >= 1 or lo > 1 else "refutes"
+            else:
+                verdict = "refutes (moves more than 1/T)"
+            rows.append(
+                Finding(
+                    f"horizon: {t_short} vs {t_long} steps (same runs)",
+                    f"{column}(0) ∝ 1/T: ratio {predicted:.2f}",
+                    f"{column}(0) at T={t_short}: {s:.3g} {_interval(s_lo, s_hi)}; at "
+                    f"T={t_long}: {g:.3g} {_interval(g_lo, g_hi)}; ratio {ratio:.2f} "
+                    f"(interval from the ends {_interval(lo, hi, '.2f')})",
+                    verdict,
+                )
+            )
+        text, verdict = compare_drops(short, long_, "eta_opt", a_should_drop_more=True)
+        rows.append(
+            Finding(
+                f"horizon: {short.regime.steps} vs {long_.regime.steps} steps (same runs)",  # type: ignore[union-attr]
+                "S_c ∝ T: the shorter horizon's eta_opt falls more by the same S",
+                f"eta_opt(S_max)/eta_opt(0), T={short.regime.steps} vs "  # type: ignore[union-attr]
+                f"T={long_.regime.steps}: {text}",  # type: ignore[union-attr]
+                verdict,
+            )
+        )
+    return rows

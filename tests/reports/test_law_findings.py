@@ -1,0 +1,95 @@
+"""The findings page reads each experiment's law.json and turns intervals into verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stalesim.reports.law_findings import compare_drops, findings
+from stalesim.reports.validate_page import render_findings_report
+from stalesim.sim.law import Law
+
+CURVE = {"eta0": 1e-3, "s_c": 4.0, "k": 1.0, "alpha": 1.0}
+
+
+def _law(
+    ratio: tuple[float, float, float],
+    late: tuple[float, float, float] | None = None,
+    steps: int = 160,
+) -> dict:
+    slope = None
+    if late is not None:
+        verdict = "one_over_s" if late[1] <= -1 <= late[2] and late[2] < 0 else "flat"
+        slope = {
+            "from": 8.0,
+            "to": 32.0,
+            "n_points": 2,
+            "slope": late[0],
+            "lo": late[1],
+            "hi": late[2],
+            "n_replicates": 100,
+            "verdict": verdict,
+        }
+    drop = {"from": 0.0, "to": 28.8, "ratio": ratio[0], "lo": ratio[1], "hi": ratio[2]}
+    block = {"local": [], "early": None, "late": slope, "drop_from_zero": drop}
+    return Law.model_validate(
+        {
+            "eta_opt": CURVE,
+            "slopes": {"eta_opt": block, "eta_max": block},
+            "regime": {"steps": steps, "prompts_per_step": 16, "samples_per_prompt": 8},
+            "points": [
+                {
+                    "staleness": 0,
+                    "staleness_realised": 0.0,
+                    "eta_opt": 1e-3,
+                    "eta_opt_lo": 9e-4,
+                    "eta_opt_hi": 1.1e-3,
+                    "eta_opt_flag": "ok",
+                    "eta_max": 3e-3,
+                    "eta_max_lo": 2.5e-3,
+                    "eta_max_hi": 3.5e-3,
+                    "eta_max_flag": "ok",
+                },
+            ],
+        }
+    ).to_json_dict()
+
+
+def _write(root: Path, rel: str, law: dict) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(law))
+
+
+def test_verdicts_from_constructed_laws(tmp_path: Path) -> None:
+    _write(tmp_path, "law-objective/clip/law.json", _law((0.5, 0.4, 0.6), late=(-1.0, -1.3, -0.7)))
+    # decoupled falls just as far: the clipping explanation gets no support
+    _write(tmp_path, "law-objective/decoupled/law.json", _law((0.55, 0.45, 0.65)))
+    # the small batch falls further, intervals apart: S_c grows with batch size
+    _write(tmp_path, "law-batch/b4/law.json", _law((0.2, 0.15, 0.3)))
+    # SGD falls less than Adam: the prediction is refuted
+    _write(tmp_path, "law-optimizer/sgd/law.json", _law((0.9, 0.8, 1.0)))
+    rows = {(r.experiment, r.prediction[:20]): r for r in findings(tmp_path)}
+    by_experiment = {}
+    for (experiment, _), row in rows.items():
+        by_experiment.setdefault(experiment, []).append(row)
+    late = [r for r in by_experiment["objective: clipped PPO"] if "beyond the knee" in r.prediction]
+    assert late[0].verdict == "confirms ∝1/S"
+    assert "-1.00 [-1.30, -0.70]" in late[0].measured
+    assert by_experiment["objective: decoupled vs clipped"][0].verdict.startswith("inconclusive")
+    assert by_experiment["batch: 4 vs 16 prompts/step"][0].verdict == "confirms"
+    assert by_experiment["batch: 96 vs 16 prompts"][0].measured == "not run"
+    assert by_experiment["optimizer: SGD vs Adam β1=0.9"][0].verdict == "refutes"
+    assert by_experiment["horizon: 60 vs 160 steps"][0].measured == "not run"
+    page = render_findings_report(tmp_path)
+    html = page.read_text()
+    assert "confirms ∝1/S" in html and "not run" in html
+
+
+def test_compare_drops_reads_interval_overlap() -> None:
+    a = Law.model_validate(_law((0.3, 0.2, 0.4)))
+    b = Law.model_validate(_law((0.6, 0.5, 0.7)))
+    assert compare_drops(a, b, "eta_opt", a_should_drop_more=True)[1] == "confirms"
+    assert compare_drops(a, b, "eta_opt", a_should_drop_more=False)[1] == "refutes"
+    c = Law.model_validate(_law((0.35, 0.25, 0.55)))
+    assert compare_drops(c, b, "eta_opt", True)[1].startswith("inconclusive")
