@@ -43,6 +43,18 @@ def kernels(out_dir: Path) -> None:
     click.echo(f"wrote {path}")
 
 
+@report.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+def plan(out_dir: Path) -> None:
+    """Re-render OUT_DIR/report.html from a finished `stalesim plan --out OUT_DIR`."""
+    from stalesim.reports.plan_page import rerender_plan_report
+
+    if not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: no such directory (give the --out folder of a plan)")
+    path = rerender_plan_report(out_dir)
+    click.echo(f"wrote {path}")
+
+
 #: Bootstrap replicates when the page has to fit the law itself (no law.json yet).
 PAGE_BOOTSTRAP = 200
 

@@ -59,6 +59,22 @@ def write_plan_report(out_dir: Path) -> Path:
     return build_plan_page(out_dir).write(out_dir / "report.html")
 
 
+def rerender_plan_report(out_dir: Path) -> Path:
+    """Render the page of the finished plan in ``out_dir`` again and record it in the folder's
+    completion marker (under the folder's lock, so no plan publishes meanwhile). Refuses a
+    folder whose result is unfinished or mixed (ValueError, one line)."""
+    from stalesim.sim.output_dir import locked, require_complete, seal
+    from stalesim.sim.plan_output import RESULT_FILES
+
+    out_dir = Path(out_dir)
+    with locked(out_dir, wait=False, what=" (a plan?)"):
+        marker = require_complete(out_dir, "plan", RESULT_FILES)
+        assert marker is not None
+        path = write_plan_report(out_dir)
+        seal(out_dir, "plan", sorted({*marker["files"], path.name}))
+    return path
+
+
 def read_candidates(out_dir: Path) -> pl.DataFrame:
     table = read_parquet_table(out_dir / "candidates.parquet", REQUIRED_COLUMNS)
     return table.with_columns(
@@ -184,7 +200,12 @@ def recommendation_cards(summary: dict[str, Any]) -> list[tuple[str, list[Metric
             f"{best['rollout_engines']}×TP{best['rollout_tp']} rollout"
             + ("" if best["mode"] == "sync_colocated" else f" + {best['learner_gpus']} learner"),
         ),
-        Metric("mode", best["mode"] + (" + in-flight" if best["inflight_updates"] else "")),
+        Metric(
+            "mode",
+            best["mode"]
+            + (" + in-flight" if best["inflight_updates"] else "")
+            + (" + streaming" if best.get("streaming") else ""),
+        ),
         Metric("staleness bound", best["max_staleness"] if best["mode"] == "async" else "—"),
         Metric("learning rate", best.get("eta_opt"), note=_interval(best, "eta_opt")),
         Metric(

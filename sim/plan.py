@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 from stalesim.sim.config_file import ConfigError
 from stalesim.sim.law import Law
+from stalesim.sim.output_dir import locked, remove_stale_temporaries
 from stalesim.sim.plan_config import PlanConfig
 from stalesim.sim.plan_evaluate import FAILURE, SIM_COLUMNS, Backend, SerialBackend, split
 from stalesim.sim.plan_law import learner_steps_per_update, read_law, to_target
@@ -71,6 +72,7 @@ def _setup_columns(c: Candidate) -> dict[str, Any]:
         "mode": algo["mode"],
         "max_staleness": algo["max_staleness"],
         "inflight_updates": algo["inflight_updates"],
+        "streaming": algo["streaming"],
         "prompts_per_step": work["prompts_per_step"],
         "group_size": work["group_size"],
         "minibatches_per_step": algo["minibatches_per_step"],
@@ -102,7 +104,8 @@ class _Context:
         self.price = column("price_per_gpu_hour")
         # the setups the screen models alike: its calibration is kept per group
         self.groups = np.array(
-            [f"{r['mode']}|{r['gpu']}|{r['inflight_updates']}" for r in setups], dtype=object
+            [f"{r['mode']}|{r['gpu']}|{r['inflight_updates']}|{r['streaming']}" for r in setups],
+            dtype=object,
         )
 
     def columns(self, step_time_s: np.ndarray, staleness: np.ndarray) -> dict[str, np.ndarray]:
@@ -136,9 +139,12 @@ def run_plan(
     folder: Path | None = None,
     backend: Backend | None = None,
     progress: Progress | None = None,
+    render: Callable[[Path], Any] | None = None,
 ) -> PlanResult:
-    """Evaluate the plan, write ``candidates.parquet``, ``plan.json`` and the simulation cache in
-    ``out_dir``, and return the ranked table and the summary."""
+    """Evaluate the plan, publish ``candidates.parquet``, ``plan.json`` (and the page that
+    ``render(folder)`` writes from them) in ``out_dir`` as one result, keep the simulation cache
+    there as it grows, and return the ranked table and the summary. The folder stays locked
+    while the plan runs."""
     started = time.perf_counter()
     if law.steps_to_target is None:
         raise ConfigError(
@@ -147,6 +153,21 @@ def run_plan(
         )
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
+    with locked(out_dir, wait=False, what=" (another plan?)"):
+        remove_stale_temporaries(out_dir)
+        return _run_plan(plan, law, out_dir, folder, backend, progress, render, started)
+
+
+def _run_plan(
+    plan: PlanConfig,
+    law: Law,
+    out_dir: Path,
+    folder: Path | None,
+    backend: Backend | None,
+    progress: Progress | None,
+    render: Callable[[Path], Any] | None,
+    started: float,
+) -> PlanResult:
     backend = backend or SerialBackend()
     evaluation = plan.evaluation
     base = base_mapping(plan, folder)
@@ -185,7 +206,8 @@ def run_plan(
             for results in backend.run(batches, evaluation.steps, evaluation.seed):
                 for cid, metrics in results:
                     store.add(cid, metrics)
-            store.flush()
+                # saved as each batch comes back: a killed plan keeps every finished simulation
+                store.flush()
             simulated_now += len(todo)
         for i in indices:
             metrics = store.results[feasible[i].candidate_id]
@@ -255,7 +277,7 @@ def run_plan(
         workers=backend.workers,
         backend=type(backend).__name__,
     )
-    write_results(out_dir, table, summary)
+    write_results(out_dir, table, summary, render)
     return PlanResult(table, summary)
 
 

@@ -93,6 +93,7 @@ def plan(
     Writes OUT/candidates.parquet (every candidate, ranked), OUT/plan.json (recommendation,
     frontier, inputs) and OUT/report.html.
     """
+    from stalesim.reports.plan_page import write_plan_report
     from stalesim.sim.law import default_law, load_law
     from stalesim.sim.plan import run_plan
     from stalesim.sim.plan_config import load_plan
@@ -118,12 +119,11 @@ def plan(
                 folder=folder,
                 backend=backend,
                 progress=lambda done, _total: bar.update(task, completed=done),
+                render=write_plan_report,
             )
     finally:
         backend.close()
-    from stalesim.reports.plan_page import write_plan_report
-
-    report = write_plan_report(out_dir)
+    report = out_dir / "report.html"
     if as_json:
         click.echo(json.dumps(json.loads((out_dir / "plan.json").read_text()), indent=2))
         return
@@ -218,6 +218,7 @@ def top_table(table, rows: int = 10):
         mode = row["mode"]
         if mode == "async":
             mode += f"≤{row['max_staleness']}" + ("+inflight" if row["inflight_updates"] else "")
+            mode += "+streaming" if row.get("streaming") else ""
         learner = "shared" if row["mode"] == "sync_colocated" else str(row["learner_gpus"])
         setup = (
             f"{row['total_gpus']}×{row['gpu']} {row['rollout_engines']}×TP{row['rollout_tp']}"

@@ -49,6 +49,7 @@ SHORTHANDS: dict[str, str] = {
     "max_staleness": "algorithm.max_staleness",
     "inflight_updates": "algorithm.inflight_updates",
     "minibatches": "algorithm.minibatches_per_step",
+    "streaming": "algorithm.streaming",
     "prompts_per_step": "workload.prompts_per_step",
     "group_size": "workload.group_size",
 }

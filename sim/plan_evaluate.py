@@ -10,7 +10,7 @@ random workload), and the simulator is deterministic for a seed, so the backends
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 #: Columns a simulated candidate carries (besides its id), in this order.
@@ -95,13 +95,14 @@ def simulate_batch(jobs: Sequence[Job], steps: int, seed: int) -> list[tuple[str
 
 
 class Backend(Protocol):
-    """Runs batches of jobs; returns their results in the order of the batches."""
+    """Runs batches of jobs; yields each batch's results as soon as that batch is done (in any
+    order), so the caller can save finished work while the rest still runs."""
 
     workers: int
 
     def run(
         self, batches: list[list[Job]], steps: int, seed: int
-    ) -> list[list[tuple[str, dict]]]: ...
+    ) -> Iterator[list[tuple[str, dict]]]: ...
 
     def close(self) -> None: ...
 
@@ -112,7 +113,8 @@ class SerialBackend:
     workers = 1
 
     def run(self, batches, steps, seed):
-        return [simulate_batch(batch, steps, seed) for batch in batches]
+        for batch in batches:
+            yield simulate_batch(batch, steps, seed)
 
     def close(self) -> None:
         pass
@@ -132,8 +134,11 @@ class ProcessBackend:
         )
 
     def run(self, batches, steps, seed):
+        from concurrent.futures import as_completed
+
         futures = [self._pool.submit(simulate_batch, batch, steps, seed) for batch in batches]
-        return [f.result() for f in futures]
+        for future in as_completed(futures):
+            yield future.result()
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)
@@ -172,7 +177,9 @@ class RayBackend:
 
     def run(self, batches, steps, seed):
         refs = [self._task.remote(batch, steps, seed) for batch in batches]
-        return self._ray.get(refs)
+        while refs:
+            ready, refs = self._ray.wait(refs, num_returns=1)
+            yield self._ray.get(ready[0])
 
     def close(self) -> None:
         if self._started:

@@ -12,11 +12,15 @@ the event simulation by steady-state averages:
 * a synchronous batch of ``n`` samples per engine that fits at once takes
   ``R_max·a + gamma·n·E[R] + beta·n·(P·E[R] + E[R²]/2)`` (the exact sum of the iteration
   times while sequences finish), where ``R_max`` is the expected longest response of the batch;
-* the learner takes its forward and training passes over the batch's mean tokens;
-* modes combine them: sync adds generation, training and weight sync; one_step and async
-  overlap them (the slower side sets the pace), and an async bound lets generation run only
-  ``(S_max + 1) / M`` batches ahead, so a tight one serialises part of each batch's
-  generation with its training;
+* the learner pays what the simulator charges (``LearnerCost.step_phases`` per mini-batch:
+  the forward passes the mode's recipe runs, attention over the mean squared sequence length,
+  the optimizer step; plus the colocated switch once per learner step);
+* weights: the learner pays the publish (and a blocking transfer) per publication, every
+  ``publish_interval`` optimizer steps in async; engines pay the load;
+* modes combine them: sync adds generation, training and the weight update; one_step and
+  async overlap them (the slower side sets the pace), and an async bound lets generation run
+  only ``(S_max + 1) / M`` batches ahead, so a tight one serialises part of each batch's
+  generation with its training (only the last mini-batch's, for a streaming learner);
 * staleness: sync modes ``M - 1`` at most (the mini-batch index), one_step ``2M - 1``; async
   reaches its bound when the learner is the bottleneck, else a sample lags by its generation
   latency over the step time.
@@ -111,31 +115,44 @@ def screen(candidate: Candidate) -> ScreenEstimate:
         + per_engine * prefill_per_sample
     )
     generate_s = max(at_once, rollout_s) if per_engine > b_cap else at_once
-    tokens = samples * (prompt + r_mean)
-    learn_s = derived.learner.forward_s(tokens) + derived.learner.train_s(tokens)
+    # the learner's cost as the simulator charges it: each of the M chunks pays its passes
+    # (which forward passes the mode's recipe runs) and the optimizer step; colocated GPUs
+    # switch roles once per learner step
+    learner = derived.learner
+    chunk_tokens = samples / M * (prompt + r_mean)
+    chunk_sq = samples / M * (prompt * prompt + 2.0 * prompt * r_mean + r_sq)
+    learn_s = learner.switch_s + M * learner.step_s(chunk_tokens, chunk_sq)
+    ws = scenario.weight_sync
     sync_s = derived.sync_s
-    blocking = scenario.weight_sync.pause_policy == "blocking"
-    learner_side = learn_s + (sync_s if blocking else 0.0)
+    blocking = ws.pause_policy == "blocking"
+    # publications per learner step: every K optimizer steps (async), once otherwise; the
+    # learner pays the publish (and a blocking transfer), each engine its load
+    pubs = M / (algo.publish_interval or M)
+    learner_side = learn_s + pubs * (ws.publish_s + (sync_s if blocking else 0.0))
+    weights_s = ws.publish_s + sync_s + ws.load_s
     mode = algo.mode
     if mode in ("sync", "sync_colocated"):
-        step_s = generate_s + learn_s + sync_s
+        step_s = generate_s + learn_s + weights_s
         learner_bound = learn_s >= generate_s
         s_max, s_mean = M - 1.0, (M - 1.0) / 2.0
         s_token = s_mean
     elif mode == "one_step":
-        step_s = max(generate_s + sync_s, learner_side)
-        learner_bound = learner_side >= generate_s + sync_s
+        step_s = max(generate_s + weights_s, learner_side)
+        learner_bound = learner_side >= generate_s + weights_s
         s_max, s_mean = 2.0 * M - 1.0, M + (M - 1.0) / 2.0
         s_token = s_mean
     else:
-        rollout_side = rollout_s + (sync_s if blocking else 0.0)
+        rollout_side = rollout_s + pubs * ((sync_s if blocking else 0.0) + ws.load_s)
         step_s = max(rollout_side, learner_side)
         learner_bound = learner_side >= rollout_side
         if mode == "async":
             # the bound lets generation run (S_max + 1) / M batches ahead of the learner: a
             # tighter one serialises part of each batch's generation with its training
+            # a streaming learner trains on each chunk while later ones generate, so only
+            # the last chunk's training is serialised with its generation
             depth = max(1.0, (algo.max_staleness + 1.0) / M)
-            step_s = max(step_s, (generate_s + learn_s + sync_s) / depth)
+            serial_learn = learn_s / M if algo.streaming else learn_s
+            step_s = max(step_s, (generate_s + serial_learn + weights_s) / depth)
         latency_mean = r_mean * iteration_s(b_cap) + prefill_per_sample * G
         latency_p99 = r_p99 * iteration_s(b_cap) + prefill_per_sample * G
         lag_max = M - 1.0 + math.ceil(M * latency_p99 / step_s)

@@ -282,3 +282,132 @@ def test_killed_sweep_loses_and_redoes_nothing(tmp_path: Path, workers: int) -> 
         out2 = tmp_path / "runs2"
         final = kill_and_restart(case, out2, {"rename": rng.randint(2, 12)})
         assert len(final) == 4
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+PLAN_RESULT = ("candidates.parquet", "plan.json")
+
+
+def plan_file(path: Path, seed: int) -> Path:
+    """A small plan (about 14 simulations of 6 steps, one batch of 2 per round, so a kill
+    lands between, inside or after simulations, in a cache write or in the publish)."""
+    import json
+
+    plan = {
+        "name": f"kill-{seed}",
+        "base": {
+            "preset": "default",
+            "set": {
+                "workload.prompts_per_step": 8,
+                "workload.group_size": 4,
+                "workload.response_tokens": {"kind": "lognormal", "mean": 300, "sigma": 0.6},
+                "workload.max_response_tokens": 1024,
+                "cluster.max_num_seqs": 64,
+            },
+        },
+        "budget_gpus": 4,
+        "space": {"learner_gpus": [1, 2], "tp": [1, 2]},
+        "variants": [{"mode": ["sync", "one_step"]}, {"mode": ["async"], "max_staleness": [1, 2]}],
+        "evaluation": {"steps": 6, "seed": seed, "round_size": 2, "probe": 1, "keep_top": 2},
+    }
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def plan_case(plan: Path, seed: int) -> KillCase:
+    def argv(out: Path) -> list[str]:
+        return ["plan", str(plan), "--workers", "1", "--quiet", "--out", str(out)]
+
+    def finished(out: Path) -> dict[str, str]:
+        # a finished simulation is a row of the cache; its finish time changes if it is redone
+        cache = out / "simulated.parquet"
+        if not cache.exists():
+            return {}
+        rows = pl.read_parquet(cache).filter(pl.col("seed") == seed)
+        return {
+            row["candidate_id"]: f"{row['simulated_at']!r}:{row['step_time_s']!r}"
+            for row in rows.iter_rows(named=True)
+        }
+
+    def check(out: Path) -> None:
+        import json
+
+        require_complete(out, "plan", (*PLAN_RESULT, "report.html"))
+        summary = json.loads((out / "plan.json").read_text())
+        assert summary["plan"]["evaluation"]["seed"] == seed
+        assert_one_plan(out)
+        # every simulated candidate of the result is in the cache, with the same step time
+        table = pl.read_parquet(out / "candidates.parquet").filter(
+            pl.col("evaluated") == "simulated"
+        )
+        cache = finished(out)
+        assert table.height == summary["counts"]["simulated"] > 0
+        for row in table.iter_rows(named=True):
+            assert cache[row["candidate_id"]].endswith(f":{row['step_time_s']!r}")
+
+    return KillCase(f"plan seed {seed}", argv, finished, check)
+
+
+def assert_one_plan(out: Path) -> None:
+    """The result files of ``out`` belong together (one plan's summary and table)."""
+    import json
+
+    summary = json.loads((out / "plan.json").read_text())
+    table = pl.read_parquet(out / "candidates.parquet")
+    best = table.filter(pl.col("rank") == 1).row(0, named=True)
+    assert summary["recommendation"]["best"]["candidate_id"] == best["candidate_id"]
+    assert summary["counts"]["candidates"] == table.height
+    assert summary["counts"]["simulated"] == (table["evaluated"] == "simulated").sum()
+
+
+def readable_plan(out: Path) -> int | None:
+    """The seed of the plan ``out`` reads as, if it reads as a complete one, else None."""
+    import json
+
+    try:
+        require_complete(out, "plan", PLAN_RESULT)
+    except ValueError:
+        return None
+    assert_one_plan(out)
+    return json.loads((out / "plan.json").read_text())["plan"]["evaluation"]["seed"]
+
+
+def test_killed_plan_keeps_finished_simulations_and_never_mixes_two_plans(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    out = tmp_path / "out"
+    rng = random.Random(9)
+    cases = {
+        seed: plan_case(plan_file(tmp_path / f"{seed}.json", seed), seed) for seed in (1, 2, 3)
+    }
+    started = time.perf_counter()
+    run(cases[1], out)  # a finished plan in the folder
+    whole_s = time.perf_counter() - started
+    assert readable_plan(out) == 1
+    # Two more plans into the same folder (other seeds: other simulations), each killed once:
+    # at a rename (one of the ~7 cache writes, the 3 staged files or the publish) or at a
+    # random moment. After each kill the folder reads as the previous plan, this one or
+    # nothing; the restart keeps every simulation the killed run had finished.
+    kills = {2: {"rename": rng.randint(2, 13)}, 3: {"after_s": rng.uniform(0.4, 0.9) * whole_s}}
+    for seed, kill in kills.items():
+        seen: list[tuple[int | None, dict[str, str]]] = []
+        case = cases[seed]
+
+        def finished(folder: Path, case: KillCase = case, seen: list = seen) -> dict[str, str]:
+            work = case.finished(folder)
+            seen.append((readable_plan(folder), work))
+            return work
+
+        kill_and_restart(KillCase(case.name, case.argv, finished, case.check_complete), out, kill)
+        (before, _), (after_kill, left) = seen[0], seen[1]
+        assert before == seed - 1 and after_kill in (seed - 1, seed, None), (kill, after_kill)
+        counts = json.loads((out / "plan.json").read_text())["counts"]
+        # every simulation finished before the kill was reused, none redone
+        assert counts["resumed"] == len(left), (kill, counts, len(left))
+        assert counts["simulated"] == counts["resumed"] + counts["simulated_this_run"]
+        assert readable_plan(out) == seed
+    # the earlier plans' simulations are still in the shared cache
+    assert cases[1].finished(out) and cases[2].finished(out)

@@ -127,3 +127,29 @@ def test_the_page_draws_offline_without_console_messages(plan_out: Path, tmp_pat
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
     assert "time to target (h)" in dom and "staleness bound" in dom
+
+
+def test_report_plan_rerenders_a_finished_plan_and_refuses_a_mixed_one(
+    plan_out: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+    from stalesim.cli import main
+    from stalesim.sim.output_dir import require_complete
+
+    copy = tmp_path / "copy"
+    shutil.copytree(plan_out, copy)
+    (copy / "report.html").unlink()
+    result = CliRunner().invoke(main, ["report", "plan", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert (copy / "report.html").read_text() == build_plan_page(plan_out).html()
+    # the page is part of the finished result now
+    require_complete(copy, "plan", ["candidates.parquet", "plan.json", "report.html"])
+    # a summary from elsewhere (e.g. copied over by hand) is refused in one line
+    summary = json.loads((copy / "plan.json").read_text())
+    summary["name"] = "another plan"
+    (copy / "plan.json").write_text(json.dumps(summary))
+    for folder in (copy, tmp_path / "empty"):
+        folder.mkdir(exist_ok=True)
+        result = CliRunner().invoke(main, ["report", "plan", str(folder)])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert result.stderr.startswith("error: ")
