@@ -56,8 +56,8 @@ class ModelConfig(StrictModel):
     """A model preset (``preset``), with any size overridden."""
 
     preset: str = "qwen2.5-7b"
-    params: float | None = Field(default=None, ge=1e6, le=1e14)
-    active_params: float | None = Field(default=None, ge=1e6, le=1e14)
+    params: float | None = Field(default=None, ge=1e3, le=1e14)
+    active_params: float | None = Field(default=None, ge=1e3, le=1e14)
     layers: int | None = Field(default=None, ge=1, le=1000)
     hidden_size: int | None = Field(default=None, ge=1, le=1_000_000)
     attention_heads: int | None = Field(default=None, ge=1, le=4096)

@@ -149,13 +149,16 @@ def test_law_reading_matches_the_law_and_its_intervals() -> None:
     )
     lo, hi = steps_box(law, s)
     assert np.all(lo <= cols["updates_to_target"]) and np.all(cols["updates_to_target"] <= hi)
-    # the paper's reading: eta0 / (1 + (S/s_c)^k)^(1/k), steps grow as 1 / eta
+    # the paper's reading: eta0 / (1 + (S/s_c)^k)^(1/k); steps grow as eta^-p, with the law's
+    # own exponent p when its steps model is a power of the eta ratio (1 otherwise)
     c = law.eta_opt
     expected = c.eta0 / (1 + (s / c.s_c) ** c.k) ** (1 / c.k)
     np.testing.assert_allclose(cols["eta_opt_alpha1"], expected)
+    model = law.steps_to_target
+    power = model.p if model.form == "eta_ratio" and model.p is not None else 1.0
     np.testing.assert_allclose(
         cols["updates_to_target_alpha1"],
-        law.steps_to_target_at(0.0) * c.eta0 / expected,
+        law.steps_to_target_at(0.0) * (c.eta0 / expected) ** power,
     )
 
 
