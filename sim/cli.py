@@ -111,6 +111,10 @@ def simulate(
         from stalesim.sim.summary_table import sensitivity_table
 
         console.print(sensitivity_table(summary["sensitivity"]))
+    law_reading = summary.get("law") or {}
+    # the law is only as good as the regime it was measured in: say which one, and where not
+    for warning in law_reading.get("warnings") or []:
+        console.print(f"law warning: {warning}", markup=False)
     console.print(f"wrote {out_dir}/ (samples, steps, busy, queue .parquet; summary.json)")
     console.print(f"report: {report}")
 
