@@ -14,7 +14,11 @@ import numpy as np
 import polars as pl
 
 
-def _summary(curve: np.ndarray, horizon: int, window: int, collapse: int | None, target: float):
+def run_summary(
+    curve: np.ndarray, horizon: int, window: int, collapse: int | None, target: float
+) -> dict[str, float | None]:
+    """The run metrics of a reward curve planned for ``horizon`` steps (see
+    :func:`stalesim.validate.trainer.summarise`, which computes them with this function)."""
     if collapse is not None:
         held = curve[-window:]
         value = float(np.mean(held)) if np.all(np.isfinite(held)) else 0.0
@@ -67,7 +71,7 @@ def truncate_runs(
         collapse = row.get("collapse_step")
         collapsed_here = bool(row["collapsed"]) and collapse is not None and collapse < horizon
         target = target_reward if target_reward is not None else row.get("target_reward", 0.9)
-        summary = _summary(
+        summary = run_summary(
             curve[:horizon], horizon, window, collapse if collapsed_here else None, target
         )
         rows.append(

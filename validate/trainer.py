@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from stalesim import kernels
 from stalesim.validate.collapse import CollapseDetector
+from stalesim.validate.horizon import run_summary
 from stalesim.validate.optimizers import build_optimizer
 from stalesim.validate.policy import Policy, Rollout
 from stalesim.validate.presets import RunConfig, TrainConfig
@@ -214,15 +215,6 @@ def grpo_step_loss(
     return loss, {k: float(v) for k, v in stats.items()}, mean_entropy
 
 
-def _smoothed(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over ``window`` steps; NaN until a full window exists."""
-    out = np.full(len(values), np.nan)
-    if len(values) >= window:
-        csum = np.cumsum(np.insert(values, 0, 0.0))
-        out[window - 1 :] = (csum[window:] - csum[:-window]) / window
-    return out
-
-
 def summarise(
     rewards: list[float], cfg: TrainConfig, collapse_step: int | None
 ) -> dict[str, float | None]:
@@ -237,25 +229,13 @@ def summarise(
     ``best_smoothed_reward`` is the highest trailing ``smoothing_window``-step mean reached
     before any collapse.
     """
-    window = cfg.smoothing_window
-    curve = np.asarray(rewards, dtype=float)
-    if collapse_step is not None:
-        held = curve[-window:]
-        held_value = float(np.mean(held)) if np.all(np.isfinite(held)) else 0.0
-        curve = np.concatenate([curve, np.full(cfg.steps - len(curve), held_value)])
-    curve = np.where(np.isfinite(curve), curve, 0.0)
-    smooth = _smoothed(curve, min(window, len(curve)))
-    reached = np.flatnonzero(smooth >= cfg.target_reward)
-    lived = smooth if collapse_step is None else smooth[: collapse_step + 1]
-    if collapse_step is not None:
-        reached = reached[reached <= collapse_step]
-    finite = lived[np.isfinite(lived)]
-    return {
-        "final_reward": float(np.mean(curve[-window:])),
-        "reward_auc": float(np.mean(curve)),
-        "steps_to_target": float(reached[0]) if len(reached) else None,
-        "best_smoothed_reward": float(finite.max()) if finite.size else float(np.mean(curve)),
-    }
+    return run_summary(
+        np.asarray(rewards, dtype=float),
+        cfg.steps,
+        cfg.smoothing_window,
+        collapse_step,
+        cfg.target_reward,
+    )
 
 
 def train_run(
