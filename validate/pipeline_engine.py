@@ -157,7 +157,8 @@ class ContinuousBatchEngine:
             logits = logits.float()
         log_probs = torch.log_softmax(logits / self.temperature, dim=-1)
         cdf = log_probs.exp().cumsum(dim=-1)
-        u = torch.rand(b, generator=self.generator, device=cdf.device) * cdf[:, -1]
+        u = torch.rand(b, generator=self.generator, device=self.generator.device).to(cdf.device)
+        u = u * cdf[:, -1]
         token = torch.searchsorted(cdf, u[:, None]).clamp(max=logits.shape[-1] - 1).squeeze(1)
         token_logp = log_probs.gather(1, token[:, None]).squeeze(1)
         self.cached[slots] = position + 1

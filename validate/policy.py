@@ -187,7 +187,10 @@ class Policy(nn.Module):
             logits = (logits if logits.dtype in _FULL_PRECISION else logits.float()) / temperature
             log_probs = torch.log_softmax(logits, dim=-1)
             cdf = log_probs.exp().cumsum(dim=-1)
-            u = torch.rand(n, generator=generator, device=prompts.device) * cdf[:, -1]
+            # Drawn where the generator lives (the CPU), so a seed gives the same samples on
+            # any device; a CUDA tensor cannot be drawn from a CPU generator.
+            u = torch.rand(n, generator=generator, device=generator.device).to(cdf.device)
+            u = u * cdf[:, -1]
             token = torch.searchsorted(cdf, u[:, None]).clamp(max=logits.shape[-1] - 1).squeeze(1)
             token_logp = log_probs.gather(1, token[:, None]).squeeze(1)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
