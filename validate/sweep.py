@@ -36,7 +36,7 @@ import polars as pl
 from stalesim.sim.config_file import ConfigError
 from stalesim.sim.files import pid_alive, write_json, write_parquet
 from stalesim.sim.output_dir import locked, output_folder, remove_stale_temporaries
-from stalesim.validate.presets import RunConfig, SweepConfig
+from stalesim.validate.presets import RunConfig, SweepConfig, TrainConfig
 from stalesim.validate.trainer import run_id
 
 RUN_SCHEMA: dict[str, pl.DataType] = {
@@ -77,15 +77,31 @@ def _shard_paths(out: Path, rid: str) -> tuple[Path, Path]:
 
 
 def _tabled_run_ids(out: Path) -> set[str]:
-    """Runs already in ``runs.parquet`` (a committed folder may hold the tables, no shards)."""
+    """Runs already in ``runs.parquet`` (a committed folder may hold the tables, no shards), by
+    run id and by grid point (see :func:`is_done`)."""
     path = out / "runs.parquet"
-    return set(pl.read_parquet(path, columns=["run_id"])["run_id"]) if path.exists() else set()
+    if not path.exists():
+        return set()
+    table = pl.read_parquet(path, columns=["run_id", "lr", "staleness_spec", "seed"])
+    points = {_grid_point(*row) for row in table.select("lr", "staleness_spec", "seed").rows()}
+    return set(table["run_id"]) | points
+
+
+def _grid_point(lr: float, staleness_spec: str, seed: int) -> str:
+    return f"lr={lr!r} staleness={staleness_spec} seed={seed}"
 
 
 def is_done(out: Path, run: RunConfig, tabled: set[str] | None = None) -> bool:
+    """Whether ``run`` is finished in ``out``: by its id, or, in the tables, by its grid point.
+    A folder holds one train config (``record_grid`` refuses another), so (lr, staleness,
+    seed) names a run there even when a field added since, at a default that keeps the old
+    behaviour, has changed the run ids."""
+    from stalesim.validate.staleness import parse_staleness
+
     rid = run_id(run)
     tabled = _tabled_run_ids(out) if tabled is None else tabled
-    return rid in tabled or _shard_paths(out, rid)[1].exists()
+    point = _grid_point(run.lr, parse_staleness(run.staleness).text, run.seed)
+    return rid in tabled or point in tabled or _shard_paths(out, rid)[1].exists()
 
 
 SWEEP_KIND = "validate sweep"
@@ -169,7 +185,7 @@ def record_grid(out: Path, config: SweepConfig) -> None:
     grids: list[dict] = []
     if path.exists():
         previous = json.loads(path.read_text())
-        if previous.get("train") != config.train.model_dump(mode="json"):
+        if _as_current(previous.get("train")) != config.train.model_dump(mode="json"):
             raise ConfigError(
                 f"--out {out}: holds runs of another train config (preset "
                 f"{previous.get('preset')!r}); use a new --out folder"
@@ -182,6 +198,15 @@ def record_grid(out: Path, config: SweepConfig) -> None:
         path,
         {"preset": config.preset, "train": config.train.model_dump(mode="json"), "grids": grids},
     )
+
+
+def _as_current(train: Any) -> Any:
+    """A recorded train config read through today's model: a field added since, with a default
+    that keeps the old behaviour, does not make the folder's runs 'another config'."""
+    try:
+        return TrainConfig.model_validate(train).model_dump(mode="json")
+    except (ValueError, TypeError):
+        return train
 
 
 def prepare_warm_start(config: SweepConfig) -> None:

@@ -137,3 +137,38 @@ def test_cli_sweep_runs_and_reports_bad_input_in_one_line(tmp_path) -> None:
         main, ["validate", "sweep", "--set", "train.stepz=3", "--out", str(out)]
     )
     assert bad_key.exit_code == 2 and "train.stepz" in bad_key.output
+
+
+def test_a_folder_from_before_a_new_default_field_resumes_without_redoing(tmp_path) -> None:
+    """A field added to the train config since a folder was made (at a default that keeps the
+    old behaviour) changes every run id; the folder's runs still count as done by grid point,
+    and its recorded config is read through today's model."""
+    def grid(staleness: list[str]) -> SweepConfig:
+        return SweepConfig.model_validate(
+            {
+                **tiny_sweep().model_dump(),
+                "grids": [{"lrs": [1e-3], "staleness": staleness, "seeds": [0]}],
+            }
+        )
+
+    config = grid(["0", "2"])
+    out = tmp_path / "runs"
+    runs, _ = run_sweep(config, out, workers=1)
+    assert runs.height == 2
+    # As an older version wrote them: other run ids, and no "beta"/"kl_estimator" recorded.
+    table = pl.read_parquet(out / "runs.parquet")
+    table.with_columns(pl.col("run_id").str.reverse()).write_parquet(out / "runs.parquet")
+    recorded = json.loads((out / "config.json").read_text())
+    for key in ("beta", "kl_estimator"):
+        recorded["train"]["grpo"].pop(key)
+    (out / "config.json").write_text(json.dumps(recorded))
+    for shard in (out / "shards").iterdir():
+        shard.unlink()
+
+    progress = []
+    union, _ = run_sweep(
+        grid(["0", "2", "4"]), out, workers=1, on_progress=lambda done, total: progress.append((done, total))
+    )
+    assert progress == [(2, 3), (3, 3)]  # only S = 4 was trained
+    assert union.height == 3
+    assert sorted(union["staleness_spec"].to_list()) == ["fixed:0", "fixed:2", "fixed:4"]
