@@ -79,7 +79,7 @@ def run_kernel_bench(
     import torch
     from stalesim.kernels import _bench_cases as cases
     from stalesim.kernels.backend import load_triton_module
-    from stalesim.reports.kernel_bench_page import NOT_MEASURED, write_kernel_bench_report
+    from stalesim.reports.kernel_bench_page import NOT_MEASURED
 
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if chosen.type == "cuda" and not torch.cuda.is_available():
@@ -123,7 +123,7 @@ def run_kernel_bench(
 
     with output_folder(out_dir, kind="bench kernels") as stage:
         frame = _write_results(stage, rows, chosen, quick, ceilings, compile_reports, targets)
-        write_kernel_bench_report(stage)
+        page_written = _write_page(stage)
     _print_table(frame)
     for t in targets:
         value = "—" if t["value"] is None else f"{t['value']:.3f}"
@@ -140,10 +140,28 @@ def run_kernel_bench(
         click.echo(compile_reports)
     if chosen.type != "cuda":
         click.echo(NOT_MEASURED)
-    click.echo(
-        f"wrote {out_dir / 'kernels.csv'}, {out_dir / 'summary.json'}, {out_dir / 'report.html'}"
-    )
+    page = f", {out_dir / 'report.html'}" if page_written else ""
+    click.echo(f"wrote {out_dir / 'kernels.csv'}, {out_dir / 'summary.json'}{page}")
+    if not page_written:
+        click.echo(
+            "report.html not written: vl-convert-python (which inlines the chart JavaScript) is "
+            f"not installed here; render it elsewhere with `stalesim report kernels {out_dir}`"
+        )
     return frame
+
+
+def _write_page(stage: Path) -> bool:
+    """Write ``report.html``; ``False`` where the page renderer is missing. A GPU box carries
+    only what the measurements need, and measurements already taken must not be lost for a
+    page that ``stalesim report kernels`` renders later from the same files."""
+    from stalesim.reports.kernel_bench_page import write_kernel_bench_report
+
+    try:
+        import vl_convert  # noqa: F401
+    except ImportError:
+        return False
+    write_kernel_bench_report(stage)
+    return True
 
 
 def _run(thunks: list, quiet: bool) -> list[dict[str, Any]]:
@@ -154,8 +172,30 @@ def _run(thunks: list, quiet: bool) -> list[dict[str, Any]]:
         task = progress.add_task("kernels", total=len(thunks))
         for thunk in thunks:
             rows.append(thunk())
+            if not quiet:
+                # A line per row as it lands: a run cut short still shows what it measured.
+                progress.console.print(_row_line(rows[-1]), highlight=False, soft_wrap=True)
             progress.advance(task)
     return rows
+
+
+def _row_line(r: dict[str, Any]) -> str:
+    def number(key: str, fmt: str, scale: float = 1.0) -> str:
+        return "—" if r.get(key) is None else format(scale * r[key], fmt)
+
+    labels = f"{r['kernel']} {r['pass']} {r['implementation']} {r['dtype']} {r['shape']}"
+    if r.get("median_s") is not None:
+        return (
+            f"{labels}: {number('median_s', '.3f', 1e3)} ms, {number('achieved', '.1f')} "
+            f"{r['achieved_unit']} ({number('fraction_of_ceiling', '.1%')} of ceiling), "
+            f"peak extra {number('peak_extra_bytes', ',.0f')} B {r['status']}"
+        )
+    if r.get("forward_rel_error") is not None:
+        return (
+            f"{labels}: fwd err {number('forward_rel_error', '.1e')}, grad err "
+            f"{number('grad_rel_error', '.1e')} {r['status']}"
+        )
+    return f"{labels}: {r['status']} {r.get('note') or ''}".rstrip()
 
 
 def _sm90_compile_reports() -> list[dict[str, Any]] | str:

@@ -118,3 +118,28 @@ def test_target_verdicts_from_rows() -> None:
     assert cases.target_verdicts(rows, True)[3]["verdict"] == "fail"
     assert {v["verdict"] for v in cases.target_verdicts(rows, False)} == {"not measured"}
     assert {v["verdict"] for v in cases.target_verdicts([], True)} == {"not measured"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only (interpreter) half")
+def test_without_the_page_renderer_the_data_is_kept_and_the_page_made_later(
+    tmp_path, monkeypatch
+) -> None:
+    """A GPU box that carries no vl-convert still publishes kernels.csv and summary.json, says
+    how to render the page, and ``stalesim report kernels`` renders it from those files."""
+    import sys
+
+    out = tmp_path / "bench"
+    monkeypatch.setitem(sys.modules, "vl_convert", None)  # import fails
+    result = CliRunner().invoke(main, ["bench", "kernels", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "report.html not written" in result.output
+    assert f"stalesim report kernels {out}" in result.output.replace("\n", "")
+    assert (out / "kernels.csv").exists() and (out / "summary.json").exists()
+    assert not (out / "report.html").exists()
+    # One line per row as it is measured, with its numbers.
+    assert "grpo_loss correctness" in result.output and "grad err" in result.output
+
+    monkeypatch.delitem(sys.modules, "vl_convert")
+    rendered = CliRunner().invoke(main, ["report", "kernels", str(out)])
+    assert rendered.exit_code == 0, rendered.output
+    assert "Relative errors" in (out / "report.html").read_text()
