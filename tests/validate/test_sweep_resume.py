@@ -143,6 +143,7 @@ def test_a_folder_from_before_a_new_default_field_resumes_without_redoing(tmp_pa
     """A field added to the train config since a folder was made (at a default that keeps the
     old behaviour) changes every run id; the folder's runs still count as done by grid point,
     and its recorded config is read through today's model."""
+
     def grid(staleness: list[str]) -> SweepConfig:
         return SweepConfig.model_validate(
             {
@@ -167,7 +168,10 @@ def test_a_folder_from_before_a_new_default_field_resumes_without_redoing(tmp_pa
 
     progress = []
     union, _ = run_sweep(
-        grid(["0", "2", "4"]), out, workers=1, on_progress=lambda done, total: progress.append((done, total))
+        grid(["0", "2", "4"]),
+        out,
+        workers=1,
+        on_progress=lambda done, total: progress.append((done, total)),
     )
     assert progress == [(2, 3), (3, 3)]  # only S = 4 was trained
     assert union.height == 3
