@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `stalesim bench gpu` on a bare CUDA box that has torch and Triton but none of stalesim's other
+# dependencies and no network (the `device` machines this project is lent): the wheels it lacks
+# travel in .whl/ (see README.md beside this file for the list and how they were fetched).
+# Everything it measures lands in $OUT: log.txt (a line per kernel row as it is measured, so a
+# run cut short still shows what it did), nvidia-smi.txt, and bench-gpu.tgz (the --out folder
+# without the warm-start cache). Usage, from the repository root: OUT=/some/dir bash THIS_FILE
+set -uo pipefail
+OUT=${OUT:-/tmp/stalesim-gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 STALESIM_QUIET=0
+started=$(date +%s)
+log() { echo "[$(($(date +%s) - started)) s] $*" | tee -a "$OUT/log.txt"; }
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --root-user-action=ignore --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl 2>&1 | tail -3 | tee -a "$OUT/log.txt" ||
+        for w in .whl/*.whl; do
+            python3 -m pip install -q --root-user-action=ignore --no-index --no-deps --no-compile --target /tmp/site "$w" ||
+                log "could not install $w"
+        done
+fi
+# stalesim itself, as the package layout of pyproject.toml maps it (no build step needed)
+mkdir -p /tmp/pkg/stalesim
+for part in cli sim kernels validate reports; do ln -sfn "$PWD/$part" "/tmp/pkg/stalesim/$part"; done
+export PYTHONPATH=/tmp/pkg:/tmp/site
+
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
+    --format=csv | tee -a "$OUT/log.txt"
+python3 -c "import torch, triton, polars, pydantic; print('torch', torch.__version__, 'triton', triton.__version__, 'polars', polars.__version__, 'pydantic', pydantic.__version__, torch.cuda.get_device_name(0))" 2>&1 | tee -a "$OUT/log.txt"
+
+stalesim() { python3 -c 'import sys; from stalesim.cli import main; sys.argv[0] = "stalesim"; main()' "$@"; }
+log "stalesim bench gpu --out /tmp/bench-gpu"
+timeout "${BENCH_GPU_LIMIT_S:-470}" bash -c "$(declare -f stalesim); stalesim bench gpu --out /tmp/bench-gpu" 2>&1 | tee -a "$OUT/log.txt"
+rc=${PIPESTATUS[0]}
+log "bench gpu exit $rc"
+tar czf "$OUT/bench-gpu.tgz" -C /tmp/bench-gpu --exclude=./cache . 2>>"$OUT/log.txt"
+
+# Time left: the kernel bench once more, so that each figure's run-to-run spread is known.
+left=$(( ${TOTAL_LIMIT_S:-540} - ($(date +%s) - started) ))
+if [ "$left" -gt 150 ]; then
+    log "stalesim bench kernels --out /tmp/bench-kernels-repeat (spread; ${left} s left)"
+    timeout "$((left - 20))" bash -c "$(declare -f stalesim); stalesim bench kernels --out /tmp/bench-kernels-repeat --repeats 10" 2>&1 | tee "$OUT/log-repeat.txt" | tail -5
+    tar czf "$OUT/bench-kernels-repeat.tgz" -C /tmp/bench-kernels-repeat . 2>/dev/null
+fi
+log "done"
+exit "$rc"
