@@ -42,16 +42,17 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
 
     jobs = []
     for dtype, short in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
-        tiles = logprob.launch_config(151_936, torch.device("cuda"))
+        forward = logprob.launch_config(151_936, torch.device("cuda"), "forward")
+        backward = logprob.launch_config(151_936, torch.device("cuda"), "backward")
         for with_entropy in (False, True):
-            tile_args = {"BLOCK_V": tiles.block_v, "WITH_ENTROPY": with_entropy}
             jobs.append(
                 (
                     logprob._logprob_forward_kernel,
                     {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "logp_ptr": "*fp32",
                      "lse_ptr": "*fp32", "entropy_ptr": "*fp32", "n_vocab": ALIGNED,
                      "stride_row": ALIGNED, "inv_temperature": "fp32"},
-                    tile_args, tiles.num_warps, 3,
+                    {"BLOCK_V": forward.block_v, "WITH_ENTROPY": with_entropy},
+                    forward.num_warps, 3,
                 )
             )  # fmt: skip
             jobs.append(
@@ -62,7 +63,8 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                      "grad_entropy_ptr": "*fp32", "grad_logits_ptr": f"*{short}",
                      "n_vocab": ALIGNED, "stride_row": ALIGNED, "stride_grad_row": ALIGNED,
                      "inv_temperature": "fp32"},
-                    tile_args, tiles.num_warps, 3,
+                    {"BLOCK_V": backward.block_v, "WITH_ENTROPY": with_entropy},
+                    backward.num_warps, 3,
                 )
             )  # fmt: skip
         cfg = fused.launch_config(dtype, torch.device("cuda"))

@@ -4,10 +4,13 @@ Import this module through ``stalesim.kernels.backend.load_triton_module("_logpr
 so that on a machine without CUDA the interpreter is switched on before the kernels are
 decorated.
 
-Forward: one program per row streams its ``V`` logits once. Each lane of the tile keeps its own
-running maximum and sum of exponentials (and, for the entropy, the sum of ``p * log p`` terms),
-updated with one ``exp`` per logit and no cross-lane work inside the loop; the lanes are reduced
-into the row's log-sum-exp once, after the loop. Only that float32 per row is saved.
+Forward: one program per row streams its ``V`` logits once, in tiles. The row keeps one running
+maximum, raised once per tile by a block reduction, and each lane of the tile its own sum of
+exponentials against it (and, for the entropy, of ``exp(z - m) (z - m)``): one ``exp`` per logit
+and one fused multiply-add, the rescaling being a per-tile scalar. The lanes are summed into the
+row's log-sum-exp once, after the loop. Only that float32 per row is saved. (An earlier design
+kept a running maximum per lane, which costs a second ``exp`` per logit; on an H200 it reached
+69% of copy bandwidth against this one's 91%: ``reports/results/gpu/h200-2026-11-27``.)
 
 Backward: a two-dimensional grid, programs ``(row, tile)``: each recomputes the probabilities of
 one tile of its row from the saved log-sum-exp and writes that tile of ``dlogits``, so a row's
@@ -18,7 +21,7 @@ Target indices are read on the device: a target outside ``[0, V)`` reads no memo
 NaN log-prob (the wrapper refuses it with a ``ValueError`` when the range check is on; it never
 synchronises with the host by default).
 
-Predicted HBM traffic (analytic, not measured), per logit of ``B`` bytes: forward ``B`` (one
+HBM traffic per logit of ``B`` bytes: forward ``B`` (one
 read: 2.49 GB for N=8,192, V=151,936 in bf16, 0.75 ms at 3.35 TB/s), backward ``2B`` (one read,
 one write of dlogits). The whole log-probs -> GRPO loss path on logits is therefore ``3B`` per
 logit plus the loss's per-token tensors: 6 bytes per bf16 logit, the floor of the bench's
@@ -28,6 +31,7 @@ logit plus the loss's per-token tensors: 6 bytes per bf16 logit, the floor of th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import triton
@@ -38,22 +42,27 @@ import triton.language as tl
 class LogprobLaunch:
     """Tile width and warps for one launch.
 
-    On a GPU a row is streamed in 4,096-wide tiles (8 KiB of bf16 per program in flight, enough
-    outstanding loads per SM to saturate HBM with several resident programs), and the backward
-    writes 4,096-wide tiles. Under the interpreter, small tiles keep several tiles per row even
-    on the small shapes tests use.
+    On a GPU the forward streams a row in 2,048-wide tiles with 4 warps, the fastest of the
+    widths (2,048-8,192) and warps tried on an H200 at N=8,192, V=151,936
+    (``reports/results/gpu/h200-2026-11-27/tune``); the backward writes 4,096-wide tiles with 8
+    warps (not swept). Under the interpreter, small tiles keep several tiles per row even on
+    the small shapes tests use.
     """
 
     block_v: int
     num_warps: int
 
 
-def launch_config(n_vocab: int, device: torch.device) -> LogprobLaunch:
-    """The tile width and warp count for rows of ``n_vocab`` logits on ``device``."""
+def launch_config(
+    n_vocab: int, device: torch.device, direction: Literal["forward", "backward"]
+) -> LogprobLaunch:
+    """The tile width and warp count for ``direction`` over rows of ``n_vocab`` logits on
+    ``device``."""
     if device.type != "cuda":
         return LogprobLaunch(block_v=64, num_warps=1)
-    block_v = min(4096, triton.next_power_of_2(n_vocab))
-    return LogprobLaunch(block_v=block_v, num_warps=8 if block_v >= 2048 else 4)
+    widest = 2048 if direction == "forward" else 4096
+    block_v = min(widest, triton.next_power_of_2(n_vocab))
+    return LogprobLaunch(block_v=block_v, num_warps=8 if block_v >= 4096 else 4)
 
 
 @triton.jit
@@ -76,9 +85,10 @@ def _logprob_forward_kernel(
     row_ptr = logits_ptr + row * stride_row
     cols = tl.arange(0, BLOCK_V)
 
-    # Per lane: m the max of its logits so far, s = sum exp(z - m) and, for the entropy,
-    # w = sum exp(z - m) (z - m). A lane with no finite logit yet has m = -inf, s = w = 0.
-    m = tl.full((BLOCK_V,), float("-inf"), tl.float32)
+    # m: the row's running maximum (-inf until a finite logit or +inf is seen). Per lane:
+    # s = sum exp(z - shift) and, for the entropy, w = sum exp(z - shift) (z - shift), where
+    # shift is m, or 0 while m = -inf (exp(z - shift) is then 0, never exp(-inf + inf)).
+    m = tl.max(tl.full((BLOCK_V,), float("-inf"), tl.float32), axis=0)
     s = tl.zeros((BLOCK_V,), tl.float32)
     w = tl.zeros((BLOCK_V,), tl.float32)
     # Software pipelining by hand: the next tile's load is issued before this tile's math, so
@@ -88,27 +98,23 @@ def _logprob_forward_kernel(
         z = ahead.to(tl.float32) * inv_temperature
         idx = start + BLOCK_V + cols
         ahead = tl.load(row_ptr + idx, mask=idx < n_vocab, other=float("-inf"))
-        # One exp per logit: e = exp(-|z - m|), the factor that rescales whichever is smaller.
-        # NaN must reach the sum, so max/min propagate it (the hardware's would drop it).
-        high = tl.maximum(z, m, propagate_nan=tl.PropagateNan.ALL)
-        low = tl.minimum(z, m, propagate_nan=tl.PropagateNan.ALL)
-        e = tl.where(high == float("-inf"), 0.0, tl.exp(low - high))
-        grows = z > m
+        # The reduction's max may drop a NaN; exp(NaN - shift) still carries it into s. A +inf
+        # logit makes the shift +inf and the row NaN (inf - inf), as the reference does.
+        tile_max = tl.max(z, axis=0)
+        new_m = tl.where(tile_max > m, tile_max, m)
+        shift = tl.where(new_m == float("-inf"), 0.0, new_m)
+        scale = tl.exp(m - shift)  # 0 while m = -inf (then s = w = 0 anyway)
+        e = tl.exp(z - shift)
         if WITH_ENTROPY:
-            # A new max z: the old terms move by (m - z) each and shrink by e. Otherwise the
-            # logit adds e (z - m). (0 * inf is avoided where s = 0 or e = 0.)
-            moved = tl.where(s == 0.0, 0.0, (m - z) * s)
-            added = tl.where(e == 0.0, 0.0, e * (z - m))
-            w = tl.where(grows, e * (w + moved), w + added)
-        s = tl.where(grows, s * e + 1.0, s + e)
-        m = high
+            # Old terms move by (m - shift) each before shrinking by scale; lanes with s = 0
+            # and -inf logits add 0, not 0 * -inf.
+            moved = tl.where(s == 0.0, 0.0, (m - shift) * s)
+            w = scale * (w + moved) + tl.where(e == 0.0, 0.0, e * (z - shift))
+        s = s * scale + e
+        m = new_m
 
-    # A NaN lane may be skipped by the max, but its s (NaN) still reaches the sum below.
-    row_max = tl.max(m, axis=0)
-    shift = tl.where(row_max == float("-inf"), 0.0, row_max)
-    # Lanes that saw only -inf have s = 0 and contribute nothing (not 0 * exp(inf)).
-    factor = tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))
-    row_sum = tl.sum(s * factor, axis=0)
+    shift = tl.where(m == float("-inf"), 0.0, m)
+    row_sum = tl.sum(s, axis=0)
     log_sum = tl.log(row_sum)
     target = tl.load(targets_ptr + row).to(tl.int64)
     in_vocab = (target >= 0) & (target < n_vocab)
@@ -119,9 +125,7 @@ def _logprob_forward_kernel(
     # (at 1e4 one float32 ulp of the log-sum-exp is already 1e-3).
     tl.store(logp_ptr + row, (target_logit - shift) - log_sum)
     if WITH_ENTROPY:
-        lane_w = tl.where(s == 0.0, 0.0, w + (m - shift) * s)
-        row_w = tl.sum(factor * lane_w, axis=0)
-        tl.store(entropy_ptr + row, log_sum - row_w / row_sum)
+        tl.store(entropy_ptr + row, log_sum - tl.sum(w, axis=0) / row_sum)
 
 
 @triton.jit
@@ -179,7 +183,7 @@ def logprob_forward(
     n_rows, n_vocab = logits.shape
     if n_rows == 0:
         return
-    cfg = launch_config(n_vocab, logits.device)
+    cfg = launch_config(n_vocab, logits.device, "forward")
     _logprob_forward_kernel[(n_rows,)](
         logits,
         targets,
@@ -210,7 +214,7 @@ def logprob_backward(
     n_rows, n_vocab = logits.shape
     if n_rows == 0:
         return
-    cfg = launch_config(n_vocab, logits.device)
+    cfg = launch_config(n_vocab, logits.device, "backward")
     with_entropy = entropy is not None and grad_entropy is not None
     _logprob_backward_kernel[(n_rows, triton.cdiv(n_vocab, cfg.block_v))](
         logits,

@@ -121,11 +121,15 @@ def test_tiny_and_tile_edge_shapes(rows: int, vocab: int) -> None:
 
 
 def test_largest_vocabulary_with_gpu_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """V = 2**18 streamed in the 4,096-wide tiles a GPU uses (64 tiles per row)."""
+    """V = 2**18 streamed in the tiles a GPU uses (128 forward tiles and 64 backward tiles per
+    row)."""
     kernels = load_triton_module("_logprob_triton")
-    gpu_tiles = kernels.launch_config(262_144, torch.device("cuda"))
-    assert gpu_tiles.block_v == 4096
-    monkeypatch.setattr(kernels, "launch_config", lambda n_vocab, device: gpu_tiles)
+    cuda = torch.device("cuda")
+    gpu_tiles = {d: kernels.launch_config(262_144, cuda, d) for d in ("forward", "backward")}
+    assert (gpu_tiles["forward"].block_v, gpu_tiles["backward"].block_v) == (2048, 4096)
+    monkeypatch.setattr(
+        kernels, "launch_config", lambda n_vocab, device, direction: gpu_tiles[direction]
+    )
     vocab = 262_144
     gen = torch.Generator().manual_seed(3)
     logits = (3 * torch.randn(2, vocab, generator=gen)).requires_grad_()
