@@ -3,12 +3,16 @@ from the experiments' ``law.json`` files as data.
 
 The experiments live under one results folder (``reports/results``):
 
-* ``law-objective/clip`` and ``law-objective/decoupled`` — clipped PPO and the decoupled
-  objective (proximal = current policy, truncated importance weights), 16 prompts per step;
-* ``law-batch/b4`` (``b96``) — the decoupled objective with 4 (96) prompts per step;
-* ``law-optimizer/sgd`` (``sgd-m0.9``, ``adam-b0``) — the decoupled objective with SGD;
+* ``law-objective/clip``, ``clip-tight`` and ``decoupled`` — clipped PPO (eps 0.2/0.28), tight
+  clipping (eps 0.05) and the decoupled objective (proximal = current policy, truncated
+  importance weights), 16 prompts per step;
+* ``law-batch/b4`` (``b8``, ``b32``, ``b96``) — the decoupled objective with 4 (8, 32, 96)
+  prompts per step;
+* ``law-optimizer/sgd`` (``sgd-m0.9``, ``adam-b0``) — the decoupled objective with SGD, SGD
+  with momentum 0.9, or Adam with beta1 = 0;
 * ``law-horizon/law-h60.json`` and ``law-h160.json`` — the clipped sweep judged at 60 and 160
-  steps;
+  steps (a task that saturates); ``law-horizon/non-saturating/law-h60.json`` and
+  ``law-h300.json`` — 300-step runs on a harder task, judged at 60 and 300 steps;
 * ``law-scheduler`` — the staleness-aware scheduler on mixed-staleness runs.
 
 The decoupled sweep is the reference that (b) and (c) change one setting of. A missing
@@ -35,15 +39,23 @@ from stalesim.sim.law import Law, load_law
 #: Where each experiment's law sits under the results folder.
 LAW_FILES = {
     "clip": "law-objective/clip/law.json",
+    "clip-tight": "law-objective/clip-tight/law.json",
     "decoupled": "law-objective/decoupled/law.json",
     "batch-4": "law-batch/b4/law.json",
+    "batch-8": "law-batch/b8/law.json",
+    "batch-32": "law-batch/b32/law.json",
     "batch-96": "law-batch/b96/law.json",
     "sgd": "law-optimizer/sgd/law.json",
     "sgd-m0.9": "law-optimizer/sgd-m0.9/law.json",
     "adam-b0": "law-optimizer/adam-b0/law.json",
     "horizon-60": "law-horizon/law-h60.json",
     "horizon-160": "law-horizon/law-h160.json",
+    "horizon-ns-60": "law-horizon/non-saturating/law-h60.json",
+    "horizon-ns-300": "law-horizon/non-saturating/law-h300.json",
 }
+
+#: Batch sizes (prompts per step) compared with the decoupled sweep's 16.
+BATCHES = ("4", "8", "32", "96")
 
 VERDICT_WORDS = {
     "flat": "refutes ∝1/S (flat)",
@@ -193,88 +205,152 @@ def _first_step_ratio(law: Law, curve: str) -> tuple[str, str]:
     return text, "refutes (rises)"
 
 
+def _regime_rows(experiment: str, law: Law) -> list[Finding]:
+    """The two regimes on one sweep: the slope beyond the knee against -1, and the slope (or
+    the first step's ratio) below it against 0, for eta_max and eta_opt."""
+    rows = []
+    for curve in ("eta_max", "eta_opt"):
+        text, verdict = _slope_text(law, curve, "late")
+        rows.append(
+            Finding(
+                experiment,
+                f"{curve} ∝ 1/S beyond the knee (slope -1)",
+                text + "; " + _drop_text(law, curve),
+                verdict,
+            )
+        )
+        early = ((law.slopes or {}).get(curve) or {}).get("early")
+        if early:
+            text, verdict = _slope_text(law, curve, "early")
+            verdict = "confirms flat" if early["verdict"] == "flat" else verdict
+        else:
+            text, verdict = _first_step_ratio(law, curve)
+        rows.append(Finding(experiment, f"{curve} flat below the knee (slope 0)", text, verdict))
+    return rows
+
+
+def _trust_region_rows(
+    experiment: str, wide: Law, narrow: Law, wide_name: str, narrow_name: str, how: str
+) -> list[Finding]:
+    """If clipping is the trust region behind the plateau, the sweep with less of it (``wide``)
+    falls further with S than the one with more (``narrow``)."""
+    rows = []
+    for curve in ("eta_opt", "eta_max"):
+        text, verdict = compare_drops(wide, narrow, curve, a_should_drop_more=True)
+        rows.append(
+            Finding(
+                experiment,
+                f"if clipping acted as a trust region, {how}: {curve} falls further with S "
+                f"under {wide_name} than under {narrow_name}",
+                f"{curve}(S_max)/{curve}(0), {wide_name} vs {narrow_name}: {text}",
+                {
+                    "confirms": "supports the clipping explanation",
+                    "refutes": "refutes the clipping explanation",
+                }.get(verdict, verdict + ": the clipping explanation is not supported"),
+            )
+        )
+    return rows
+
+
+def _horizon_rows(short: Law, long_: Law, task: str) -> list[Finding]:
+    """eta(0) ∝ 1/T and S_c ∝ T, from one set of runs judged at two horizons."""
+    t_short, t_long = short.regime.steps, long_.regime.steps  # type: ignore[union-attr]
+    experiment = f"horizon ({task}): {t_short} vs {t_long} steps (same runs)"
+    rows = []
+    predicted = t_long / t_short
+    for column in ("eta_max", "eta_opt"):
+        s, s_lo, s_hi = _point(short, 0, column)
+        g, g_lo, g_hi = _point(long_, 0, column)
+        if None in (s, g):
+            rows.append(Finding(experiment, f"{column}(0) ∝ 1/T", "not estimable", "—"))
+            continue
+        ratio = s / g
+        lo = s_lo / g_hi if s_lo and g_hi else None
+        hi = s_hi / g_lo if s_hi and g_lo else None
+        if lo is None or hi is None:
+            verdict = "inconclusive (no interval)"
+        elif lo <= predicted <= hi:
+            verdict = "confirms"
+        elif hi < predicted:
+            verdict = "refutes (moves less than 1/T)"
+        else:
+            verdict = "refutes (moves more than 1/T)"
+        rows.append(
+            Finding(
+                experiment,
+                f"{column}(0) ∝ 1/T: ratio {predicted:.2f}",
+                f"{column}(0) at T={t_short}: {s:.3g} {_interval(s_lo, s_hi)}; at "
+                f"T={t_long}: {g:.3g} {_interval(g_lo, g_hi)}; ratio {ratio:.2f} "
+                f"(interval from the ends {_interval(lo, hi, '.2f')})",
+                verdict,
+            )
+        )
+    text, verdict = compare_drops(short, long_, "eta_opt", a_should_drop_more=True)
+    rows.append(
+        Finding(
+            experiment,
+            "S_c ∝ T: the shorter horizon's eta_opt falls more by the same S",
+            f"eta_opt(S_max)/eta_opt(0), T={t_short} vs T={t_long}: {text}",
+            verdict,
+        )
+    )
+    return rows
+
+
 def findings(root: Path) -> list[Finding]:
     """The findings table for the experiments under ``root``."""
     laws = load_experiment_laws(root)
     rows: list[Finding] = []
-    clip, dec = laws.get("clip"), laws.get("decoupled")
+    clip, tight, dec = laws.get("clip"), laws.get("clip-tight"), laws.get("decoupled")
 
-    # (a) the two regimes, on the clipped objective
-    if clip is not None:
-        for curve in ("eta_max", "eta_opt"):
-            text, verdict = _slope_text(clip, curve, "late")
-            rows.append(
-                Finding(
-                    "objective: clipped PPO",
-                    f"{curve} ∝ 1/S beyond the knee (slope -1)",
-                    text + "; " + _drop_text(clip, curve),
-                    verdict,
-                )
-            )
-            early = ((clip.slopes or {}).get(curve) or {}).get("early")
-            if early:
-                text, verdict = _slope_text(clip, curve, "early")
-                verdict = "confirms flat" if early["verdict"] == "flat" else verdict
-            else:
-                text, verdict = _first_step_ratio(clip, curve)
-            rows.append(
-                Finding(
-                    "objective: clipped PPO",
-                    f"{curve} flat below the knee (slope 0)",
-                    text,
-                    verdict,
-                )
-            )
-    else:
-        rows.append(Finding("objective: clipped PPO", "flat, then ∝ 1/S", "not run", "—"))
-    if clip is not None and dec is not None:
-        text, verdict = compare_drops(clip, dec, "eta_opt", a_should_drop_more=False)
-        rows.append(
-            Finding(
-                "objective: decoupled vs clipped",
-                "if clipping made the plateau (a trust region), the decoupled objective's "
-                "eta_opt falls further with S",
-                "eta_opt(S_max)/eta_opt(0), clipped vs decoupled: " + text,
-                {
-                    "confirms": "supports the clipping explanation",
-                    "refutes": "refutes the clipping explanation",
-                }.get(verdict, verdict + ": the clipping explanation is not supported"),
-            )
-        )
-        text, verdict = compare_drops(dec, clip, "eta_max", a_should_drop_more=True)
-        rows.append(
-            Finding(
-                "objective: decoupled vs clipped",
-                "if clipping acted as a trust region, removing it makes eta_max fall further "
-                "with S",
-                "eta_max(S_max)/eta_max(0), decoupled vs clipped: " + text,
-                {
-                    "confirms": "supports the clipping explanation",
-                    "refutes": "refutes the clipping explanation",
-                }.get(verdict, verdict + ": the clipping explanation is not supported"),
-            )
-        )
-    elif dec is None:
-        rows.append(Finding("objective: decoupled", "—", "not run", "—"))
-
-    # (b) batch size
-    for name, label in (("batch-4", "4"), ("batch-96", "96")):
+    # (a) the two regimes, per objective; what clipping does to them
+    for name, label in (
+        ("clip", "clipped PPO"),
+        ("clip-tight", "tight clip (eps 0.05)"),
+        ("decoupled", "decoupled (no clipping)"),
+    ):
         law = laws.get(name)
+        if law is None:
+            rows.append(Finding(f"objective: {label}", "flat, then ∝ 1/S", "not run", "—"))
+        else:
+            rows += _regime_rows(f"objective: {label}", law)
+    if clip is not None and dec is not None:
+        rows += _trust_region_rows(
+            "objective: decoupled vs clipped", dec, clip, "decoupled", "clipped",
+            "removing it",
+        )  # fmt: skip
+    if clip is not None and tight is not None:
+        rows += _trust_region_rows(
+            "objective: clipped vs tight clip", clip, tight, "eps 0.2/0.28", "eps 0.05",
+            "narrowing it",
+        )  # fmt: skip
+
+    # (b) batch size, against the decoupled sweep's 16 prompts per step
+    for label in BATCHES:
+        law = laws.get(f"batch-{label}")
+        experiment = f"batch: {label} vs 16 prompts/step"
         if law is None or dec is None:
-            rows.append(
-                Finding(
-                    f"batch: {label} vs 16 prompts", "S_c grows with batch size", "not run", "—"
-                )
-            )
+            rows.append(Finding(experiment, "S_c grows with batch size", "not run", "—"))
             continue
-        smaller = label == "4"
+        smaller = int(label) < 16
         for curve in ("eta_opt", "eta_max"):
             text, verdict = compare_drops(law, dec, curve, a_should_drop_more=smaller)
             rows.append(
                 Finding(
-                    f"batch: {label} vs 16 prompts/step",
-                    f"S_c grows with batch size: the smaller batch's {curve} falls more by S = 32",
+                    experiment,
+                    f"S_c grows with batch size: the {'smaller' if smaller else 'larger'} "
+                    f"batch's {curve} falls {'more' if smaller else 'less'} by S = 32",
                     f"{curve}(S_max)/{curve}(0), {label} vs 16 prompts: {text}",
+                    verdict,
+                )
+            )
+        if smaller:
+            text, verdict = _slope_text(law, "eta_max", "late")
+            rows.append(
+                Finding(
+                    experiment,
+                    "small batches: eta_max slope near -1 beyond S_c",
+                    text,
                     verdict,
                 )
             )
@@ -304,47 +380,12 @@ def findings(root: Path) -> list[Finding]:
             )
 
     # (d) horizon
-    short, long_ = laws.get("horizon-60"), laws.get("horizon-160")
-    if short is None or long_ is None:
-        rows.append(Finding("horizon: 60 vs 160 steps", "eta_max(0) ∝ 1/T", "not run", "—"))
-    else:
-        for column in ("eta_max", "eta_opt"):
-            s, s_lo, s_hi = _point(short, 0, column)
-            g, g_lo, g_hi = _point(long_, 0, column)
-            t_short, t_long = short.regime.steps, long_.regime.steps  # type: ignore[union-attr]
-            predicted = t_long / t_short
-            if None in (s, g):
-                rows.append(Finding("horizon", f"{column}(0) ∝ 1/T", "not estimable", "—"))
-                continue
-            ratio = s / g
-            lo = s_lo / g_hi if s_lo and g_hi else None
-            hi = s_hi / g_lo if s_hi and g_lo else None
-            if lo is None or hi is None:
-                verdict = "inconclusive (no interval)"
-            elif lo <= predicted <= hi:
-                verdict = "confirms"
-            elif hi < predicted:
-                verdict = "refutes (moves less than 1/T)" if hi >= 1 or lo > 1 else "refutes"
-            else:
-                verdict = "refutes (moves more than 1/T)"
-            rows.append(
-                Finding(
-                    f"horizon: {t_short} vs {t_long} steps (same runs)",
-                    f"{column}(0) ∝ 1/T: ratio {predicted:.2f}",
-                    f"{column}(0) at T={t_short}: {s:.3g} {_interval(s_lo, s_hi)}; at "
-                    f"T={t_long}: {g:.3g} {_interval(g_lo, g_hi)}; ratio {ratio:.2f} "
-                    f"(interval from the ends {_interval(lo, hi, '.2f')})",
-                    verdict,
-                )
-            )
-        text, verdict = compare_drops(short, long_, "eta_opt", a_should_drop_more=True)
-        rows.append(
-            Finding(
-                f"horizon: {short.regime.steps} vs {long_.regime.steps} steps (same runs)",  # type: ignore[union-attr]
-                "S_c ∝ T: the shorter horizon's eta_opt falls more by the same S",
-                f"eta_opt(S_max)/eta_opt(0), T={short.regime.steps} vs "  # type: ignore[union-attr]
-                f"T={long_.regime.steps}: {text}",  # type: ignore[union-attr]
-                verdict,
-            )
-        )
+    for short, long_, task, label in (
+        ("horizon-60", "horizon-160", "saturating task", "60 vs 160 steps"),
+        ("horizon-ns-60", "horizon-ns-300", "non-saturating task", "60 vs 300 steps"),
+    ):
+        if short in laws and long_ in laws:
+            rows += _horizon_rows(laws[short], laws[long_], task)
+        else:
+            rows.append(Finding(f"horizon ({task}): {label}", "eta_max(0) ∝ 1/T", "not run", "—"))
     return rows

@@ -263,12 +263,11 @@ PRESETS: dict[str, dict] = {
 
 # ---- The law experiments (issue 10) -------------------------------------------------------
 # One base: sort 6 digits, 2x64 policy, 16 prompts x 8 samples per step, every seed with its own
-# warm start. The machine they ran on (2 cores shared with six engineers, load average 8-14)
-# gave each run about 70 s instead of 8 s, so the grids are small: 4-5 learning rates, 2x apart,
-# with sqrt(2) steps at the stability edge (placed after the first seed's runs showed it); S in {0, 2, 8, 32} for the main objective
-# ({1, 4, 16} follow in "law-clip-more" when time allows), {0, 32} for the decoupled one, which
-# is also the reference that (b) and (c) change one setting of (3 LRs each). Every run is 160
-# steps, 5 x the largest S.
+# warm start. The grids are small (a run takes 8-70 s on the 2-core machine they ran on, with
+# or without other work): 4-5 learning rates, 2x apart, with sqrt(2) steps at the stability
+# edge (placed after the first seed's runs showed it); S in {0, 1, 2, 4, 8, 16, 32} for the
+# objectives, {0, 4, 16, 32} for the batch sizes, {0, 32} for the optimizers (each differs from
+# "law-decoupled" in one setting). Every run is 160 steps, 5 x the largest S.
 
 _LAW_BASE: dict = {
     "task": {"n_digits": 6, "base": 10},
@@ -285,6 +284,8 @@ _SEEDS = [0, 1, 2]
 _LAW_LRS = [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3]
 _ADAM_SHORT_LRS = [5e-4, 1e-3, 2e-3, 4e-3]
 _HUB_S = ["0", "32"]
+_ALL_S = ["0", "1", "2", "4", "8", "16", "32"]
+_BATCH_S = ["0", "4", "16", "32"]
 
 
 def _law_preset(name: str, grids: list[dict], **train: object) -> dict:
@@ -292,11 +293,13 @@ def _law_preset(name: str, grids: list[dict], **train: object) -> dict:
     return {"preset": name, "train": merged, "grids": grids}
 
 
-def _hub_preset(name: str, lrs: list[float], **train: object) -> dict:
-    """(b) and (c): the decoupled objective at S in {0, 32}, 160-step runs; each differs from
+def _hub_preset(
+    name: str, lrs: list[float], staleness: list[str] = _HUB_S, **train: object
+) -> dict:
+    """(b) and (c): the decoupled objective, 160-step runs; each differs from
     ``law-decoupled`` (16 prompts, AdamW beta1 0.9) in one setting."""
     return _law_preset(
-        name, [{"lrs": lrs, "staleness": _HUB_S, "seeds": _SEEDS}], grpo=_DECOUPLED, **train
+        name, [{"lrs": lrs, "staleness": staleness, "seeds": _SEEDS}], grpo=_DECOUPLED, **train
     )
 
 
@@ -309,6 +312,11 @@ _CLIP_GRIDS = [
     {"lrs": [1.4e-3], "staleness": ["8"], "seeds": _SEEDS},
     {"lrs": [7e-4], "staleness": ["32"], "seeds": _SEEDS},
     {"lrs": [1.25e-4], "staleness": ["8", "32"], "seeds": _SEEDS},
+    # the rest of the staleness axis, run after the first four S values, and sqrt(2) steps at
+    # the stability edge those runs showed (2e-3..4e-3 at S = 1, 4; 5e-4..1e-3 at S = 16)
+    {"lrs": _LAW_LRS, "staleness": ["1", "4", "16"], "seeds": _SEEDS},
+    {"lrs": [2.8e-3], "staleness": ["1", "4"], "seeds": _SEEDS},
+    {"lrs": [7e-4], "staleness": ["16"], "seeds": _SEEDS},
 ]
 
 PRESETS.update(
@@ -316,8 +324,11 @@ PRESETS.update(
         # (a) the objective: clipped PPO (the default) and the decoupled objective (proximal =
         # current policy, importance weights truncated at 2: no clipping acts)
         "law-clip": _law_preset("law-clip", _CLIP_GRIDS),
-        "law-clip-more": _law_preset(
-            "law-clip-more", [{"lrs": _LAW_LRS, "staleness": ["1", "4", "16"], "seeds": _SEEDS}]
+        # tight clipping (epsilon 0.05 on both sides): a trust region 4-6x narrower
+        "law-clip-tight": _law_preset(
+            "law-clip-tight",
+            [{"lrs": _LAW_LRS, "staleness": _ALL_S, "seeds": _SEEDS}],
+            grpo={"eps_low": 0.05, "eps_high": 0.05},
         ),
         "law-decoupled": _law_preset(
             "law-decoupled",
@@ -327,15 +338,30 @@ PRESETS.update(
                 # the first runs showed no failure at the top of either grid: extend both
                 {"lrs": [4e-3], "staleness": ["0"], "seeds": _SEEDS},
                 {"lrs": [1.4e-3, 2e-3], "staleness": ["32"], "seeds": _SEEDS},
+                # the rest of the staleness axis
+                {"lrs": [2.5e-4, 5e-4, 1e-3, 2e-3], "staleness": _ALL_S[1:-1], "seeds": _SEEDS},
             ],
             grpo=_DECOUPLED,
         ),
-        # (b) batch size (R_batch): law-decoupled with 4 and 96 prompts per step
-        # the first 18 runs put the optimum below 5e-4 at both S: two LRs below were added
+        # (b) batch size (R_batch): law-decoupled (16 prompts) with 4, 8, 32 and 96 prompts
+        # per step. For 4, the first 18 runs put the optimum below 5e-4 at both S: two LRs below
+        # were added.
         "law-batch-4": _hub_preset(
-            "law-batch-4", [1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3], prompts_per_step=4
+            "law-batch-4", [1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3], _BATCH_S, prompts_per_step=4
         ),
-        "law-batch-96": _hub_preset("law-batch-96", _ADAM_SHORT_LRS, prompts_per_step=96),
+        "law-batch-8": _hub_preset("law-batch-8", _LAW_LRS, _BATCH_S, prompts_per_step=8),
+        "law-batch-32": _hub_preset("law-batch-32", _ADAM_SHORT_LRS, _BATCH_S, prompts_per_step=32),
+        "law-batch-96": _hub_preset("law-batch-96", _ADAM_SHORT_LRS, _BATCH_S, prompts_per_step=96),
+        # (d) the horizon on a task that does not saturate early: 12 base-16 digits (a pilot run
+        # at lr 1e-3, S = 0 went 0.64 -> 0.73 by step 60 and ~0.9 by step 300), 300-step runs,
+        # read at T = 60 and T = 300 (`stalesim fit --horizon`; the learning rate is constant,
+        # so the first 60 steps of a run are a 60-step run)
+        "law-horizon-ns": _law_preset(
+            "law-horizon-ns",
+            [{"lrs": _LAW_LRS, "staleness": ["0", "2", "8", "32"], "seeds": _SEEDS}],
+            task={"n_digits": 12, "base": 16},
+            steps=300,
+        ),
         # (c) the optimizer: law-decoupled with SGD (no momentum, momentum 0.9) or Adam beta1 0
         # the first runs left the optimum at the grid's bottom and no LR failing at S = 0
         "law-opt-sgd": _law_preset(
@@ -359,36 +385,35 @@ PRESETS.update(
 )
 
 
-# the geometric distribution ("geometric:p=0.1,max=32") was left out for time: add it to run it
-_MIXED = ["uniform:0-32"]
+_MIXED = ["uniform:0-32", "geometric:p=0.1,max=32"]
+
+#: The law the scheduler experiment drives ``StalenessLR`` with: the law-clip fit (S in {0, 2, 8,
+#: 32}) that shipped when the experiment was first run. Pinned, not read from the shipped law,
+#: so that refitting the shipped law does not change the experiment's training config.
+SCHEDULER_LAW = {
+    "eta0": 0.0007528797560330376,
+    "s_c": 1.0305519848430174,
+    "k": 1.0,
+    "alpha": 0.19189963877792987,
+}
 
 
 def _scheduler_presets() -> dict[str, dict]:
-    """(e) learning-rate rules on mixed staleness, with the clipped objective the shipped law
-    was measured with: the best constant LR (a grid), the ESS rule (a grid of base LRs) and
-    the staleness-aware scheduler driven by the shipped law's eta_opt at the batch's mean lag,
-    started at the law's own eta_opt(0) (no tuning). Absent when no law ships."""
-    from stalesim.sim.law import default_law
-
-    try:
-        law = default_law()
-    except ValueError:
-        return {}
-    curve = law.eta_opt
+    """(e) learning-rate rules on mixed staleness, with the clipped objective the law was
+    measured with: the best constant LR (a grid), the ESS rule (a grid of base LRs) and the
+    staleness-aware scheduler driven by :data:`SCHEDULER_LAW`'s eta_opt at the batch's mean
+    lag, started at the law's own eta_opt(0) (no tuning)."""
     rule = {
         "kind": "law",
-        "eta0": curve.eta0,
-        "s_c": curve.s_c,
-        "k": curve.k,
-        "alpha": curve.alpha,
+        **SCHEDULER_LAW,
         "summary": "mean",
-        "source": str(law.source.get("runs_dir", "default law")),
+        "source": "reports/results/law-objective/clip",
     }
     grids = lambda lrs: [{"lrs": lrs, "staleness": _MIXED, "seeds": _SEEDS}]  # noqa: E731
     return {
         "law-sched-constant": _law_preset("law-sched-constant", grids([2.5e-4, 5e-4, 1e-3])),
         "law-sched-ess": _law_preset("law-sched-ess", grids([5e-4, 1e-3]), lr_rule={"kind": "ess"}),
-        "law-sched-law": _law_preset("law-sched-law", grids([float(curve.eta0)]), lr_rule=rule),
+        "law-sched-law": _law_preset("law-sched-law", grids([SCHEDULER_LAW["eta0"]]), lr_rule=rule),
     }
 
 

@@ -69,7 +69,14 @@ def test_verdicts_from_constructed_laws(tmp_path: Path) -> None:
     _write(tmp_path, "law-batch/b4/law.json", _law((0.2, 0.15, 0.3)))
     # SGD falls less than Adam: the prediction is refuted
     _write(tmp_path, "law-optimizer/sgd/law.json", _law((0.9, 0.8, 1.0)))
-    rows = {(r.experiment, r.prediction[:20]): r for r in findings(tmp_path)}
+    # a tighter clip holds eta up better than the default one: supports the trust region
+    _write(tmp_path, "law-objective/clip-tight/law.json", _law((0.8, 0.7, 0.9)))
+    # the larger batch falls less than 16 prompts, intervals apart
+    _write(tmp_path, "law-batch/b32/law.json", _law((0.9, 0.85, 0.95)))
+    # the non-saturating task's two horizons: eta(0) the same at both (a T-independent eta0)
+    _write(tmp_path, "law-horizon/non-saturating/law-h60.json", _law((0.5, 0.4, 0.6), steps=60))
+    _write(tmp_path, "law-horizon/non-saturating/law-h300.json", _law((0.5, 0.4, 0.6), steps=300))
+    rows = {(r.experiment, r.prediction): r for r in findings(tmp_path)}
     by_experiment = {}
     for (experiment, _), row in rows.items():
         by_experiment.setdefault(experiment, []).append(row)
@@ -78,9 +85,19 @@ def test_verdicts_from_constructed_laws(tmp_path: Path) -> None:
     assert "-1.00 [-1.30, -0.70]" in late[0].measured
     assert by_experiment["objective: decoupled vs clipped"][0].verdict.startswith("inconclusive")
     assert by_experiment["batch: 4 vs 16 prompts/step"][0].verdict == "confirms"
-    assert by_experiment["batch: 96 vs 16 prompts"][0].measured == "not run"
+    assert by_experiment["batch: 96 vs 16 prompts/step"][0].measured == "not run"
     assert by_experiment["optimizer: SGD vs Adam β1=0.9"][0].verdict == "refutes"
-    assert by_experiment["horizon: 60 vs 160 steps"][0].measured == "not run"
+    assert by_experiment["horizon (saturating task): 60 vs 160 steps"][0].measured == "not run"
+    tight = by_experiment["objective: clipped vs tight clip"]
+    assert [r.verdict for r in tight] == ["supports the clipping explanation"] * 2
+    assert "0.50 [0.40, 0.60] vs 0.80 [0.70, 0.90]" in tight[0].measured
+    assert by_experiment["batch: 32 vs 16 prompts/step"][0].verdict == "confirms"
+    assert by_experiment["batch: 8 vs 16 prompts/step"][0].measured == "not run"
+    horizon = by_experiment["horizon (non-saturating task): 60 vs 300 steps (same runs)"]
+    # eta_max(0) is 3e-3 at both horizons: ratio 1 [0.71, 1.4] against the predicted 5
+    assert horizon[0].prediction == "eta_max(0) ∝ 1/T: ratio 5.00"
+    assert "ratio 1.00 (interval from the ends [0.71, 1.40])" in horizon[0].measured
+    assert horizon[0].verdict == "refutes (moves less than 1/T)"
     page = render_findings_report(tmp_path)
     html = page.read_text()
     assert "confirms ∝1/S" in html and "not run" in html
