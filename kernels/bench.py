@@ -16,20 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from stalesim.sim.cli_options import quiet_option
+from stalesim.sim.cli_options import out_folder_option, quiet_option
 
 DEFAULT_OUT = "stalesim-out/bench-kernels"
 
 
 @click.command("kernels")
-@click.option(
-    "--out",
-    "out_dir",
-    default=DEFAULT_OUT,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for kernels.csv, summary.json and report.html.",
-)
+@out_folder_option(DEFAULT_OUT, "kernels.csv, summary.json and report.html.")
 @click.option("--quick", is_flag=True, help="Small shapes and few repeats: a smoke run.")
 @click.option(
     "--device",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from stalesim.sim.cli_options import quiet_option
+from stalesim.sim.cli_options import out_folder_option, quiet_option
 
 DEFAULT_OUT = "stalesim-out/bench-gpu"
 NEEDS_CUDA = (
@@ -37,14 +37,7 @@ TRAIN_LR = 3e-4
 
 
 @click.command("gpu")
-@click.option(
-    "--out",
-    "out_dir",
-    default=DEFAULT_OUT,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for every result of the check.",
-)
+@out_folder_option(DEFAULT_OUT, "every result of the check.")
 @click.option(
     "--train-steps",
     type=click.IntRange(min=1),

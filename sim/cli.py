@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import click
-from stalesim.sim.cli_options import overrides_option, progress_bar, quiet_option
+from stalesim.sim.cli_options import out_folder_option, overrides_option, progress_bar, quiet_option
 
 DEFAULT_OUT = "stalesim-out"
 
@@ -19,14 +19,7 @@ DEFAULT_OUT = "stalesim-out"
 @overrides_option("Override a scenario key, e.g. --set algorithm.mode=sync (repeatable).")
 @click.option("--steps", default=50, show_default=True, type=int, help="Learner steps to simulate.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option(
-    "--out",
-    "out_dir",
-    default=DEFAULT_OUT,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the trace (Parquet), summary.json and report.html.",
-)
+@out_folder_option(DEFAULT_OUT, "the trace (Parquet), summary.json and report.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON instead of a table.")
 @click.option(
     "--law",

@@ -1,5 +1,5 @@
-"""What every command module shares, defined once: ``--quiet``, ``--set KEY=VALUE`` and the
-progress bar.
+"""What every command module shares, defined once: ``--quiet``, ``--set KEY=VALUE``, a command's
+``--out`` folder and the progress bar.
 
 They live here, beside :mod:`stalesim.sim.config_file`, because command modules of every
 package (``sim``, ``kernels``, ``validate``) use them and none of those may import the
@@ -9,6 +9,7 @@ top-level ``stalesim.cli`` package.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -31,6 +32,19 @@ def quiet_option(help: str = "No progress bar."):
 def overrides_option(help: str):
     """``--set KEY=VALUE`` (repeatable), passed to the command as ``overrides``."""
     return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help)
+
+
+def out_folder_option(default: str, holds: str, name: str = "out_dir"):
+    """``--out FOLDER`` (a folder, never a file), passed to the command as ``name`` (a
+    :class:`~pathlib.Path`); ``holds`` says what the command writes there."""
+    return click.option(
+        "--out",
+        name,
+        default=default,
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"Folder for {holds}",
+    )
 
 
 def progress_bar(quiet: bool, *, time_remaining: bool = False, **settings: Any):

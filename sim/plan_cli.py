@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from stalesim.sim.cli_options import overrides_option, progress_bar, quiet_option
+from stalesim.sim.cli_options import out_folder_option, overrides_option, progress_bar, quiet_option
 
 DEFAULT_OUT = "stalesim-plan"
 
@@ -46,14 +46,8 @@ def _gpu_list(_ctx, _param, value: str | None) -> tuple[str, ...]:
     default=None,
     help="Rank by wall-clock time or by cost to the target [default: the plan's, time].",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    default=DEFAULT_OUT,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for candidates.parquet, plan.json and report.html; a stopped plan resumes "
-    "from it.",
+@out_folder_option(
+    DEFAULT_OUT, "candidates.parquet, plan.json and report.html; a stopped plan resumes from it."
 )
 @click.option(
     "--workers", type=int, default=None, help="Worker processes [default: one per CPU core]."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from stalesim.sim.cli_options import progress_bar, quiet_option
+from stalesim.sim.cli_options import out_folder_option, progress_bar, quiet_option
 from stalesim.sim.published_check import DEFAULT_STEPS
 
 DEFAULT_OUT = "stalesim-out/published-check"
@@ -20,13 +20,8 @@ DEFAULT_OUT = "stalesim-out/published-check"
     help="Learner steps per simulation (the first tenth is warm-up).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option(
-    "--out",
-    "out_dir",
-    default=DEFAULT_OUT,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for published_check.csv, mechanisms.csv, published_check.json, report.html.",
+@out_folder_option(
+    DEFAULT_OUT, "published_check.csv, mechanisms.csv, published_check.json, report.html."
 )
 @click.option(
     "--no-mechanisms",

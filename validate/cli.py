@@ -47,7 +47,12 @@ def validate() -> None:
 
 @validate.command()
 @click.option(
-    "--preset", default="cpu-tiny", show_default=True, help="cpu-tiny, cpu-tiny-mb4 or gpu-small"
+    "--preset",
+    default="cpu-tiny",
+    show_default=True,
+    help="cpu-tiny, cpu-tiny-mb4, gpu-small, or a law experiment of issue 10: law-clip, "
+    "law-clip-tight, law-decoupled, law-batch-{4,8,32,96}, law-horizon-ns, law-opt-sgd, "
+    "law-opt-sgd-m0.9, law-opt-adam-0, law-sched-{constant,ess,law}",
 )
 @click.option(
     "--lrs", default=None, help="peak learning rates, comma-separated (default: the preset's)"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import click
-from stalesim.sim.cli_options import overrides_option, progress_bar, quiet_option
+from stalesim.sim.cli_options import out_folder_option, overrides_option, progress_bar, quiet_option
 
 DEFAULT_OUT = "stalesim-runs/pipeline"
 
@@ -29,13 +29,7 @@ DEFAULT_OUT = "stalesim-runs/pipeline"
 @click.option(
     "--address", default=None, help="join this Ray cluster (e.g. auto); default: a local Ray"
 )
-@click.option(
-    "--out",
-    default=DEFAULT_OUT,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="run folder (Parquet tables, config.json, summary.json)",
-)
+@out_folder_option(DEFAULT_OUT, "the run (Parquet tables, config.json, summary.json).", name="out")
 @overrides_option("override a pipeline config field, e.g. train.prompts_per_step=16")
 @quiet_option("no progress bar")
 def pipeline(
