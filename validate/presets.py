@@ -373,13 +373,17 @@ PRESETS.update(
             grpo=_DECOUPLED,
             optimizer={"name": "sgd", "momentum": 0.0},
         ),
+        # the first runs left no LR failing at S = 0 (SGD momentum 0.9) and the optimum at
+        # the grid's bottom (Adam beta1 = 0): the grids were widened
         "law-opt-sgd-m0.9": _hub_preset(
             "law-opt-sgd-m0.9",
-            [0.0025, 0.005, 0.01, 0.02],
+            [0.0025, 0.005, 0.01, 0.02, 0.04, 0.08],
             optimizer={"name": "sgd", "momentum": 0.9},
         ),
         "law-opt-adam-0": _hub_preset(
-            "law-opt-adam-0", _ADAM_SHORT_LRS, optimizer={"name": "adamw", "beta1": 0.0}
+            "law-opt-adam-0",
+            [1.25e-4, 2.5e-4, *_ADAM_SHORT_LRS],
+            optimizer={"name": "adamw", "beta1": 0.0},
         ),
     }
 )
