@@ -327,7 +327,14 @@ PRESETS.update(
         # tight clipping (epsilon 0.05 on both sides): a trust region 4-6x narrower
         "law-clip-tight": _law_preset(
             "law-clip-tight",
-            [{"lrs": _LAW_LRS, "staleness": _ALL_S, "seeds": _SEEDS}],
+            [
+                {"lrs": _LAW_LRS, "staleness": _ALL_S, "seeds": _SEEDS},
+                # sqrt(2) steps at the stability edge the first 105 runs showed
+                {"lrs": [2.8e-3], "staleness": ["0", "2", "4"], "seeds": _SEEDS},
+                {"lrs": [5.6e-3], "staleness": ["1"], "seeds": _SEEDS},
+                {"lrs": [1.4e-3], "staleness": ["8", "32"], "seeds": _SEEDS},
+                {"lrs": [7e-4], "staleness": ["16"], "seeds": _SEEDS},
+            ],
             grpo={"eps_low": 0.05, "eps_high": 0.05},
         ),
         "law-decoupled": _law_preset(
@@ -415,7 +422,8 @@ def _scheduler_presets() -> dict[str, dict]:
     }
     grids = lambda lrs: [{"lrs": lrs, "staleness": _MIXED, "seeds": _SEEDS}]  # noqa: E731
     return {
-        "law-sched-constant": _law_preset("law-sched-constant", grids([2.5e-4, 5e-4, 1e-3])),
+        # 2e-3 was added when 1e-3, the top of the first grid, came out best on the geometric runs
+        "law-sched-constant": _law_preset("law-sched-constant", grids([2.5e-4, 5e-4, 1e-3, 2e-3])),
         "law-sched-ess": _law_preset("law-sched-ess", grids([5e-4, 1e-3]), lr_rule={"kind": "ess"}),
         "law-sched-law": _law_preset("law-sched-law", grids([SCHEDULER_LAW["eta0"]]), lr_rule=rule),
     }
