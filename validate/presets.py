@@ -345,8 +345,11 @@ PRESETS.update(
                 # the first runs showed no failure at the top of either grid: extend both
                 {"lrs": [4e-3], "staleness": ["0"], "seeds": _SEEDS},
                 {"lrs": [1.4e-3, 2e-3], "staleness": ["32"], "seeds": _SEEDS},
-                # the rest of the staleness axis
+                # the rest of the staleness axis, and its edges once those runs showed them
                 {"lrs": [2.5e-4, 5e-4, 1e-3, 2e-3], "staleness": _ALL_S[1:-1], "seeds": _SEEDS},
+                {"lrs": [1.25e-4], "staleness": ["4", "8"], "seeds": _SEEDS},
+                {"lrs": [2.8e-3, 4e-3], "staleness": ["1"], "seeds": _SEEDS},
+                {"lrs": [1.4e-3], "staleness": ["2", "4", "8", "16"], "seeds": _SEEDS},
             ],
             grpo=_DECOUPLED,
         ),
