@@ -294,13 +294,18 @@ def _law_preset(name: str, grids: list[dict], **train: object) -> dict:
 
 
 def _hub_preset(
-    name: str, lrs: list[float], staleness: list[str] = _HUB_S, **train: object
+    name: str,
+    lrs: list[float],
+    staleness: list[str] = _HUB_S,
+    edges: tuple[tuple[list[float], list[str]], ...] = (),
+    **train: object,
 ) -> dict:
     """(b) and (c): the decoupled objective, 160-step runs; each differs from
-    ``law-decoupled`` (16 prompts, AdamW beta1 0.9) in one setting."""
-    return _law_preset(
-        name, [{"lrs": lrs, "staleness": staleness, "seeds": _SEEDS}], grpo=_DECOUPLED, **train
-    )
+    ``law-decoupled`` (16 prompts, AdamW beta1 0.9) in one setting. ``edges``: (LRs, S) grids
+    added at the stability edge once the first runs showed it."""
+    grids = [{"lrs": lrs, "staleness": staleness, "seeds": _SEEDS}]
+    grids += [{"lrs": e_lrs, "staleness": e_s, "seeds": _SEEDS} for e_lrs, e_s in edges]
+    return _law_preset(name, grids, grpo=_DECOUPLED, **train)
 
 
 _CLIP_GRIDS = [
@@ -357,7 +362,11 @@ PRESETS.update(
         # per step. For 4, the first 18 runs put the optimum below 5e-4 at both S: two LRs below
         # were added.
         "law-batch-4": _hub_preset(
-            "law-batch-4", [1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3], _BATCH_S, prompts_per_step=4
+            "law-batch-4",
+            [1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3],
+            _BATCH_S,
+            edges=(([1.4e-3], _BATCH_S), ([7e-4], ["16", "32"])),
+            prompts_per_step=4,
         ),
         "law-batch-8": _hub_preset("law-batch-8", _LAW_LRS, _BATCH_S, prompts_per_step=8),
         "law-batch-32": _hub_preset("law-batch-32", _ADAM_SHORT_LRS, _BATCH_S, prompts_per_step=32),
