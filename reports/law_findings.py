@@ -57,6 +57,17 @@ LAW_FILES = {
 #: Batch sizes (prompts per step) compared with the decoupled sweep's 16.
 BATCHES = ("4", "8", "32", "96")
 
+#: The same slope verdicts read against the prediction "flat below the knee".
+FLAT_VERDICT_WORDS = {
+    "flat": "confirms flat",
+    "one_over_s": "refutes flat (∝1/S already)",
+    "falls": "refutes flat (falls, more slowly than 1/S)",
+    "steeper": "refutes flat (falls faster than 1/S)",
+    "rises": "refutes flat (rises)",
+    "undecided": "inconclusive",
+    "degenerate": "inconclusive (grid-quantised)",
+}
+
 VERDICT_WORDS = {
     "flat": "refutes ∝1/S (flat)",
     "one_over_s": "confirms ∝1/S",
@@ -221,8 +232,8 @@ def _regime_rows(experiment: str, law: Law) -> list[Finding]:
         )
         early = ((law.slopes or {}).get(curve) or {}).get("early")
         if early:
-            text, verdict = _slope_text(law, curve, "early")
-            verdict = "confirms flat" if early["verdict"] == "flat" else verdict
+            text, _ = _slope_text(law, curve, "early")
+            verdict = FLAT_VERDICT_WORDS[early["verdict"]]
         else:
             text, verdict = _first_step_ratio(law, curve)
         rows.append(Finding(experiment, f"{curve} flat below the knee (slope 0)", text, verdict))
