@@ -372,8 +372,14 @@ PRESETS.update(
         "law-batch-8": _hub_preset(
             "law-batch-8", [1.25e-4, *_LAW_LRS], _BATCH_S, prompts_per_step=8
         ),
-        "law-batch-32": _hub_preset("law-batch-32", _ADAM_SHORT_LRS, _BATCH_S, prompts_per_step=32),
-        "law-batch-96": _hub_preset("law-batch-96", _ADAM_SHORT_LRS, _BATCH_S, prompts_per_step=96),
+        # the first 32-prompt runs put the optimum at the grid's bottom at S >= 4: two LRs
+        # below were added, and the 96-prompt grid starts lower from the outset
+        "law-batch-32": _hub_preset(
+            "law-batch-32", [1.25e-4, 2.5e-4, *_ADAM_SHORT_LRS], _BATCH_S, prompts_per_step=32
+        ),
+        "law-batch-96": _hub_preset(
+            "law-batch-96", [2.5e-4, *_ADAM_SHORT_LRS], _BATCH_S, prompts_per_step=96
+        ),
         # (d) the horizon on a task that does not saturate early: 12 base-16 digits (a pilot run
         # at lr 1e-3, S = 0 went 0.64 -> 0.73 by step 60 and ~0.9 by step 300), 300-step runs,
         # read at T = 60 and T = 300 (`stalesim fit --horizon`; the learning rate is constant,
