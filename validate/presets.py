@@ -375,7 +375,11 @@ PRESETS.update(
         # the first 32-prompt runs put the optimum at the grid's bottom at S >= 4: two LRs
         # below were added, and the 96-prompt grid starts lower from the outset
         "law-batch-32": _hub_preset(
-            "law-batch-32", [1.25e-4, 2.5e-4, *_ADAM_SHORT_LRS], _BATCH_S, prompts_per_step=32
+            "law-batch-32",
+            [1.25e-4, 2.5e-4, *_ADAM_SHORT_LRS],
+            _BATCH_S,
+            edges=(([5.6e-3, 8e-3], ["0"]),),
+            prompts_per_step=32,
         ),
         "law-batch-96": _hub_preset(
             "law-batch-96", [2.5e-4, *_ADAM_SHORT_LRS], _BATCH_S, prompts_per_step=96

@@ -130,6 +130,9 @@ def test_without_the_page_renderer_the_data_is_kept_and_the_page_made_later(
 
     out = tmp_path / "bench"
     monkeypatch.setitem(sys.modules, "vl_convert", None)  # import fails
+    # not quiet (CI sets both), so the per-row lines are printed
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("STALESIM_QUIET", raising=False)
     result = CliRunner().invoke(main, ["bench", "kernels", "--quick", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "report.html not written" in result.output
