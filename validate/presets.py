@@ -390,7 +390,11 @@ PRESETS.update(
         # so the first 60 steps of a run are a 60-step run)
         "law-horizon-ns": _law_preset(
             "law-horizon-ns",
-            [{"lrs": _LAW_LRS, "staleness": ["0", "2", "8", "32"], "seeds": _SEEDS}],
+            [
+                {"lrs": _LAW_LRS, "staleness": ["0", "2", "8", "32"], "seeds": _SEEDS},
+                # the first runs put the optimum at the grid's bottom at S = 8 and 32
+                {"lrs": [1.25e-4], "staleness": ["8", "32"], "seeds": _SEEDS},
+            ],
             task={"n_digits": 12, "base": 16},
             steps=300,
         ),
