@@ -240,6 +240,48 @@ def _regime_rows(experiment: str, law: Law) -> list[Finding]:
     return rows
 
 
+def _point_slope(law: Law, curve: str, a: int, b: int) -> tuple[str, str]:
+    """The slope d ln eta / d ln S between the sweep's points at nominal S ``a`` and ``b``
+    (realised lags), its interval from the ends of both points' intervals; a bound at ``b``
+    (below the grid) gives a bound on the slope."""
+    import math
+
+    points = {p["staleness"]: p for p in law.points}
+    if a not in points or b not in points:
+        return f"{curve}: no points at S = {a} and {b}", "inconclusive"
+    pa, pb = points[a], points[b]
+    la, lb = pa.get("staleness_realised", a), pb.get("staleness_realised", b)
+    if pa.get(f"{curve}_flag") != "ok" or None in (pa.get(f"{curve}_lo"), pa.get(f"{curve}_hi")):
+        return f"{curve}({a}) is a bound, not an estimate", "inconclusive"
+    span = math.log(lb / la)
+    flag = pb.get(f"{curve}_flag")
+    if flag in ("below_grid", "edge_low"):
+        steepest = math.log(pb[curve] / pa[f"{curve}_lo"]) / span
+        text = (
+            f"{curve} from S {la:.3g} to {lb:.3g}: {pa[curve]:.3g} → below {pb[curve]:.3g} "
+            f"({flag}): slope < {steepest:.2f}"
+        )
+        return text, "confirms ∝1/S or steeper" if steepest <= -1 else "inconclusive (a bound)"
+    if flag != "ok":
+        return f"{curve}({b}) is a bound ({flag}), not an estimate", "inconclusive"
+    slope = math.log(pb[curve] / pa[curve]) / span
+    lo = math.log(pb[f"{curve}_lo"] / pa[f"{curve}_hi"]) / span
+    hi = math.log(pb[f"{curve}_hi"] / pa[f"{curve}_lo"]) / span
+    text = (
+        f"{curve} slope over S {la:.3g}–{lb:.3g} = {slope:.2f} {_interval(lo, hi, '.2f')} "
+        "(from two points; interval from the ends of their intervals)"
+    )
+    if lo <= -1 <= hi and hi < 0:
+        return text, "confirms ∝1/S"
+    if lo <= 0 <= hi and lo > -1:
+        return text, "refutes ∝1/S (flat)"
+    if hi < 0 and lo > -1:
+        return text, "refutes ∝1/S (falls more slowly)"
+    if hi < -1:
+        return text, "steeper than 1/S"
+    return text, "inconclusive"
+
+
 def _trust_region_rows(
     experiment: str, wide: Law, narrow: Law, wide_name: str, narrow_name: str, how: str
 ) -> list[Finding]:
@@ -421,6 +463,19 @@ def findings(root: Path) -> list[Finding]:
                     verdict,
                 )
             )
+
+    # (d) the two regimes on the task that does not saturate (300 steps, S in {0, 2, 8, 32})
+    ns = laws.get("horizon-ns-300")
+    if ns is not None:
+        experiment = "objective: clipped PPO, non-saturating task (300 steps)"
+        for curve in ("eta_opt", "eta_max"):
+            text, verdict = _first_step_ratio(ns, curve)
+            rows.append(Finding(experiment, f"{curve} flat below the knee", text, verdict))
+            for a, b in ((2, 8), (8, 32)):
+                text, verdict = _point_slope(ns, curve, a, b)
+                rows.append(
+                    Finding(experiment, f"{curve} ∝ 1/S beyond the knee (S {a}→{b})", text, verdict)
+                )
 
     # (d) horizon
     for short, long_, task, label in (

@@ -110,3 +110,28 @@ def test_compare_drops_reads_interval_overlap() -> None:
     assert compare_drops(a, b, "eta_opt", a_should_drop_more=False)[1] == "refutes"
     c = Law.model_validate(_law((0.35, 0.25, 0.55)))
     assert compare_drops(c, b, "eta_opt", True)[1].startswith("inconclusive")
+
+
+def test_two_point_slope_and_a_bound_below_the_grid() -> None:
+    from stalesim.reports.law_findings import _point_slope
+
+    def point(s: int, lag: float, eta: float, lo: float, hi: float, flag: str = "ok") -> dict:
+        return {"staleness": s, "staleness_realised": lag, "eta_max": eta, "eta_max_lo": lo,
+                "eta_max_hi": hi, "eta_max_flag": flag}  # fmt: skip
+
+    law = Law.model_validate(
+        {
+            "eta_opt": CURVE,
+            "points": [
+                point(2, 2.0, 2e-3, 1.8e-3, 2.2e-3),
+                point(8, 8.0, 5e-4, 4.5e-4, 5.5e-4),
+                point(32, 32.0, 1e-4, 1e-4, 1e-4, "below_grid"),
+            ],
+        }
+    )
+    text, verdict = _point_slope(law, "eta_max", 2, 8)
+    # ln(1/4) / ln(4) = -1 exactly; the ends: ln(4.5e-4/2.2e-3)/ln 4 and ln(5.5e-4/1.8e-3)/ln 4
+    assert "= -1.00 [-1.14, -0.86]" in text and verdict == "confirms ∝1/S"
+    text, verdict = _point_slope(law, "eta_max", 8, 32)
+    # below 1e-4 from at least 4.5e-4: slope < ln(1e-4/4.5e-4)/ln 4 = -1.08
+    assert "slope < -1.08" in text and verdict == "confirms ∝1/S or steeper"
