@@ -382,7 +382,11 @@ PRESETS.update(
             prompts_per_step=32,
         ),
         "law-batch-96": _hub_preset(
-            "law-batch-96", [2.5e-4, *_ADAM_SHORT_LRS], _BATCH_S, prompts_per_step=96
+            "law-batch-96",
+            [2.5e-4, *_ADAM_SHORT_LRS],
+            _BATCH_S,
+            edges=(([5.6e-3, 8e-3], ["0"]), ([1.25e-4], ["4"])),
+            prompts_per_step=96,
         ),
         # (d) the horizon on a task that does not saturate early: 12 base-16 digits (a pilot run
         # at lr 1e-3, S = 0 went 0.64 -> 0.73 by step 60 and ~0.9 by step 300), 300-step runs,
