@@ -204,7 +204,7 @@ def _first_step_ratio(law: Law, curve: str) -> tuple[str, str]:
     lo = a_lo / z_hi if a_lo and z_hi else None
     hi = a_hi / z_lo if a_hi and z_lo else None
     text = (
-        f"no slope below S = 6 with two points; {curve}({first})/{curve}(0) = {a / z:.2f} "
+        f"the first S > 0 against S = 0: {curve}({first})/{curve}(0) = {a / z:.2f} "
         f"{_interval(lo, hi, '.2f')} (interval from the ends of both points' intervals)"
     )
     if lo is None or hi is None:
@@ -471,7 +471,7 @@ def findings(root: Path) -> list[Finding]:
         for curve in ("eta_opt", "eta_max"):
             text, verdict = _first_step_ratio(ns, curve)
             rows.append(Finding(experiment, f"{curve} flat below the knee", text, verdict))
-            for a, b in ((2, 8), (8, 32)):
+            for a, b in ((2, 8), (8, 16)):
                 text, verdict = _point_slope(ns, curve, a, b)
                 rows.append(
                     Finding(experiment, f"{curve} ∝ 1/S beyond the knee (S {a}→{b})", text, verdict)

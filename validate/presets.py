@@ -398,6 +398,12 @@ PRESETS.update(
                 {"lrs": _LAW_LRS, "staleness": ["0", "2", "8", "32"], "seeds": _SEEDS},
                 # the first runs put the optimum at the grid's bottom at S = 8 and 32
                 {"lrs": [1.25e-4], "staleness": ["8", "32"], "seeds": _SEEDS},
+                # S = 4 and 16, run last, to place the knee the first four S values showed
+                {
+                    "lrs": [1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3],
+                    "staleness": ["4", "16"],
+                    "seeds": _SEEDS,
+                },
             ],
             task={"n_digits": 12, "base": 16},
             steps=300,
