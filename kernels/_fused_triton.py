@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -71,6 +72,17 @@ class FusedLaunch:
     num_warps: int
     num_stages: int
     dot_precision: str
+
+    def launch_args(self) -> dict[str, Any]:
+        """The tile constants and launch options a fused kernel takes from this config."""
+        return {
+            "BLOCK_N": self.block_n,
+            "BLOCK_V": self.block_v,
+            "BLOCK_H": self.block_h,
+            "DOT_PRECISION": self.dot_precision,
+            "num_warps": self.num_warps,
+            "num_stages": self.num_stages,
+        }
 
 
 def launch_config(dtype: torch.dtype, device: torch.device) -> FusedLaunch:
@@ -331,14 +343,7 @@ def fused_forward(
         )
     else:
         _fused_forward_kernel[(triton.cdiv(n_rows, cfg.block_n) * splits,)](
-            *args,
-            **flags,
-            BLOCK_N=cfg.block_n,
-            BLOCK_V=cfg.block_v,
-            BLOCK_H=cfg.block_h,
-            DOT_PRECISION=cfg.dot_precision,
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
+            *args, **flags, **cfg.launch_args()
         )
     split_max, split_sum, split_target = partial
     row_max = split_max.amax(dim=0)
@@ -390,10 +395,5 @@ def fused_grad_logits(
         slab.stride(0),
         1.0 / temperature,
         HAS_BIAS=bias is not None,
-        BLOCK_N=cfg.block_n,
-        BLOCK_V=cfg.block_v,
-        BLOCK_H=cfg.block_h,
-        DOT_PRECISION=cfg.dot_precision,
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
+        **cfg.launch_args(),
     )

@@ -172,9 +172,14 @@ def _run(thunks: list, quiet: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _number(value: float | None, fmt: str, scale: float = 1.0) -> str:
+    """A figure for the printed rows, ``—`` where the row has none."""
+    return "—" if value is None else format(scale * value, fmt)
+
+
 def _row_line(r: dict[str, Any]) -> str:
     def number(key: str, fmt: str, scale: float = 1.0) -> str:
-        return "—" if r.get(key) is None else format(scale * r[key], fmt)
+        return _number(r.get(key), fmt, scale)
 
     labels = f"{r['kernel']} {r['pass']} {r['implementation']} {r['dtype']} {r['shape']}"
     if r.get("median_s") is not None:
@@ -267,23 +272,19 @@ def _print_table(frame) -> None:
     ):
         table.add_column(name)
 
-    def number(value: float | None, fmt: str) -> str:
-        return "—" if value is None else format(value, fmt)
-
     for r in frame.iter_rows(named=True):
         rate = "—" if r["achieved"] is None else f"{r['achieved']:.1f} {r['achieved_unit']}"
-        median_ms = None if r["median_s"] is None else 1e3 * r["median_s"]
         table.add_row(
             r["kernel"],
             r["pass"],
             r["implementation"],
             r["dtype"],
             r["shape"],
-            number(median_ms, ".3f"),
+            _number(r["median_s"], ".3f", 1e3),
             rate,
-            number(r["fraction_of_ceiling"], ".1%"),
-            number(r["forward_rel_error"], ".1e"),
-            number(r["grad_rel_error"], ".1e"),
+            _number(r["fraction_of_ceiling"], ".1%"),
+            _number(r["forward_rel_error"], ".1e"),
+            _number(r["grad_rel_error"], ".1e"),
             r["status"],
         )
     Console(width=200).print(table)

@@ -176,6 +176,19 @@ def _point(
     return None, None, None
 
 
+def _ratio_from_ends(
+    num: tuple[float | None, float | None, float | None],
+    den: tuple[float | None, float | None, float | None],
+) -> tuple[float, float | None, float | None]:
+    """``num/den`` of two (estimate, lo, hi) points, its interval from the ends of theirs
+    (conservative: ``num_lo/den_hi`` to ``num_hi/den_lo``; ``None`` where an end is missing).
+    Both estimates must be present."""
+    (a, a_lo, a_hi), (z, z_lo, z_hi) = num, den
+    lo = a_lo / z_hi if a_lo and z_hi else None
+    hi = a_hi / z_lo if a_hi and z_lo else None
+    return a / z, lo, hi  # type: ignore[operator]
+
+
 def _ratio_floor(law: Law, curve: str) -> float | None:
     """When ``curve`` at the largest S is a lower bound (``above_grid``) and at S = 0 an
     estimate: the smallest ratio ``eta(S_max)/eta(0)`` it allows (bound / upper end at 0)."""
@@ -196,15 +209,13 @@ def _first_step_ratio(law: Law, curve: str) -> tuple[str, str]:
     if not staleness:
         return "no S > 0", "inconclusive"
     first = staleness[0]
-    a, a_lo, a_hi = _point(law, first, curve)
-    z, z_lo, z_hi = _point(law, 0, curve)
+    at_first, at_zero = _point(law, first, curve), _point(law, 0, curve)
     flags = {p["staleness"]: p.get(f"{curve}_flag") for p in law.points}
-    if None in (a, z) or flags.get(first) != "ok" or flags.get(0) != "ok":
+    if None in (at_first[0], at_zero[0]) or flags.get(first) != "ok" or flags.get(0) != "ok":
         return f"{curve}({first})/{curve}(0): a bound at one end, not a ratio", "inconclusive"
-    lo = a_lo / z_hi if a_lo and z_hi else None
-    hi = a_hi / z_lo if a_hi and z_lo else None
+    ratio, lo, hi = _ratio_from_ends(at_first, at_zero)
     text = (
-        f"the first S > 0 against S = 0: {curve}({first})/{curve}(0) = {a / z:.2f} "
+        f"the first S > 0 against S = 0: {curve}({first})/{curve}(0) = {ratio:.2f} "
         f"{_interval(lo, hi, '.2f')} (interval from the ends of both points' intervals)"
     )
     if lo is None or hi is None:
@@ -312,14 +323,12 @@ def _horizon_rows(short: Law, long_: Law, task: str) -> list[Finding]:
     rows = []
     predicted = t_long / t_short
     for column in ("eta_max", "eta_opt"):
-        s, s_lo, s_hi = _point(short, 0, column)
-        g, g_lo, g_hi = _point(long_, 0, column)
+        at_short, at_long = _point(short, 0, column), _point(long_, 0, column)
+        (s, s_lo, s_hi), (g, g_lo, g_hi) = at_short, at_long
         if None in (s, g):
             rows.append(Finding(experiment, f"{column}(0) ∝ 1/T", "not estimable", "—"))
             continue
-        ratio = s / g
-        lo = s_lo / g_hi if s_lo and g_hi else None
-        hi = s_hi / g_lo if s_hi and g_lo else None
+        ratio, lo, hi = _ratio_from_ends(at_short, at_long)
         if lo is None or hi is None:
             verdict = "inconclusive (no interval)"
         elif lo <= predicted <= hi:
@@ -363,12 +372,11 @@ def _same_s_drop(short: Law, long_: Law, curve: str) -> tuple[str, str]:
     at = max(common)
     ratios = []
     for law in (short, long_):
-        a, a_lo, a_hi = _point(law, at, curve)
-        z, z_lo, z_hi = _point(law, 0, curve)
+        point, zero = _point(law, at, curve), _point(law, 0, curve)
         flags = {p["staleness"]: p.get(f"{curve}_flag") for p in law.points}
-        if None in (a, z, a_lo, a_hi, z_lo, z_hi) or flags.get(at) != "ok":
+        if None in (*point, *zero) or flags.get(at) != "ok":
             return f"{curve}({at})/{curve}(0): a bound at one horizon, not a ratio", "inconclusive"
-        ratios.append((a / z, a_lo / z_hi, a_hi / z_lo))
+        ratios.append(_ratio_from_ends(point, zero))
     (rs, ls, hs), (rl, ll, hl) = ratios
     text = (
         f"{curve}({at})/{curve}(0), T={short.regime.steps} vs T={long_.regime.steps}: "  # type: ignore[union-attr]
