@@ -1,7 +1,7 @@
 """The scenario: one validated description of a cluster, a model and an RL algorithm.
 
-Sections ``hardware``, ``model``, ``workload``, ``cluster``, ``algorithm`` and ``weight_sync``
-mirror the YAML file. :func:`check_feasible` rejects scenarios that cannot run (a model that
+Sections ``hardware``, ``model``, ``workload``, ``cluster``, ``algorithm``, ``weight_sync`` and
+``target`` mirror the YAML file. :func:`check_feasible` rejects scenarios that cannot run (a model that
 does not fit an engine, a KV cache too small for one sequence, ...) with one-line
 :class:`ConfigError` messages.
 """
@@ -366,6 +366,30 @@ class WeightSyncConfig(StrictModel):
     )
 
 
+class TargetConfig(StrictModel):
+    """The user's own on-policy run, which the law's answers are relative to.
+
+    The law is measured on a small model; its learning rates and step counts are not the
+    user's. What carries over is the shape: ``eta(S) / eta(0)`` and ``steps(S) / steps(0)``.
+    With ``baseline_lr`` and ``baseline_steps`` (the learning rate and the learner steps to the
+    target of the user's synchronous, on-policy run) the answers are those ratios times these
+    numbers; without them, only the ratios are shown.
+    """
+
+    baseline_lr: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="learning rate of the user's on-policy (synchronous) run",
+    )
+    baseline_steps: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000_000,
+        description="learner steps the user's on-policy run takes to reach its target reward",
+    )
+
+
 class Scenario(StrictModel):
     """A whole simulated setup."""
 
@@ -376,6 +400,7 @@ class Scenario(StrictModel):
     cluster: ClusterConfig = ClusterConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
     weight_sync: WeightSyncConfig = WeightSyncConfig()
+    target: TargetConfig = TargetConfig()
 
 
 def check_consistent(scenario: Scenario) -> None:
