@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 
 import click
-from stalesim.sim.cli_options import out_folder_option, overrides_option, progress_bar, quiet_option
+from stalesim.sim.cli_options import (
+    law_options,
+    law_readings_from,
+    out_folder_option,
+    overrides_option,
+    progress_bar,
+    quiet_option,
+)
 
 DEFAULT_OUT = "stalesim-out"
 
@@ -21,13 +28,7 @@ DEFAULT_OUT = "stalesim-out"
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @out_folder_option(DEFAULT_OUT, "the trace (Parquet), summary.json and report.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON instead of a table.")
-@click.option(
-    "--law",
-    "law_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="law.json for the learning rate and time to target [default: the shipped law].",
-)
+@law_options()
 @click.option(
     "--sensitivity",
     "with_sensitivity",
@@ -45,6 +46,7 @@ def simulate(
     out_dir: Path,
     as_json: bool,
     law_file: Path | None,
+    reading: str,
     with_sensitivity: bool,
     quiet: bool,
 ) -> None:
@@ -52,10 +54,15 @@ def simulate(
 
     Runs the built-in default scenario when given no SCENARIO_FILE; a file and --set
     overrides lie over the preset.
+
+    The staleness-learning-rate law is applied as ratios to your own on-policy run: the
+    learning-rate multiplier eta(S)/eta(0), the steps multiplier, and time to target relative
+    to the same cluster run synchronously. With target.baseline_lr and target.baseline_steps
+    (your synchronous run's learning rate and learner steps to target) it also gives your
+    learning rate, steps and hours.
     """
     from stalesim.reports.simulate_page import write_simulate_report
     from stalesim.sim.files import write_json, write_parquet
-    from stalesim.sim.law import default_law, load_law
     from stalesim.sim.metrics import add_law, summarize
     from stalesim.sim.output_dir import output_folder
     from stalesim.sim.presets import load_scenario
@@ -67,13 +74,14 @@ def simulate(
         str(scenario_file) if scenario_file is not None else None, preset, overrides
     )
     check_run_size(scenario, steps)
-    law = load_law(law_file) if law_file is not None else default_law()
+    laws = law_readings_from(law_file, reading)
     with progress_bar(quiet or as_json, transient=True) as bar:
         task = bar.add_task(f"simulating {scenario.name}", total=steps)
         trace = run_simulation(
             scenario, steps, seed, progress=lambda done, _total: bar.update(task, completed=done)
         )
-    summary = add_law(summarize(trace, scenario, steps, seed), law, scenario)
+    summary = summarize(trace, scenario, steps, seed)
+    summary = add_law(summary, laws, scenario, _on_policy_step_time(scenario, summary, steps, seed))
     if with_sensitivity:
         from stalesim.sim.sensitivity import sensitivity
 
@@ -99,17 +107,40 @@ def simulate(
     from rich.console import Console
 
     console = Console()
+    law_reading = summary.get("law") or {}
+    # the law is only as good as the regime it was measured in: say how far, once, at the top
+    if law_reading.get("regime_distance"):
+        console.print(f"law: {law_reading['regime_distance']}", markup=False)
     console.print(summary_table(summary))
     if with_sensitivity:
         from stalesim.sim.summary_table import sensitivity_table
 
         console.print(sensitivity_table(summary["sensitivity"]))
-    law_reading = summary.get("law") or {}
-    # the law is only as good as the regime it was measured in: say which one, and where not
     for warning in law_reading.get("warnings") or []:
         console.print(f"law warning: {warning}", markup=False)
     console.print(f"wrote {out_dir}/ (samples, steps, busy, queue .parquet; summary.json)")
     console.print(f"report: {report}")
+
+
+def _on_policy_step_time(scenario, summary: dict, steps: int, seed: int) -> float | None:
+    """Mean step time of the same cluster run synchronously (the scenario's own when it is
+    on-policy): what time to target is relative to. None when that setup cannot run."""
+    from stalesim.sim.config_file import ConfigError
+    from stalesim.sim.modes import MODES
+    from stalesim.sim.scenario import check_feasible
+    from stalesim.sim.sensitivity import step_time_s, with_mode
+
+    steps_per_h = (summary.get("throughput") or {}).get("steps_per_h")
+    if MODES[scenario.algorithm.mode].on_policy:
+        return 3600.0 / steps_per_h if steps_per_h else None
+    try:
+        sync = with_mode(scenario, "sync")
+        from stalesim.sim.derived import derive
+
+        check_feasible(sync, derive(sync))
+    except ConfigError:
+        return None
+    return step_time_s(sync, steps, seed)
 
 
 @click.command()

@@ -67,3 +67,39 @@ def progress_bar(quiet: bool, *, time_remaining: bool = False, **settings: Any):
     if time_remaining:
         columns.append(TimeRemainingColumn())
     return Progress(*columns, disable=quiet, **settings)
+
+
+def law_options():
+    """``--law FILE`` (the user's own law) and ``--reading NAME`` (which shipped reading the
+    answers lead with), for every command that applies the law; the command receives
+    ``law_file`` and ``reading`` and builds the readings with :func:`law_readings_from`."""
+    from stalesim.sim.law_readings import DEFAULT_READING, READING_NAMES
+
+    def decorate(f):
+        f = click.option(
+            "--reading",
+            type=click.Choice(READING_NAMES),
+            default=DEFAULT_READING,
+            show_default=True,
+            help="The shipped law reading the answers lead with; the others are shown beside "
+            "it (conservative: a task that does not saturate; optimistic: one that does; "
+            "paper: alpha = 1).",
+        )(f)
+        return click.option(
+            "--law",
+            "law_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Your own law.json (from `stalesim fit`), read beside its alpha = 1 reading "
+            "instead of the shipped laws.",
+        )(f)
+
+    return decorate
+
+
+def law_readings_from(law_file: Path | None, reading: str):
+    """The readings a command weighs its answers under (see :mod:`stalesim.sim.law_readings`)."""
+    from stalesim.sim.law import load_law
+    from stalesim.sim.law_readings import readings
+
+    return readings(load_law(law_file) if law_file is not None else reading)

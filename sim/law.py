@@ -237,26 +237,86 @@ class Law(_Frozen):
         :func:`regime_warnings`)."""
         return regime_warnings(scenario, self)
 
+    def regime_distance(self, scenario: Any) -> str | None:
+        """How far ``scenario`` is from what this law was measured on (see
+        :func:`regime_distance`)."""
+        return regime_distance(scenario, self)
+
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON form written to ``law.json``."""
         return self.model_dump(mode="json", by_alias=True)
 
 
-#: A batch this many times larger or smaller than the measured one is "outside" the regime.
-BATCH_FACTOR = 2.0
-#: A model this many times larger than the measured one is "outside" the regime.
-MODEL_FACTOR = 10.0
-_ON_POLICY_MODES = ("sync", "sync_colocated")
+def _scenario_staleness(scenario: Any) -> tuple[int, int]:
+    """(optimizer steps per learner step, the largest staleness in versions it can reach)."""
+    from stalesim.sim.modes import MODES
+
+    algorithm = getattr(scenario, "algorithm", None)
+    minibatches = int(getattr(algorithm, "minibatches_per_step", 1) or 1)
+    mode = getattr(algorithm, "mode", "async")
+    on_policy = MODES[mode].on_policy if mode in MODES else False
+    staleness = 0 if on_policy else int(getattr(algorithm, "max_staleness", 0))
+    # staleness counts optimizer steps (versions): mini-batch m of a step is m versions staler
+    return minibatches, staleness * minibatches + (minibatches - 1)
 
 
-def regime_warnings(scenario: Any, law: Law | None = None) -> list[str]:
+def _model_params(scenario: Any) -> float | None:
+    """The scenario's parameter count, from its explicit ``model.params`` or its preset."""
+    model = getattr(scenario, "model", None)
+    spec = getattr(model, "spec", None)
+    if callable(spec):
+        try:
+            return float(spec().params)
+        except (ValueError, KeyError):
+            return None
+    params = getattr(model, "params", None)
+    return None if params is None else float(params)
+
+
+def regime_distance(scenario: Any, law: Law) -> str | None:
+    """One line on how far ``scenario`` is from what ``law`` was measured on: model size,
+    samples per step and training horizon (the baseline's steps where the scenario's ``target``
+    gives them), each as a factor. None when the law carries no regime."""
+    regime = law.regime
+    if regime is None:
+        return None
+    parts = []
+    params = _model_params(scenario)
+    if params and regime.model_params:
+        parts.append(
+            f"model {params:.3g} parameters ({params / regime.model_params:,.0f}x the measured "
+            f"{regime.model_params:.3g})"
+        )
+    workload = getattr(scenario, "workload", None)
+    if workload is not None and regime.prompts_per_step and regime.samples_per_prompt:
+        measured = regime.prompts_per_step * regime.samples_per_prompt
+        samples = int(workload.prompts_per_step) * int(workload.group_size)
+        parts.append(
+            f"{samples:,} samples per step ({samples / measured:.3g}x the measured {measured})"
+        )
+    steps = getattr(getattr(scenario, "target", None), "baseline_steps", None)
+    if regime.steps:
+        parts.append(
+            f"a {steps:,.0f}-step baseline ({steps / regime.steps:.3g}x the measured "
+            f"{regime.steps}-step runs)"
+            if steps
+            else f"measured over {regime.steps}-step runs (your horizon: set target.baseline_steps)"
+        )
+    if not parts:
+        return None
+    return (
+        f"the law was measured on {regime.task or 'a small task'} with "
+        f"{regime.model or 'a small model'}; this scenario: " + "; ".join(parts) + ". Only its "
+        "ratios eta(S)/eta(0) and steps(S)/steps(0) are applied to your run."
+    )
+
+
+def regime_warnings(scenario: Any, law: Law) -> list[str]:
     """One line per way in which ``scenario`` (a ``stalesim.sim.scenario.Scenario``) lies outside
-    the regime ``law`` (default: :func:`default_law`) was measured in: staleness beyond the
-    measured range, a batch more than ``BATCH_FACTOR`` times off, a different number of
-    mini-batches per step, a model more than ``MODEL_FACTOR`` times larger. Empty when the
-    scenario is inside it.
+    the regime ``law`` was measured in, beyond the distance every scenario has (which
+    :func:`regime_distance` states once): staleness beyond the measured range, a different
+    number of mini-batches per step. Empty when none applies.
     """
-    law = law or default_law()
     regime = law.regime
     if regime is None:
         return [
@@ -264,40 +324,16 @@ def regime_warnings(scenario: Any, law: Law | None = None) -> list[str]:
             "objective, optimizer or batch size it holds for"
         ]
     warnings = []
-    algorithm = getattr(scenario, "algorithm", None)
-    workload = getattr(scenario, "workload", None)
-    model = getattr(scenario, "model", None)
-    minibatches = int(getattr(algorithm, "minibatches_per_step", 1) or 1)
-    mode = getattr(algorithm, "mode", "async")
-    staleness = 0 if mode in _ON_POLICY_MODES else int(getattr(algorithm, "max_staleness", 0))
-    # staleness counts optimizer steps (versions): mini-batch m of a step is m versions staler
-    versions = staleness * minibatches + (minibatches - 1)
+    minibatches, versions = _scenario_staleness(scenario)
     if regime.staleness_range is not None and versions > regime.staleness_range[1]:
         warnings.append(
             f"staleness up to {versions} versions is beyond the measured range "
             f"(S <= {regime.staleness_range[1]}): the law is extrapolated there"
         )
-    if workload is not None and regime.prompts_per_step and regime.samples_per_prompt:
-        measured = regime.prompts_per_step * regime.samples_per_prompt
-        samples = int(workload.prompts_per_step) * int(workload.group_size)
-        ratio = samples / measured
-        if ratio > BATCH_FACTOR or ratio < 1 / BATCH_FACTOR:
-            warnings.append(
-                f"batch of {samples} samples per step is {ratio:.3g}x the measured "
-                f"{measured} ({regime.prompts_per_step} x {regime.samples_per_prompt}); the "
-                "paper's knee S_c moves with batch size, so eta(S) may not transfer"
-            )
     if regime.minibatches_per_step is not None and minibatches != regime.minibatches_per_step:
         warnings.append(
             f"{minibatches} optimizer steps per learner step; the law was measured with "
             f"{regime.minibatches_per_step}"
-        )
-    params = getattr(model, "params", None)
-    if params and regime.model_params and params > MODEL_FACTOR * regime.model_params:
-        warnings.append(
-            f"model of {params:.3g} parameters is {params / regime.model_params:.3g}x the "
-            f"measured one ({regime.model or regime.model_params}); read the law's shape, not "
-            "its learning rates"
         )
     return warnings
 
@@ -333,15 +369,11 @@ def load_law(path: str | Path) -> Law:
 
 
 def default_law() -> Law:
-    """The law shipped with stalesim: the fit of the cpu-tiny sweep (see its ``source``)."""
-    try:
-        text = resources.files("stalesim.sim").joinpath("data", "default_law.json").read_text()
-    except FileNotFoundError:
-        raise ValueError(
-            "this installation ships no default law (stalesim/sim/data/default_law.json); "
-            "fit one with `stalesim fit RUNS_DIR` and pass its law.json"
-        ) from None
-    return law_from_dict(json.loads(text), where="stalesim.sim/data/default_law.json")
+    """The law stalesim reads by default: the ``conservative`` reading (see
+    :mod:`stalesim.sim.law_readings`)."""
+    from stalesim.sim.law_readings import DEFAULT_READING, shipped_law
+
+    return shipped_law(DEFAULT_READING)
 
 
 __all__ = [
@@ -360,5 +392,6 @@ __all__ = [
     "law_curve",
     "law_from_dict",
     "load_law",
+    "regime_distance",
     "regime_warnings",
 ]

@@ -162,10 +162,16 @@ def summarize(trace: Trace, scenario: Scenario, steps: int, seed: int) -> dict[s
     }
 
 
-def add_law(summary: dict[str, Any], law: Any, scenario: Scenario | None = None) -> dict[str, Any]:
+def add_law(
+    summary: dict[str, Any],
+    readings: Any,
+    scenario: Scenario | None = None,
+    sync_step_time_s: float | None = None,
+) -> dict[str, Any]:
     """The summary with the law read at this setup's staleness (``summary["law"]``): the
-    recommended learning rate with its interval, and the learner steps, time and cost to target
-    (see :func:`stalesim.sim.plan_law.law_summary`)."""
+    learning-rate and steps multipliers under every reading, time to target relative to the
+    same cluster run on-policy, and with the scenario's ``target`` baseline the user's learning
+    rate, steps and time (see :func:`stalesim.sim.plan_law.law_summary`)."""
     from stalesim.sim.plan_law import law_summary
 
-    return {**summary, "law": law_summary(law, summary, scenario)}
+    return {**summary, "law": law_summary(readings, summary, scenario, sync_step_time_s)}

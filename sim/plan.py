@@ -5,9 +5,12 @@ A plan (:mod:`stalesim.sim.plan_config`) names a space of candidate setups
 (:mod:`stalesim.sim.plan_space`). Infeasible ones keep their reason. The feasible ones are
 screened in closed form (:mod:`stalesim.sim.plan_screen`); the ones that can still win are
 simulated (:mod:`stalesim.sim.plan_select`, :mod:`stalesim.sim.plan_evaluate`), in rounds that
-are saved as they finish (:mod:`stalesim.sim.plan_output`). The law turns each simulated setup's
-step time and staleness into the learning rate, steps, time and cost to target
-(:mod:`stalesim.sim.plan_law`), and the candidates are ranked (:mod:`stalesim.sim.plan_rank`).
+are saved as they finish (:mod:`stalesim.sim.plan_output`). The law, under each of its readings, turns each simulated
+setup's step time and staleness into multipliers of the user's on-policy run: the learning
+rate, the steps and the time and cost to target (:mod:`stalesim.sim.plan_law`); with the base
+scenario's ``target`` baseline they become the user's learning rate, steps, hours and dollars.
+The candidates are ranked, and the decision is checked under every reading
+(:mod:`stalesim.sim.plan_rank`).
 Last, the staleness bound of the recommended setup is simulated across its range, for the
 trade-off behind the choice.
 """
@@ -24,13 +27,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 from stalesim.sim.config_file import ConfigError
+from stalesim.sim.modes import MODES
 from stalesim.sim.law import Law
+from stalesim.sim.law_readings import Reading, readings
 from stalesim.sim.output_dir import locked, remove_stale_temporaries
 from stalesim.sim.plan_config import PlanConfig
 from stalesim.sim.plan_evaluate import FAILURE, SIM_COLUMNS, Backend, SerialBackend, split
-from stalesim.sim.plan_law import learner_steps_per_update, read_law, to_target
+from stalesim.sim.plan_law import learner_steps_per_baseline_step, read_law, to_target
 from stalesim.sim.plan_output import SimulationStore, check_out_dir, write_results
-from stalesim.sim.plan_rank import add_rankings, recommendation
+from stalesim.sim.plan_rank import add_rankings, decision, recommendation
 from stalesim.sim.plan_screen import screen
 from stalesim.sim.plan_select import Objectives, next_round
 from stalesim.sim.plan_space import Candidate, base_mapping, resolve
@@ -53,7 +58,7 @@ class PlanResult:
 def _setup_columns(c: Candidate) -> dict[str, Any]:
     data = c.data
     cluster, algo, work = data["cluster"], data["algorithm"], data["workload"]
-    colocated = algo["mode"] == "sync_colocated"
+    colocated = MODES[algo["mode"]].colocated
     rollout = cluster["rollout_engines"] * cluster["rollout_tp"]
     learner = rollout if colocated else cluster["learner_gpus"]
     price = data["hardware"].get("price_per_gpu_hour")
@@ -86,18 +91,29 @@ def _setup_columns(c: Candidate) -> dict[str, Any]:
 class _Context:
     """Per-feasible-candidate arrays the law and the ranking need."""
 
-    def __init__(self, plan: PlanConfig, law: Law, feasible: list[Candidate], reference: float):
-        self.plan, self.law = plan, law
+    def __init__(
+        self,
+        plan: PlanConfig,
+        laws: list[Reading],
+        feasible: list[Candidate],
+        reference: float,
+        base: dict[str, Any],
+    ):
+        self.plan, self.readings, self.law = plan, laws, laws[0].law
         setups = [_setup_columns(c) for c in feasible]
 
         def column(name: str) -> np.ndarray:
             return np.array([np.nan if r[name] is None else r[name] for r in setups], dtype=float)
 
+        target = base.get("target") or {}
+        self.baseline_lr = target.get("baseline_lr")
+        self.baseline_steps = target.get("baseline_steps")
         self.samples_per_step = column("prompts_per_step") * column("group_size")
-        self.steps_per_update = learner_steps_per_update(
+        self.per_baseline_step = learner_steps_per_baseline_step(
             self.samples_per_step,
             column("minibatches_per_step"),
             reference,
+            base["algorithm"]["minibatches_per_step"],
             plan.target.batch_scaling,
         )
         self.gpus = column("total_gpus")
@@ -109,14 +125,24 @@ class _Context:
         )
 
     def columns(self, step_time_s: np.ndarray, staleness: np.ndarray) -> dict[str, np.ndarray]:
-        law_cols = read_law(self.law, staleness)
-        target = to_target(law_cols, step_time_s, self.steps_per_update, self.gpus, self.price)
+        law_cols = read_law(self.readings, staleness)
+        target = to_target(
+            law_cols,
+            step_time_s,
+            self.per_baseline_step,
+            self.gpus,
+            self.price,
+            self.baseline_lr,
+            self.baseline_steps,
+        )
         return {"staleness": np.asarray(staleness, dtype=float), **law_cols, **target}
 
     def objectives(self, step_time_s: np.ndarray, staleness: np.ndarray) -> Objectives:
         cols = self.columns(step_time_s, staleness)
         return Objectives(
-            cols["time_to_target_s"], cols["cost_to_target_usd"], cols["time_to_target_s_alpha1"]
+            cols["time_per_baseline_step_s"],
+            cols["cost_per_baseline_step_usd"],
+            [cols[f"time_per_baseline_step_s_{r.name}"] for r in self.readings[1:]],
         )
 
 
@@ -133,7 +159,7 @@ def _law_staleness(law: Law, metrics: dict[str, Any]) -> float:
 
 def run_plan(
     plan: PlanConfig,
-    law: Law,
+    law: Law | list[Reading],
     out_dir: Path,
     *,
     folder: Path | None = None,
@@ -144,9 +170,11 @@ def run_plan(
     """Evaluate the plan, publish ``candidates.parquet``, ``plan.json`` (and the page that
     ``render(folder)`` writes from them) in ``out_dir`` as one result, keep the simulation cache
     there as it grows, and return the ranked table and the summary. The folder stays locked
-    while the plan runs."""
+    while the plan runs. ``law`` is the list of readings to weigh the decision under (the
+    primary first), or one law, read beside its paper reading."""
     started = time.perf_counter()
-    if law.steps_to_target is None:
+    laws = readings(law) if isinstance(law, Law) else law
+    if laws[0].law.steps_to_target is None:
         raise ConfigError(
             "the law has no steps_to_target model (its sweep never reached the target); "
             "a plan needs one: pass --law with a law that has it"
@@ -155,12 +183,12 @@ def run_plan(
     check_out_dir(out_dir)
     with locked(out_dir, wait=False, what=" (another plan?)"):
         remove_stale_temporaries(out_dir)
-        return _run_plan(plan, law, out_dir, folder, backend, progress, render, started)
+        return _run_plan(plan, laws, out_dir, folder, backend, progress, render, started)
 
 
 def _run_plan(
     plan: PlanConfig,
-    law: Law,
+    laws: list[Reading],
     out_dir: Path,
     folder: Path | None,
     backend: Backend | None,
@@ -169,6 +197,8 @@ def _run_plan(
     started: float,
 ) -> PlanResult:
     backend = backend or SerialBackend()
+    law = laws[0].law
+    others = [r.name for r in laws[1:]]
     evaluation = plan.evaluation
     base = base_mapping(plan, folder)
     candidates = resolve(plan, folder)
@@ -178,7 +208,7 @@ def _run_plan(
         * base["workload"]["group_size"]
         / base["algorithm"]["minibatches_per_step"]
     )
-    ctx = _Context(plan, law, feasible, reference)
+    ctx = _Context(plan, laws, feasible, reference, base)
     estimates = [screen(c) for c in feasible]
     screen_step = np.array([e.step_time_s for e in estimates], dtype=float)
     screen_s = np.array([e.staleness(law.staleness_summary) for e in estimates], dtype=float)
@@ -238,13 +268,13 @@ def _run_plan(
         simulate(chosen)
 
     table = _table(candidates, feasible, ctx, estimates, done, store, sim_step, sim_s, screened)
-    table = add_rankings(table, objective)
+    table = add_rankings(table, objective, others)
     family = _trade_off_family(table, feasible)
     extra = [i for i in family if not done[i]]
     if extra:
         simulate(extra)
         table = _table(candidates, feasible, ctx, estimates, done, store, sim_step, sim_s, screened)
-        table = add_rankings(table, objective)
+        table = add_rankings(table, objective, others)
     table = table.sort(
         pl.col("rank") == 0,
         "rank",
@@ -256,7 +286,7 @@ def _run_plan(
     wall_s = time.perf_counter() - started
     summary = _summary(
         plan,
-        law,
+        laws,
         base,
         table,
         reference,
@@ -329,7 +359,7 @@ def _table(
         row |= metrics
         for name, values in cols.items():
             row[name] = None if i is None or not np.isfinite(values[i]) else float(values[i])
-        row["screen_time_to_target_s"] = (
+        row["screen_time_per_baseline_step_s"] = (
             None if i is None or not np.isfinite(screened.time_s[i]) else float(screened.time_s[i])
         )
         row["idle_gpu_hours_to_target"] = _idle_gpu_hours(row)
@@ -340,7 +370,7 @@ def _table(
             *SIM_COLUMNS,
             *cols,
             "price_per_gpu_hour",
-            "screen_time_to_target_s",
+            "screen_time_per_baseline_step_s",
             "idle_gpu_hours_to_target",
         )
     }
@@ -385,7 +415,7 @@ def _trade_off_family(table: pl.DataFrame, feasible: list[Candidate]) -> list[in
 
 def _summary(
     plan: PlanConfig,
-    law: Law,
+    laws: list[Reading],
     base: dict[str, Any],
     table: pl.DataFrame,
     reference: float,
@@ -398,34 +428,45 @@ def _summary(
     backend: str,
 ) -> dict[str, Any]:
     objective = plan.target.objective
-    rec = recommendation(table, objective)
-    frontier = table.filter(pl.col("on_frontier")).sort("time_to_target_s")
-    warnings: list[str] = []
-    regime = getattr(law, "regime_warnings", None)
+    law = laws[0].law
+    rec = recommendation(table, objective, [r.name for r in laws[1:]])
+    frontier = table.filter(pl.col("on_frontier")).sort("time_per_baseline_step_s")
     best = rec["best"]
-    if callable(regime) and best is not None:
-        warnings = list(regime(scenarios[best["candidate_id"]]))
+    warnings: list[str] = []
+    distance = None
+    if best is not None:
+        warnings = law.regime_warnings(scenarios[best["candidate_id"]])
+        distance = law.regime_distance(scenarios[best["candidate_id"]])
+    reference_rows = table.filter(pl.col("time_to_target_rel") == 1.0)
+    target = base.get("target") or {}
     return {
         "name": plan.name,
         "objective": objective,
+        "decision": decision(table, rec, laws[0].name),
         "recommendation": rec,
+        "relative_to": reference_rows["candidate_id"][0] if reference_rows.height else None,
         "frontier": frontier["candidate_id"].to_list(),
         "trade_off": {"key": BOUND_KEY, "candidates": family_ids},
         "counts": counts,
         "law": {
+            "reading": laws[0].name,
+            "readings": {r.name: r.provenance for r in laws},
             "staleness_summary": law.staleness_summary,
             "eta_opt": {
-                "eta0": law.eta_opt.eta0,
                 "s_c": law.eta_opt.s_c,
                 "k": law.eta_opt.k,
                 "alpha": law.eta_opt.alpha,
                 "alpha_interval": law.eta_opt.intervals.get("alpha"),
             },
-            "alpha_paper": law.alpha_paper,
             "steps_to_target": law.steps_to_target.describe() if law.steps_to_target else None,
             "source": law.source,
+            "baseline_lr": target.get("baseline_lr"),
+            "baseline_steps": target.get("baseline_steps"),
+            "baseline_batch": f"{base['workload']['prompts_per_step']}x"
+            f"{base['workload']['group_size']}/{base['algorithm']['minibatches_per_step']}",
             "reference_samples_per_update": reference,
             "batch_scaling": plan.target.batch_scaling,
+            "regime_distance": distance,
             "warnings": warnings,
         },
         "plan": plan.model_dump(mode="json"),

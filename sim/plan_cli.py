@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from stalesim.sim.cli_options import out_folder_option, overrides_option, progress_bar, quiet_option
+from stalesim.sim.cli_options import (
+    law_options,
+    law_readings_from,
+    out_folder_option,
+    overrides_option,
+    progress_bar,
+    quiet_option,
+)
 
 DEFAULT_OUT = "stalesim-plan"
 
@@ -24,13 +31,7 @@ def _gpu_list(_ctx, _param, value: str | None) -> tuple[str, ...]:
 @click.command()
 @click.argument("plan_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @overrides_option("Override a key of the base scenario, e.g. --set model.preset=qwen2.5-1.5b.")
-@click.option(
-    "--law",
-    "law_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A law.json from `stalesim fit` [default: the law shipped with stalesim].",
-)
+@law_options()
 @click.option("--budget-gpus", type=int, default=None, help="GPUs per setup (replaces the plan's).")
 @click.option(
     "--gpu",
@@ -68,6 +69,7 @@ def plan(
     plan_file: Path | None,
     overrides: tuple[str, ...],
     law_file: Path | None,
+    reading: str,
     budget_gpus: int | None,
     gpus: tuple[str, ...],
     objective: str | None,
@@ -88,7 +90,6 @@ def plan(
     frontier, inputs) and OUT/report.html.
     """
     from stalesim.reports.plan_page import write_plan_report
-    from stalesim.sim.law import default_law, load_law
     from stalesim.sim.plan import run_plan
     from stalesim.sim.plan_config import load_plan
     from stalesim.sim.plan_evaluate import make_backend
@@ -100,7 +101,7 @@ def plan(
         config = config.model_copy(
             update={"evaluation": config.evaluation.model_copy(update={"screen": False})}
         )
-    law = load_law(law_file) if law_file is not None else default_law()
+    laws = law_readings_from(law_file, reading)
     backend = make_backend(workers, ray_address)
     _stop_on_sigterm()
     try:
@@ -108,7 +109,7 @@ def plan(
             task = bar.add_task(f"planning {config.name}: simulations", total=None)
             result = run_plan(
                 config,
-                law,
+                laws,
                 out_dir,
                 folder=folder,
                 backend=backend,
@@ -148,33 +149,87 @@ def _usd(value: float | None) -> str:
     return "-" if value is None else f"${value:,.0f}"
 
 
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}×"
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def decision_lines(summary: dict[str, Any]) -> list[str]:
+    """The decision summary: the verdict under every reading, then sync or async, the bound,
+    the split and the learning-rate multiplier, each with how sure and why."""
+    decision = summary.get("decision") or {}
+    if not decision.get("items"):
+        return []
+    lines = [f"decision ({decision['verdict']}):"]
+    for item in decision["items"]:
+        if item["name"] == "learning-rate multiplier":
+            others = ", ".join(f"{r} {_x(v)}" for r, v in item["under_readings"].items())
+            lines.append(
+                f"  learning-rate multiplier {_x(item['value'])} ({others}): {item['why']}"
+            )
+            continue
+        sure = (
+            "same under every reading"
+            if item["same_under_all"]
+            else "; ".join(f"{r} picks {v}" for r, v in item["differ"].items())
+        )
+        why = f"; {item['why']}" if item.get("why") else ""
+        lines.append(f"  {item['name']}: {item['value']} ({sure}{why})")
+    return lines
+
+
 def recommendation_lines(summary: dict[str, Any]) -> list[str]:
-    """The recommendation in a few lines of text."""
+    """The recommendation in a few lines of text: the decision first, then the setup in the
+    user's units where the plan's base scenario gives a baseline, in ratios otherwise."""
     from stalesim.sim.plan_rank import describe_setup
 
-    counts, rec = summary["counts"], summary["recommendation"]
+    counts, rec, law = summary["counts"], summary["recommendation"], summary["law"]
     lines = [
         f"stalesim plan: {summary['name']}: {counts['candidates']:,} candidates "
         f"({counts['feasible']:,} feasible, {counts['infeasible']:,} infeasible); "
         f"{counts['simulated']:,} simulated, {counts['screened_out']:,} screened out "
         f"({summary['evaluation']['wall_s']:.1f} s)"
     ]
+    if law.get("regime_distance"):
+        lines.append(f"law: {law['regime_distance']}")
     best = rec["best"]
     if best is None:
         lines.append("no feasible candidate: see the infeasible list in the report")
         return lines
+    lines += decision_lines(summary)
     word = "fastest" if summary["objective"] == "time" else "cheapest"
-    lines += [
-        f"recommended ({word} to target): {describe_setup(best)}",
-        f"  learning rate {best['eta_opt']:.3g} [{_g(best['eta_opt_lo'])}, "
-        f"{_g(best['eta_opt_hi'])}] at staleness {summary['law']['staleness_summary']} "
-        f"{best['staleness']:.3g}",
-        f"  time to target {_hours(best['time_to_target_s'])} "
-        f"[{_hours(best['time_to_target_s_lo'])}, {_hours(best['time_to_target_s_hi'])}], "
-        f"cost {_usd(best['cost_to_target_usd'])}, "
-        f"{best['learner_steps_to_target']:.0f} learner steps, "
-        f"{best['samples_per_s']:.2f} samples/s",
-    ]
+    lines.append(
+        f"recommended ({word} to target, law reading {law['reading']}): {describe_setup(best)}"
+    )
+    lr = f"  learning rate {_x(best['lr_multiplier'])} your on-policy run's"
+    if law.get("baseline_lr") is not None:
+        lr = (
+            f"  learning rate {best['lr_multiplier']:.3g} × your {law['baseline_lr']:.3g} = "
+            f"{_g(best.get('learning_rate'))} [{_g(best.get('learning_rate_lo'))}, "
+            f"{_g(best.get('learning_rate_hi'))}]"
+        )
+    lines.append(
+        f"{lr} at staleness {law['staleness_summary']} {best['staleness']:.3g}; "
+        f"learner steps to target {_x(best['learner_steps_multiplier'])} your baseline run's "
+        f"(batch {law['baseline_batch']})"
+    )
+    if law.get("baseline_steps") is not None and best.get("time_to_target_s") is not None:
+        lines.append(
+            f"  time to target: {law['baseline_steps']:,.0f} × "
+            f"{best['learner_steps_multiplier']:.3g} = {best['learner_steps_to_target']:,.0f} "
+            f"learner steps × {best['step_time_s']:.3g} s = {_hours(best['time_to_target_s'])} "
+            f"[{_hours(best['time_to_target_s_lo'])}, {_hours(best['time_to_target_s_hi'])}], "
+            f"cost {_usd(best['cost_to_target_usd'])}, {best['samples_per_s']:.2f} samples/s"
+        )
+    else:
+        lines.append(
+            f"  time to target {_x(best['time_to_target_rel'])} the best synchronous setup's, "
+            f"cost {_x(best['cost_to_target_rel'])} (set target.baseline_steps for hours; "
+            f"{best['samples_per_s']:.2f} samples/s)"
+        )
     runner = rec["runner_up"]
     if runner is not None:
         worse = rec["runner_up_worse_by"]
@@ -182,40 +237,43 @@ def recommendation_lines(summary: dict[str, Any]) -> list[str]:
             f"runner-up: {describe_setup(runner)}"
             + (f" ({worse:+.1%} {summary['objective']})" if worse is not None else "")
         )
-    alpha1 = rec.get("best_alpha1")
-    if alpha1 is not None:
-        if alpha1["candidate_id"] == best["candidate_id"]:
-            lines.append("with the paper's alpha = 1 the recommendation stays the best")
-        else:
-            lines.append(
-                f"with the paper's alpha = 1 the best would be {describe_setup(alpha1)}; "
-                f"the recommendation ranks #{rec['best_rank_alpha1']}"
-            )
     return lines
 
 
-def _g(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
-
-
-def top_table(table, rows: int = 10):
-    """The best ``rows`` simulated candidates as a rich table."""
+def top_table(table, rows: int = 10, others: list[str] | None = None):
+    """The best ``rows`` simulated candidates as a rich table: GPUs and price of each, the
+    multipliers, time and cost relative to the best synchronous setup, and the rank under each
+    other reading of the law."""
     import polars as pl
     from rich.table import Table
+    from stalesim.sim.plan_rank import on_policy
 
-    out = Table(title=f"best {rows} candidates (time in hours; #α=1: rank with alpha = 1)")
+    others = (
+        others
+        if others is not None
+        else [c.removeprefix("rank_") for c in table.columns if c.startswith("rank_")]
+    )
+    out = Table(
+        title=f"best {rows} candidates (LR×, steps×: multipliers of your on-policy run's; time "
+        "and cost relative to the best synchronous setup; #reading: rank under that reading)"
+    )
     out.add_column("#", justify="right", no_wrap=True)
     out.add_column("setup: GPUs, rollout+learner, mode, B×G/M", ratio=1)
-    for column in ("samples/s", "S", "LR", "steps", "time", "cost", "#α=1"):
+    headers = ("samples/s", "S", "LR×", "steps×", "time×", "cost×", *(f"#{o}" for o in others))
+    for column in headers:
         out.add_column(column, justify="right", no_wrap=True)
     for row in table.filter(pl.col("rank") > 0).sort("rank").head(rows).iter_rows(named=True):
         mode = row["mode"]
-        if mode == "async":
+        if not on_policy(mode):
             mode += f"≤{row['max_staleness']}" + ("+inflight" if row["inflight_updates"] else "")
             mode += "+streaming" if row.get("streaming") else ""
-        learner = "shared" if row["mode"] == "sync_colocated" else str(row["learner_gpus"])
+        shared = row["total_gpus"] == row["rollout_gpus"]
+        learner = "shared" if shared else str(row["learner_gpus"])
+        price = row.get("price_per_gpu_hour")
         setup = (
-            f"{row['total_gpus']}×{row['gpu']} {row['rollout_engines']}×TP{row['rollout_tp']}"
+            f"{row['total_gpus']}×{row['gpu']}"
+            + ("" if price is None else f" (${price:g}/h)")
+            + f" {row['rollout_engines']}×TP{row['rollout_tp']}"
             f"+{learner} {mode} {row['prompts_per_step']}×{row['group_size']}/"
             f"{row['minibatches_per_step']}"
         )
@@ -224,10 +282,10 @@ def top_table(table, rows: int = 10):
             setup,
             f"{row['samples_per_s']:.2f}",
             f"{row['staleness']:.3g}",
-            f"{row['eta_opt']:.2e}",
-            f"{row['learner_steps_to_target']:.0f}",
-            f"{row['time_to_target_s'] / 3600:.2f}",
-            _usd(row["cost_to_target_usd"]),
-            str(row["rank_alpha1"]),
+            _g(row["lr_multiplier"]),
+            _g(row["learner_steps_multiplier"]),
+            _g(row["time_to_target_rel"]),
+            _g(row["cost_to_target_rel"]),
+            *(str(row[f"rank_{o}"]) for o in others),
         )
     return out

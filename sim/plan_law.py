@@ -1,22 +1,25 @@
-"""The staleness–learning-rate law applied to a setup: the learning rate to use, the optimizer
-steps it needs, and from the setup's step time, the wall-clock time and cost to the target.
+"""The staleness–learning-rate law applied to a setup, in the user's own units.
 
-The law (``stalesim.sim.law``) is read at the setup's staleness summary ``S`` (the one the law
-names: max, p99, mean or token-weighted mean of the consumed samples' lag):
+A law is measured on a small model, so only its shape is applied: at the setup's staleness
+summary ``S`` (the one the law names: max, p99, mean or token-weighted mean of the consumed
+samples' lag),
 
-* ``eta_opt(S)`` with the law's pointwise bootstrap band (interpolated on its staleness grid);
-* optimizer steps to target ``n(S)``; its interval is the box over the steps model's parameter
-  intervals (every corner evaluated): conservative, since the parameters' joint interval is
-  smaller than their box;
-* the *paper* reading: the same law with its exponent at the paper's ``alpha = 1`` and steps
-  that grow as ``1 / eta_opt`` (``n(S) = n(0) * eta_opt(0) / eta_opt(S)``, the paper's "same
-  distance at a slower pace"), to show how much a decision rests on the fitted exponent.
+* the learning-rate multiplier ``eta_opt(S) / eta_opt(0)``, with the law's pointwise band over
+  its ``eta_opt(0)`` (the band is the law's seed bootstrap: read it as a spread, not a checked
+  95% interval);
+* the steps multiplier ``steps(S) / steps(0)``, with the box over the steps model's parameter
+  intervals (every corner evaluated; ``steps0`` cancels);
+* the same two under every other reading of the law (:mod:`stalesim.sim.law_readings`), as
+  columns suffixed ``_<reading>``.
 
-The law counts optimizer steps at a reference batch of ``samples_per_update`` samples. A setup
-with another batch needs ``n * reference / (B * G / M)`` optimizer steps when the same samples
-reach the target (``batch_scaling="samples"``) or ``n`` when the same number of updates does
-(``"updates"``); a learner step makes ``M`` optimizer steps. Everything here works on arrays,
-one entry per setup, so a screen can read the law for thousands of setups at once.
+They are multiplied into the user's run (``target.baseline_lr`` and ``target.baseline_steps``,
+the learning rate and learner steps to target of their on-policy run) when it is given. A setup
+whose batch differs from the baseline's needs ``baseline_batch / batch`` as many learner steps
+when the same samples reach the target (``batch_scaling="samples"``), or ``M_base / M`` when the
+same number of optimizer steps does (``"updates"``): :func:`learner_steps_per_baseline_step`.
+Without ``baseline_steps``, time is only relative: ``time_per_baseline_step_s``, the wall-clock
+seconds the setup needs per learner step of the baseline run, which a plan divides by the best
+on-policy setup's. Everything here works on arrays, one entry per setup.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import itertools
 from typing import Any
 
 import numpy as np
-from stalesim.sim.law import Law, law_curve
+from stalesim.sim.law import Law
+from stalesim.sim.law_readings import Reading
 
 #: Where each summary the law may name is found in a simulate summary's staleness section.
 SUMMARY_FIELDS = {
@@ -34,6 +38,10 @@ SUMMARY_FIELDS = {
     "mean": ("sample_quantiles", "mean"),
     "token_mean": ("token_quantiles", "mean"),
 }
+#: The quantities each reading contributes, suffixed by ``_<reading>`` for the other readings.
+MULTIPLIERS = ("lr_multiplier", "steps_multiplier")
+#: The suffixes of the primary reading's interval columns.
+INTERVAL = ("_lo", "_hi")
 
 
 def staleness_of(law: Law, staleness: dict[str, Any]) -> float | None:
@@ -43,143 +51,175 @@ def staleness_of(law: Law, staleness: dict[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-def eta_band(law: Law, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The law's pointwise band of ``eta_opt`` at ``s`` (NaN where the law has none)."""
+def lr_band(law: Law, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The law's pointwise band of ``eta_opt`` at ``s`` over its ``eta_opt(0)`` (NaN where the
+    law has none)."""
     band = law.eta_opt.band
     if band is None or not band.staleness:
         nan = np.full(s.shape, np.nan)
         return nan, nan.copy()
     grid = np.asarray(band.staleness, dtype=float)
-    return np.interp(s, grid, band.lo), np.interp(s, grid, band.hi)
+    eta0 = float(law.eta_opt_at(0.0))
+    return np.interp(s, grid, band.lo) / eta0, np.interp(s, grid, band.hi) / eta0
 
 
-def steps_box(law: Law, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest optimizer steps to target over the corners of the steps model's
-    parameter intervals (the point estimate included)."""
+def steps_ratio_box(law: Law, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest ``steps(S) / steps(0)`` over the corners of the steps model's
+    parameter intervals (the point estimate included); in the ``eta_ratio`` form also over the
+    ends of the learning-rate band, which the steps follow."""
     model = law.steps_to_target
     assert model is not None
-    names = ("steps0", "p") if model.form == "eta_ratio" else ("steps0", "s_c", "k", "beta")
+    names = ("p",) if model.form == "eta_ratio" else ("s_c", "k", "beta")
     choices = []
     for name in names:
         value = getattr(model, name)
         lo_hi = model.intervals.get(name)
         choices.append([value, *lo_hi] if lo_hi else [value])
-    ratio = law.eta_opt(s) / law.eta_opt(0.0)
+    band_lo, band_hi = lr_band(law, s)
+    ratios = [law.eta_opt(s) / law.eta_opt(0.0)]
+    if model.form == "eta_ratio" and np.all(np.isfinite(band_lo)):
+        ratios += [band_lo, band_hi]
     lo = np.full(s.shape, np.inf)
     hi = np.full(s.shape, -np.inf)
-    for corner in itertools.product(*choices):
+    for ratio, corner in itertools.product(ratios, itertools.product(*choices)):
         params = dict(zip(names, corner, strict=True))
         if model.form == "eta_ratio":
-            steps = params["steps0"] * ratio ** (-params["p"])
+            steps = ratio ** (-params["p"])
         else:
             base = 1.0 + (np.maximum(s, 0.0) / params["s_c"]) ** params["k"]
-            steps = params["steps0"] * base ** (params["beta"] / params["k"])
+            steps = base ** (params["beta"] / params["k"])
         lo, hi = np.minimum(lo, steps), np.maximum(hi, steps)
     return lo, hi
 
 
-def paper_reading(law: Law, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``eta_opt`` and optimizer steps to target with the exponent at the paper's value."""
-    curve = law.eta_opt
-    eta = law_curve(s, curve.eta0, curve.s_c, curve.k, law.alpha_paper)
-    model = law.steps_to_target
-    assert model is not None
-    p = model.p if model.form == "eta_ratio" and model.p is not None else 1.0
-    steps0 = float(law.steps_to_target_at(0.0))
-    return eta, steps0 * (eta / curve.eta0) ** (-p)
+def multipliers(law: Law, s: np.ndarray) -> dict[str, np.ndarray]:
+    """The learning-rate and steps multipliers of one law at staleness ``s``."""
+    out = {"lr_multiplier": law.eta_opt_at(s) / law.eta_opt_at(0.0)}
+    if law.steps_to_target is not None:
+        out["steps_multiplier"] = law.steps_to_target_at(s) / law.steps_to_target_at(0.0)
+    return out
 
 
-def read_law(law: Law, staleness: np.ndarray) -> dict[str, np.ndarray]:
-    """Every law column for setups at staleness summaries ``staleness`` (NaN stays NaN)."""
+def read_law(readings: list[Reading], staleness: np.ndarray) -> dict[str, np.ndarray]:
+    """Every multiplier column for setups at staleness summaries ``staleness`` (the primary
+    reading's with its intervals, the others' suffixed by their name; NaN stays NaN)."""
     s = np.asarray(staleness, dtype=float)
     safe = np.where(np.isfinite(s), s, 0.0)
-    lo, hi = eta_band(law, safe)
-    out = {"eta_opt": law.eta_opt_at(safe), "eta_opt_lo": lo, "eta_opt_hi": hi}
-    if law.eta_max is not None:
-        out["eta_max"] = law.eta_max_at(safe)
-    if law.steps_to_target is not None:
-        steps_lo, steps_hi = steps_box(law, safe)
-        eta1, steps1 = paper_reading(law, safe)
-        out |= {
-            "updates_to_target": law.steps_to_target_at(safe),
-            "updates_to_target_lo": steps_lo,
-            "updates_to_target_hi": steps_hi,
-            "eta_opt_alpha1": eta1,
-            "updates_to_target_alpha1": steps1,
-        }
+    primary = readings[0].law
+    out = multipliers(primary, safe)
+    out["lr_multiplier_lo"], out["lr_multiplier_hi"] = lr_band(primary, safe)
+    if primary.steps_to_target is not None:
+        out["steps_multiplier_lo"], out["steps_multiplier_hi"] = steps_ratio_box(primary, safe)
+    for reading in readings[1:]:
+        out |= {f"{k}_{reading.name}": v for k, v in multipliers(reading.law, safe).items()}
     bad = ~np.isfinite(s)
     return {k: np.where(bad, np.nan, np.asarray(v, dtype=float)) for k, v in out.items()}
 
 
-def learner_steps_per_update(
+def learner_steps_per_baseline_step(
     samples_per_step: np.ndarray,
     minibatches: np.ndarray,
-    reference_samples_per_update: float,
+    baseline_samples_per_update: float,
+    baseline_minibatches: float,
     batch_scaling: str,
 ) -> np.ndarray:
-    """Learner steps a setup needs per optimizer step the law counts."""
+    """Learner steps a setup needs per learner step of the baseline run (whose optimizer steps
+    take ``baseline_samples_per_update`` samples, ``baseline_minibatches`` per learner step)."""
     if batch_scaling == "samples":
-        return reference_samples_per_update / np.asarray(samples_per_step, dtype=float)
-    return 1.0 / np.asarray(minibatches, dtype=float)
+        baseline = baseline_samples_per_update * baseline_minibatches
+        return baseline / np.asarray(samples_per_step, dtype=float)
+    return baseline_minibatches / np.asarray(minibatches, dtype=float)
+
+
+def suffixes(law_columns: dict[str, np.ndarray]) -> list[str]:
+    """The column suffixes present: the primary reading's ``""``, its interval ends, and the
+    other readings' ``_<name>``."""
+    found = [
+        k.removeprefix("steps_multiplier") for k in law_columns if k.startswith("steps_multiplier")
+    ]
+    return sorted(found, key=lambda x: (x != "", x not in INTERVAL, x))
 
 
 def to_target(
     law_columns: dict[str, np.ndarray],
     step_time_s: np.ndarray,
-    steps_per_update: np.ndarray,
+    per_baseline_step: np.ndarray,
     gpus: np.ndarray,
     price_per_gpu_hour: np.ndarray,
+    baseline_lr: float | None = None,
+    baseline_steps: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """Learner steps, seconds, GPU-hours and dollars to the target, with their intervals and
-    the paper reading (``_alpha1``)."""
+    """Time and cost per baseline learner step under every reading (and the primary reading's
+    interval), and with a baseline the user's learning rate, learner steps, seconds, GPU-hours
+    and dollars to the target."""
     out: dict[str, np.ndarray] = {}
-    if "updates_to_target" not in law_columns:
-        return out
     step_time_s = np.asarray(step_time_s, dtype=float)
     gpus = np.asarray(gpus, dtype=float)
     price = np.asarray(price_per_gpu_hour, dtype=float)
-    for suffix in ("", "_lo", "_hi", "_alpha1"):
-        steps = law_columns[f"updates_to_target{suffix}"] * steps_per_update
-        seconds = steps * step_time_s
-        out[f"learner_steps_to_target{suffix}"] = steps
-        out[f"time_to_target_s{suffix}"] = seconds
-        out[f"cost_to_target_usd{suffix}"] = seconds / 3600.0 * gpus * price
-    out["gpu_hours_to_target"] = out["time_to_target_s"] / 3600.0 * gpus
+    per_step = np.asarray(per_baseline_step, dtype=float)
+    if baseline_lr is not None:
+        for key in [k for k in law_columns if k.startswith("lr_multiplier")]:
+            out[key.replace("lr_multiplier", "learning_rate")] = law_columns[key] * baseline_lr
+    for suffix in suffixes(law_columns):
+        learner_steps = law_columns[f"steps_multiplier{suffix}"] * per_step
+        seconds = learner_steps * step_time_s
+        out[f"learner_steps_multiplier{suffix}"] = learner_steps
+        out[f"time_per_baseline_step_s{suffix}"] = seconds
+        out[f"cost_per_baseline_step_usd{suffix}"] = seconds / 3600.0 * gpus * price
+        if baseline_steps is not None:
+            out[f"learner_steps_to_target{suffix}"] = learner_steps * baseline_steps
+            out[f"time_to_target_s{suffix}"] = seconds * baseline_steps
+            out[f"cost_to_target_usd{suffix}"] = seconds * baseline_steps / 3600.0 * gpus * price
+    if baseline_steps is not None and "time_to_target_s" in out:
+        out["gpu_hours_to_target"] = out["time_to_target_s"] / 3600.0 * gpus
     return out
 
 
-def law_summary(law: Law, summary: dict[str, Any], scenario: Any = None) -> dict[str, Any]:
-    """The law's columns for one simulated setup (a ``stalesim simulate`` summary), with the
-    reference batch taken as the setup's own (its learner steps are the law's steps / M)."""
-    work = summary["scenario"]["workload"]
-    minibatches = summary["scenario"]["algorithm"]["minibatches_per_step"]
+def law_summary(
+    readings: list[Reading],
+    summary: dict[str, Any],
+    scenario: Any = None,
+    sync_step_time_s: float | None = None,
+) -> dict[str, Any]:
+    """The law's reading of one simulated setup (a ``stalesim simulate`` summary), with the
+    baseline run taken as the setup's own batch. ``sync_step_time_s`` is the step time of the
+    same cluster run on-policy: time to target is relative to it."""
+    law = readings[0].law
     s = staleness_of(law, summary["staleness"])
     steps_per_h = (summary.get("throughput") or {}).get("steps_per_h")
+    target = (summary["scenario"].get("target") or {}) if "scenario" in summary else {}
+    baseline_lr, baseline_steps = target.get("baseline_lr"), target.get("baseline_steps")
     out: dict[str, Any] = {
+        "reading": readings[0].name,
+        "readings": {r.name: r.provenance for r in readings},
         "staleness_summary": law.staleness_summary,
         "staleness": s,
+        "baseline_lr": baseline_lr,
+        "baseline_steps": baseline_steps,
         "source": law.source.get("note") or law.source.get("runs_dir") or "",
     }
+    if scenario is not None:
+        out["regime_distance"] = law.regime_distance(scenario)
+        out["warnings"] = law.regime_warnings(scenario)
     if s is None or not steps_per_h:
         return out
-    columns = read_law(law, np.array([s]))
-    samples_per_step = work["prompts_per_step"] * work["group_size"]
-    target = to_target(
+    columns = read_law(readings, np.array([s]))
+    step_time = 3600.0 / steps_per_h
+    values = columns | to_target(
         columns,
-        np.array([3600.0 / steps_per_h]),
-        learner_steps_per_update(
-            np.array([samples_per_step]),
-            np.array([minibatches]),
-            samples_per_step / minibatches,
-            "samples",
-        ),
+        np.array([step_time]),
+        np.ones(1),
         np.array([summary["derived"]["total_gpus"]]),
         np.array([_price(summary)]),
+        baseline_lr,
+        baseline_steps,
     )
-    out |= {k: _scalar(v[0]) for k, v in (columns | target).items()}
-    warnings = getattr(law, "regime_warnings", None)
-    if callable(warnings) and scenario is not None:
-        out["warnings"] = list(warnings(scenario))
+    out |= {k: _scalar(v[0]) for k, v in values.items()}
+    if sync_step_time_s is not None and sync_step_time_s > 0:
+        out["sync_step_time_s"] = sync_step_time_s
+        for suffix in suffixes(columns):
+            time = out.get(f"time_per_baseline_step_s{suffix}")
+            out[f"time_to_target_rel{suffix}"] = None if time is None else time / sync_step_time_s
     return out
 
 

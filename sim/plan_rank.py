@@ -1,8 +1,13 @@
-"""Ranking the simulated candidates: by time or cost to target, under the fitted law and under the
-paper's exponent, the time–cost Pareto frontier, and the recommendation with its runner-up.
+"""Ranking the simulated candidates: by time or cost to target under the primary reading of the
+law and under each other reading, the time–cost Pareto frontier, time and cost relative to the
+best on-policy setup, the recommendation with its runner-up, and the decision summary that says
+how much of the recommendation survives a change of reading.
 
-Only simulated candidates are ranked: the screen's estimates decide what to simulate, never the
-answer. Candidates without a price have no cost; they rank after every priced one by cost.
+Time and cost are per learner step of the user's baseline run (the law's steps multiplier times
+the setup's learner steps per baseline step times its step time), so ranks never depend on the
+baseline's step count. Only simulated candidates are ranked: the screen's estimates decide what
+to simulate, never the answer. Candidates without a price have no cost; they rank after every
+priced one by cost.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-OBJECTIVE_COLUMNS = {"time": "time_to_target_s", "cost": "cost_to_target_usd"}
+from stalesim.sim.modes import MODES
+
+OBJECTIVE_COLUMNS = {"time": "time_per_baseline_step_s", "cost": "cost_per_baseline_step_usd"}
 
 
 def rank_column(values: np.ndarray, eligible: np.ndarray) -> np.ndarray:
@@ -43,23 +50,56 @@ def pareto_front(time_s: np.ndarray, cost: np.ndarray, eligible: np.ndarray) -> 
     return front
 
 
-def add_rankings(table: pl.DataFrame, objective: str) -> pl.DataFrame:
-    """Rank, paper-exponent rank and frontier columns for the simulated rows."""
+def _column(table: pl.DataFrame, name: str) -> np.ndarray:
+    return table[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def on_policy(mode: str) -> bool:
+    """Whether a mode trains every batch on the weights that generated it."""
+    return MODES[mode].on_policy
+
+
+def add_rankings(table: pl.DataFrame, objective: str, others: list[str]) -> pl.DataFrame:
+    """Rank (primary reading), ``rank_<reading>`` for each of ``others``, frontier, and time and
+    cost relative to the best simulated on-policy setup (``time_to_target_rel``,
+    ``cost_to_target_rel``, and ``time_to_target_rel_<reading>``). Without a simulated
+    on-policy setup, relative to the best setup."""
     simulated = (table["evaluated"] == "simulated").to_numpy()
     column = OBJECTIVE_COLUMNS[objective]
-    values = table[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    alpha1 = table[f"{column}_alpha1"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    time_s = table["time_to_target_s"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    cost = table["cost_to_target_usd"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    return table.with_columns(
-        pl.Series("rank", rank_column(values, simulated)),
-        pl.Series("rank_alpha1", rank_column(alpha1, simulated)),
+    time_s = _column(table, OBJECTIVE_COLUMNS["time"])
+    cost = _column(table, OBJECTIVE_COLUMNS["cost"])
+    reference = simulated & np.array([on_policy(m) for m in table["mode"]], dtype=bool)
+    if not (reference & np.isfinite(time_s)).any():
+        reference = simulated
+
+    def relative(values: np.ndarray) -> np.ndarray:
+        ok = reference & np.isfinite(values)
+        return values / np.min(values[ok]) if ok.any() else np.full(values.shape, np.nan)
+
+    columns = [
+        pl.Series("rank", rank_column(_column(table, column), simulated)),
         pl.Series("on_frontier", pareto_front(time_s, cost, simulated)),
-    )
+        pl.Series("time_to_target_rel", relative(time_s)),
+        pl.Series("cost_to_target_rel", relative(cost)),
+    ]
+    for name in others:
+        columns.append(
+            pl.Series(f"rank_{name}", rank_column(_column(table, f"{column}_{name}"), simulated))
+        )
+        columns.append(
+            pl.Series(
+                f"time_to_target_rel_{name}",
+                relative(_column(table, f"{OBJECTIVE_COLUMNS['time']}_{name}")),
+            )
+        )
+    out = table.with_columns(columns)
+    nan_to_null = [c.name for c in columns if c.dtype == pl.Float64]
+    return out.with_columns(pl.col(nan_to_null).fill_nan(None))
 
 
-def recommendation(table: pl.DataFrame, objective: str) -> dict[str, Any]:
-    """The best simulated candidate, the runner-up, and how much worse the runner-up is."""
+def recommendation(table: pl.DataFrame, objective: str, others: list[str]) -> dict[str, Any]:
+    """The best simulated candidate, the runner-up, how much worse the runner-up is, and the
+    best candidate under each other reading with the recommendation's rank there."""
     column = OBJECTIVE_COLUMNS[objective]
     ranked = table.filter(pl.col("rank") > 0).sort("rank")
     if ranked.is_empty():
@@ -69,14 +109,104 @@ def recommendation(table: pl.DataFrame, objective: str) -> dict[str, Any]:
     worse = None
     if runner is not None and best[column] and runner[column] is not None:
         worse = runner[column] / best[column] - 1.0
-    alpha1 = table.filter(pl.col("rank_alpha1") == 1)
+    under = {}
+    for name in others:
+        top = table.filter(pl.col(f"rank_{name}") == 1)
+        under[name] = {
+            "best": top.row(0, named=True) if top.height else None,
+            "recommendation_rank": best[f"rank_{name}"],
+        }
     return {
         "objective": objective,
         "best": best,
         "runner_up": runner,
         "runner_up_worse_by": worse,
-        "best_alpha1": alpha1.row(0, named=True) if alpha1.height else None,
-        "best_rank_alpha1": best["rank_alpha1"],
+        "under_readings": under,
+    }
+
+
+def _split(row: dict[str, Any]) -> str:
+    if MODES[row["mode"]].colocated:
+        return f"{row['rollout_gpus']} GPUs shared by engines and learner"
+    return f"{row['rollout_gpus']} rollout + {row['learner_gpus']} learner GPUs"
+
+
+def _schedule(row: dict[str, Any]) -> str:
+    return "synchronous" if on_policy(row["mode"]) else "asynchronous"
+
+
+def _bound(row: dict[str, Any]) -> str:
+    return "none (on-policy)" if on_policy(row["mode"]) else f"max_staleness {row['max_staleness']}"
+
+
+def decision(table: pl.DataFrame, rec: dict[str, Any], primary: str) -> dict[str, Any]:
+    """The decision in four parts (sync or async, the staleness bound, the split, the
+    learning-rate multiplier), each with the value under the primary reading, whether every
+    other reading agrees, what a disagreeing reading picks instead, and why."""
+    best = rec.get("best")
+    if best is None:
+        return {"verdict": "no feasible candidate", "robust": False, "items": []}
+    under = rec.get("under_readings", {})
+    column = OBJECTIVE_COLUMNS[rec["objective"]]
+    ranked = table.filter(pl.col("rank") > 0)
+    items = []
+    for name, describe in (("schedule", _schedule), ("bound", _bound), ("split", _split)):
+        value = describe(best)
+        differ = {
+            reading: describe(u["best"])
+            for reading, u in under.items()
+            if u["best"] is not None and describe(u["best"]) != value
+        }
+        items.append({"name": name, "value": value, "same_under_all": not differ, "differ": differ})
+    # why sync or async: the best setup of the other kind and how much worse it is
+    other = ranked.filter(
+        pl.col("mode").map_elements(on_policy, return_dtype=pl.Boolean) != on_policy(best["mode"])
+    ).sort(column)
+    if other.height and best[column]:
+        margin = other.row(0, named=True)[column] / best[column]
+        items[0]["why"] = (
+            f"the best {_schedule(other.row(0, named=True))} setup needs {margin:.3g}x the "
+            f"{rec['objective']} to target"
+        )
+    else:
+        items[0]["why"] = "the plan has no setup of the other kind to compare"
+    multipliers = {primary: best.get("lr_multiplier")} | {
+        r: best.get(f"lr_multiplier_{r}") for r in under
+    }
+    known = [v for v in multipliers.values() if v is not None]
+    spread = max(known) / min(known) if known and min(known) > 0 else None
+    items.append(
+        {
+            "name": "learning-rate multiplier",
+            "value": best.get("lr_multiplier"),
+            "under_readings": multipliers,
+            "same_under_all": spread is not None and spread <= 1.25,
+            "why": (
+                "the readings agree within 25%"
+                if spread is not None and spread <= 1.25
+                else f"the readings differ {spread:.3g}x at this staleness: it depends on "
+                "whether your task saturates; measure your own with a short probe "
+                "(`stalesim fit`)"
+                if spread is not None
+                else "no multiplier"
+            ),
+        }
+    )
+    changed = {r: u for r, u in under.items() if u["best"] is not None}
+    changed = {
+        r: u for r, u in changed.items() if u["best"]["candidate_id"] != best["candidate_id"]
+    }
+    return {
+        "robust": not changed,
+        "verdict": "robust: the same setup wins under every reading"
+        if not changed
+        else "depends on the reading: "
+        + "; ".join(
+            f"under {r} the best is {describe_setup(u['best'])} (the recommendation ranks "
+            f"#{u['recommendation_rank']})"
+            for r, u in changed.items()
+        ),
+        "items": items,
     }
 
 

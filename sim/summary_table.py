@@ -70,29 +70,77 @@ def _sci(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}×"
+
+
+def _others(law: dict[str, Any], key: str) -> str:
+    """The same quantity under the other readings, e.g. ``optimistic 0.61×, paper 0.33×``."""
+    parts = [
+        f"{name} {_x(law.get(f'{key}_{name}'))}"
+        for name in law.get("readings", {})
+        if name != law.get("reading") and f"{key}_{name}" in law
+    ]
+    return "; " + ", ".join(parts) if parts else ""
+
+
+def _hours(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 3600:,.2f} h"
+
+
 def law_rows(law: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """The law's reading of the run: learning rate, steps and time to target."""
-    if not law or law.get("eta_opt") is None:
+    """The law's reading of the run as ratios to the user's on-policy run, and in the user's
+    units where the scenario's ``target`` gives their learning rate and steps. Never an
+    absolute learning rate or time from the small model the law was measured on."""
+    if not law or law.get("lr_multiplier") is None:
         return []
-    time_s = law.get("time_to_target_s")
-    lo, hi = law.get("time_to_target_s_lo"), law.get("time_to_target_s_hi")
-    cost = law.get("cost_to_target_usd")
-    return [
+    band = f" [{_sci(law.get('lr_multiplier_lo'))}, {_sci(law.get('lr_multiplier_hi'))}]"
+    rows = [
         (
-            f"law: learning rate at staleness {law['staleness_summary']} {_num(law['staleness'])}",
-            f"{_sci(law['eta_opt'])} [{_sci(law.get('eta_opt_lo'))}, {_sci(law.get('eta_opt_hi'))}]",
+            f"law ({law['reading']}) at staleness {law['staleness_summary']} "
+            f"{_num(law['staleness'])}",
+            "ratios to your on-policy run",
         ),
         (
-            "law: learner steps / time to target",
-            f"{_num(law.get('learner_steps_to_target'), 0)} / "
-            + (
-                "-"
-                if time_s is None
-                else f"{time_s / 3600:,.2f} h [{_num(lo and lo / 3600)}, {_num(hi and hi / 3600)}]"
-            )
-            + ("" if cost is None else f", ${_num(cost)}"),
+            "  learning-rate multiplier",
+            f"{_x(law['lr_multiplier'])}{band}{_others(law, 'lr_multiplier')}",
+        ),
+        (
+            "  steps-to-target multiplier",
+            f"{_x(law.get('steps_multiplier'))}{_others(law, 'steps_multiplier')}",
         ),
     ]
+    if law.get("time_to_target_rel") is not None:
+        rows.append(
+            (
+                "  time to target vs synchronous",
+                f"{_x(law['time_to_target_rel'])} (sync step {_num(law['sync_step_time_s'])} s)"
+                + _others(law, "time_to_target_rel"),
+            )
+        )
+    if law.get("baseline_lr") is not None:
+        rows.append(
+            (
+                "learning rate",
+                f"{law['lr_multiplier']:.3g} × your {law['baseline_lr']:.3g} = "
+                f"{_sci(law.get('learning_rate'))} [{_sci(law.get('learning_rate_lo'))}, "
+                f"{_sci(law.get('learning_rate_hi'))}]",
+            )
+        )
+    if law.get("baseline_steps") is not None and law.get("time_to_target_s") is not None:
+        cost = law.get("cost_to_target_usd")
+        step_s = law["time_per_baseline_step_s"] / law["learner_steps_multiplier"]
+        rows.append(
+            (
+                "learner steps / time to target",
+                f"{law['baseline_steps']:,.0f} × {law['learner_steps_multiplier']:.3g} = "
+                f"{law['learner_steps_to_target']:,.0f} steps × {_num(step_s)} s = "
+                f"{_hours(law['time_to_target_s'])} [{_hours(law.get('time_to_target_s_lo'))}, "
+                f"{_hours(law.get('time_to_target_s_hi'))}]"
+                + ("" if cost is None else f", ${_num(cost)}"),
+            )
+        )
+    return rows
 
 
 def _pct(value: float | None) -> str:

@@ -36,6 +36,7 @@ SYNC = ModeSpec(
     start=_start,
     whole_batch_at_once=True,
     schedule_staleness=lambda m: m - 1,
+    on_policy=True,
 )
 SYNC_COLOCATED = ModeSpec(
     name="sync_colocated",
@@ -44,4 +45,5 @@ SYNC_COLOCATED = ModeSpec(
     colocated=True,
     whole_batch_at_once=True,
     schedule_staleness=lambda m: m - 1,
+    on_policy=True,
 )
