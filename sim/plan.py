@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 from stalesim.sim.config_file import ConfigError
-from stalesim.sim.modes import MODES
 from stalesim.sim.law import Law
 from stalesim.sim.law_readings import Reading, readings
+from stalesim.sim.modes import MODES
 from stalesim.sim.output_dir import locked, remove_stale_temporaries
 from stalesim.sim.plan_config import PlanConfig
 from stalesim.sim.plan_evaluate import FAILURE, SIM_COLUMNS, Backend, SerialBackend, split

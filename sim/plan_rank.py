@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-
 from stalesim.sim.modes import MODES
 
 OBJECTIVE_COLUMNS = {"time": "time_per_baseline_step_s", "cost": "cost_per_baseline_step_usd"}
