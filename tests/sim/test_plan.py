@@ -17,7 +17,8 @@ from stalesim.sim.law import Law, LawCurve, StepsModel, default_law
 from stalesim.sim.plan import run_plan
 from stalesim.sim.plan_config import PlanConfig, expand_values, load_plan
 from stalesim.sim.plan_evaluate import ProcessBackend, SerialBackend, simulate_batch
-from stalesim.sim.plan_law import read_law, steps_box
+from stalesim.sim.law_readings import Reading, paper_law
+from stalesim.sim.plan_law import read_law, steps_ratio_box
 from stalesim.sim.plan_rank import pareto_front, rank_column
 from stalesim.sim.plan_space import resolve
 
@@ -138,28 +139,26 @@ def test_default_plan_loads_and_names_thousands_of_candidates() -> None:
 # -- the law ------------------------------------------------------------------------------
 
 
-def test_law_reading_matches_the_law_and_its_intervals() -> None:
+def test_law_reading_is_ratios_of_the_law_and_its_intervals() -> None:
     law = default_law()
+    paper = paper_law(law)
     s = np.array([0.0, 1.0, 2.0, 8.0])
-    cols = read_law(law, s)
-    np.testing.assert_allclose(cols["eta_opt"], law.eta_opt_at(s))
-    np.testing.assert_allclose(cols["updates_to_target"], law.steps_to_target_at(s))
-    assert np.all(cols["eta_opt_lo"] <= cols["eta_opt"]) and np.all(
-        cols["eta_opt"] <= cols["eta_opt_hi"]
-    )
-    lo, hi = steps_box(law, s)
-    assert np.all(lo <= cols["updates_to_target"]) and np.all(cols["updates_to_target"] <= hi)
-    # the paper's reading: eta0 / (1 + (S/s_c)^k)^(1/k); steps grow as eta^-p, with the law's
-    # own exponent p when its steps model is a power of the eta ratio (1 otherwise)
-    c = law.eta_opt
-    expected = c.eta0 / (1 + (s / c.s_c) ** c.k) ** (1 / c.k)
-    np.testing.assert_allclose(cols["eta_opt_alpha1"], expected)
-    model = law.steps_to_target
-    power = model.p if model.form == "eta_ratio" and model.p is not None else 1.0
+    cols = read_law([Reading("fitted", law, ""), Reading("paper", paper, "")], s)
+    np.testing.assert_allclose(cols["lr_multiplier"], law.eta_opt_at(s) / law.eta_opt_at(0))
     np.testing.assert_allclose(
-        cols["updates_to_target_alpha1"],
-        law.steps_to_target_at(0.0) * (c.eta0 / expected) ** power,
+        cols["steps_multiplier"], law.steps_to_target_at(s) / law.steps_to_target_at(0)
     )
+    assert cols["lr_multiplier"][0] == 1.0 and cols["steps_multiplier"][0] == 1.0
+    assert np.all(cols["lr_multiplier_lo"] <= cols["lr_multiplier"]) and np.all(
+        cols["lr_multiplier"] <= cols["lr_multiplier_hi"]
+    )
+    lo, hi = steps_ratio_box(law, s)
+    assert np.all(lo <= cols["steps_multiplier"]) and np.all(cols["steps_multiplier"] <= hi)
+    # the paper's reading: eta0 / (1 + S/s_c) with its own knee; steps grow as 1/eta
+    c = paper.eta_opt
+    expected = 1 / (1 + s / c.s_c)
+    np.testing.assert_allclose(cols["lr_multiplier_paper"], expected)
+    np.testing.assert_allclose(cols["steps_multiplier_paper"], 1 / expected)
 
 
 # -- ranking ------------------------------------------------------------------------------
@@ -185,8 +184,8 @@ def test_a_faster_and_cheaper_setup_dominates(tmp_path: Path) -> None:
     result = run_plan(plan, flat_law(), tmp_path)
     table = result.table.sort("index")
     assert table["evaluated"].to_list() == ["simulated"] * 4
-    t = dict(zip(table["setup"], table["time_to_target_s"], strict=True))
-    c = dict(zip(table["setup"], table["cost_to_target_usd"], strict=True))
+    t = dict(zip(table["setup"], table["time_per_baseline_step_s"], strict=True))
+    c = dict(zip(table["setup"], table["cost_per_baseline_step_usd"], strict=True))
     slow2 = "cluster.learner_mfu=0.2 hardware.price_per_gpu_hour=2.0 mode=sync"
     fast2 = "cluster.learner_mfu=0.4 hardware.price_per_gpu_hour=2.0 mode=sync"
     fast4 = "cluster.learner_mfu=0.4 hardware.price_per_gpu_hour=4.0 mode=sync"
@@ -237,7 +236,7 @@ def test_the_screen_never_discards_the_best(tmp_path: Path) -> None:
         )
         full = run_plan(full_plan, law, tmp_path / f"f{i}").table
         assert (screened["evaluated"] == "screened out").sum() > 0
-        for column in ("rank", "rank_alpha1"):
+        for column in ("rank", "rank_paper"):
             top_full = full.filter(pl.col(column).is_between(1, 2)).sort(column)["candidate_id"]
             top_screened = screened.filter(pl.col(column).is_between(1, 2)).sort(column)[
                 "candidate_id"
@@ -312,13 +311,23 @@ def test_plan_command_prints_the_recommendation_and_writes_the_files(tmp_path: P
         main, ["plan", str(plan_file), "--out", str(out), "--workers", "1", "--quiet"]
     )
     assert result.exit_code == 0, result.output
-    assert "recommended (fastest to target)" in result.stdout
+    assert "recommended (fastest to target, law reading conservative)" in result.stdout
+    assert result.stdout.startswith("stalesim plan: test:")
+    assert "decision (" in result.stdout
     summary = json.loads((out / "plan.json").read_text())
     table = pl.read_parquet(out / "candidates.parquet")
     best = table.filter(pl.col("rank") == 1).row(0, named=True)
     assert summary["recommendation"]["best"]["candidate_id"] == best["candidate_id"]
-    assert best["time_to_target_s"] == pytest.approx(
-        best["learner_steps_to_target"] * best["step_time_s"]
+    assert best["time_per_baseline_step_s"] == pytest.approx(
+        best["learner_steps_multiplier"] * best["step_time_s"]
+    )
+    # no baseline: only ratios, never a learning rate or hours from the law's small model
+    assert "learning_rate" not in table.columns and "time_to_target_s" not in table.columns
+    assert " h " not in result.stdout and "e-0" not in result.stdout
+    reference = table.filter(pl.col("candidate_id") == summary["relative_to"]).row(0, named=True)
+    assert reference["time_to_target_rel"] == 1.0
+    assert best["time_to_target_rel"] == pytest.approx(
+        best["time_per_baseline_step_s"] / reference["time_per_baseline_step_s"]
     )
     assert (out / "report.html").exists()
 

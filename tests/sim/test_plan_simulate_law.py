@@ -1,4 +1,5 @@
-"""`stalesim simulate` reads the law at its run's staleness, as a plan does for a candidate."""
+"""`stalesim simulate` reads the law at its run's staleness as ratios to the user's on-policy
+run, and in the user's units only when the scenario's ``target`` gives their baseline."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.sim.law import default_law
+from stalesim.sim.law_readings import readings
 
 SMALL = [
     "--set", "workload.prompts_per_step=8",
@@ -16,37 +17,84 @@ SMALL = [
     "--set", "cluster.rollout_engines=2",
     "--set", "algorithm.minibatches_per_step=2",
 ]  # fmt: skip
+BASELINE = ["--set", "target.baseline_lr=1e-6", "--set", "target.baseline_steps=400"]
 
 
-def test_simulate_summary_carries_the_law_columns(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    args = ["simulate", *SMALL, "--steps", "6", "--out", str(out), "--json", "--quiet"]
-    result = CliRunner().invoke(main, args)
+def _simulate(tmp_path: Path, *extra: str) -> dict:
+    args = ["simulate", *SMALL, *extra, "--steps", "6", "--out", str(tmp_path), "--json"]
+    result = CliRunner().invoke(main, [*args, "--quiet"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    law, reading = default_law(), summary["law"]
-    s = summary["staleness"]["sample_quantiles"]["max"]  # the shipped law reads the max
+    return json.loads(result.stdout)
+
+
+def test_simulate_reads_the_law_as_multipliers_without_a_baseline(tmp_path: Path) -> None:
+    summary = _simulate(tmp_path / "run")
+    law, reading = readings()[0].law, summary["law"]
+    s = summary["staleness"]["sample_quantiles"]["max"]  # the shipped laws read the max
+    assert reading["reading"] == "conservative"
+    assert set(reading["readings"]) == {"conservative", "optimistic", "paper"}
     assert reading["staleness_summary"] == "max" and reading["staleness"] == s
-    assert reading["eta_opt"] == pytest.approx(float(law.eta_opt_at(s)))
-    assert reading["eta_opt_lo"] <= reading["eta_opt"] <= reading["eta_opt_hi"]
-    # the run is its own reference batch: learner steps = the law's optimizer steps / M
-    assert reading["learner_steps_to_target"] == pytest.approx(float(law.steps_to_target_at(s)) / 2)
+    assert reading["lr_multiplier"] == pytest.approx(float(law.eta_opt_at(s) / law.eta_opt_at(0)))
+    assert reading["lr_multiplier_lo"] <= reading["lr_multiplier"] <= reading["lr_multiplier_hi"]
+    steps = float(law.steps_to_target_at(s) / law.steps_to_target_at(0))
+    assert reading["steps_multiplier"] == pytest.approx(steps)
+    # the run is its own baseline batch: learner steps scale as the law's steps
+    assert reading["learner_steps_multiplier"] == pytest.approx(steps)
+    step_s = 3600 / summary["throughput"]["steps_per_h"]
+    assert reading["time_per_baseline_step_s"] == pytest.approx(steps * step_s)
+    # time relative to the same cluster run synchronously
+    assert reading["sync_step_time_s"] > 0
+    assert reading["time_to_target_rel"] == pytest.approx(
+        steps * step_s / reading["sync_step_time_s"]
+    )
+    for absolute in ("learning_rate", "time_to_target_s", "learner_steps_to_target"):
+        assert absolute not in reading
+    assert "optimistic" in reading["readings"] and reading["lr_multiplier_optimistic"] > 0
+
+
+def test_with_a_baseline_the_answers_are_in_the_users_units(tmp_path: Path) -> None:
+    summary = _simulate(tmp_path / "run", *BASELINE)
+    reading = summary["law"]
+    assert reading["learning_rate"] == pytest.approx(1e-6 * reading["lr_multiplier"])
+    assert reading["learner_steps_to_target"] == pytest.approx(
+        400 * reading["learner_steps_multiplier"]
+    )
     step_s = 3600 / summary["throughput"]["steps_per_h"]
     assert reading["time_to_target_s"] == pytest.approx(reading["learner_steps_to_target"] * step_s)
     assert reading["cost_to_target_usd"] == pytest.approx(
         reading["time_to_target_s"] / 3600 * summary["derived"]["total_gpus"] * 2.99
     )
-    page = (out / "report.html").read_text()
-    assert f'data-label="recommended learning rate" data-value="{reading["eta_opt"]!r}"' in page
+    assert reading["time_to_target_s_lo"] <= reading["time_to_target_s"]
+    assert reading["time_to_target_s"] <= reading["time_to_target_s_hi"]
 
 
-def test_simulate_table_shows_the_law_and_a_bad_law_is_one_line(tmp_path: Path) -> None:
+def test_simulate_table_prints_ratios_or_the_users_numbers(tmp_path: Path) -> None:
     args = ["simulate", *SMALL, "--steps", "3", "--out", str(tmp_path / "a"), "--quiet"]
-    result = CliRunner().invoke(main, args)
+    runner = CliRunner()
+    result = runner.invoke(main, args, terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert "law: learning rate at staleness max" in result.stdout
+    assert "law (conservative) at staleness max" in result.stdout
+    assert "learning-rate multiplier" in result.stdout
+    assert "your" not in result.stdout.split("learning-rate multiplier")[1].split("\n")[0]
+    # the distance from what the law was measured on is stated once, at the top
+    assert result.stdout.startswith("law: the law was measured on")
+    assert result.stdout.count("the law was measured on") == 1
+    assert "model 1.54e+09 parameters" not in result.stdout  # the default preset is 7B
+    assert "model 7.61e+09 parameters" in result.stdout
+    with_baseline = runner.invoke(
+        main, [*args[:-1], "--out", str(tmp_path / "b"), *BASELINE, "--quiet"], terminal_width=200
+    )
+    assert with_baseline.exit_code == 0, with_baseline.output
+    assert "× your 1e-06 = " in with_baseline.stdout
+    assert "400 × " in with_baseline.stdout
+
+
+def test_a_bad_law_is_one_line(tmp_path: Path) -> None:
+    args = ["simulate", *SMALL, "--steps", "3", "--out", str(tmp_path / "a"), "--quiet"]
     bad = tmp_path / "law.json"
     bad.write_text("{not json")
     result = CliRunner().invoke(main, [*args, "--law", str(bad)])
     assert result.exit_code == 2
     assert "not JSON" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = CliRunner().invoke(main, [*args, "--reading", "hopeful"])
+    assert result.exit_code == 2 and "'hopeful' is not one of" in result.stderr

@@ -1,5 +1,5 @@
-"""The law stalesim ships: a real fit, labelled with where it came from and the regime it holds
-for."""
+"""The laws stalesim ships: real fits, labelled with where they came from and the regime they
+hold for. The default is the conservative reading; the optimistic one is the clipped fit."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from stalesim.sim.law import Law, default_law
+from stalesim.sim.law_readings import shipped_law
 
 SHIPPED_FROM = "reports/results/law-objective/clip/law.json"
 RESULTS_LAW = Path(__file__).resolve().parents[2] / SHIPPED_FROM
 
 
+CONSERVATIVE_FROM = "reports/results/law-horizon/non-saturating/law.json"
+
+
 def test_default_law_is_labelled_with_its_source_and_regime():
-    law = default_law()
+    law = shipped_law("optimistic")
     assert isinstance(law, Law)
+    assert default_law().source["preset"] == "law-horizon-ns"
+    assert default_law().regime.steps == 300
     source = law.source
     assert source["preset"] == "law-clip"
     assert source["command"].startswith("stalesim fit")
@@ -31,8 +37,9 @@ def test_default_law_is_labelled_with_its_source_and_regime():
     assert {0, 2, 8, 32} <= {p["staleness"] for p in law.points}
 
 
-def test_default_law_matches_its_points_and_its_stored_fit_quality():
-    law = default_law()
+@pytest.mark.parametrize("name", ["conservative", "optimistic"])
+def test_default_law_matches_its_points_and_its_stored_fit_quality(name: str):
+    law = shipped_law(name)
     fitted = [p for p in law.points if p["eta_opt_in_fit"]]
     axis = "staleness_realised" if law.lag_axis == "realised" else "staleness"
     s = np.array([p[axis] for p in fitted], dtype=float)
@@ -42,10 +49,13 @@ def test_default_law_matches_its_points_and_its_stored_fit_quality():
 
 
 @pytest.mark.skipif(not RESULTS_LAW.exists(), reason="needs the repository's results folder")
-def test_default_law_is_the_committed_clipped_fit():
-    shipped = default_law().to_json_dict()
-    committed = json.loads(RESULTS_LAW.read_text())
-    assert shipped["source"]["copied_from"] == SHIPPED_FROM
+@pytest.mark.parametrize(
+    ("name", "copied_from"), [("optimistic", SHIPPED_FROM), ("conservative", CONSERVATIVE_FROM)]
+)
+def test_shipped_laws_are_the_committed_fits(name: str, copied_from: str):
+    shipped = shipped_law(name).to_json_dict()
+    committed = json.loads((RESULTS_LAW.parents[4] / copied_from).read_text())
+    assert shipped["source"]["copied_from"] == copied_from
     shipped.pop("source")
     committed.pop("source")
     assert shipped == committed

@@ -309,11 +309,14 @@ def test_regime_warnings_name_what_lies_outside_the_measured_regime() -> None:
         }
     )
     warnings = regime_warnings(outside, law)
-    assert len(warnings) == 3
+    assert len(warnings) == 1
     assert "40 versions" in warnings[0] and "S <= 32" in warnings[0]
-    assert "1024 samples" in warnings[1] and "8x" in warnings[1]
-    assert "7e+09 parameters" in warnings[2]
+    # the distance every scenario has from a small CPU law is stated once, not warned about
+    distance = law.regime_distance(outside)
+    assert "1,024 samples per step (8x the measured 128)" in distance
+    assert "model 7e+09 parameters (70,000x the measured 1e+05)" in distance
     assert "no regime" in _law().regime_warnings(inside)[0]
+    assert _law().regime_distance(inside) is None
 
 
 def test_law_curve_helper_is_the_family() -> None:
