@@ -81,7 +81,7 @@ def bench_plan(
     import time
 
     from stalesim.sim.config_file import ConfigError
-    from stalesim.sim.law import default_law
+    from stalesim.sim.law_readings import readings
     from stalesim.sim.plan import run_plan
     from stalesim.sim.plan_config import load_plan
     from stalesim.sim.plan_evaluate import make_backend
@@ -93,7 +93,7 @@ def bench_plan(
         plan = plan.model_copy(
             update={"evaluation": plan.evaluation.model_copy(update={"screen": False})}
         )
-    law = default_law()
+    laws = readings()
     rates, sim_rates, walls = [], [], []
     for run in range(runs):
         gc.collect()
@@ -102,7 +102,7 @@ def bench_plan(
             started = time.perf_counter()
             backend = make_backend(workers, None)
             try:
-                result = run_plan(plan, law, Path(out), folder=folder, backend=backend)
+                result = run_plan(plan, laws, Path(out), folder=folder, backend=backend)
             finally:
                 backend.close()
             wall = time.perf_counter() - started

@@ -386,7 +386,7 @@ def _idle_gpu_hours(row: dict[str, Any]) -> float | None:
     )
     if row["evaluated"] != "simulated" or time_s is None or ur is None or ul is None:
         return None
-    if row["mode"] == "sync_colocated":
+    if MODES[row["mode"]].colocated:
         idle = row["total_gpus"] * max(0.0, 1.0 - ur - ul)
     else:
         idle = row["rollout_gpus"] * (1.0 - ur) + row["learner_gpus"] * (1.0 - ul)

@@ -212,7 +212,7 @@ def decision(table: pl.DataFrame, rec: dict[str, Any], primary: str) -> dict[str
 def describe_setup(row: dict[str, Any]) -> str:
     """One setup in words: GPUs, split, mode, bound, batch."""
     parts = [f"{row['total_gpus']} × {row['gpu']}:"]
-    if row["mode"] == "sync_colocated":
+    if MODES[row["mode"]].colocated:
         parts.append(
             f"{row['rollout_engines']} engines × TP{row['rollout_tp']}, learner shares them,"
         )
@@ -222,7 +222,7 @@ def describe_setup(row: dict[str, Any]) -> str:
             "learner GPUs,"
         )
     parts.append(row["mode"])
-    if row["mode"] == "async":
+    if MODES[row["mode"]].own_publication:
         parts.append(f"max_staleness {row['max_staleness']}")
         if row["inflight_updates"]:
             parts.append("with in-flight updates")

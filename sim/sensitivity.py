@@ -23,7 +23,7 @@ from stalesim.sim.modes import MODES
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
 
-SYNC_MODES = ("sync", "sync_colocated")
+SYNC_MODES = tuple(name for name, spec in MODES.items() if spec.on_policy)
 
 RELATIVE_STEP = 0.2
 MAX_STEPS = 20

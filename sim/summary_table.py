@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from stalesim.sim.modes import MODES
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -150,7 +151,7 @@ def _pct(value: float | None) -> str:
 def sensitivity_table(result: dict[str, Any]) -> Table:
     """Each coefficient moved down and up: the change of step time and of the speed-up."""
     step = result["relative_step"]
-    sync_mode = result["mode"] in ("sync", "sync_colocated")
+    sync_mode = MODES[result["mode"]].on_policy
     faster = result["reference_mode"] if sync_mode else result["mode"]
     slower = result["mode"] if sync_mode else result["reference_mode"]
     table = Table(
