@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from stalesim.cli import main
 from stalesim.sim.config_file import ConfigError, validate_config
 from stalesim.sim.law import Law, LawCurve, StepsModel, default_law
+from stalesim.sim.law_readings import Reading, paper_law
 from stalesim.sim.plan import run_plan
 from stalesim.sim.plan_config import PlanConfig, expand_values, load_plan
 from stalesim.sim.plan_evaluate import ProcessBackend, SerialBackend, simulate_batch
-from stalesim.sim.law_readings import Reading, paper_law
 from stalesim.sim.plan_law import read_law, steps_ratio_box
 from stalesim.sim.plan_rank import pareto_front, rank_column
 from stalesim.sim.plan_space import resolve
