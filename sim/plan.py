@@ -75,7 +75,8 @@ def _setup_columns(c: Candidate) -> dict[str, Any]:
         "rollout_gpus": rollout,
         "learner_gpus": learner,
         "mode": algo["mode"],
-        "max_staleness": algo["max_staleness"],
+        # the bound only means something in a mode that enforces it
+        "max_staleness": algo["max_staleness"] if MODES[algo["mode"]].own_publication else None,
         "inflight_updates": algo["inflight_updates"],
         "streaming": algo["streaming"],
         "prompts_per_step": work["prompts_per_step"],

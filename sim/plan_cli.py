@@ -193,6 +193,7 @@ def recommendation_lines(summary: dict[str, Any]) -> list[str]:
         f"{counts['simulated']:,} simulated, {counts['screened_out']:,} screened out "
         f"({summary['evaluation']['wall_s']:.1f} s)"
     ]
+    lines += (summary.get("plan") or {}).get("notes") or []
     if law.get("regime_distance"):
         lines.append(f"law: {law['regime_distance']}")
     best = rec["best"]
@@ -246,7 +247,6 @@ def top_table(table, rows: int = 10, others: list[str] | None = None):
     other reading of the law."""
     import polars as pl
     from rich.table import Table
-    from stalesim.sim.plan_rank import on_policy
 
     others = (
         others
@@ -264,7 +264,7 @@ def top_table(table, rows: int = 10, others: list[str] | None = None):
         out.add_column(column, justify="right", no_wrap=True)
     for row in table.filter(pl.col("rank") > 0).sort("rank").head(rows).iter_rows(named=True):
         mode = row["mode"]
-        if not on_policy(mode):
+        if row["max_staleness"] is not None:
             mode += f"≤{row['max_staleness']}" + ("+inflight" if row["inflight_updates"] else "")
             mode += "+streaming" if row.get("streaming") else ""
         shared = row["total_gpus"] == row["rollout_gpus"]

@@ -123,6 +123,10 @@ class PlanConfig(StrictModel):
     variants: list[dict[str, Any]] = Field(default_factory=list)
     target: Target = Target()
     evaluation: Evaluation = Evaluation()
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what the command line changed in the space (written by load_plan)",
+    )
 
     @field_validator("budget_gpus")
     @classmethod
@@ -228,10 +232,14 @@ def load_plan(
     if overrides:
         base = data.get("base") if isinstance(data.get("base"), dict) else {}
         sets = dict(base.get("set") or {}) if isinstance(base.get("set") or {}, dict) else {}
+        notes = []
         for item in overrides:
-            nested = apply_overrides({}, [item])
-            sets.update(_flatten(nested))
+            flat = _flatten(apply_overrides({}, [item]))
+            sets.update(flat)
+            for path, value in flat.items():
+                notes += _narrow(data, path, value)
         data = deep_merge(data, {"base": {**base, "set": sets}})
+        data["notes"] = [*(data.get("notes") or []), *notes]
     if budget_gpus is not None:
         if budget_gpus < 1:
             raise ConfigError(f"--budget-gpus={budget_gpus}: must be at least 1")
@@ -245,6 +253,27 @@ def load_plan(
         data["target"] = {**target, "objective": objective}
     plan = validate_config(PlanConfig, data, source)
     return plan, folder
+
+
+def _narrow(data: dict[str, Any], path: str, value: Any) -> list[str]:
+    """A ``--set`` of a key the space varies fixes it there too (else the space's values would
+    silently win over the command line); one note per place narrowed."""
+    notes = []
+    places = [("space", data.get("space"))]
+    if isinstance(data.get("variants"), list):
+        places += [(f"variants[{i}]", v) for i, v in enumerate(data["variants"])]
+    for where, entries in places:
+        if not isinstance(entries, dict):
+            continue
+        for key in list(entries):
+            if dotted(str(key)) == path:
+                before = entries[key]
+                entries[key] = [value]
+                notes.append(
+                    f"--set {path}={value!r} fixes {where}.{key} (the plan varied it over "
+                    f"{before!r})"
+                )
+    return notes
 
 
 def _without_gpu(entries: Any) -> Any:

@@ -135,7 +135,11 @@ def _schedule(row: dict[str, Any]) -> str:
 
 
 def _bound(row: dict[str, Any]) -> str:
-    return "none (on-policy)" if on_policy(row["mode"]) else f"max_staleness {row['max_staleness']}"
+    if on_policy(row["mode"]):
+        return "none (on-policy)"
+    if row["max_staleness"] is None:
+        return f"the {row['mode']} schedule's"
+    return f"max_staleness {row['max_staleness']}"
 
 
 def decision(table: pl.DataFrame, rec: dict[str, Any], primary: str) -> dict[str, Any]:

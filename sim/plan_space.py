@@ -8,7 +8,9 @@ where the learner shares the rollout GPUs). The result is validated like a scena
 through :func:`stalesim.sim.derived.derive`, the simulator's own feasibility checks, so an
 infeasible candidate carries the same one-line reason ``stalesim simulate`` would print.
 Candidates whose resolved scenarios are identical are one candidate (the first assignment
-names it), so a key that does not matter in some mode adds no duplicates.
+names it), so a key that does not matter in some mode adds no duplicates. Without a budget, a
+colocated candidate derived from a base with separate pools shares all of that setup's GPUs
+(its engines plus its learner GPUs), so that it is compared with the same GPU count.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ from typing import Any
 
 from stalesim.sim.config_file import ConfigError, validate_config
 from stalesim.sim.derived import Derived, derive
+from stalesim.sim.modes import MODES
 from stalesim.sim.plan_config import BUDGET_KEY, PlanConfig, dotted, expand_values
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.scenario import Scenario
-
-COLOCATED_MODE = "sync_colocated"
 
 
 @dataclass
@@ -176,6 +177,10 @@ def resolve(plan: PlanConfig, folder: Path | None = None) -> list[Candidate]:
             else:
                 _set(data, path, value, where=f"space.{path}")
         candidate = Candidate(index=len(out), assignment=assignment)
+        if budget is None and _colocated(data) and not _colocated(base):
+            # like with like: the shared pool is every GPU the separate setup had
+            cluster = data["cluster"]
+            budget = cluster["rollout_engines"] * cluster["rollout_tp"] + cluster["learner_gpus"]
         reason = _apply_budget(data, budget)
         gpu = data["hardware"]["gpu"]
         if data["hardware"].get("price_per_gpu_hour") is None and gpu in plan.prices:
@@ -203,13 +208,18 @@ def resolve(plan: PlanConfig, folder: Path | None = None) -> list[Candidate]:
     return out
 
 
+def _colocated(data: dict[str, Any]) -> bool:
+    mode = data["algorithm"]["mode"]
+    return mode in MODES and MODES[mode].colocated
+
+
 def _apply_budget(data: dict[str, Any], budget: int | None) -> str | None:
     """Set the engine count the budget leaves; the reason when it leaves none that fits."""
     if budget is None:
         return None
     data["cluster"] = cluster = dict(data["cluster"])
     tp = cluster["rollout_tp"]
-    colocated = data["algorithm"]["mode"] == COLOCATED_MODE
+    colocated = _colocated(data)
     rollout = budget if colocated else budget - cluster["learner_gpus"]
     if rollout < tp:
         taken = "" if colocated else f" minus cluster.learner_gpus={cluster['learner_gpus']}"

@@ -386,3 +386,39 @@ def test_a_plan_without_a_feasible_candidate_says_so(tmp_path: Path) -> None:
         "of cluster.rollout_tp=4"
     ]
     assert "No candidate of this plan is feasible" in (out / "report.html").read_text()
+
+
+# -- a plan a user can act on --------------------------------------------------------------
+
+
+def test_a_set_on_a_key_the_space_varies_narrows_the_space_and_says_so() -> None:
+    plan, _ = load_plan(overrides=("workload.prompts_per_step=512",))
+    assert plan.space["prompts_per_step"] == [512]
+    assert plan.notes == [
+        "--set workload.prompts_per_step=512 fixes space.prompts_per_step (the plan varied it "
+        "over [32, 64, 128])"
+    ]
+    assert {c.data["workload"]["prompts_per_step"] for c in resolve(plan)} == {512}
+    # a key the space does not vary is only the base's
+    plain, _ = load_plan(overrides=("model.preset=qwen2.5-1.5b",))
+    assert plain.notes == [] and plain.base.set["model.preset"] == "qwen2.5-1.5b"
+
+
+def test_a_colocated_candidate_without_a_budget_shares_every_gpu_of_the_setup() -> None:
+    plan = small_plan(
+        budget_gpus=None,
+        space={"cluster.rollout_engines": [4], "cluster.learner_gpus": [4]},
+        variants=[{"mode": ["sync", "sync_colocated"]}],
+    )
+    by_mode = {c.data["algorithm"]["mode"]: c for c in resolve(plan)}
+    assert by_mode["sync"].derived.total_gpus == 8
+    colocated = by_mode["sync_colocated"]
+    assert colocated.derived.total_gpus == 8 and colocated.scenario.cluster.rollout_engines == 8
+
+
+def test_the_bound_column_is_empty_where_the_mode_sets_no_bound(tmp_path: Path) -> None:
+    table = run_plan(small_plan(), flat_law(), tmp_path).table
+    one_step = table.filter(pl.col("mode") == "one_step")
+    assert one_step.height and one_step["max_staleness"].is_null().all()
+    bounded = table.filter(pl.col("mode") == "async")["max_staleness"].drop_nulls().unique().sort()
+    assert bounded.to_list() == [1, 2, 4]
