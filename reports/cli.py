@@ -15,14 +15,20 @@ def report() -> None:
 @report.command()
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 def simulate(out_dir: Path) -> None:
-    """Re-render OUT_DIR/report.html from a finished `stalesim simulate --out OUT_DIR`."""
+    """Re-render OUT_DIR/report.html from a finished `stalesim simulate --out OUT_DIR` (with
+    or without --vary)."""
     from stalesim.reports.simulate_page import SIMULATE_FILES, write_simulate_report
+    from stalesim.reports.variants_page import VARIANTS_FILES, write_variants_report
     from stalesim.sim.output_dir import require_complete
 
     if not out_dir.is_dir():
         raise ValueError(f"{out_dir}: no such directory (give the --out folder of a simulate run)")
-    require_complete(out_dir, "simulate", SIMULATE_FILES)
-    path = write_simulate_report(out_dir)
+    if (out_dir / "variants.json").exists():
+        require_complete(out_dir, "simulate-variants", VARIANTS_FILES)
+        path = write_variants_report(out_dir)
+    else:
+        require_complete(out_dir, "simulate", SIMULATE_FILES)
+        path = write_simulate_report(out_dir)
     click.echo(f"wrote {path}")
 
 

@@ -36,6 +36,15 @@ DEFAULT_OUT = "stalesim-out"
     help="Also move each time-model coefficient by -20% and +20% and rerun a few steps: how "
     "much step time and the async speed-up move (summary key 'sensitivity', a page section).",
 )
+@click.option(
+    "--vary",
+    "vary",
+    multiple=True,
+    metavar="KEY=V1,V2,...",
+    help="Compare variants in one call: simulate the scenario once per value of KEY (repeat to "
+    "multiply), e.g. --vary algorithm.max_staleness=1,2,4,8; one table, one page, each "
+    "variant's files in its own subfolder of --out.",
+)
 @quiet_option()
 def simulate(
     scenario_file: Path | None,
@@ -48,6 +57,7 @@ def simulate(
     law_file: Path | None,
     reading: str,
     with_sensitivity: bool,
+    vary: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Simulate an RL cluster: throughput, utilisation and the staleness of its samples.
@@ -75,6 +85,13 @@ def simulate(
     )
     check_run_size(scenario, steps)
     laws = law_readings_from(law_file, reading)
+    if vary:
+        if with_sensitivity:
+            raise click.UsageError("--vary and --sensitivity: give one of them")
+        _simulate_variants(
+            scenario_file, preset, overrides, vary, steps, seed, out_dir, laws, as_json, quiet
+        )
+        return
     with progress_bar(quiet or as_json, transient=True) as bar:
         task = bar.add_task(f"simulating {scenario.name}", total=steps)
         trace = run_simulation(
@@ -120,6 +137,105 @@ def simulate(
         console.print(f"law warning: {warning}", markup=False)
     console.print(f"wrote {out_dir}/ (samples, steps, busy, queue .parquet; summary.json)")
     console.print(f"report: {report}")
+
+
+def _simulate_variants(
+    scenario_file: Path | None,
+    preset: str | None,
+    overrides: tuple[str, ...],
+    vary: tuple[str, ...],
+    steps: int,
+    seed: int,
+    out_dir: Path,
+    laws: list,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """``simulate --vary``: every variant validated first, then simulated with the same steps
+    and seed; one table, one page (``variants.parquet``, ``variants.json``, ``report.html``)
+    and each variant's files in a subfolder, published together."""
+    import polars as pl
+    from stalesim.reports.variants_page import write_variants_report
+    from stalesim.sim.files import write_json, write_parquet
+    from stalesim.sim.metrics import add_law, summarize
+    from stalesim.sim.output_dir import output_folder
+    from stalesim.sim.presets import load_scenario
+    from stalesim.sim.run import check_run_size
+    from stalesim.sim.run import simulate as run_simulation
+    from stalesim.sim.variants import folder_name, parse_vary, variant_row
+
+    variants = parse_vary(vary)
+    path = str(scenario_file) if scenario_file is not None else None
+    scenarios = []
+    for variant in variants:
+        sets = tuple(f"{key}={value}" for key, value in variant)
+        scenario = load_scenario(path, preset, (*overrides, *sets))
+        check_run_size(scenario, steps)
+        scenarios.append(scenario)
+    rows, results = [], []
+    sync_times: dict[str, float | None] = {}
+    with progress_bar(quiet or as_json, transient=True) as bar:
+        task = bar.add_task("simulating variants", total=len(variants))
+        for i, (variant, scenario) in enumerate(zip(variants, scenarios, strict=True)):
+            trace = run_simulation(scenario, steps, seed)
+            summary = summarize(trace, scenario, steps, seed)
+            # variants that share their synchronous counterpart share its simulation
+            key = _sync_key(scenario)
+            if key not in sync_times:
+                sync_times[key] = _on_policy_step_time(scenario, summary, steps, seed)
+            summary = add_law(summary, laws, scenario, sync_times[key])
+            folder = folder_name(i, variant)
+            rows.append(variant_row(variant, summary, folder))
+            results.append((folder, trace, summary))
+            bar.update(task, completed=i + 1)
+    table = pl.DataFrame(rows, infer_schema_length=None)
+    meta = {
+        "vary": list(vary),
+        "overrides": list(overrides),
+        "steps": steps,
+        "seed": seed,
+        "law": {
+            "reading": laws[0].name,
+            "readings": {r.name: r.provenance for r in laws},
+            "regime_distance": (results[0][2].get("law") or {}).get("regime_distance"),
+        },
+        "variants": rows,
+    }
+    with output_folder(out_dir, kind="simulate-variants") as stage:
+        for folder, trace, summary in results:
+            (stage / folder).mkdir()
+            for name in ("samples", "steps", "busy", "queue"):
+                write_parquet(stage / folder / f"{name}.parquet", getattr(trace, name))
+            write_json(stage / folder / "summary.json", summary)
+        write_parquet(stage / "variants.parquet", table)
+        write_json(stage / "variants.json", meta)
+        write_variants_report(stage)
+    if as_json:
+        click.echo(json.dumps(json.loads((out_dir / "variants.json").read_text()), indent=2))
+        return
+    from rich.console import Console
+    from stalesim.sim.summary_table import variants_table
+
+    console = Console()
+    if meta["law"]["regime_distance"]:
+        console.print(f"law: {meta['law']['regime_distance']}", markup=False)
+    console.print(variants_table(meta))
+    console.print(f"wrote {out_dir}/ (variants.parquet, variants.json; one subfolder per variant)")
+    console.print(f"report: {out_dir / 'report.html'}")
+
+
+def _sync_key(scenario) -> str:
+    from stalesim.sim.modes import MODES
+
+    if MODES[scenario.algorithm.mode].on_policy:
+        return scenario.model_dump_json()
+    from stalesim.sim.config_file import ConfigError
+    from stalesim.sim.sensitivity import with_mode
+
+    try:
+        return with_mode(scenario, "sync").model_dump_json()
+    except ConfigError:
+        return scenario.model_dump_json()
 
 
 def _on_policy_step_time(scenario, summary: dict, steps: int, seed: int) -> float | None:

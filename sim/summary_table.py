@@ -172,3 +172,39 @@ def sensitivity_table(result: dict[str, Any]) -> Table:
             f"{_pct(low['speedup_change'])} / {_pct(high['speedup_change'])}",
         )
     return table
+
+
+def variants_table(meta: dict[str, Any]) -> Table:
+    """One row per variant of ``simulate --vary``: throughput, step time, staleness, and the
+    law's multipliers (the user's learning rate and hours where the scenario gives a
+    baseline)."""
+    rows = meta["variants"]
+    baseline = any(r.get("law_learning_rate") is not None for r in rows)
+    hours = any(r.get("law_time_to_target_s") is not None for r in rows)
+    table = Table(
+        title=f"stalesim simulate --vary {' '.join(meta['vary'])} ({meta['steps']} steps, seed "
+        f"{meta['seed']}; law reading {meta['law']['reading']}; time× is relative to the same "
+        "cluster run synchronously)"
+    )
+    columns = ["variant", "GPUs", "samples/s", "step s", "staleness mean/max", "LR×", "steps×"]
+    columns += ["time×"] + (["LR"] if baseline else []) + (["hours"] if hours else [])
+    for column in columns:
+        left = column == "variant"
+        table.add_column(column, justify="left" if left else "right", no_wrap=True)
+    for r in rows:
+        cells = [
+            r["variant"],
+            str(r["gpus"]),
+            _num(r["samples_per_s"]),
+            _num(r["step_time_mean_s"]),
+            f"{_num(r['staleness_mean'])} / {_num(r['staleness_max'], 0)}",
+            _sci(r.get("law_lr_multiplier")),
+            _sci(r.get("law_steps_multiplier")),
+            _sci(r.get("law_time_to_target_rel")),
+        ]
+        if baseline:
+            cells.append(_sci(r.get("law_learning_rate")))
+        if hours:
+            cells.append(_hours(r.get("law_time_to_target_s")))
+        table.add_row(*cells)
+    return table
