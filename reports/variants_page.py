@@ -82,7 +82,11 @@ def _bar(table: pl.DataFrame, column: str, title: str, order: list[str]) -> alt.
         .mark_bar()
         .encode(
             y=alt.Y("variant:N", sort=order, title=None),
-            x=alt.X(f"{column}:Q", title=title),
+            x=alt.X(
+                f"{column}:Q",
+                title=title,
+                axis=alt.Axis(format=".2~e") if column == "law_learning_rate" else alt.Axis(),
+            ),
             tooltip=["variant:N", alt.Tooltip(f"{column}:Q", format=",.4~g")],
         )
         .properties(width=640, height=28 * max(1, table.height))
