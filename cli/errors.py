@@ -40,3 +40,7 @@ class InputErrorGroup(click.Group):
         except INPUT_ERRORS as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
             ctx.exit(2)
+        except click.UsageError as exc:
+            # a bad option of a command: one line naming it, like every other input error
+            click.echo(f"error: {one_line(exc.format_message())}", err=True)
+            ctx.exit(2)

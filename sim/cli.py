@@ -13,6 +13,7 @@ from stalesim.sim.cli_options import (
     overrides_option,
     progress_bar,
     quiet_option,
+    seed_option,
 )
 
 DEFAULT_OUT = "stalesim-out"
@@ -25,7 +26,7 @@ DEFAULT_OUT = "stalesim-out"
 )
 @overrides_option("Override a scenario key, e.g. --set algorithm.mode=sync (repeatable).")
 @click.option("--steps", default=50, show_default=True, type=int, help="Learner steps to simulate.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@seed_option()
 @out_folder_option(DEFAULT_OUT, "the trace (Parquet), summary.json and report.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON instead of a table.")
 @law_options()

@@ -34,16 +34,33 @@ def overrides_option(help: str):
     return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help)
 
 
+def _folder(_ctx: Any, param: click.Parameter, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("is empty; give a folder", param=param)
+    return Path(value)
+
+
 def out_folder_option(default: str, holds: str, name: str = "out_dir"):
-    """``--out FOLDER`` (a folder, never a file), passed to the command as ``name`` (a
-    :class:`~pathlib.Path`); ``holds`` says what the command writes there."""
+    """``--out FOLDER`` (a folder, never a file, never empty: an empty name would write into
+    the current folder), passed to the command as ``name`` (a :class:`~pathlib.Path`);
+    ``holds`` says what the command writes there."""
     return click.option(
         "--out",
         name,
         default=default,
         show_default=True,
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(file_okay=False),
+        callback=_folder,
         help=f"Folder for {holds}",
+    )
+
+
+def seed_option(help: str = "Random seed."):
+    """``--seed N`` (``N >= 0``: the generators take no negative seed)."""
+    return click.option(
+        "--seed", default=0, show_default=True, type=click.IntRange(min=0), help=help
     )
 
 

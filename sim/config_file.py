@@ -227,17 +227,25 @@ def decode_utf8(data: bytes, source: str) -> str:
         ) from None
 
 
+#: A config file larger than this is not a config (``/dev/zero``, a log passed by mistake).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
 def read_yaml(path: str | Path) -> Any:
-    """The YAML document in ``path`` (``None`` when empty), read with the config loader."""
+    """The YAML document in ``path`` (``None`` when empty), read with the config loader; at
+    most ``MAX_CONFIG_BYTES`` are read, so an endless device or a huge file is refused."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a YAML file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB; not a config file")
     return load_yaml_text(decode_utf8(data, str(path)), str(path))
 
 

@@ -147,6 +147,22 @@ class _Context:
         )
 
 
+def _check_simulation_size(feasible: list[Candidate], steps: int) -> None:
+    """Refuse, before any simulation, an ``evaluation.steps`` whose largest candidate's trace
+    cannot fit in this machine's memory (else every candidate would fail alike)."""
+    from stalesim.sim.memory import refuse_if_too_big
+    from stalesim.sim.run import BYTES_PER_SAMPLE, planned_samples
+
+    if not feasible:
+        return
+    largest = max(planned_samples(c.scenario, steps) for c in feasible)
+    refuse_if_too_big(
+        largest * BYTES_PER_SAMPLE,
+        f"evaluation.steps={steps}: the largest candidate's {largest:,} samples",
+        "lower evaluation.steps",
+    )
+
+
 def _law_staleness(law: Law, metrics: dict[str, Any]) -> float:
     key = {
         "max": "staleness_max",
@@ -180,16 +196,22 @@ def run_plan(
             "the law has no steps_to_target model (its sweep never reached the target); "
             "a plan needs one: pass --law with a law that has it"
         )
+    # the whole space is resolved and checked before the folder is touched
+    candidates = resolve(plan, folder)
+    _check_simulation_size([c for c in candidates if c.feasible], plan.evaluation.steps)
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     with locked(out_dir, wait=False, what=" (another plan?)"):
         remove_stale_temporaries(out_dir)
-        return _run_plan(plan, laws, out_dir, folder, backend, progress, render, started)
+        return _run_plan(
+            plan, laws, candidates, out_dir, folder, backend, progress, render, started
+        )
 
 
 def _run_plan(
     plan: PlanConfig,
     laws: list[Reading],
+    candidates: list[Candidate],
     out_dir: Path,
     folder: Path | None,
     backend: Backend | None,
@@ -202,7 +224,6 @@ def _run_plan(
     others = [r.name for r in laws[1:]]
     evaluation = plan.evaluation
     base = base_mapping(plan, folder)
-    candidates = resolve(plan, folder)
     feasible = [c for c in candidates if c.feasible]
     reference = plan.target.samples_per_update or (
         base["workload"]["prompts_per_step"]

@@ -59,6 +59,9 @@ BUDGET_KEY = "budget_gpus"
 
 #: A range may not expand to more values than this (a typo like ``step: 0.001`` would).
 MAX_RANGE_VALUES = 10_000
+#: A plan may not name more candidates than this: each range may be under its cap while their
+#: product still runs out of memory.
+MAX_CANDIDATES = 200_000
 
 
 class BaseScenario(StrictModel):
@@ -88,7 +91,7 @@ class Evaluation(StrictModel):
     """How candidates are simulated and which ones the screen may skip."""
 
     steps: int = Field(default=30, ge=2, description="learner steps per simulation")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     screen: bool = Field(
         default=True, description="skip the simulation of candidates that cannot win"
     )
@@ -176,6 +179,8 @@ def _range(where: str, spec: Mapping[str, Any]) -> list[Any]:
     numbers = (start, stop, spec.get("step", 1), spec.get("times", 2))
     if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in numbers):
         raise ConfigError(f"{where}: a range needs numbers for from and to (and step or times)")
+    if not all(math.isfinite(x) for x in numbers):
+        raise ConfigError(f"{where}: a range needs finite numbers, got {dict(spec)}")
     if "step" in spec and "times" in spec:
         raise ConfigError(f"{where}: give step (arithmetic) or times (geometric), not both")
     if stop < start:

@@ -189,6 +189,8 @@ class RayBackend:
 def make_backend(workers: int | None, ray_address: str | None) -> Backend:
     """Ray when an address is given; else worker processes (one per core by default), or this
     process alone for one worker."""
+    if ray_address is not None and not ray_address.strip():
+        raise ValueError("--ray '': give a Ray address (host:port) or `local`")
     if ray_address:
         return RayBackend(ray_address)
     n = workers if workers is not None else (os.cpu_count() or 1)

@@ -26,7 +26,13 @@ from typing import Any
 from stalesim.sim.config_file import ConfigError, validate_config
 from stalesim.sim.derived import Derived, derive
 from stalesim.sim.modes import MODES
-from stalesim.sim.plan_config import BUDGET_KEY, PlanConfig, dotted, expand_values
+from stalesim.sim.plan_config import (
+    BUDGET_KEY,
+    MAX_CANDIDATES,
+    PlanConfig,
+    dotted,
+    expand_values,
+)
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.scenario import Scenario
 
@@ -93,8 +99,30 @@ def dimensions(plan: PlanConfig) -> list[dict[str, list[Any]]]:
     return out
 
 
+def count_assignments(plan: PlanConfig) -> int:
+    """How many assignments the space names (before duplicates collapse), without making them."""
+    total = 0
+    for dims in dimensions(plan):
+        product = 1
+        for values in dims.values():
+            product *= len(values)
+        total += product
+    return total
+
+
 def assignments(plan: PlanConfig) -> list[dict[str, Any]]:
-    """Every assignment of the space, in the plan's order."""
+    """Every assignment of the space, in the plan's order; a space of more than
+    ``MAX_CANDIDATES`` is refused before any is made."""
+    count = count_assignments(plan)
+    if count > MAX_CANDIDATES:
+        sizes = [
+            " x ".join(f"{short_name(k)} {len(v)}" for k, v in dims.items())
+            for dims in dimensions(plan)
+        ]
+        raise ConfigError(
+            f"the plan's space names {count:,} candidates ({' + '.join(sizes)}); at most "
+            f"{MAX_CANDIDATES:,}: narrow a range or split the plan"
+        )
     found = []
     for dims in dimensions(plan):
         keys = list(dims)

@@ -63,7 +63,7 @@ def load_scenario(
     path: str | None = None, preset: str | None = None, overrides: tuple[str, ...] = ()
 ) -> Scenario:
     """Preset (default when none), then the YAML file, then ``--set`` overrides."""
-    data = preset_mapping(preset or DEFAULT)
+    data = preset_mapping(DEFAULT if preset is None else preset)
     source = "config"
     if path is not None:
         patch = _paths_relative_to(read_yaml_mapping(path), Path(path).parent)

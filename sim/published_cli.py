@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from stalesim.sim.cli_options import out_folder_option, progress_bar, quiet_option
+from stalesim.sim.cli_options import out_folder_option, progress_bar, quiet_option, seed_option
 from stalesim.sim.published_check import DEFAULT_STEPS
 
 DEFAULT_OUT = "stalesim-out/published-check"
@@ -19,7 +19,7 @@ DEFAULT_OUT = "stalesim-out/published-check"
     type=int,
     help="Learner steps per simulation (the first tenth is warm-up).",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@seed_option()
 @out_folder_option(
     DEFAULT_OUT, "published_check.csv, mechanisms.csv, published_check.json, report.html."
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from stalesim.sim.config_file import ConfigError, StrictModel
 from stalesim.sim.hardware import CATALOG, GpuSpec
 from stalesim.sim.lengths import Fixed, LengthDistribution, LogNormal
@@ -82,6 +82,16 @@ class ModelConfig(StrictModel):
         ):
             changes["active_params"] = changes["params"]
         return base.model_copy(update=changes)
+
+    @model_validator(mode="after")
+    def _active_within_total(self) -> ModelConfig:
+        spec = self.spec()
+        if spec.active_params > spec.params:
+            raise ValueError(
+                f"active_params={spec.active_params:g} exceeds params={spec.params:g}: a token "
+                "cannot use more parameters than the model has"
+            )
+        return self
 
 
 class WorkloadConfig(StrictModel):
