@@ -160,11 +160,13 @@ def read_text(path: Path) -> str:
 
 _ASSIGN = re.compile(r"^\s*(?:export\s+|local\s+|readonly\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 _VAR = re.compile(
-    r"\$\(\((?P<arith>[^()]*)\)\)"
+    r"\$\(\((?P<arith>(?:[^()]|\([^()]*\))*)\)\)"
     r"|\$\{(?P<array>[A-Za-z_][A-Za-z0-9_]*)\[[@*]\]\}"
-    r"|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}"
+    r"|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}$]*))?\}"
     r"|\$(?P<plain>[A-Za-z_][A-Za-z0-9_]*)"
 )
+#: Stands for the ``$`` of a variable the script does not set, until expansion ends.
+_UNSET = "\x00"
 
 
 @dataclass
@@ -206,17 +208,12 @@ def parse_script(text: str, marker: re.Pattern[str], source: str) -> Script:
             tokens = _split(_expand(body, variables, arrays, unresolved), source)
             arrays[match.group(1)] = tokens
             continue
-        if match and not re.search(r"\s", match.group(2).strip().strip("'\"")):
-            tokens = _split(_expand(match.group(2), variables, arrays, unresolved), source)
-            variables[match.group(1)] = tokens[0] if tokens else ""
-            continue
-        if match and match.group(2).strip()[:1] in ("'", '"'):
-            tokens = _split(_expand(match.group(2), variables, arrays, unresolved), source)
-            variables[match.group(1)] = " ".join(tokens)
-            continue
         if marker.search(line):
             tokens = _split(_expand(line, variables, arrays, unresolved), source)
             return Script(variables, arrays, tokens, unresolved)
+        if match:
+            tokens = _split(_expand(match.group(2), variables, arrays, unresolved), source)
+            variables[match.group(1)] = " ".join(tokens)
     raise ConfigError(f"{source}: no command line starting the trainer ({marker.pattern}) found")
 
 
@@ -234,15 +231,18 @@ def _split(text: str, source: str) -> list[str]:
 def _expand(
     text: str, variables: dict[str, str], arrays: dict[str, list[str]], missing: set[str]
 ) -> str:
+    """Shell expansion of variables, arrays and arithmetic; innermost first, so that
+    ``${A:-"${B}/x"}`` works. A variable the script does not set stays ``$NAME``."""
+
     def value(name: str, default: str | None) -> str:
         if name in variables:
             return variables[name]
         if name in arrays:
             return arrays[name][0] if arrays[name] else ""
         if default is not None:
-            return default
+            return default.strip("'\"")
         missing.add(name)
-        return "$" + name
+        return _UNSET + name
 
     def sub(m: re.Match[str]) -> str:
         if m.group("arith") is not None:
@@ -252,7 +252,7 @@ def _expand(
                 m.group("arith"),
             )
             result = _arithmetic(expr)
-            return m.group(0) if result is None else str(result)
+            return m.group(0).replace("$", _UNSET) if result is None else str(result)
         if m.group("array") is not None:
             name = m.group("array")
             if name not in arrays:
@@ -263,7 +263,12 @@ def _expand(
             return value(m.group("braced"), m.group("default"))
         return value(m.group("plain"), None)
 
-    return _VAR.sub(sub, text)
+    for _ in range(16):
+        expanded = _VAR.sub(sub, text)
+        if expanded == text:
+            break
+        text = expanded
+    return text.replace(_UNSET, "$")
 
 
 _OPS = {

@@ -382,12 +382,15 @@ def _map(imported: Imported, cfg: DictConfig, user: DictConfig, extra: tuple[str
             epochs,
             "each batch is trained this many times; the simulator trains it once",
         )
-    rollout_logprobs = bool(get.read("actor_rollout_ref.actor.use_rollout_log_probs"))
+    rollout_logprobs = bool(get("actor_rollout_ref.actor.use_rollout_log_probs")) or bool(
+        get("async_training.use_rollout_log_probs")
+    )
     bypass = bool(get("algorithm.rollout_correction.bypass_mode"))
     imported.set(
         "algorithm.old_logprob_pass",
         not (rollout_logprobs or bypass),
-        "not (actor.use_rollout_log_probs or algorithm.rollout_correction.bypass_mode)",
+        "not (actor.use_rollout_log_probs or async_training.use_rollout_log_probs or "
+        "algorithm.rollout_correction.bypass_mode)",
     )
     kl_loss = bool(get.read("actor_rollout_ref.actor.use_kl_loss"))
     kl_reward = bool(get.read("algorithm.use_kl_in_reward"))
