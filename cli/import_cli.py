@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 
-@click.command(name="import")
+@click.command(name="import", context_settings={"ignore_unknown_options": True})
 @click.argument("framework", metavar="FRAMEWORK")
 @click.argument("config", required=False, type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1, metavar="[OVERRIDES]...")

@@ -29,7 +29,9 @@ def import_trainer_config(
     if key not in IMPORTERS:
         raise ConfigError(f"unknown framework {framework!r}; allowed: {', '.join(IMPORTERS)}")
     imported = import_module(IMPORTERS[key]).import_config(path, tuple(extra))
-    stem = path.stem if path is not None else "example"
+    stem = "example" if path is None else path.stem
+    if path is not None and path.parent.name == ".hydra":  # a run folder's resolved config
+        stem = path.parent.parent.name
     imported.scenario = {"name": f"{key}-{stem}", **imported.scenario}
     return imported
 

@@ -4,7 +4,8 @@ mapped to a scenario.
 The GPU split comes from ``allocation_mode`` (``sglang:d4p1t1+d4p1t1``; older releases wrote
 ``sglang.d4p1t1+d4p1t1``) or, in AReaL 1.0, the per-engine ``rollout.backend`` and
 ``actor.backend`` (``sglang:d4t2``, ``fsdp:d8``). ``+`` separates inference from training
-(decoupled: ``async``, with ``rollout.max_head_offpolicyness`` as ``max_staleness`` and
+(decoupled: ``async``, with ``rollout.max_head_offpolicyness`` (in training steps of ``M``
+  mini-batches) as ``max_staleness = offpolicyness x M + M - 1`` optimizer steps, and
 AReaL's interruptible generation as in-flight updates that recompute the KV cache); ``|``
 puts them on the same GPUs (``sync_colocated``). A key the YAML does not give takes AReaL
 1.0.4's dataclass default (:data:`DEFAULTS`, from ``areal/api/cli_args.py``), reported as a
@@ -214,8 +215,15 @@ def _map(imported: Imported, cfg: DictConfig) -> Imported:
                 "colocated: generation and training alternate, so no sample is stale",
             )
     else:
-        imported.set("algorithm.mode", "async", f"{where}: '+' separates generation and training")
-        imported.set("algorithm.max_staleness", stale, "rollout.max_head_offpolicyness")
+        imported.set(
+            "algorithm.mode", "async", f"{where}: generation and training on separate GPUs"
+        )
+        imported.set(
+            "algorithm.max_staleness",
+            stale * minibatches + minibatches - 1,
+            "rollout.max_head_offpolicyness x actor.ppo_n_minibatches + ppo_n_minibatches - 1 "
+            "(AReaL counts a version per training step, the simulator per optimizer step)",
+        )
         imported.set(
             "algorithm.inflight_updates", True, "AReaL interrupts generation for new weights"
         )

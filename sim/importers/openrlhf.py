@@ -12,8 +12,9 @@ Modes: ``--train.colocate_all`` is the hybrid engine (``sync_colocated``); separ
 without ``--train.async_enable`` wait for each other (``sync``); with it, a generator and a
 trainer share a queue of ``--train.async_queue_size`` batches: a slot frees when the trainer
 takes a batch, so with one slot batch ``k+1`` generates while batch ``k`` trains
-(``one_step``), and with ``q`` slots up to ``q`` batches run ahead (``async``, at most ``q``
-batches of optimizer steps stale). ``--train.partial_rollout_enable`` pauses generation for the
+(``one_step``), and with ``q`` slots up to ``q`` batches run ahead (``async``; with ``M``
+optimizer steps per batch the last mini-batch is at most ``(q + 1) M - 1`` versions stale, as
+``one_step``'s is ``2M - 1``). ``--train.partial_rollout_enable`` pauses generation for the
 weight sync and resumes it on the new weights (in-flight updates, KV cache kept).
 """
 
@@ -319,8 +320,9 @@ def _map(imported: Imported, args: dict[str, Any]) -> Imported:
         )
         imported.set(
             "algorithm.max_staleness",
-            queue * minibatches,
-            "--train.async_queue_size x optimizer steps per rollout (batches ahead, in versions)",
+            (queue + 1) * minibatches - 1,
+            "(--train.async_queue_size + 1) x optimizer steps per rollout - 1: the last "
+            "mini-batch of a batch generated that many batches ahead",
         )
     if asynchronous and colocate:
         imported.unmatched(
