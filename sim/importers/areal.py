@@ -5,7 +5,7 @@ The GPU split comes from ``allocation_mode`` (``sglang:d4p1t1+d4p1t1``; older re
 ``sglang.d4p1t1+d4p1t1``) or, in AReaL 1.0, the per-engine ``rollout.backend`` and
 ``actor.backend`` (``sglang:d4t2``, ``fsdp:d8``). ``+`` separates inference from training
 (decoupled: ``async``, with ``rollout.max_head_offpolicyness`` (in training steps of ``M``
-  mini-batches) as ``max_staleness = offpolicyness x M + M - 1`` optimizer steps, and
+mini-batches) as ``max_staleness = offpolicyness x M + M - 1`` optimizer steps, and
 AReaL's interruptible generation as in-flight updates that recompute the KV cache); ``|``
 puts them on the same GPUs (``sync_colocated``). A key the YAML does not give takes AReaL
 1.0.4's dataclass default (:data:`DEFAULTS`, from ``areal/api/cli_args.py``), reported as a
