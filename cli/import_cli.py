@@ -8,7 +8,7 @@ import click
 
 
 @click.command(name="import", context_settings={"ignore_unknown_options": True})
-@click.argument("framework", metavar="FRAMEWORK")
+@click.argument("framework", metavar="[FRAMEWORK]", required=False, default="verl")
 @click.argument("config", required=False, type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1, metavar="[OVERRIDES]...")
 @click.option(
@@ -21,13 +21,14 @@ import click
 def import_config(
     framework: str, config: Path | None, overrides: tuple[str, ...], out_file: Path | None
 ) -> None:
-    """Write a scenario from a trainer's config: FRAMEWORK is verl, openrlhf or areal.
+    """Write a scenario from a trainer's config: FRAMEWORK is verl (the default), openrlhf or
+    areal.
 
     CONFIG is verl's resolved .hydra/config.yaml, a ppo_trainer.yaml (or recipe config) or a
     launch script; OpenRLHF's saved arguments (JSON/YAML) or launch script; AReaL's experiment
     YAML. OVERRIDES are Hydra-style key=value (verl, AReaL; +key=value adds a key) or extra
     --flag value arguments (OpenRLHF). Without CONFIG it imports the framework's shipped
-    example and says so. Every key mapped, every default filled in and every key that has no
+    example (verl's own default config) and says so. Every key mapped, every default filled in and every key that has no
     counterpart is printed (and kept as comments in the YAML), so `stalesim simulate FILE` and
     a plan's `base: {file: FILE}` start from your run. The mapping is documented in
     docs/importers.md.

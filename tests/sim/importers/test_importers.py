@@ -147,7 +147,7 @@ def test_verl_fully_async_recipe_yaml_defaults() -> None:
 
 
 def test_verl_default_runs_without_arguments(tmp_path: Path) -> None:
-    s = _written(tmp_path, "verl")
+    s = _written(tmp_path)
     assert s["model"]["preset"] == "deepseek-llm-7b"  # verl's default model
     assert s["workload"]["prompts_per_step"] == 1024
     assert s["cluster"]["rollout_engines"] == 4
@@ -311,6 +311,23 @@ def test_areal_defaults_are_the_real_dataclass_defaults() -> None:
 
 
 # --- errors ---------------------------------------------------------------------------------
+
+
+def test_a_setup_simulate_would_refuse_is_written_with_a_warning(tmp_path: Path) -> None:
+    out = tmp_path / "big.yaml"
+    result = _run(
+        "import",
+        "verl",
+        str(VERL / "grpo_run" / ".hydra" / "config.yaml"),
+        "actor_rollout_ref.model.path=Qwen/Qwen2.5-72B-Instruct",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "simulate will refuse this scenario as it stands" in result.output
+    assert "do not fit an engine" in result.output
+    assert yaml.safe_load(out.read_text())["model"]["preset"] == "qwen2.5-72b"
 
 
 @pytest.mark.parametrize(
