@@ -75,6 +75,8 @@ def import_config(path: Path | None, extra: tuple[str, ...] = ()) -> Imported:
         user = OmegaConf.create({})
         return _map(imported, _compose(user, recipe, (*overrides, *extra), imported), user, extra)
     data = load_yaml_text(text, str(path))
+    if data is None:
+        raise ConfigError(f"{path}: is empty, not a verl config")
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a verl config (a YAML mapping), got {type(data).__name__}"
