@@ -28,8 +28,11 @@ class ModelSpec(BaseModel):
     kv_heads: int = Field(gt=0)
     head_dim: int = Field(gt=0)
     dtype_bytes: int = Field(default=2, gt=0)
+    # a lookup key, not a property of the model: left out of dumps (summary.json)
     hf_names: tuple[str, ...] = Field(
-        default=(), description="Hugging Face repository names of this shape (any case)"
+        default=(),
+        exclude=True,
+        description="Hugging Face repository names of this shape (any case)",
     )
 
     @property
