@@ -22,6 +22,7 @@ class _RootGroup(InputErrorGroup, LazyGroup):
         "validate": "stalesim.validate.cli:validate",
         "fit": "stalesim.validate.law_cli:fit",
         "calibrate": "stalesim.sim.calibrate_cli:calibrate",
+        "import": "stalesim.cli.import_cli:import_config",
         "report": "stalesim.reports.cli:report",
     },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},

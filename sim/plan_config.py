@@ -68,7 +68,8 @@ class BaseScenario(StrictModel):
     """The scenario every candidate starts from: a preset, then a file, then dotted keys."""
 
     preset: str | None = None
-    file: Path | None = None
+    # YAML gives a string; the strict models take no string for a Path without this
+    file: Path | None = Field(default=None, strict=False)
     set: dict[str, Any] = Field(default_factory=dict)
 
 
