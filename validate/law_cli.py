@@ -152,7 +152,12 @@ def fit(
     distribution.
     """
     from rich.console import Console
-    from stalesim.validate.external_runs import fit_external, is_sweep_folder, read_mapping
+    from stalesim.validate.external_runs import (
+        TABLE_SUFFIXES,
+        fit_external,
+        is_sweep_folder,
+        read_mapping,
+    )
     from stalesim.validate.fit import FitSettings, fit_runs_dir
 
     settings = FitSettings(
@@ -167,9 +172,11 @@ def fit(
         horizon=horizon,
         max_staleness=max_staleness,
     )
-    sweep = is_sweep_folder(runs_dir) or not runs_dir.exists()
+    sweep = is_sweep_folder(runs_dir) or (
+        not runs_dir.exists() and runs_dir.suffix.lower() not in TABLE_SUFFIXES
+    )
     if sweep and (mapping is not None or target_reward is not None):
-        raise click.UsageError(
+        raise ValueError(
             f"{runs_dir}: --mapping and --target-reward are for tables and log folders, not a "
             "sweep folder (runs.parquet)"
         )

@@ -5,6 +5,7 @@ against a synthetic sweep of known truth, and on bad input."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -273,8 +274,15 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path):
         ([str(bad)], str(bad)),
         ([str(folder)], "needs --mapping"),
         ([str(folder), "--mapping", str(mapping)], "a.jsonl: line 1 is not JSON"),
-        ([str(tmp_path / "runs.txt")], "no such"),
+        ([str(tmp_path / "runs.txt")], "no such runs directory"),
+        ([str(tmp_path / "missing.csv")], "missing.csv: no such file"),
+        ([str(SWEEP), "--mapping", str(mapping)], "not a sweep folder"),
+        (
+            [str(bad), "--mapping", str(tmp_path / "map-bad.yaml")],
+            "map-bad.yaml: columns.learning_rate",
+        ),
     ]
+    (tmp_path / "map-bad.yaml").write_text("columns: {learning_rate: lr}\n")
     for args, needle in cases:
         result = CliRunner().invoke(main, ["fit", *args, "--quiet"])
         assert result.exit_code == 2, result.output
@@ -294,4 +302,18 @@ def test_a_run_that_stops_early_counts_as_collapsed_at_its_last_step():
     assert (
         ext.horizon == 12
         and not ext.runs.filter(pl.col("run_id") != "s4-0.0004-2")["collapsed"].any()
+    )
+
+
+def test_tensorboard_logs_without_tbparse_say_which_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tbparse", None)  # as if the logs extra were not installed
+    run = tmp_path / "logs" / "lr0.001_s0_seed0"
+    run.mkdir(parents=True)
+    (run / "events.out.tfevents.1.host").write_bytes(b"")
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("logs: {reward: r, pattern: 'lr{lr}_s{staleness}_seed{seed}'}\n")
+    result = CliRunner().invoke(main, ["fit", str(run.parent), "--mapping", str(mapping)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: {run}: reading TensorBoard event files needs tbparse: pip install -e '.[logs]'"
     )
