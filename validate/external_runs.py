@@ -33,6 +33,7 @@ The rules that turn logs into run metrics (they are stated in ``stalesim fit --h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -373,8 +374,9 @@ def _numeric(frame: pl.DataFrame, key: str, columns: Columns) -> pl.DataFrame:
     cast = frame.with_columns(pl.col(key).cast(pl.Float64, strict=False).alias("_cast"))
     bad = cast.filter(pl.col("_cast").is_null() & pl.col(key).is_not_null())
     null = frame.filter(pl.col(key).is_null())
+    # a missing reward ends the run there (see to_sweep_tables); a missing lag is filled in
     for rows, what in ((bad, "not a number"), (null, "empty")):
-        if rows.height and key != "reward":
+        if rows.height and (what != "empty" or key not in ("reward", "lag")):
             _fail(
                 rows, key, columns, f"{what} (value {rows[key][0]!r})" if what != "empty" else what
             )
@@ -553,11 +555,13 @@ def to_sweep_tables(
         label = labels[run]
         summary = run_summary(curves[run], horizon, SMOOTHING_WINDOW, stops[run], target_reward)
         lag = lags[run]
-        nominal = float(label["staleness"])
+        # steps without a logged lag take the run's mean logged lag, or the bound if none
+        known = lag[np.isfinite(lag)] if lag is not None else np.array([])
+        fill = float(np.mean(known)) if known.size else float(label["staleness"])
         lag_curve = (
-            np.where(np.isfinite(lag), lag, nominal)
+            np.where(np.isfinite(lag), lag, fill)
             if lag is not None
-            else np.full(len(curves[run]), nominal)
+            else np.full(len(curves[run]), fill)
         )
         run_rows.append(
             {
@@ -614,6 +618,27 @@ def describe_external(path: Path, ext: ExternalRuns, kind: str) -> dict[str, Any
     }
 
 
+def _notes(ext: ExternalRuns) -> list[str]:
+    """What the user's law rests on, for law.json's notes."""
+    notes = [
+        f"user runs: target reward {ext.target_reward:.4g} ({ext.target_rule}); start reward: "
+        f"{ext.warm_rule}"
+    ]
+    spacing = np.unique(np.diff(ext.step_grid)) if len(ext.step_grid) > 1 else np.array([1.0])
+    if not np.array_equal(spacing, [1.0]):
+        notes.append(
+            "steps (steps to target, the horizon, the 10-point smoothing) count logged points; "
+            f"the runs logged every {', '.join(f'{g:g}' for g in spacing)} trainer steps"
+        )
+    stopped = int(ext.runs["collapsed"].sum())
+    if stopped:
+        notes.append(
+            f"{stopped} run(s) stopped before the horizon ({ext.horizon} logged steps) and count "
+            "as collapsed at their last step"
+        )
+    return notes
+
+
 def fit_external(
     path: str | Path,
     out: str | Path | None = None,
@@ -659,6 +684,8 @@ def fit_external(
         steps=ext.steps,
         regime=describe_external(path, ext, kind),
     )
+    law = result.law.model_copy(update={"notes": _notes(ext) + list(result.law.notes)})
+    result = dataclasses.replace(result, law=law)
     if out is None:
         out = path / "law.json" if path.is_dir() else path.with_suffix(".law.json")
     out = Path(out)

@@ -124,7 +124,8 @@ def test_a_folder_of_jsonl_and_tensorboard_logs_fits_to_the_sweep_folders_law(tm
     horizon = 60
     runs, steps = read_sweep(SWEEP)
     runs = runs.filter(
-        pl.col("staleness").is_in([0, 8]) & pl.col("lr").is_in([1.25e-4, 2.5e-4, 5e-4, 1e-3])
+        pl.col("staleness").is_in([0, 8])
+        & pl.col("lr").is_in([1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3])
     )
     steps = steps.filter(pl.col("run_id").is_in(runs["run_id"].implode()))
     # the reference: the sweep's own fit at this horizon, with the start reward taken from the
@@ -161,6 +162,9 @@ def test_a_folder_of_jsonl_and_tensorboard_logs_fits_to_the_sweep_folders_law(tm
     assert got.runs.height == runs.height
     _assert_same_points(got.points, want.points)
     assert got.law.regime.steps == horizon
+    stopped = int(got.runs["collapsed"].sum())
+    assert stopped == int(want.runs["collapsed"].sum()) > 0
+    assert f"{stopped} run(s) stopped before the horizon" in " ".join(got.law.notes)
 
 
 def _synthetic_table(truth, staleness, lrs, seeds, steps, rng) -> pl.DataFrame:
