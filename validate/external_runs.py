@@ -171,19 +171,19 @@ def read_log_folder(folder: str | Path, mapping: LogMapping | None) -> pl.DataFr
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such folder")
-    if mapping is None:
-        raise ValueError(
-            f"{folder}: a folder of per-run logs needs --mapping with a 'logs:' section (the "
-            "reward metric and each run's lr, staleness and seed)"
-        )
     jsonl = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == ".jsonl")
     event_dirs = sorted(
         p for p in folder.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*"))
     )
     if not jsonl and not event_dirs:
         raise ValueError(
-            f"{folder}: no per-run logs in it (RUN.jsonl files or RUN/ folders with "
-            "TensorBoard event files)"
+            f"{folder}: no runs.parquet (a sweep folder) and no per-run logs (RUN.jsonl "
+            "files or RUN/ folders with TensorBoard event files)"
+        )
+    if mapping is None:
+        raise ValueError(
+            f"{folder}: a folder of per-run logs needs --mapping with a 'logs:' section (the "
+            "reward metric and each run's lr, staleness and seed)"
         )
     frames = []
     for path in jsonl:
