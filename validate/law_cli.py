@@ -13,13 +13,30 @@ from stalesim.sim.cli_options import progress_bar, quiet_option
 
 @click.command()
 @click.argument(
-    "runs_dir", type=click.Path(path_type=Path), default=Path("reports/results/cpu-tiny")
+    "runs_dir",
+    metavar="RUNS",
+    type=click.Path(path_type=Path),
+    default=Path("reports/results/cpu-tiny"),
 )
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Where to write the fitted law [default: RUNS_DIR/law.json].",
+    help="Where to write the fitted law [default: RUNS/law.json for a folder, NAME.law.json "
+    "beside a table NAME.csv].",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="YAML saying what your table's columns or your logs hold (see above).",
+)
+@click.option(
+    "--target-reward",
+    type=float,
+    default=None,
+    help="Reward that counts as reached, for steps to target (tables and log folders) "
+    "[default: start + 0.8 x (best on-policy reward - start)].",
 )
 @click.option(
     "--bootstrap",
@@ -97,9 +114,32 @@ def fit(
     lag_axis: str,
     horizon: int | None,
     max_staleness: int | None,
+    mapping: Path | None,
+    target_reward: float | None,
     quiet: bool,
 ) -> None:
-    """Fit the staleness–learning-rate law to the sweep in RUNS_DIR and write law.json.
+    """Fit the staleness–learning-rate law to RUNS and write law.json.
+
+    RUNS is a sweep folder of `stalesim validate sweep` (runs.parquet), or runs from any
+    trainer: a table (.csv or .jsonl) with one row per logged step, columns
+    run,lr,staleness,seed,step,reward (optional: lag, the measured mean lag of the step's
+    batch, and warm_reward, the start policy's reward); or a folder of per-run logs, RUN.jsonl
+    files or RUN/ TensorBoard event folders (needs the `logs` extra). --mapping renames the
+    table's columns (`columns: {lr: learning_rate, lag: async/lag}`) and, for a log folder, is
+    required: `logs: {reward: TAG, step: KEY, lag: TAG, pattern: "lr{lr}_s{staleness}_seed{seed}"}`
+    or `logs: {runs: {NAME: {lr: 1e-6, staleness: 0, seed: 0}}}`.
+
+    \b
+    Rules for tables and logs:
+    - staleness is each run's bound, a whole number; with a lag column the fit's axis is each
+      run's mean measured lag (--lag-axis realised), without one the bound;
+    - every run logs at the same steps; steps count logged points (the first is step 0);
+    - a run whose log ends before the longest run's (or before --horizon), or whose reward
+      turns non-finite, stopped early: it counts as collapsed at its last finite step;
+    - the reward is smoothed over 10 logged points;
+    - the start reward is warm_reward, else the mean first logged reward of all runs;
+    - the target is --target-reward, else start + 0.8 x (best per-lr mean final reward of the
+      lowest-staleness runs - start).
 
     For each staleness S: the best learning rate eta_opt(S) (vertex of the parabola in ln lr
     through the objective at the best grid LR and its neighbours), the largest stable one
@@ -112,6 +152,12 @@ def fit(
     distribution.
     """
     from rich.console import Console
+    from stalesim.validate.external_runs import (
+        TABLE_SUFFIXES,
+        fit_external,
+        is_sweep_folder,
+        read_mapping,
+    )
     from stalesim.validate.fit import FitSettings, fit_runs_dir
 
     settings = FitSettings(
@@ -126,17 +172,33 @@ def fit(
         horizon=horizon,
         max_staleness=max_staleness,
     )
+    sweep = is_sweep_folder(runs_dir) or (
+        not runs_dir.exists() and runs_dir.suffix.lower() not in TABLE_SUFFIXES
+    )
+    if sweep and (mapping is not None or target_reward is not None):
+        raise ValueError(
+            f"{runs_dir}: --mapping and --target-reward are for tables and log folders, not a "
+            "sweep folder (runs.parquet)"
+        )
+    external = None if sweep else read_mapping(mapping)
     command = "stalesim fit " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     console = Console()
     with progress_bar(quiet, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("bootstrap", total=bootstrap)
-        result, path = fit_runs_dir(
-            runs_dir,
-            out,
-            settings,
-            command=command,
-            progress=lambda n: bar.advance(task, n),
-        )
+        if external is None:
+            result, path = fit_runs_dir(
+                runs_dir, out, settings, command=command, progress=lambda n: bar.advance(task, n)
+            )
+        else:
+            result, path = fit_external(
+                runs_dir,
+                out,
+                settings,
+                mapping=external,
+                target_reward=target_reward,
+                command=command,
+                progress=lambda n: bar.advance(task, n),
+            )
     _print_points(console, result.points)
     _print_law(console, result.law)
     click.echo(f"wrote {path}")
