@@ -197,7 +197,8 @@ def summary_lines(result) -> list[str]:
     if w["prompt_tokens"] is not None:
         lines.append(f"prompts: {w['prompt_tokens']} tokens (logged mean)")
     lines.append(
-        f"learner on {lf['gpus']} GPUs ({lf['effective_gpus']:.1f} effective), tokens "
+        f"learner on {lf['gpus']} GPU{'s' if lf['gpus'] != 1 else ''} "
+        f"({lf['effective_gpus']:.1f} effective), tokens "
         f"{lf['tokens_from']}: train {lf['train_gpu_s_per_token']:.4g} GPU-s/token, "
         f"overhead {lf['step_overhead_s']:.3g} s per optimizer step; update {_q(lf['fit'].get('update'))}"
     )
@@ -211,8 +212,13 @@ def summary_lines(result) -> list[str]:
     if g["scale"] is not None:
         lines.append(
             f"generation: {g['scale']:.3f} x the scenario's decode time model (simulated "
-            f"{g['simulated_steps']} steps: {g['simulated_mean_s']:.1f} s against "
-            f"{g['measured_mean_s']:.1f} s logged); {_q(g['fit'])}"
+            f"{g['simulated_steps']} steps: {g['simulated_mean_s']:.4g} s against "
+            f"{g['measured_mean_s']:.4g} s logged); {_q(g['fit'])}"
+        )
+    if report["publish_s"] is not None:
+        lines.append(
+            f"weight publication: {report['publish_s']:.4g} s of the learner's per version "
+            "(logged weight-update time less the simulated transfer)"
         )
     if report["unmodelled_s_per_step"] is not None:
         lines.append(

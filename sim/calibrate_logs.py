@@ -35,6 +35,10 @@ granularity of a training step, each with its fit error:
   runs (``sync``, ``sync_colocated``) say how long generating a whole batch takes; for other
   modes the generation rate is left as it is, with a warning.
 
+When the log has a weight-update time (verl's ``timing_s/update_weights``), its mean less the
+transfer the simulator charges for the scenario becomes ``weight_sync.publish_s``, the
+learner's own cost of publishing a version.
+
 Fit errors are R² and the relative RMS error (RMS residual over the mean) per part; a part
 whose R² is below 0.5 while it misses by over 10%, or that misses by over 25% whatever its R²,
 is reported as explaining little.
@@ -161,10 +165,14 @@ class WorkloadFit:
     prompt_tokens: int | None = None
     quality: FitQuality | None = None
     per_step_means: list[float] = field(default_factory=list)
+    fixed_at_cap: int | None = None
 
     def fragment(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        if self.response_mean is not None and self.sigma is not None:
+        if self.fixed_at_cap is not None:
+            out["response_tokens"] = {"kind": "fixed", "value": self.fixed_at_cap}
+            out["response_growth_per_step"] = 0.0
+        elif self.response_mean is not None and self.sigma is not None:
             out["response_tokens"] = {
                 "kind": "lognormal",
                 "mean": round(self.response_mean, 1),
@@ -201,16 +209,35 @@ def fit_workload(log: StepLog, scenario: Scenario, warnings: list[str]) -> Workl
     means = log.column("response_mean").astype(np.float64)
     if (means <= 0).any():
         raise ConfigError(f"{log.source}: a mean response length is not positive")
+    steps = log.column("step").astype(np.float64)
+    # a step whose every response was cut says only that the lengths reach the cap
+    saturated = means >= cap * (1.0 - 1e-9)
+    if saturated.all():
+        fit.fixed_at_cap = int(cap)
+        fit.sigma_from = "every response cut at max_response_tokens"
+        warnings.append(
+            f"every logged response reached max_response_tokens={int(cap)}: responses fixed "
+            "at the cap"
+        )
+        return fit
+    if saturated.any():
+        warnings.append(
+            f"{int(saturated.sum())} of {means.size} steps had every response cut at "
+            f"max_response_tokens={int(cap)}; the length fit uses the others"
+        )
+    means, steps = means[~saturated], steps[~saturated]
+    clips = log.column("clip_ratio")[~saturated] if log.has("clip_ratio") else None
+    tops = log.column("response_max")[~saturated] if log.has("response_max") else None
     sigmas: list[float] = []
-    if log.has("clip_ratio"):
-        for m, c in zip(means, log.column("clip_ratio"), strict=True):
+    if clips is not None:
+        for m, c in zip(means, clips, strict=True):
             s = sigma_from_clip(float(m), float(c), cap)
             if s is not None:
                 sigmas.append(s)
         fit.sigma_from = "clip ratio at max_response_tokens"
-    if not sigmas and log.has("response_max"):
+    if not sigmas and tops is not None:
         draws = work.prompts_per_step * work.group_size
-        for m, top in zip(means, log.column("response_max"), strict=True):
+        for m, top in zip(means, tops, strict=True):
             if top < cap:  # a cut maximum says nothing about the tail
                 s = sigma_from_max(float(m), float(top), draws)
                 if s is not None:
@@ -227,8 +254,7 @@ def fit_workload(log: StepLog, scenario: Scenario, warnings: list[str]) -> Workl
             f"{fit.sigma:g} kept"
         )
     uncut = np.array([uncut_mean(float(m), fit.sigma, cap) for m in means])
-    t = log.column("step").astype(np.float64)
-    t = t - t[0]
+    t = steps - steps[0]
     if uncut.size >= 2 and np.ptp(t) > 0:
         slope, intercept = np.polyfit(t, uncut, 1)
     else:
@@ -436,6 +462,16 @@ def fit_generation(
     return fit
 
 
+def fit_publish(log: StepLog, scenario: Scenario) -> float | None:
+    """The learner's own time to publish a version: the logged weight-update seconds less the
+    transfer the simulator already charges for this scenario (``weight_bytes / bandwidth +
+    latency``); None when the log has no weight-update time."""
+    if not log.has("sync_s"):
+        return None
+    logged = float(np.mean(log.column("sync_s")))
+    return max(0.0, logged - derive(scenario).sync_s)
+
+
 # --- the whole calibration --------------------------------------------------------------------
 
 
@@ -453,6 +489,7 @@ class LogCalibration:
     generation: GenerationFit
     unmodelled_s: float | None
     warnings: list[str]
+    publish_s: float | None = None
 
     def fragment(self) -> dict[str, Any]:
         """``workload`` and ``cluster`` keys to lay over the scenario (``--set @FILE``, or
@@ -465,6 +502,8 @@ class LogCalibration:
         if self.generation.scale is not None:
             cluster["decode_coefficients"] = dict(self.generation.coefficients)
         out["cluster"] = cluster
+        if self.publish_s is not None:
+            out["weight_sync"] = {"publish_s": self.publish_s}
         return out
 
     def fit_report(self) -> dict[str, Any]:
@@ -498,6 +537,7 @@ class LogCalibration:
                 "skipped": g.skipped,
                 "fit": q(g.quality),
             },
+            "publish_s": self.publish_s,
             "unmodelled_s_per_step": self.unmodelled_s,
             "warnings": list(self.warnings),
         }
@@ -519,10 +559,14 @@ def calibrate_log(
     warnings: list[str] = []
     workload = fit_workload(log, scenario, warnings)
     learner = fit_learner(log, scenario, workload, warnings)
-    partial = {"workload": workload.fragment(), "cluster": {"learner_coefficients": {}}}
-    partial["cluster"]["learner_coefficients"] = dict(learner.coefficients)
-    data = deep_merge(scenario.model_dump(mode="json", exclude_none=True), partial)
-    calibrated = validate_config(Scenario, data, f"scenario calibrated from {log.source}")
+    publish_s = fit_publish(log, scenario)
+    partial: dict[str, Any] = {
+        "workload": workload.fragment(),
+        "cluster": {"learner_coefficients": dict(learner.coefficients)},
+    }
+    if publish_s is not None:
+        partial["weight_sync"] = {"publish_s": publish_s}
+    calibrated = with_fragment(scenario, partial)
     generation = fit_generation(log, calibrated, sim_steps, seed, warnings)
     unmodelled = None
     if log.has("step_s"):
@@ -548,7 +592,20 @@ def calibrate_log(
         generation=generation,
         unmodelled_s=unmodelled,
         warnings=warnings,
+        publish_s=publish_s,
     )
+
+
+def with_fragment(scenario: Scenario, fragment: dict[str, Any]) -> Scenario:
+    """The scenario with a calibrated fragment (or any partial scenario) laid over it."""
+    from stalesim.sim.presets import _without_replaced_distributions
+    from stalesim.sim.scenario import check_consistent
+
+    base = scenario.model_dump(mode="json", exclude_none=True)
+    data = deep_merge(_without_replaced_distributions(base, fragment), fragment)
+    scenario = validate_config(Scenario, data, "calibrated scenario")
+    check_consistent(scenario)
+    return scenario
 
 
 def fragment_yaml(calibration: LogCalibration) -> str:

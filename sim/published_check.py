@@ -23,18 +23,17 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
-from stalesim.sim.calibrate_logs import LogCalibration, calibrate_log
+from stalesim.sim.calibrate_logs import LogCalibration, calibrate_log, with_fragment
 from stalesim.sim.config_file import (
     ConfigError,
     StrictModel,
-    deep_merge,
     read_yaml_mapping,
     validate_config,
 )
 from stalesim.sim.metrics import warmup_steps
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
-from stalesim.sim.scenario import Scenario, check_consistent
+from stalesim.sim.scenario import Scenario
 from stalesim.sim.trace import Trace
 from stalesim.sim.trainer_logs import log_from_rows
 
@@ -114,14 +113,6 @@ def calibrate_from_breakdown(breakdown: Breakdown, seed: int = 0) -> LogCalibrat
         scenario_from=f"sim/data/published/{breakdown.scenario}.yaml",
         seed=seed,
     )
-
-
-def with_fragment(scenario: Scenario, fragment: dict[str, Any]) -> Scenario:
-    """The scenario with a calibrated fragment laid over it."""
-    data = deep_merge(scenario.model_dump(mode="json", exclude_none=True), fragment)
-    scenario = validate_config(Scenario, data, "calibrated scenario")
-    check_consistent(scenario)
-    return scenario
 
 
 @dataclass(frozen=True)

@@ -206,11 +206,8 @@ def test_sync_breakdowns_hold_only_synchronous_figures_of_measured_pairs() -> No
 
 
 def test_calibration_from_a_breakdown_reproduces_its_phases() -> None:
-    from stalesim.sim.published_check import (
-        calibrate_from_breakdown,
-        load_breakdowns,
-        with_fragment,
-    )
+    from stalesim.sim.calibrate_logs import with_fragment
+    from stalesim.sim.published_check import calibrate_from_breakdown, load_breakdowns
 
     b = load_breakdowns()["verl-one-step-colocated-sync-16"]
     cal = calibrate_from_breakdown(b)
