@@ -307,3 +307,15 @@ def test_a_fit_that_explains_little_is_warned(tmp_path) -> None:
     log = _jsonl(tmp_path / "run.jsonl", rows)
     cal = calibrate_log(read_log(log, "verl"), load_scenario(None, None, ("algorithm.mode=async",)))
     assert any("learner update fit explains little" in w for w in cal.warnings)
+
+
+def test_a_wandb_json_export_reads_like_the_jsonl_it_came_from(tmp_path) -> None:
+    rows = [json.loads(line) for line in (LOGS / "verl-grpo.jsonl").read_text().splitlines()]
+    # wandb's history export: flat rows, the step as _step (from 0), runtime columns beside
+    history = [{"_step": r["step"] - 1, "_runtime": 10.0 * r["step"], **r["data"]} for r in rows]
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    a = read_log(LOGS / "verl-grpo.jsonl", "verl")
+    b = read_log(tmp_path / "history.json", "verl")
+    assert b.column("step").tolist() == [s - 1 for s in a.column("step").tolist()]
+    for column in ("gen_s", "update_s", "tokens", "response_mean", "clip_ratio"):
+        assert b.column(column).tolist() == a.column(column).tolist()
