@@ -30,8 +30,10 @@ granularity of a training step, each with its fit error:
   ratios (which set how an engine slows as its batch and context grow) come from the hardware
   and model and stay meaningful when the setup changes. ``k`` is found by simulating the
   generation phase of the calibrated scenario (the learner's wait for its batch in a
-  synchronous mode: generation plus the weight load) and matching its mean to the logged
-  mean, in up to three rounds (the weight load does not scale with ``k``). Only synchronous
+  synchronous mode: generation plus the weight load) for ``sim_steps`` steps and matching its
+  mean to the mean of the first ``sim_steps`` logged steps (all of them when the log is
+  shorter: a log of run averages has one row), in up to three rounds (the weight load does
+  not scale with ``k``). Only synchronous
   runs (``sync``, ``sync_colocated``) say how long generating a whole batch takes; for other
   modes the generation rate is left as it is, with a warning.
 
