@@ -29,9 +29,17 @@ def quiet_option(help: str = "No progress bar."):
     )
 
 
-def overrides_option(help: str):
-    """``--set KEY=VALUE`` (repeatable), passed to the command as ``overrides``."""
-    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help)
+def overrides_option(help: str, scenario: bool = True):
+    """``--set KEY=VALUE`` (repeatable), passed to the command as ``overrides``; ``--set
+    @FILE`` lays a YAML file of sections over the configuration in its place."""
+    fragment = "a scenario fragment such as `stalesim calibrate` writes" if scenario else "sections"
+    return click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE|@FILE",
+        help=f"{help} --set @FILE lays a YAML file ({fragment}) over it.",
+    )
 
 
 def _folder(_ctx: Any, param: click.Parameter, value: str | None) -> Path | None:

@@ -285,9 +285,16 @@ def parse_override_value(raw: str, source: str) -> Any:
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``path.to.key=value`` overrides; values are parsed as YAML scalars or lists."""
+    """Apply ``path.to.key=value`` overrides; values are parsed as YAML scalars or lists.
+
+    An override ``@FILE`` lays a YAML file of sections over the data instead (a scenario
+    fragment, such as ``stalesim calibrate`` writes), in its place among the others.
+    """
     result = copy.deepcopy(dict(data))
     for item in overrides:
+        if item.startswith("@"):
+            result = deep_merge(result, _override_file(item[1:]))
+            continue
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. algorithm.mode=async")
         dotted, raw = item.split("=", 1)
@@ -306,6 +313,14 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
             node = child
         node[keys[-1]] = value
     return result
+
+
+def _override_file(path: str) -> dict[str, Any]:
+    if not path.strip():
+        raise ConfigError("--set @: name a YAML file after the @, e.g. --set @calibrated.yaml")
+    if not Path(path).is_file():
+        raise ConfigError(f"--set @{path}: no such file")
+    return read_yaml_mapping(path)
 
 
 # --- validation errors ------------------------------------------------------------------------

@@ -23,15 +23,25 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
-from stalesim.sim.config_file import ConfigError, StrictModel, read_yaml_mapping, validate_config
+from stalesim.sim.calibrate_logs import LogCalibration, calibrate_log, with_fragment
+from stalesim.sim.config_file import (
+    ConfigError,
+    StrictModel,
+    read_yaml_mapping,
+    validate_config,
+)
 from stalesim.sim.metrics import warmup_steps
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
 from stalesim.sim.trace import Trace
+from stalesim.sim.trainer_logs import log_from_rows
 
 DEFAULT_STEPS = 8
 MEASUREMENTS_FILE = "measurements.yaml"
+BREAKDOWNS_FILE = "sync-breakdowns.yaml"
+#: files of the folder that are not scenarios
+NOT_SCENARIOS = (MEASUREMENTS_FILE, BREAKDOWNS_FILE)
 
 
 class Measurement(StrictModel):
@@ -59,6 +69,50 @@ class Measurement(StrictModel):
 
 class Measurements(StrictModel):
     measurements: list[Measurement]
+
+
+class Breakdown(StrictModel):
+    """A published synchronous run's per-phase seconds, in verl's metric names."""
+
+    scenario: str
+    source: str
+    url: str
+    metrics: dict[str, float]
+
+
+class Breakdowns(StrictModel):
+    breakdowns: list[Breakdown]
+
+
+def load_breakdowns() -> dict[str, Breakdown]:
+    """The synchronous runs' breakdowns by scenario name; each names a shipped scenario."""
+    path = published_folder() / BREAKDOWNS_FILE
+    data = validate_config(Breakdowns, read_yaml_mapping(str(path)), BREAKDOWNS_FILE)
+    names = set(scenario_names())
+    out: dict[str, Breakdown] = {}
+    for b in data.breakdowns:
+        if b.scenario not in names:
+            raise ConfigError(
+                f"{BREAKDOWNS_FILE}: scenario {b.scenario!r} is not in sim/data/published"
+            )
+        out[b.scenario] = b
+    return out
+
+
+def calibrate_from_breakdown(breakdown: Breakdown, seed: int = 0) -> LogCalibration:
+    """``stalesim calibrate --from verl`` on the breakdown, read as a one-row verl log, for
+    its synchronous scenario."""
+    log = log_from_rows(
+        [{"step": 1, "data": breakdown.metrics}],
+        "verl",
+        f"{BREAKDOWNS_FILE}:{breakdown.scenario}",
+    )
+    return calibrate_log(
+        log,
+        load_published(breakdown.scenario),
+        scenario_from=f"sim/data/published/{breakdown.scenario}.yaml",
+        seed=seed,
+    )
 
 
 @dataclass(frozen=True)
@@ -100,7 +154,7 @@ def scenario_names() -> list[str]:
     return sorted(
         p.name.removesuffix(".yaml")
         for p in published_folder().iterdir()
-        if p.name.endswith(".yaml") and p.name != MEASUREMENTS_FILE
+        if p.name.endswith(".yaml") and p.name not in NOT_SCENARIOS
     )
 
 
@@ -208,9 +262,14 @@ def run_check(
     cache: dict[str, Side] = {}
     rows: list[dict[str, Any]] = []
     mechanism_rows: list[dict[str, Any]] = []
+    breakdowns = load_breakdowns()
+    calibrations: dict[str, LogCalibration] = {}
     for m in load_measurements():
         sync, asyn = load_published(m.sync_scenario), load_published(m.async_scenario)
         p = predict_pair(sync, asyn, steps, seed, cache)
+        calibrated = _calibrated_columns(
+            m, sync, asyn, breakdowns, calibrations, steps, seed, cache
+        )
         rows.append(
             {
                 "id": m.id,
@@ -234,6 +293,7 @@ def run_check(
                 "predicted_sync_learner_busy": p.sync_utilisation.get("learner"),
                 "predicted_async_learner_busy": p.async_utilisation.get("learner"),
                 "predicted_async_rollout_busy": p.async_utilisation.get("rollout"),
+                **calibrated,
                 "source": m.source,
                 "url": m.url,
             }
@@ -270,6 +330,11 @@ def run_check(
         "steps": steps,
         "seed": seed,
         "measurements_file": f"sim/data/published/{MEASUREMENTS_FILE}",
+        "breakdowns_file": f"sim/data/published/{BREAKDOWNS_FILE}",
+        "calibrations": {
+            name: {"source": breakdowns[name].source, **cal.fit_report(), **cal.fragment()}
+            for name, cal in calibrations.items()
+        },
         "pairs": rows,
         "mechanisms": mechanism_rows,
     }
@@ -285,3 +350,51 @@ def _gpus(s: Scenario) -> int:
     from stalesim.sim.derived import derive
 
     return int(derive(s).total_gpus)
+
+
+#: Columns of the "calibrated from the sync run" prediction (None where no breakdown exists).
+CALIBRATED_COLUMNS = (
+    "calibrated_sync_step_s",
+    "calibrated_async_step_s",
+    "calibrated_speedup",
+    "calibrated_speedup_rel_error",
+    "calibrated_sync_step_rel_error",
+    "calibrated_async_step_rel_error",
+    "calibrated_async_learner_busy",
+    "calibrated_from",
+)
+
+
+def _calibrated_columns(
+    m: Measurement,
+    sync: Scenario,
+    asyn: Scenario,
+    breakdowns: dict[str, Breakdown],
+    calibrations: dict[str, LogCalibration],
+    steps: int,
+    seed: int,
+    cache: dict[str, Side],
+) -> dict[str, Any]:
+    """Predict the pair from its synchronous run's breakdown alone: calibrate on the sync
+    side, lay the fragment over both scenarios, simulate both."""
+    out: dict[str, Any] = dict.fromkeys(CALIBRATED_COLUMNS)
+    breakdown = breakdowns.get(m.sync_scenario)
+    if breakdown is None:
+        return out
+    if m.sync_scenario not in calibrations:
+        calibrations[m.sync_scenario] = calibrate_from_breakdown(breakdown, seed)
+    fragment = calibrations[m.sync_scenario].fragment()
+    q = predict_pair(
+        with_fragment(sync, fragment), with_fragment(asyn, fragment), steps, seed, cache
+    )
+    out.update(
+        calibrated_sync_step_s=q.sync_step_s,
+        calibrated_async_step_s=q.async_step_s,
+        calibrated_speedup=q.speedup,
+        calibrated_speedup_rel_error=q.speedup / m.speedup - 1.0,
+        calibrated_sync_step_rel_error=q.sync_step_s / m.sync_step_s - 1.0,
+        calibrated_async_step_rel_error=q.async_step_s / m.async_step_s - 1.0,
+        calibrated_async_learner_busy=q.async_utilisation.get("learner"),
+        calibrated_from=breakdown.source,
+    )
+    return out

@@ -36,6 +36,11 @@ def check_published(
     """Simulate published setups of real asynchronous RL trainers and compare the predicted
     speed-up of going asynchronous with the measured one.
 
+    Two predictions per setup: from datasheet figures and the simulator's defaults, and
+    "calibrated from the sync run": `stalesim calibrate --from verl` on the synchronous run's
+    published per-phase breakdown (sim/data/published/sync-breakdowns.yaml) alone, laid over
+    both scenarios.
+
     Each setup is a pair of scenarios in sim/data/published/ (every setup figure cited in the
     file; what the source does not say is left at the simulator's default, and the file says
     so). The measured step times live in sim/data/published/measurements.yaml, which only this
@@ -72,7 +77,11 @@ def check_published(
         table.add_column(col)
     for col in ("measured", "predicted", "error"):
         table.add_column(col, justify="right")
+    table.add_column("calibrated from sync: sync/async s")
+    for col in ("speed-up", "error", "async step error"):
+        table.add_column(col, justify="right")
     for r in result["pairs"]:
+        calibrated = r.get("calibrated_speedup") is not None
         table.add_row(
             r["id"].removeprefix("verl-"),
             f"{r['gpus_sync']}/{r['gpus_async']}",
@@ -81,7 +90,13 @@ def check_published(
             f"{r['measured_speedup']:.2f}x",
             f"{r['predicted_speedup']:.2f}x",
             f"{r['speedup_rel_error']:+.0%}",
+            f"{r['calibrated_sync_step_s']:.0f} / {r['calibrated_async_step_s']:.0f}"
+            if calibrated
+            else "-",
+            f"{r['calibrated_speedup']:.2f}x" if calibrated else "-",
+            f"{r['calibrated_speedup_rel_error']:+.0%}" if calibrated else "-",
+            f"{r['calibrated_async_step_rel_error']:+.0%}" if calibrated else "-",
         )
-    console = Console(width=max(Console().width, 110))
+    console = Console(width=max(Console().width, 160))
     console.print(table)
     console.print(f"wrote {out_dir}/ (published_check.csv/.json, mechanisms.csv, {page.name})")

@@ -72,7 +72,7 @@ def validate() -> None:
 @click.option(
     "--workers", default=None, type=int, help="parallel processes (default: CPU count, at most 8)"
 )
-@overrides_option("override a train config field, e.g. train.steps=50")
+@overrides_option("override a train config field, e.g. train.steps=50", scenario=False)
 @quiet_option("no progress bar")
 def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None:
     """Run the learning-rate x staleness x seed grid; resumable; writes runs.parquet and steps.parquet."""

@@ -30,7 +30,9 @@ DEFAULT_OUT = "stalesim-runs/pipeline"
     "--address", default=None, help="join this Ray cluster (e.g. auto); default: a local Ray"
 )
 @out_folder_option(DEFAULT_OUT, "the run (Parquet tables, config.json, summary.json).", name="out")
-@overrides_option("override a pipeline config field, e.g. train.prompts_per_step=16")
+@overrides_option(
+    "override a pipeline config field, e.g. train.prompts_per_step=16", scenario=False
+)
 @quiet_option("no progress bar")
 def pipeline(
     preset, mode, max_staleness, inflight, steps, lr, seed, workers, address, out, overrides, quiet

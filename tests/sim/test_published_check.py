@@ -127,6 +127,14 @@ def test_check_published_command_writes_its_files(tmp_path) -> None:
         assert row["speedup_rel_error"] == pytest.approx(
             row["predicted_speedup"] / row["measured_speedup"] - 1
         )
+        if row["calibrated_speedup"] is not None:
+            assert row["calibrated_speedup"] == pytest.approx(
+                row["calibrated_sync_step_s"] / row["calibrated_async_step_s"]
+            )
+            assert row["calibrated_speedup_rel_error"] == pytest.approx(
+                row["calibrated_speedup"] / row["measured_speedup"] - 1
+            )
+    assert any(row["calibrated_speedup"] is not None for row in data["pairs"])
     assert (out / "published_check.csv").read_text().startswith("id,")
     html = (out / "report.html").read_text()
     assert "Predicted vs measured" in html and data["pairs"][0]["id"] in html
@@ -177,3 +185,48 @@ def test_a_drop_filter_below_the_learners_lead_is_refused_not_run_forever() -> N
     batch = tuple(o for o in base if "streaming" not in o)
     with pytest.raises(ConfigError, match="allowed: >= 3"):
         load_scenario(None, None, (*batch, "algorithm.staleness_filter=2"))
+
+
+def test_sync_breakdowns_hold_only_synchronous_figures_of_measured_pairs() -> None:
+    from stalesim.sim.published_check import load_breakdowns
+
+    measurements = load_measurements()
+    sync_sides = {m.sync_scenario for m in measurements}
+    async_sides = {m.async_scenario for m in measurements}
+    breakdowns = load_breakdowns()
+    assert {"verl-colocated-sync-128", "verl-one-step-colocated-sync-16"} <= set(breakdowns)
+    for name, b in breakdowns.items():
+        assert name in sync_sides and name not in async_sides
+        assert load_published(name).algorithm.mode in ("sync", "sync_colocated")
+        assert b.url.startswith("https://") and b.source.strip()
+        # the breakdown's step time is the measured synchronous step time of its pairs
+        for m in measurements:
+            if m.sync_scenario == name:
+                assert b.metrics["timing_s/step"] == pytest.approx(m.sync_step_s)
+
+
+def test_calibration_from_a_breakdown_reproduces_its_phases() -> None:
+    from stalesim.sim.calibrate_logs import with_fragment
+    from stalesim.sim.published_check import calibrate_from_breakdown, load_breakdowns
+
+    b = load_breakdowns()["verl-one-step-colocated-sync-16"]
+    cal = calibrate_from_breakdown(b)
+    scenario = with_fragment(load_published(b.scenario), cal.fragment())
+    trace = simulate(scenario, 4, 0)
+    busy = trace.busy.filter(trace.busy["pool"] == "learner")
+    per_step = {
+        kind: float(
+            (
+                busy.filter(busy["kind"] == kind)["end_s"]
+                - busy.filter(busy["kind"] == kind)["start_s"]
+            ).sum()
+        )
+        / 4
+        for kind in ("old_logprob", "update")
+    }
+    # the learner's phases come back as published (the step's token count varies a little
+    # from step to step around the scenario's assumed lengths the rates were fitted at)
+    assert per_step["update"] == pytest.approx(b.metrics["timing_s/update_actor"], rel=0.1)
+    assert per_step["old_logprob"] == pytest.approx(b.metrics["timing_s/old_log_prob"], rel=0.1)
+    gen = trace.steps["idle_before_s"].to_numpy()
+    assert gen.mean() == pytest.approx(b.metrics["timing_s/gen"], rel=0.1)
