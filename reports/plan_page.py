@@ -674,6 +674,14 @@ def trade_off_rows(table: pl.DataFrame, summary: dict[str, Any]) -> pl.DataFrame
 
 
 def trade_off_chart(family: pl.DataFrame, units: Units) -> alt.TopLevelMixin:
+    steps = (
+        "learner_steps_multiplier" if units.baseline_steps is None else "learner_steps_to_target"
+    )
+    # only what the chart draws goes into the page
+    family = family.select(
+        "label", "max_staleness", "samples_per_s", "staleness", "lr_shown", "lr_shown_lo",
+        "lr_shown_hi", "time_shown", "time_shown_lo", "time_shown_hi", steps,
+    )  # fmt: skip
     x = alt.X(
         "max_staleness:Q",
         title="staleness bound (algorithm.max_staleness)",
@@ -715,9 +723,7 @@ def trade_off_chart(family: pl.DataFrame, units: Units) -> alt.TopLevelMixin:
             tooltip=[
                 *tip,
                 alt.Tooltip("time_shown:Q", title=units.time, format=",.3~g"),
-                alt.Tooltip("learner_steps_multiplier:Q", title=units.steps, format=",.3~g")
-                if units.baseline_steps is None
-                else alt.Tooltip("learner_steps_to_target:Q", title=units.steps, format=",.0f"),
+                alt.Tooltip(f"{steps}:Q", title=units.steps, format=",.3~g"),
             ],
         ),
         alt.Chart(best)
@@ -765,7 +771,7 @@ def uncertainty_chart(simulated: pl.DataFrame, units: Units) -> alt.TopLevelMixi
     y = alt.Y("row:N", title=None, sort=order, axis=alt.Axis(labelLimit=520))
     x_title = units.time
     interval = (
-        alt.Chart(top)
+        alt.Chart(top.select("row", "time_shown_lo", "time_shown_hi"))
         .mark_rule(strokeWidth=3, opacity=0.35)
         .encode(
             y=y,
