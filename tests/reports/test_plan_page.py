@@ -25,6 +25,7 @@ from stalesim.sim.config_file import validate_config
 from stalesim.sim.law_readings import readings
 from stalesim.sim.plan import run_plan
 from stalesim.sim.plan_config import PlanConfig
+from stalesim.sim.plan_rank import on_policy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BASELINE_LR = 1e-6
@@ -139,7 +140,7 @@ def test_the_card_states_the_recommendation_in_ratios(plan_out: Path) -> None:
         pl.col("candidate_id") == summary["relative_to"]
     )
     assert reference["time_to_target_rel"][0] == 1.0
-    assert reference["mode"][0] in ("sync", "sync_colocated")
+    assert on_policy(reference["mode"][0])
     assert "relative to the fastest synchronous setup" in text
     table = pl.read_parquet(plan_out / "candidates.parquet")
     # every infeasible candidate is listed with its reason
@@ -220,7 +221,8 @@ def test_the_decision_leads_the_page(plan_out: Path) -> None:
             assert row[1] == f"{item['value']:.3g}×"
             for reading, value in item["under_readings"].items():
                 assert f"{reading} {value:.3g}×" in row[2]
-            assert row[2].startswith("readings agree" if item["same_under_all"] else "readings")
+            agree = "readings agree" if item["same_under_all"] else "readings differ"
+            assert row[2].startswith(f"{agree}: ")
         else:
             assert row[1] == item["value"]
             assert (row[2] == "same under every reading") == item["same_under_all"]
