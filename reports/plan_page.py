@@ -57,9 +57,16 @@ class Units:
     others: tuple[str, ...]
     baseline_lr: float | None
     baseline_steps: float | None
-    #: what time and cost are relative to, in words ("the fastest synchronous setup")
-    time_reference: str
-    cost_reference: str
+    #: whether time and cost are relative to the best on-policy setup (else the best of all)
+    synchronous: bool
+
+    @property
+    def time_reference(self) -> str:
+        return f"the fastest {'synchronous ' if self.synchronous else ''}setup"
+
+    @property
+    def cost_reference(self) -> str:
+        return f"the cheapest {'synchronous ' if self.synchronous else ''}setup"
 
     @property
     def lr(self) -> str:
@@ -80,7 +87,7 @@ class Units:
     @property
     def short(self) -> str:
         """The reference in a chart axis or a table header: ``sync`` or ``best``."""
-        return "sync" if "synchronous" in self.time_reference else "best"
+        return "sync" if self.synchronous else "best"
 
     @property
     def time_axis(self) -> str:
@@ -107,15 +114,12 @@ def units_of(summary: dict[str, Any], table: pl.DataFrame) -> Units:
     primary = law.get("reading") or "primary"
     others = tuple(r for r in (law.get("readings") or {}) if r != primary)
     reference = table.filter(pl.col("candidate_id") == summary.get("relative_to"))
-    synchronous = reference.height > 0 and on_policy(reference["mode"][0])
-    kind = "synchronous setup" if synchronous else "setup"
     return Units(
         primary=primary,
         others=others,
         baseline_lr=law.get("baseline_lr"),
         baseline_steps=law.get("baseline_steps"),
-        time_reference=f"the fastest {kind}",
-        cost_reference=f"the cheapest {kind}",
+        synchronous=reference.height > 0 and on_policy(reference["mode"][0]),
     )
 
 
