@@ -333,6 +333,7 @@ table { border-collapse: collapse; font-size: 13.5px; font-variant-numeric: tabu
 th, td { padding: 4px 12px; border-bottom: 1px solid var(--line); text-align: left; }
 th { background: var(--card); font-weight: 600; }
 td.num, th.num { text-align: right; }
+td.num { white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fbfbfd; }
 details.fold { margin: 24px 0 0; border: 1px solid var(--line); border-radius: 8px;
   padding: 8px 12px; }

@@ -56,8 +56,9 @@ def build_simulate_page(out_dir: Path) -> Page:
     scenario = summary.get("scenario") or {}
 
     page = Page("Simulated cluster", subtitle=_subtitle(scenario, summary))
-    for heading, metrics in headline_metrics(summary) + law_metrics(summary):
+    for heading, metrics in headline_metrics(summary):
         page.metrics(heading, metrics)
+    add_law_section(page, summary)
     page.chart(
         staleness_chart(summary),
         heading="Staleness",
@@ -213,36 +214,167 @@ def headline_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
     ]
 
 
+def _x(value: Any) -> str:
+    return "—" if _number(value) is None else f"{value:.3g}×"
+
+
+def _g(value: Any) -> str:
+    return "—" if _number(value) is None else f"{value:.3g}"
+
+
+def _band(law: dict[str, Any], key: str) -> str:
+    lo, hi = law.get(f"{key}_lo"), law.get(f"{key}_hi")
+    return "" if _number(lo) is None or _number(hi) is None else f" [{_g(lo)}, {_g(hi)}]"
+
+
 def law_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
-    """The staleness–learning-rate law read at this run's staleness, when the summary has it."""
+    """The staleness–learning-rate law read at this run's staleness under its primary reading,
+    as multipliers of the user's on-policy run and time relative to the same cluster run
+    synchronously; the user's learning rate, steps, hours and dollars only where the
+    scenario's ``target`` gives their baseline. Never an absolute learning rate or time of the
+    small model the law was measured on."""
     law = _section(summary, "law")
-    if law.get("eta_opt") is None:
+    if _number(law.get("lr_multiplier")) is None:
         return []
-
-    def interval(name: str, scale: float = 1.0) -> str:
-        lo, hi = law.get(f"{name}_lo"), law.get(f"{name}_hi")
-        if lo is None or hi is None:
-            return ""
-        return f"95% interval {format_number(lo * scale)} to {format_number(hi * scale)}"
-
-    time_s = _number(law.get("time_to_target_s"))
-    return [
-        (
-            f"Law at staleness {law.get('staleness_summary')} = "
-            f"{format_number(_number(law.get('staleness')))}",
-            [
-                Metric("recommended learning rate", law.get("eta_opt"), note=interval("eta_opt")),
-                Metric("learner steps to target", law.get("learner_steps_to_target")),
-                Metric(
-                    "time to target",
-                    None if time_s is None else time_s / 3600,
-                    "h",
-                    note=interval("time_to_target_s", 1 / 3600),
-                ),
-                Metric("cost to target", law.get("cost_to_target_usd"), "USD"),
-            ],
-        )
+    others = _other_readings(law)
+    cards = [
+        Metric(
+            "LR multiplier",
+            law["lr_multiplier"],
+            "× your LR",
+            note=f"band{_band(law, 'lr_multiplier')}; "
+            + ", ".join(f"{r} {_x(law.get(f'lr_multiplier_{r}'))}" for r in others),
+        ),
+        Metric(
+            "steps multiplier",
+            law.get("steps_multiplier"),
+            "× your steps",
+            note=f"interval{_band(law, 'steps_multiplier')}",
+        ),
     ]
+    if _number(law.get("time_to_target_rel")) is not None:
+        cards.append(
+            Metric(
+                "time to target vs sync",
+                law["time_to_target_rel"],
+                "× sync",
+                note="relative to the same cluster run synchronously; interval"
+                + _band(law, "time_to_target_rel"),
+            )
+        )
+    if _number(law.get("baseline_lr")) is not None:
+        cards.append(
+            Metric(
+                "learning rate",
+                law.get("learning_rate"),
+                note=f"{law['lr_multiplier']:.3g} × your {law['baseline_lr']:.3g}; band"
+                + _band(law, "learning_rate"),
+            )
+        )
+    if _number(law.get("baseline_steps")) is not None:
+        time_s = _number(law.get("time_to_target_s"))
+        cards += [
+            Metric("learner steps to target", law.get("learner_steps_to_target")),
+            Metric("time to target", None if time_s is None else time_s / 3600, "h"),
+            Metric("cost to target", law.get("cost_to_target_usd"), "USD"),
+        ]
+    heading = (
+        f"Law ({law.get('reading')} reading) at staleness {law.get('staleness_summary')} = "
+        f"{format_number(_number(law.get('staleness')))}"
+    )
+    return [(heading, cards)]
+
+
+def _other_readings(law: dict[str, Any]) -> list[str]:
+    return [r for r in (law.get("readings") or {}) if r != law.get("reading")]
+
+
+def law_readings_table(law: dict[str, Any]) -> pl.DataFrame:
+    """The law's answers under every reading, the primary first: the multipliers, time
+    relative to the same cluster run synchronously and, with the user's baseline, their
+    learning rate and hours."""
+    readings = [law.get("reading"), *_other_readings(law)]
+    suffix = {r: "" if i == 0 else f"_{r}" for i, r in enumerate(readings)}
+    columns: dict[str, list[Any]] = {
+        "reading": [f"{r} (primary)" if i == 0 else r for i, r in enumerate(readings)],
+        "LR ×": [_number(law.get(f"lr_multiplier{suffix[r]}")) for r in readings],
+        "steps ×": [_number(law.get(f"steps_multiplier{suffix[r]}")) for r in readings],
+        "time (× sync)": [_number(law.get(f"time_to_target_rel{suffix[r]}")) for r in readings],
+    }
+    if _number(law.get("baseline_lr")) is not None:
+        columns["learning rate"] = [_number(law.get(f"learning_rate{suffix[r]}")) for r in readings]
+    if _number(law.get("baseline_steps")) is not None:
+        columns["time to target (h)"] = [
+            None if (t := _number(law.get(f"time_to_target_s{suffix[r]}"))) is None else t / 3600
+            for r in readings
+        ]
+    columns["measured on"] = [(law.get("readings") or {}).get(r, "") for r in readings]
+    schema = {k: pl.String if k in ("reading", "measured on") else pl.Float64 for k in columns}
+    return pl.DataFrame(columns, schema=schema)
+
+
+def law_text(law: dict[str, Any]) -> str:
+    """The primary reading's answer in words, with the user's numbers where given, and how far
+    the scenario is from what the law was measured on."""
+    lines = [
+        f"Under the {law.get('reading')} reading the learning rate is "
+        + (
+            f"{law['lr_multiplier']:.3g} × your {law['baseline_lr']:.3g} = "
+            f"{_g(law.get('learning_rate'))}{_band(law, 'learning_rate')}"
+            if _number(law.get("baseline_lr")) is not None
+            else f"{_x(law['lr_multiplier'])} your on-policy run's{_band(law, 'lr_multiplier')}"
+        )
+        + f", and the learner steps to target {_x(law.get('steps_multiplier'))} its"
+        + f"{_band(law, 'steps_multiplier')}."
+    ]
+    time_s = _number(law.get("time_to_target_s"))
+    if _number(law.get("baseline_steps")) is not None and time_s is not None:
+        step_s = law["time_per_baseline_step_s"] / law["learner_steps_multiplier"]
+        lo, hi = _number(law.get("time_to_target_s_lo")), _number(law.get("time_to_target_s_hi"))
+        interval = "" if lo is None or hi is None else f" [{lo / 3600:.3g} h, {hi / 3600:.3g} h]"
+        lines[0] += (
+            f" Time to target: {law['baseline_steps']:,.0f} × "
+            f"{law['learner_steps_multiplier']:.3g} = {law['learner_steps_to_target']:,.0f} "
+            f"learner steps × {format_number(step_s)} s = {time_s / 3600:.3g} h{interval}."
+        )
+    if _number(law.get("time_to_target_rel")) is not None:
+        lines[0] += (
+            f" That is {_x(law['time_to_target_rel'])}{_band(law, 'time_to_target_rel')} the "
+            "time to target of the same cluster run synchronously (step "
+            f"{format_number(_number(law.get('sync_step_time_s')))} s)."
+        )
+    missing = [
+        f"`target.{key}`" for key in ("baseline_lr", "baseline_steps") if law.get(key) is None
+    ]
+    if missing:
+        lines.append(
+            f"Set {' and '.join(missing)} in the scenario (your on-policy run's learning rate "
+            "and learner steps to the target reward) to see your own learning rate and hours. "
+            "The law is applied as ratios to your run, never as the learning rates or hours of "
+            "the small model it was measured on."
+        )
+    if law.get("regime_distance"):
+        lines.append(f"How far this run is from the law's: {law['regime_distance']}")
+    lines += [f"Law warning: {w}" for w in law.get("warnings") or []]
+    return "\n\n".join(lines)
+
+
+def add_law_section(page: Page, summary: dict[str, Any]) -> None:
+    """The law's section of the page: the primary reading's cards, every reading side by side,
+    and the answer in words with how far the run is from what the law was measured on."""
+    groups = law_metrics(summary)
+    if not groups:
+        return
+    law = _section(summary, "law")
+    for heading, metrics in groups:
+        page.metrics(heading, metrics)
+    page.prose(law_text(law))
+    page.table(
+        law_readings_table(law),
+        caption="The same answers under every reading of the law (LR ×, steps ×: multipliers "
+        "of your on-policy run's learning rate and learner steps; time relative to the same "
+        "cluster run synchronously).",
+    )
 
 
 def staleness_chart(summary: dict[str, Any]) -> alt.TopLevelMixin:

@@ -329,3 +329,77 @@ def test_real_simulate_output_renders_the_summary_and_its_trace(real_sim_out):
     t_end = rows[-1]["bin_end_s"]
     chart_busy = sum(r["utilisation"] * (r["bin_end_s"] - r["bin_start_s"]) for r in rows)
     assert chart_busy * engines == pytest.approx(busy_seconds_before(t_end), rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def baseline_sim_out(tmp_path_factory: pytest.TempPathFactory):
+    """The default scenario with the user's on-policy baseline (learning rate and steps)."""
+    out_dir = tmp_path_factory.mktemp("baseline") / "run"
+    args = ["simulate", "--steps", "12", "--seed", "3", "--out", str(out_dir), "--quiet"]
+    args += ["--set", "target.baseline_lr=1e-6", "--set", "target.baseline_steps=400"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return out_dir
+
+
+def _visible(html: str) -> str:
+    return re.sub(r"<script.*?</script>", "", html, flags=re.S)
+
+
+def test_the_law_shows_ratios_without_a_baseline(real_sim_out):
+    from html import escape
+
+    from stalesim.reports.page import format_number
+    from stalesim.sim.law_readings import readings
+
+    law = json.loads((real_sim_out / "summary.json").read_text())["law"]
+    assert law["baseline_lr"] is None and law["baseline_steps"] is None
+    html = (real_sim_out / "report.html").read_text()
+    cards = metric_cards(html)
+    assert float(cards["LR multiplier"][0]) == law["lr_multiplier"]
+    assert float(cards["steps multiplier"][0]) == law["steps_multiplier"]
+    assert float(cards["time to target vs sync"][0]) == law["time_to_target_rel"]
+    # no absolute learning rate, steps or hours of the small model the law was measured on
+    assert not {"learning rate", "learner steps to target", "time to target"} & set(cards)
+    toy_lr = float(readings()[0].law.eta_opt_at(law["staleness"]))
+    assert f"{toy_lr:.3g}" not in html and format_number(toy_lr) not in html
+    visible = _visible(html)
+    assert "target.baseline_lr" in visible
+    assert escape(law["regime_distance"]) in visible
+    # every reading side by side, the primary first
+    table = visible[visible.index("<th>reading</th>") :]
+    rows = re.findall(r"<tr>(.*?)</tr>", table[: table.index("</table>")].split("<tbody>")[1])
+    names = list(law["readings"])
+    assert len(rows) == len(names) == 3
+    for name, row in zip(names, rows, strict=True):
+        cells = re.findall(r"<td(?:\s[^>]*)?>(.*?)</td>", row)
+        suffix = "" if name == law["reading"] else f"_{name}"
+        assert cells[0].startswith(name)
+        assert cells[1:4] == [
+            format_number(law[f"lr_multiplier{suffix}"]),
+            format_number(law[f"steps_multiplier{suffix}"]),
+            format_number(law[f"time_to_target_rel{suffix}"]),
+        ]
+
+
+def test_the_law_shows_the_users_numbers_with_a_baseline(baseline_sim_out):
+    from html import escape
+
+    summary = json.loads((baseline_sim_out / "summary.json").read_text())
+    law = summary["law"]
+    html = (baseline_sim_out / "report.html").read_text()
+    cards = metric_cards(html)
+    m = law["lr_multiplier"]
+    assert float(cards["learning rate"][0]) == pytest.approx(m * 1e-6, rel=1e-12)
+    formula = f"{m:.3g} × your 1e-06 = {m * 1e-6:.3g}"
+    assert re.fullmatch(r"0\.\d+ × your 1e-06 = \d\.\d+e-07", formula), formula
+    assert escape(formula) in html
+    # 400 x steps multiplier learner steps at the run's mean step time
+    step_s = 3600.0 / summary["throughput"]["steps_per_h"]
+    hours = 400 * law["learner_steps_multiplier"] * step_s / 3600
+    assert float(cards["time to target"][0]) == pytest.approx(hours, rel=1e-9)
+    assert float(cards["learner steps to target"][0]) == pytest.approx(
+        400 * law["learner_steps_multiplier"], rel=1e-12
+    )
+    assert f"400 × {law['learner_steps_multiplier']:.3g} = " in html
+    assert "target.baseline_lr</code>" not in _visible(html)
