@@ -66,7 +66,8 @@ class Units:
 
     @property
     def cost_reference(self) -> str:
-        return f"the cheapest {'synchronous ' if self.synchronous else ''}setup"
+        # one reference for both: the fastest (synchronous) setup's time and cost
+        return self.time_reference
 
     @property
     def lr(self) -> str:
@@ -113,7 +114,8 @@ def units_of(summary: dict[str, Any], table: pl.DataFrame) -> Units:
     law = summary.get("law") or {}
     primary = law.get("reading") or "primary"
     others = tuple(r for r in (law.get("readings") or {}) if r != primary)
-    reference = table.filter(pl.col("candidate_id") == summary.get("relative_to"))
+    relative_to = summary.get("relative_to")
+    reference = table.filter(pl.col("candidate_id") == (relative_to or ""))
     return Units(
         primary=primary,
         others=others,

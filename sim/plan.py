@@ -459,7 +459,7 @@ def _summary(
     if best is not None:
         warnings = law.regime_warnings(scenarios[best["candidate_id"]])
         distance = law.regime_distance(scenarios[best["candidate_id"]])
-    reference_rows = table.filter(pl.col("time_to_target_rel") == 1.0)
+    reference_rows = table.filter(pl.col("reference"))
     target = base.get("target") or {}
     return {
         "name": plan.name,

@@ -58,28 +58,43 @@ def on_policy(mode: str) -> bool:
     return MODES[mode].on_policy
 
 
+def reference_index(table: pl.DataFrame) -> int | None:
+    """The row every relative time and cost is measured against: the fastest simulated
+    on-policy setup (the first in table order on a tie), else the fastest simulated setup."""
+    simulated = (table["evaluated"] == "simulated").to_numpy()
+    time_s = _column(table, OBJECTIVE_COLUMNS["time"])
+    for pool in (
+        simulated & np.array([on_policy(m) for m in table["mode"]], dtype=bool),
+        simulated,
+    ):
+        ok = pool & np.isfinite(time_s)
+        if ok.any():
+            index = np.flatnonzero(ok)
+            return int(index[np.argmin(time_s[index])])
+    return None
+
+
 def add_rankings(table: pl.DataFrame, objective: str, others: list[str]) -> pl.DataFrame:
     """Rank (primary reading), ``rank_<reading>`` for each of ``others``, frontier, and time and
-    cost relative to the best simulated on-policy setup (``time_to_target_rel``,
-    ``cost_to_target_rel``, and ``time_to_target_rel_<reading>``). Without a simulated
-    on-policy setup, relative to the best setup."""
+    cost relative to the :func:`reference_index` row (``time_to_target_rel``,
+    ``cost_to_target_rel``, and ``time_to_target_rel_<reading>``)."""
     simulated = (table["evaluated"] == "simulated").to_numpy()
     column = OBJECTIVE_COLUMNS[objective]
     time_s = _column(table, OBJECTIVE_COLUMNS["time"])
     cost = _column(table, OBJECTIVE_COLUMNS["cost"])
-    reference = simulated & np.array([on_policy(m) for m in table["mode"]], dtype=bool)
-    if not (reference & np.isfinite(time_s)).any():
-        reference = simulated
+    reference = reference_index(table)
 
     def relative(values: np.ndarray) -> np.ndarray:
-        ok = reference & np.isfinite(values)
-        return values / np.min(values[ok]) if ok.any() else np.full(values.shape, np.nan)
+        if reference is None or not np.isfinite(values[reference]) or values[reference] <= 0:
+            return np.full(values.shape, np.nan)
+        return values / values[reference]
 
     columns = [
         pl.Series("rank", rank_column(_column(table, column), simulated)),
         pl.Series("on_frontier", pareto_front(time_s, cost, simulated)),
         pl.Series("time_to_target_rel", relative(time_s)),
         pl.Series("cost_to_target_rel", relative(cost)),
+        pl.Series("reference", np.arange(table.height) == (-1 if reference is None else reference)),
     ]
     for name in others:
         columns.append(
