@@ -11,6 +11,7 @@ from importlib import import_module
 from pathlib import Path
 
 from stalesim.sim.config_file import ConfigError
+from stalesim.sim.hardware import CATALOG
 from stalesim.sim.importers.common import Imported
 
 #: framework name -> module that imports its configs
@@ -22,13 +23,19 @@ IMPORTERS: dict[str, str] = {
 
 
 def import_trainer_config(
-    framework: str, path: Path | None = None, extra: tuple[str, ...] = ()
+    framework: str, path: Path | None = None, extra: tuple[str, ...] = (), gpu: str | None = None
 ) -> Imported:
-    """The scenario imported from ``framework``'s config at ``path`` (its example when None)."""
+    """The scenario imported from ``framework``'s config at ``path`` (its example when None);
+    ``gpu`` names the GPU type, which no trainer config states."""
     key = framework.lower()
     if key not in IMPORTERS:
         raise ConfigError(f"unknown framework {framework!r}; allowed: {', '.join(IMPORTERS)}")
+    if gpu is not None and gpu not in CATALOG:
+        raise ConfigError(f"--gpu {gpu!r}: unknown GPU; allowed: {', '.join(CATALOG)}")
     imported = import_module(IMPORTERS[key]).import_config(path, tuple(extra))
+    if gpu is not None:
+        imported.defaults = [d for d in imported.defaults if d[0] != "hardware.gpu"]
+        imported.set("hardware.gpu", gpu, "--gpu")
     stem = "example" if path is None else path.stem
     if path is not None and path.parent.name == ".hydra":  # a run folder's resolved config
         stem = path.parent.parent.name

@@ -465,3 +465,15 @@ def test_written_yaml_is_a_plan_base(tmp_path: Path) -> None:
     result = _run("plan", str(plan), "--out", str(tmp_path / "plan"), "--workers", "1", "--quiet")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "plan" / "plan.json").exists()
+
+
+def test_the_gpu_type_is_given_on_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "mine.yaml"
+    result = _run("import", "verl", "--gpu", "H20", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "hardware.gpu = H20  <- --gpu" in result.stdout
+    assert "hardware.gpu = H100" not in result.stdout
+    assert yaml.safe_load(out.read_text())["hardware"]["gpu"] == "H20"
+    bad = _run("import", "verl", "--gpu", "TPU", "--out", str(tmp_path / "no.yaml"))
+    assert bad.exit_code == 2 and "--gpu 'TPU': unknown GPU" in bad.stderr
+    assert not (tmp_path / "no.yaml").exists()
