@@ -18,20 +18,17 @@ class ModeSpec:
     ``start`` installs the controller on a cluster. ``schedule_staleness(M)`` is the staleness
     that the mode's own schedule gives its last mini-batch with ``M`` mini-batches per step (a
     drop filter below it would discard every group of that mini-batch), or None when the
-    schedule sets none. ``whole_batch_at_once``: the
-    mode launches ``B*G`` samples together, so they must fit the engines' slots.
-    ``recomputes_old_logprobs``: the mode's usual recipe runs a forward pass for the old
-    policy's log-probs (``algorithm.old_logprob_pass`` unset): verl's and OpenRLHF's trainers
-    recompute them, since the inference engine's log-probs differ numerically from the
-    trainer's; asynchronous trainers with a decoupled objective reuse the rollout's
-    (PipelineRL, prime-rl).
+    schedule sets none. ``recomputes_old_logprobs``: the mode's usual recipe runs a forward
+    pass for the old policy's log-probs (``algorithm.old_logprob_pass`` unset): verl's and
+    OpenRLHF's trainers recompute them, since the inference engine's log-probs differ
+    numerically from the trainer's; asynchronous trainers with a decoupled objective reuse the
+    rollout's (PipelineRL, prime-rl).
     """
 
     name: str
     summary: str
     start: Callable[[Cluster], None]
     colocated: bool = False
-    whole_batch_at_once: bool = False
     schedule_staleness: Callable[[int], int] | None = None
     inflight_updates: bool = False  # allows algorithm.inflight_updates
     own_publication: bool = False  # publishes weights itself (publish interval, stale bounds)

@@ -79,9 +79,11 @@ def test_streaming_trains_the_first_chunk_while_the_second_generates(streaming: 
         f"workload.response_tokens={{kind: fixed, value: {L}}}",
         f"workload.max_response_tokens={L}",
         "cluster.rollout_engines=1",
-        # per GPU on the 8 learner GPUs: the update and each of sync's two forward passes
-        f"cluster.learner_coefficients={{train_gpu_s_per_token: {8 * train}, "
-        f"forward_gpu_s_per_token: {8 * forward / 2}}}",
+        # the tiny GPU holds a 64th of the training state; per GPU on the 64 learner GPUs: the
+        # update and each of sync's two forward passes
+        "cluster.learner_gpus=64",
+        f"cluster.learner_coefficients={{train_gpu_s_per_token: {64 * train}, "
+        f"forward_gpu_s_per_token: {64 * forward / 2}}}",
         "weight_sync.bandwidth_bytes_per_s=1e30",
         "weight_sync.latency_s=0.25",
     )
