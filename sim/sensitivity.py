@@ -201,7 +201,7 @@ def sensitivity(
             progress(done, total)
         try:
             ref = step_time_s(with_mode(s, other), steps, seed)
-        except ConfigError:  # the cluster cannot run the reference mode (a batch too large)
+        except ConfigError:  # the cluster cannot run the reference mode (its memory checks)
             ref = None
         done += 1
         if progress is not None:
