@@ -66,4 +66,7 @@ PARTIAL_ROLLOUT = ModeSpec(
     summary="rounds end when B groups are complete; the rest resume on newer weights",
     start=_start,
     preempts=True,
+    # a round's groups were generated before the step's first optimizer step, so mini-batch k
+    # is at least k versions stale (a tighter drop filter would discard and replace forever)
+    schedule_staleness=lambda m: m - 1,
 )

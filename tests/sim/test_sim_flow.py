@@ -502,3 +502,18 @@ def test_partial_rollout_groups_dropped_between_rounds_wait_for_the_next_round()
     assert used.height == steps * 2
     assert (used["staleness_max"] == 0).all()
     assert (used.group_by("consumed_step").len()["len"] == 2).all()
+
+
+def test_partial_rollout_refuses_a_drop_filter_below_its_schedule() -> None:
+    """With 2 mini-batches the second is 1 version stale by construction: a filter at 0 would
+    drop and replace its groups forever (the simulation never ended)."""
+    with pytest.raises(ConfigError, match="would drop every group of some mini-batch"):
+        load_scenario(
+            None,
+            None,
+            (
+                "algorithm.mode=partial_rollout",
+                "algorithm.minibatches_per_step=2",
+                "algorithm.staleness_filter=0",
+            ),
+        )
