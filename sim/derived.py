@@ -8,16 +8,19 @@ from typing import Any
 
 from stalesim.sim.hardware import GpuSpec
 from stalesim.sim.learner import (
+    LEARNER_MEMORY_RESERVE,
     TRAINING_STATE_BYTES_PER_PARAM,
     LearnerCost,
+    LearnerMemory,
     colocated_switch_s,
     dp_efficiency,
     learner_cost,
+    learner_memory,
     optimizer_step_s,
 )
 from stalesim.sim.models import ModelSpec
 from stalesim.sim.modes import MODES
-from stalesim.sim.scenario import AlgorithmConfig, Scenario, check_feasible
+from stalesim.sim.scenario import AlgorithmConfig, Scenario, check_feasible, longest_sequence
 from stalesim.sim.time_model import DecodeTimeModel, from_coefficients, roofline
 from stalesim.sim.weight_sync import weight_sync_s
 
@@ -37,6 +40,8 @@ class Derived:
     model: ModelSpec
     time_model: DecodeTimeModel
     learner: LearnerCost
+    learner_memory: LearnerMemory
+    learner_usable_bytes: float
     sync_s: float
     weight_bytes: float
     engine_usable_bytes: float
@@ -52,6 +57,11 @@ class Derived:
             "model": self.model.model_dump(),
             "time_model": self.time_model.as_dict(),
             "learner": self.learner.as_dict(),
+            "learner_memory": {
+                "state_bytes": self.learner_memory.state_bytes,
+                "activation_bytes": self.learner_memory.activation_bytes,
+                "usable_bytes": self.learner_usable_bytes,
+            },
             "weight_sync_s": self.sync_s,
             "weight_bytes": self.weight_bytes,
             "engine_usable_bytes": self.engine_usable_bytes,
@@ -99,6 +109,10 @@ def derive(scenario: Scenario) -> Derived:
         model=model,
         time_model=time_model,
         learner=derive_learner(scenario, gpu, model, learner_gpus),
+        # a colocated engine sleeps while the learner trains (vLLM sleep mode frees its
+        # weights and KV cache), so the learner has each GPU's usable memory either way
+        learner_memory=learner_memory(model, learner_gpus, longest_sequence(scenario.workload)),
+        learner_usable_bytes=gpu.hbm_bytes * (1.0 - LEARNER_MEMORY_RESERVE),
         sync_s=weight_sync_s(
             gpu,
             model,
@@ -118,10 +132,21 @@ def derive(scenario: Scenario) -> Derived:
     return derived
 
 
+def learner_mfus(scenario: Scenario, gpu: GpuSpec) -> tuple[float, float]:
+    """Training and forward-only MFU: ``cluster.learner_mfu`` / ``learner_forward_mfu`` where
+    set, else the GPU's own; a set training MFU scales the GPU's forward-over-training ratio."""
+    cluster = scenario.cluster
+    train = gpu.train_mfu if cluster.learner_mfu is None else cluster.learner_mfu
+    forward = cluster.learner_forward_mfu
+    if forward is None:
+        forward = min(1.0, train * gpu.forward_mfu / gpu.train_mfu)
+    return train, forward
+
+
 def derive_learner(scenario: Scenario, gpu: GpuSpec, model: ModelSpec, gpus: int) -> LearnerCost:
     """The learner's cost: measured per-GPU coefficients when given, else the roofline."""
     cluster, algo = scenario.cluster, scenario.algorithm
-    efficiency = dp_efficiency(gpus, gpu.gpus_per_node, cluster.learner_dp_scaling)
+    efficiency = dp_efficiency(gpus, cluster.learner_dp_linear_gpus, cluster.learner_dp_scaling)
     switch_s = 0.0
     if MODES[algo.mode].colocated:
         switch_s = colocated_switch_s(
@@ -155,8 +180,8 @@ def derive_learner(scenario: Scenario, gpu: GpuSpec, model: ModelSpec, gpus: int
         gpu,
         model,
         gpus,
-        mfu=cluster.learner_mfu,
-        forward_mfu=cluster.learner_forward_mfu,
+        mfu=learner_mfus(scenario, gpu)[0],
+        forward_mfu=learner_mfus(scenario, gpu)[1],
         dp_efficiency=efficiency,
         step_overhead_s=optimizer_step_s(
             gpu,

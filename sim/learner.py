@@ -45,18 +45,63 @@ OPTIMIZER_HBM_BYTES_PER_PARAM = 30.0
 #: verl and OpenRLHF default), two bytes per parameter.
 GRADIENT_BYTES_PER_PARAM = 2.0
 
+#: Activation bytes one transformer layer holds per token and unit of hidden size while its
+#: backward runs: ``34 s b h`` in 16-bit (Korthikanti et al. 2022, "Reducing Activation
+#: Recomputation in Large Transformer Models", eq. 1, without the ``5 a s / h`` attention-score
+#: term that FlashAttention never stores).
+LAYER_ACTIVATION_BYTES = 34.0
+#: With activation checkpointing each layer keeps only its bf16 input between passes.
+CHECKPOINT_BYTES = 2.0
+#: Share of a learner GPU's memory not available to tensors (CUDA context, NCCL buffers,
+#: allocator fragmentation); the engines' ``cluster.memory_reserve_fraction`` default.
+LEARNER_MEMORY_RESERVE = 0.1
+
 PHASES = ("old_logprob", "reference", "update")
 
 
-def dp_efficiency(gpus: int, gpus_per_node: int, scaling_per_doubling: float) -> float:
+@dataclass(frozen=True)
+class LearnerMemory:
+    """What one learner GPU holds while it trains, in bytes.
+
+    The training state (bf16 weights and gradients, fp32 master weights and Adam moments:
+    :data:`TRAINING_STATE_BYTES_PER_PARAM` per parameter) is sharded evenly over the learner's
+    GPUs, as FSDP (verl) and ZeRO-3 (OpenRLHF) do; activations are those of one micro-batch of
+    ``tokens`` tokens with activation checkpointing: every layer's bf16 input, one layer's full
+    working set while it recomputes and runs backward, and two layers' parameters gathered
+    unsharded (the one running and the one prefetched). Logits are not counted (trainers chunk
+    the log-prob computation).
+    """
+
+    state_bytes: float
+    activation_bytes: float
+    gpus: int
+    tokens: int
+
+    @property
+    def total_bytes(self) -> float:
+        return self.state_bytes + self.activation_bytes
+
+
+def learner_memory(model: ModelSpec, gpus: int, tokens: int) -> LearnerMemory:
+    """Per-GPU memory of a learner of ``gpus`` GPUs training micro-batches of ``tokens``."""
+    state = TRAINING_STATE_BYTES_PER_PARAM * model.params / gpus
+    checkpoints = CHECKPOINT_BYTES * model.hidden_size * tokens * model.layers
+    working = LAYER_ACTIVATION_BYTES * model.hidden_size * tokens
+    gathered = 2.0 * model.dtype_bytes * model.params / model.layers
+    return LearnerMemory(state, checkpoints + working + gathered, gpus, tokens)
+
+
+def dp_efficiency(gpus: int, linear_gpus: int, scaling_per_doubling: float) -> float:
     """Share of linear speed-up ``gpus`` data-parallel learner GPUs keep.
 
-    Inside one node the loss is the explicit gradient all-reduce over NVLink (priced in
-    :func:`optimizer_step_s`); each doubling of the node count beyond one keeps
-    ``scaling_per_doubling`` of the per-GPU rate (stragglers, load imbalance, network).
+    Up to ``linear_gpus`` none is lost beyond the explicit gradient all-reduce (priced in
+    :func:`optimizer_step_s`): FSDP is measured to scale flat over tens to a hundred GPUs.
+    Each doubling beyond keeps ``scaling_per_doubling`` of the per-GPU rate (stragglers, load
+    imbalance, network at thousands of GPUs).
     """
-    nodes = math.ceil(gpus / gpus_per_node)
-    return scaling_per_doubling ** math.log2(nodes) if nodes > 1 else 1.0
+    if gpus <= linear_gpus:
+        return 1.0
+    return scaling_per_doubling ** math.log2(gpus / linear_gpus)
 
 
 def allreduce_bus_bytes_per_s(gpu: GpuSpec, gpus: int, efficiency: float) -> float:

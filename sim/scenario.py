@@ -38,6 +38,7 @@ class HardwareConfig(StrictModel):
     host_bytes_per_s: float | None = Field(default=None, ge=1e6, le=1e14)
     gpus_per_node: int | None = Field(default=None, ge=1, le=1024)
     price_per_gpu_hour: float | None = Field(default=None, ge=0, le=1000)
+    matmul_efficiency: float | None = Field(default=None, gt=0, le=1)
 
     @field_validator("gpu")
     @classmethod
@@ -174,12 +175,22 @@ class ClusterConfig(StrictModel):
       line rate after protocol overhead (NCCL maintainer in NVIDIA/nccl-tests#212; p2p 380 of
       450 GB/s in NVIDIA/nccl#1264); DeepSeek-V3's report (arXiv 2412.19437) measures 160 of
       H800 NVLink's 200 GB/s.
-    * ``learner_mfu`` 0.4: Llama 3 (arXiv 2407.21783, table 4) trains at 38-43% bf16 MFU on
-      H100. ``learner_forward_mfu`` 0.4: a forward-only pass runs the training forward's GEMM
-      shapes; no public measurement separates the two, so calibrate it from your own timings.
-    * ``learner_dp_scaling`` 0.93: Llama 3's table 4 loses 7% per GPU (430 to 400 TFLOPS) when
-      data parallelism doubles from 8,192 to 16,384 GPUs at a fixed 16M-token batch, as an RL
-      learner's batch is fixed when its GPU count doubles.
+    * ``learner_mfu`` and ``learner_forward_mfu`` unset: each GPU's own figures
+      (:attr:`stalesim.sim.hardware.GpuSpec.train_mfu`, ``forward_mfu``): its measured matmul
+      efficiency (Stas Bekman's maximum-achievable-matmul table: H100 80.3%, A100 86.9%, B200
+      77.6%, MI300X 51.4%) for the GEMMs, the forward recomputed under activation
+      checkpointing, and memory-bound work at a fixed number of HBM bytes per model FLOP,
+      fitted to llm-foundry's FSDP training table (MPT-7B at sequence 4096, activation
+      checkpointing: 54.8% MFU on A100, 40.4% on H100). H100 0.38 (0.45 forward-only), A100
+      0.49, H20 0.56 (0.73). Llama 3 (arXiv 2407.21783, table 4) trains at 38-43% on H100.
+      Set them to override every GPU's figure.
+    * ``learner_dp_linear_gpus`` 8,192 and ``learner_dp_scaling`` 0.93: data-parallel training
+      keeps its per-GPU rate up to 8,192 GPUs and loses 7% per doubling beyond. FSDP is
+      measured flat from 8 to 128 GPUs (llm-foundry, MPT-7B on A100-40GB at sequence 2048:
+      50.9, 50.4, 51.6, 50.7, 50.1% MFU on 8, 16, 32, 64, 128 GPUs; MPT-13B on H100: 39.8,
+      39.6, 40.0, 39.9% on 8 to 64); Llama 3 holds 430 TFLOPS per H100 at 8,192 GPUs, as on
+      small clusters, and drops to 400 at 16,384 with the batch fixed, as an RL learner's
+      batch is when its GPU count doubles.
     * ``colocated_switch_latency_s`` 1 s: vLLM's sleep mode wakes an engine in 0.1 to 6 s, the
       larger figures for large models whose weights cross PCIe (vLLM blog, 2025-10-26); the
       weights of a colocated engine arrive by the reshard instead. Megatron-based colocation has
@@ -231,24 +242,33 @@ class ClusterConfig(StrictModel):
         le=1,
         description="NCCL bus bandwidth over one-way link bandwidth (370 of 450 GB/s on H100)",
     )
-    learner_mfu: float = Field(
-        default=0.4,
+    learner_mfu: float | None = Field(
+        default=None,
         ge=0.01,
         le=1,
-        description="training FLOP/s per GPU over peak (Llama 3: 38-43% bf16 on H100)",
+        description="training FLOP/s per GPU over peak; default: the GPU's own (H100 0.38, "
+        "A100 0.49, H20 0.56)",
     )
-    learner_forward_mfu: float = Field(
-        default=0.4,
+    learner_forward_mfu: float | None = Field(
+        default=None,
         ge=0.01,
         le=1,
-        description="the same for forward-only passes (old-policy and reference log-probs)",
+        description="the same for forward-only passes (old-policy and reference log-probs); "
+        "default: the GPU's own (H100 0.45, H20 0.73), scaled with learner_mfu when that is set",
+    )
+    learner_dp_linear_gpus: int = Field(
+        default=8192,
+        ge=1,
+        le=1_000_000,
+        description="learner GPUs up to which data parallelism keeps the per-GPU rate (FSDP "
+        "flat from 8 to 128 GPUs; Llama 3 at 430 TFLOPS/GPU on 8,192)",
     )
     learner_dp_scaling: float = Field(
         default=0.93,
         ge=0.01,
         le=1,
-        description="per-GPU rate kept per doubling of learner nodes (Llama 3: 430 -> 400 "
-        "TFLOPS/GPU from 8,192 to 16,384 GPUs)",
+        description="per-GPU rate kept per doubling of learner GPUs beyond "
+        "learner_dp_linear_gpus (Llama 3: 430 -> 400 TFLOPS/GPU from 8,192 to 16,384 GPUs)",
     )
     colocated_offload: bool = Field(
         default=True,
@@ -483,6 +503,14 @@ def check_consistent(scenario: Scenario) -> None:
             )
 
 
+def longest_sequence(work: WorkloadConfig) -> int:
+    """Tokens of the longest possible sequence: the prompt cap plus the response cap."""
+    return (
+        math.ceil(min(work.prompt_tokens.upper(), work.max_prompt_tokens))
+        + work.max_response_tokens
+    )
+
+
 def check_feasible(scenario: Scenario, derived: Derived) -> None:
     """Raise :class:`ConfigError` when the scenario cannot run at all."""
     check_consistent(scenario)
@@ -501,10 +529,7 @@ def check_feasible(scenario: Scenario, derived: Derived) -> None:
             f"{scenario.hardware.gpu} ({derived.engine_usable_bytes / gib:.1f} GiB usable); "
             "raise cluster.rollout_tp or pick a smaller model"
         )
-    longest = (
-        math.ceil(min(work.prompt_tokens.upper(), work.max_prompt_tokens))
-        + work.max_response_tokens
-    )
+    longest = longest_sequence(work)
     if derived.kv_tokens_per_engine < longest:
         spec = derived.model
         raise ConfigError(
@@ -517,12 +542,20 @@ def check_feasible(scenario: Scenario, derived: Derived) -> None:
             "after the weights; raise cluster.rollout_tp, lower workload.max_response_tokens "
             "or use a smaller model"
         )
-    if MODES[scenario.algorithm.mode].whole_batch_at_once:
-        samples = work.prompts_per_step * work.group_size
-        slots = cluster.rollout_engines * cluster.max_num_seqs
-        if samples > slots:
-            raise ConfigError(
-                f"algorithm.mode={scenario.algorithm.mode} launches a whole batch at once: "
-                f"B*G={samples} samples (workload.prompts_per_step x workload.group_size) but the "
-                f"engines hold at most {slots} (cluster.rollout_engines x cluster.max_num_seqs)"
-            )
+    memory = derived.learner_memory
+    if memory.total_bytes > derived.learner_usable_bytes:
+        gpus_key = (
+            f"cluster.rollout_engines x cluster.rollout_tp={derived.learner_gpus} (colocated)"
+            if derived.colocated
+            else f"cluster.learner_gpus={derived.learner_gpus}"
+        )
+        raise ConfigError(
+            f"learner: model.preset={model.preset} ({derived.model.params / 1e9:.3g}B "
+            f"parameters) needs {memory.state_bytes / gib:.4g} GiB per GPU of training state "
+            f"(16 bytes per parameter: bf16 weights and gradients, fp32 Adam master weights and "
+            f"moments, sharded FSDP/ZeRO-3 style over {gpus_key}) plus "
+            f"{memory.activation_bytes / gib:.3g} GiB of activations for one "
+            f"{memory.tokens}-token sequence, but one {scenario.hardware.gpu} has "
+            f"{derived.learner_usable_bytes / gib:.1f} GiB usable; raise the learner's GPUs, "
+            "lower workload.max_response_tokens or pick a smaller model"
+        )

@@ -71,7 +71,7 @@ def coefficients(scenario: Scenario) -> list[str]:
         ]
     if (cluster.decode_coefficients is None and cluster.rollout_tp > 1) or measured is None:
         keys.append("cluster.allreduce_efficiency")
-    if derived.learner_gpus > derived.gpu.gpus_per_node:
+    if derived.learner_gpus > cluster.learner_dp_linear_gpus:
         keys.append("cluster.learner_dp_scaling")
     if derived.colocated:
         keys += COLOCATED
@@ -154,11 +154,23 @@ def _upper_bound(key: str) -> float | None:
     return None
 
 
+def _resolved(scenario: Scenario, key: str) -> float:
+    """The value an unset coefficient takes: the learner's MFUs default to the GPU's own."""
+    from stalesim.sim.derived import learner_mfus
+
+    names = {"cluster.learner_mfu": 0, "cluster.learner_forward_mfu": 1}
+    if key not in names:
+        raise ConfigError(f"{key}: no value to perturb")
+    return learner_mfus(scenario, scenario.hardware.spec())[names[key]]
+
+
 def perturbed(scenario: Scenario, key: str, factor: float) -> tuple[Scenario, float]:
     """The scenario with ``key`` multiplied by ``factor`` (clipped to its upper bound)."""
     data = scenario.model_dump(mode="json")
-    value = float(_get(data, key))
-    new = value * factor
+    value = _get(data, key)
+    if value is None:  # unset: the value the scenario runs with
+        value = _resolved(scenario, key)
+    new = float(value) * factor
     bound = _upper_bound(key)
     if bound is not None:
         new = min(new, bound)
@@ -189,7 +201,7 @@ def sensitivity(
             progress(done, total)
         try:
             ref = step_time_s(with_mode(s, other), steps, seed)
-        except ConfigError:  # the cluster cannot run the reference mode (a batch too large)
+        except ConfigError:  # the cluster cannot run the reference mode (its memory checks)
             ref = None
         done += 1
         if progress is not None:

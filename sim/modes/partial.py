@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from stalesim.sim.modes.base import ModeSpec, replace_dropped
+from stalesim.sim.modes.base import ModeSpec
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
@@ -22,8 +22,19 @@ def _partial(c: Cluster) -> Generator:
     env, pool, buffer, rec = c.env, c.pool, c.buffer, c.rec
     target = c.groups_in_flight_target(c.scenario.algorithm.partial_overprovision)
     parked: list[int] = []
-    replace_dropped(c)
+    round_open = False
+
+    def replace(now: float, count: int) -> None:
+        # during a round a dropped or discarded group is replaced at once; between rounds the
+        # engines are parked for the weight load, and the next round's launch tops the groups
+        # in flight back up to the target
+        if round_open:
+            c.launch(count, now)
+            pool.request_kick()
+
+    c.on_drop = replace
     for step in range(c.steps):
+        round_open = True
         while True:
             for sid in parked:
                 rec.s_round_base[sid] = rec.s_done[sid]
@@ -38,6 +49,7 @@ def _partial(c: Cluster) -> Generator:
             # complete: another round on the same weights
             parked = sorted(pool.out_of_budget)
             pool.out_of_budget.clear()
+        round_open = False
         parked = sorted(pool.preempt_all(env.now) + list(pool.pending) + pool.out_of_budget)
         pool.pending.clear()
         pool.out_of_budget.clear()
@@ -54,4 +66,7 @@ PARTIAL_ROLLOUT = ModeSpec(
     summary="rounds end when B groups are complete; the rest resume on newer weights",
     start=_start,
     preempts=True,
+    # a round's groups were generated before the step's first optimizer step, so mini-batch k
+    # is at least k versions stale (a tighter drop filter would discard and replace forever)
+    schedule_staleness=lambda m: m - 1,
 )

@@ -1,5 +1,7 @@
 """``sync`` and ``sync_colocated``: launch a batch, wait for the learner to train on it, load
-the new weights into the (idle) engines, repeat.
+the new weights into the (idle) engines, repeat. A batch larger than the engines' slots
+(``rollout_engines x max_num_seqs``) queues: each engine admits a waiting sample whenever a
+sequence finishes, as vLLM's and SGLang's schedulers do.
 
 Colocated differs only in its resources: the learner uses every rollout GPU and weights are
 resharded over NVLink (verl's default). Staleness is the mini-batch index inside a step.
@@ -34,7 +36,6 @@ SYNC = ModeSpec(
     name="sync",
     summary="separate pools, each waits for the other",
     start=_start,
-    whole_batch_at_once=True,
     schedule_staleness=lambda m: m - 1,
     on_policy=True,
 )
@@ -43,7 +44,6 @@ SYNC_COLOCATED = ModeSpec(
     summary="all GPUs generate, then all train, then reshard (verl's default)",
     start=_start,
     colocated=True,
-    whole_batch_at_once=True,
     schedule_staleness=lambda m: m - 1,
     on_policy=True,
 )

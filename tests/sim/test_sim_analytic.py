@@ -6,7 +6,9 @@ import math
 
 import pytest
 import simpy
+from stalesim.sim.derived import derive
 from stalesim.sim.engine import RolloutPool
+from stalesim.sim.hardware import CATALOG
 from stalesim.sim.metrics import summarize
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
@@ -146,10 +148,11 @@ def test_one_step_overlaps_training_with_generation_by_hand() -> None:
     gen = PREFILL * B * P + L * (A + GAMMA * b + BETA * b * P) + BETA * b * L * (L - 1) / 2
     tokens = b * (P + L)
     sq = b * (P + L) ** 2
-    flops = 8 * 989e12 * 0.4
+    train_rate = 8 * 989e12 * CATALOG["H100"].train_mfu
+    forward_rate = 8 * 989e12 * CATALOG["H100"].forward_mfu
     attention = 28 * 12 * 128
     # one_step recomputes old log-probs and has a reference model: 2 + 2 + 6 FLOPs per param
-    learn = (4 + 6) * (1.54e9 * tokens + attention * sq) / flops
+    learn = (4 / forward_rate + 6 / train_rate) * (1.54e9 * tokens + attention * sq)
     learn += 2 * 7 / 8 * 2 * 1.54e9 / (450e9 * 0.8) + 30 * 1.54e9 / 8 / (3.35e12 * 0.7)
     sync = 1.54e9 * 2 / 1e11 + 0.1
     assert learn + sync < gen  # generation-bound, as the case intends
@@ -224,3 +227,42 @@ def test_measured_learner_coefficients_set_the_step_time() -> None:
     ends = trace.steps["end_s"].to_list()
     assert ends[0] == pytest.approx(20 * A + learn, rel=1e-12)
     assert ends[2] - ends[1] == pytest.approx(cadence, rel=1e-12)
+
+
+def test_sync_batch_larger_than_the_slots_queues_by_hand() -> None:
+    """B*G = 8 samples on one engine of 4 slots: two waves of 4 (as vLLM's scheduler admits
+    waiting sequences when running ones finish), each its two groups' prompt prefill plus L
+    iterations at batch 4; then the learner. Throughput is B*G over that cadence."""
+    P, L, B, G = 100, 50, 4, 2
+    steps = 4
+    scenario = load_scenario(
+        None,
+        None,
+        (
+            "algorithm.mode=sync",
+            "model.preset=qwen2.5-1.5b",
+            f"workload.prompts_per_step={B}",
+            f"workload.group_size={G}",
+            f"workload.prompt_tokens={{kind: fixed, value: {P}}}",
+            f"workload.response_tokens={{kind: fixed, value: {L}}}",
+            "cluster.rollout_engines=1",
+            "cluster.max_num_seqs=4",
+            f"cluster.decode_coefficients={{a_s: {A}, beta_s_per_token: {BETA}, gamma_s_per_seq: {GAMMA}, prefill_s_per_token: {PREFILL}}}",
+            "weight_sync.bandwidth_bytes_per_s=1e10",
+            "weight_sync.latency_s=0.5",
+        ),
+    )
+    derived = derive(scenario)  # refused before: "launches a whole batch at once"
+    trace = simulate(scenario, steps, seed=0)
+    b = 4
+    wave = PREFILL * 2 * P + L * (A + GAMMA * b + BETA * b * P) + BETA * b * L * (L - 1) / 2
+    learn = derived.learner.step_s(B * G * (P + L), B * G * (P + L) ** 2)
+    sync = 1.54e9 * 2 / 1e10 + 0.5
+    ends = trace.steps["end_s"].to_list()
+    for k, end in enumerate(ends):
+        assert end == pytest.approx((k + 1) * (2 * wave + learn) + k * sync, rel=1e-9)
+    summary = summarize(trace, scenario, steps, 0)
+    cadence = 2 * wave + learn + sync
+    assert summary["throughput"]["samples_per_s"] == pytest.approx(B * G / cadence, rel=1e-9)
+    # never more than 4 sequences at once on the engine
+    assert trace.samples["start_s"].n_unique() == 2 * steps

@@ -108,9 +108,9 @@ BAD_YAML = "workload:\n  prompts_per_step: [1, 2\n"
             "too small for one sequence",
         ),
         (
-            ("--set", "algorithm.mode=sync", "--set", "workload.prompts_per_step=300"),
+            ("--set", "model.preset=qwen2.5-32b", "--set", "cluster.learner_gpus=1"),
             None,
-            "B*G=2400",
+            "484.3 GiB per GPU of training state",
         ),
         (("--set", "algorithm.mode=eventually"), None, "algorithm.mode='eventually'"),
         (("--set", "hardware.gpu=TPU"), None, "unknown GPU"),

@@ -79,9 +79,11 @@ def test_streaming_trains_the_first_chunk_while_the_second_generates(streaming: 
         f"workload.response_tokens={{kind: fixed, value: {L}}}",
         f"workload.max_response_tokens={L}",
         "cluster.rollout_engines=1",
-        # per GPU on the 8 learner GPUs: the update and each of sync's two forward passes
-        f"cluster.learner_coefficients={{train_gpu_s_per_token: {8 * train}, "
-        f"forward_gpu_s_per_token: {8 * forward / 2}}}",
+        # the tiny GPU holds a 64th of the training state; per GPU on the 64 learner GPUs: the
+        # update and each of sync's two forward passes
+        "cluster.learner_gpus=64",
+        f"cluster.learner_coefficients={{train_gpu_s_per_token: {64 * train}, "
+        f"forward_gpu_s_per_token: {64 * forward / 2}}}",
         "weight_sync.bandwidth_bytes_per_s=1e30",
         "weight_sync.latency_s=0.25",
     )
@@ -471,3 +473,47 @@ def test_chunk_size_counts_tokens_and_squared_context() -> None:
     sids = [g * 4 + i for g in groups for i in range(4)]
     lengths = [rec.s_prompt[i] + rec.s_len[i] for i in sids]
     assert cluster._chunk_size(groups) == (sum(lengths), sum(n * n for n in lengths))
+
+
+def test_partial_rollout_groups_dropped_between_rounds_wait_for_the_next_round() -> None:
+    """A drop filter at 0 discards resumed groups when the learner takes them, while the
+    engines are parked for the weight load; their replacements join the next round instead of
+    starting on the parked engines (which stopped the simulation before)."""
+    sc = load_scenario(
+        None,
+        None,
+        (
+            "algorithm.mode=partial_rollout",
+            "algorithm.staleness_filter=0",
+            "algorithm.partial_overprovision=1.0",
+            "weight_sync.pause_policy=overlapped",
+            "model.preset=qwen2.5-1.5b",
+            "workload.prompts_per_step=2",
+            "workload.group_size=1",
+            "workload.response_tokens={kind: fixed, value: 1}",
+            "workload.max_response_tokens=64",
+            "cluster.rollout_engines=1",
+            "cluster.learner_gpus=2",
+        ),
+    )
+    steps = 4
+    trace = simulate(sc, steps, seed=0)
+    used = consumed(trace)
+    assert used.height == steps * 2
+    assert (used["staleness_max"] == 0).all()
+    assert (used.group_by("consumed_step").len()["len"] == 2).all()
+
+
+def test_partial_rollout_refuses_a_drop_filter_below_its_schedule() -> None:
+    """With 2 mini-batches the second is 1 version stale by construction: a filter at 0 would
+    drop and replace its groups forever (the simulation never ended)."""
+    with pytest.raises(ConfigError, match="would drop every group of some mini-batch"):
+        load_scenario(
+            None,
+            None,
+            (
+                "algorithm.mode=partial_rollout",
+                "algorithm.minibatches_per_step=2",
+                "algorithm.staleness_filter=0",
+            ),
+        )

@@ -7,6 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
+from stalesim.sim.hardware import CATALOG
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.sensitivity import coefficients, perturbed, sensitivity
 
@@ -52,13 +53,26 @@ def test_keys_follow_the_scenario_and_efficiencies_clip_at_one() -> None:
     default = coefficients(load_scenario())
     assert "cluster.learner_mfu" in default and "cluster.tp_allreduce_latency_s" not in default
     assert "cluster.colocated_switch_latency_s" not in default
-    big = load_scenario(None, None, ("cluster.learner_gpus=16", "cluster.rollout_tp=2"))
+    big = load_scenario(
+        None,
+        None,
+        ("cluster.learner_gpus=16", "cluster.learner_dp_linear_gpus=8", "cluster.rollout_tp=2"),
+    )
     keys = coefficients(big)
     assert "cluster.learner_dp_scaling" in keys and "cluster.tp_allreduce_latency_s" in keys
     colocated = coefficients(load_scenario(None, "colocated"))
     assert "cluster.colocated_switch_latency_s" in colocated
     moved, used = perturbed(big, "cluster.learner_dp_scaling", 1.2)
     assert used == 1.0 and moved.cluster.learner_dp_scaling == 1.0
+    # up to the linear range data parallelism loses nothing, so its coefficient is not used
+    assert "cluster.learner_dp_scaling" not in coefficients(
+        load_scenario(None, None, ("cluster.learner_gpus=64",))
+    )
+    # an unset MFU is moved from the value the scenario runs with: the GPU's own
+    h20 = load_scenario(None, None, ("hardware.gpu=H20",))
+    moved, used = perturbed(h20, "cluster.learner_mfu", 0.8)
+    assert used == pytest.approx(0.8 * CATALOG["H20"].train_mfu, rel=1e-12)
+    assert moved.cluster.learner_mfu == used
 
 
 def test_cli_json_has_the_sensitivity_key(tmp_path) -> None:
