@@ -59,7 +59,7 @@ from scipy.special import ndtr, ndtri
 from stalesim.sim.calibrate import FitQuality
 from stalesim.sim.config_file import ConfigError, deep_merge, validate_config
 from stalesim.sim.derived import derive, old_logprob_pass
-from stalesim.sim.learner import dp_efficiency
+from stalesim.sim.learner import cluster_dp_efficiency
 from stalesim.sim.lengths import Fixed, LogNormal, Uniform
 from stalesim.sim.modes import MODES
 from stalesim.sim.scenario import Scenario
@@ -324,7 +324,7 @@ def fit_learner(
     """Training and forward-only GPU-seconds per token, and the fixed cost per optimizer step."""
     derived = derive(scenario)
     n = derived.learner_gpus
-    eff = dp_efficiency(n, derived.gpu.gpus_per_node, scenario.cluster.learner_dp_scaling)
+    eff = cluster_dp_efficiency(scenario.cluster, n)
     n_eff = n * eff
     tokens, where = step_tokens(log, scenario, workload)
     if (tokens <= 0).any():

@@ -12,8 +12,8 @@ from stalesim.sim.learner import (
     TRAINING_STATE_BYTES_PER_PARAM,
     LearnerCost,
     LearnerMemory,
+    cluster_dp_efficiency,
     colocated_switch_s,
-    dp_efficiency,
     learner_cost,
     learner_memory,
     optimizer_step_s,
@@ -146,7 +146,7 @@ def learner_mfus(scenario: Scenario, gpu: GpuSpec) -> tuple[float, float]:
 def derive_learner(scenario: Scenario, gpu: GpuSpec, model: ModelSpec, gpus: int) -> LearnerCost:
     """The learner's cost: measured per-GPU coefficients when given, else the roofline."""
     cluster, algo = scenario.cluster, scenario.algorithm
-    efficiency = dp_efficiency(gpus, cluster.learner_dp_linear_gpus, cluster.learner_dp_scaling)
+    efficiency = cluster_dp_efficiency(cluster, gpus)
     switch_s = 0.0
     if MODES[algo.mode].colocated:
         switch_s = colocated_switch_s(

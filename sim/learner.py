@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from stalesim.sim.hardware import GpuSpec
 from stalesim.sim.models import ModelSpec
@@ -102,6 +103,12 @@ def dp_efficiency(gpus: int, linear_gpus: int, scaling_per_doubling: float) -> f
     if gpus <= linear_gpus:
         return 1.0
     return scaling_per_doubling ** math.log2(gpus / linear_gpus)
+
+
+def cluster_dp_efficiency(cluster: Any, gpus: int) -> float:
+    """:func:`dp_efficiency` with the cluster's own settings (``learner_dp_linear_gpus``,
+    ``learner_dp_scaling``): the one rule the simulator and the log calibration share."""
+    return dp_efficiency(gpus, cluster.learner_dp_linear_gpus, cluster.learner_dp_scaling)
 
 
 def allreduce_bus_bytes_per_s(gpu: GpuSpec, gpus: int, efficiency: float) -> float:
