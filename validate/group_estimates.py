@@ -16,7 +16,8 @@ Per staleness ``S`` (fixed-S runs), three estimates:
   the estimate is that LR, flagged ``edge_low``/``edge_high`` (a bound, not an optimum), and
   if three points give no interior vertex it is the grid argmax flagged ``grid_argmax``.
 * ``eta_max(S)``, the largest stable learning rate: with ``f(lr)`` the fraction of seeds that
-  failed (the table's ``failed`` column, see :mod:`stalesim.validate.failure`), scan the grid
+  were unstable (the table's ``unstable`` column, see :mod:`stalesim.validate.failure`: a run
+  that only learned too little is not counted), scan the grid
   upward; at the first LR with ``f >= 0.5`` interpolate linearly in ``ln(lr)`` between it and
   the LR below for the point where ``f`` crosses 0.5. No failing LR: the largest LR, flagged
   ``above_grid`` (a lower bound); the smallest LR already fails: flagged ``below_grid``.
@@ -82,6 +83,23 @@ class Cells:
             tuple(s[i] for s, i in zip(self.seeds, picks, strict=True)),
         )
 
+    def without_seed(self, seed: int) -> Cells:
+        """The cells with every run of ``seed`` left out (a jackknife replicate); values are
+        not rescaled. A cell that holds only that seed keeps its runs (it cannot be empty)."""
+        if self.seeds is None:
+            raise ValueError("these cells carry no seeds: build them from a table with a seed")
+        picks = []
+        for cell_seeds in self.seeds:
+            kept = np.flatnonzero(cell_seeds != seed)
+            picks.append(kept if kept.size else np.arange(len(cell_seeds)))
+        return Cells(
+            self.lrs,
+            tuple(v[i] for v, i in zip(self.values, picks, strict=True)),
+            tuple(f[i] for f, i in zip(self.failed, picks, strict=True)),
+            tuple(s[i] for s, i in zip(self.steps, picks, strict=True)),
+            tuple(s[i] for s, i in zip(self.seeds, picks, strict=True)),
+        )
+
     def resampled(self, rng: np.random.Generator) -> Cells:
         """The same cells with runs drawn with replacement inside each LR.
 
@@ -112,9 +130,13 @@ def _inflated(values: np.ndarray, picks: np.ndarray) -> np.ndarray:
 def build_cells(
     group: pl.DataFrame, objective: str, min_final_reward: float | None = None
 ) -> Cells:
-    """Split one group's runs into per-LR arrays; a ``failed`` column (see
-    :func:`stalesim.validate.failure.mark_failures`) is used when the table has one."""
-    if "failed" in group.columns:
+    """Split one group's runs into per-LR arrays. The failure each cell records is the
+    ``unstable`` column of :func:`stalesim.validate.failure.mark_failures` when the table has
+    one (``eta_max`` is a stability edge: a run that merely learned too little did not fail
+    it), else its ``failed`` column, else ``collapsed``."""
+    if "unstable" in group.columns:
+        failed = pl.col("unstable").fill_null(False).cast(pl.Boolean)
+    elif "failed" in group.columns:
         failed = pl.col("failed").fill_null(False).cast(pl.Boolean)
     else:
         failed = pl.col("collapsed").fill_null(False).cast(pl.Boolean)
