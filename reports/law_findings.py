@@ -170,8 +170,13 @@ def _coverage_text(law: Law, kind: str, curve: str = "eta_opt") -> str:
     value = coverage_of(law, kind)
     if value is None:
         return "not measured"
-    n = ((law.slopes or {}).get("interval_coverage") or {}).get("n_sim")
-    return f"{value:.0%} ({kind}, {n} synthetic sweeps)"
+    block = (law.slopes or {}).get("interval_coverage") or {}
+    skewed = block.get("skewed") or {}
+    other = (skewed.get("coverage") or {}).get(kind)
+    text = f"{value:.0%} ({kind}, {block.get('n_sim')} synthetic sweeps"
+    if other is not None:
+        text += f"; {other:.0%} if the reward falls {skewed.get('skew'):g}× faster above eta_opt"
+    return text + ")"
 
 
 def _ends_coverage(laws: list[Law], kind: str = "eta_opt") -> str:
@@ -317,6 +322,13 @@ def _point(
         if p.get("staleness") == staleness:
             return p.get(column), p.get(f"{column}_lo"), p.get(f"{column}_hi")
     return None, None, None
+
+
+def _flag(law: Law, staleness: int, column: str) -> str | None:
+    for p in law.points:
+        if p.get("staleness") == staleness:
+            return p.get(f"{column}_flag")
+    return None
 
 
 def _ratio_from_ends(
@@ -555,6 +567,19 @@ def _horizon_rows(short: Law, long_: Law, task: str) -> list[Finding]:
         (s, s_lo, s_hi), (g, g_lo, g_hi) = at_short, at_long
         if None in (s, g):
             rows.append(Finding(experiment, f"{column}(0) ∝ 1/T", "not estimable", "—"))
+            continue
+        flags = [_flag(law, 0, column) for law in (short, long_)]
+        if any(f not in (None, "ok") for f in flags):
+            rows.append(
+                Finding(
+                    experiment,
+                    f"{column}(0) ∝ 1/T: ratio {predicted:.2f}",
+                    f"{column}(0) at T={t_short}: {s:.3g} ({flags[0]}); at T={t_long}: "
+                    f"{g:.3g} ({flags[1]}): a bound at one horizon, not a ratio",
+                    "inconclusive (a bound)",
+                    "—",
+                )
+            )
             continue
         ratio, lo, hi = _ratio_from_ends(at_short, at_long)
         if lo is None or hi is None:

@@ -423,15 +423,30 @@ def fit_sweep(
 
         design = design_from_cells(groups, point, axis)
         if design is not None:
-            slopes["interval_coverage"] = simulate_coverage(
-                design,
-                sims,
-                method=spread.method,
-                seed=settings.seed,
-                confidence=settings.confidence,
-                window=settings.window,
-                replicates=min(settings.bootstrap, 100),
-            )
+            from dataclasses import replace
+
+            from stalesim.validate.coverage import SKEW
+
+            def check(skew: float) -> dict[str, Any]:
+                return simulate_coverage(
+                    replace(design, skew=skew),
+                    sims,
+                    method=spread.method,
+                    seed=settings.seed,
+                    confidence=settings.confidence,
+                    window=settings.window,
+                    replicates=min(settings.bootstrap, 100),
+                )
+
+            cover = check(1.0)
+            skewed = check(SKEW)
+            cover["skewed"] = {
+                "skew": SKEW,
+                "coverage": skewed["coverage"],
+                "n_intervals": skewed["n_intervals"],
+                "model": "the same, with the objective falling SKEW times faster above eta*",
+            }
+            slopes["interval_coverage"] = cover
     fixed_optima = FixedOptima(
         frames=fixed_frames,
         staleness=staleness[opt_usable],
@@ -792,6 +807,11 @@ def fit_runs_dir(
     """Fit the sweep in ``runs_dir`` and write ``law.json`` (default: inside ``runs_dir``)."""
     runs_dir = Path(runs_dir)
     runs, steps = read_sweep(runs_dir)
+    if fixed_runs(runs).height == 0:
+        raise ValueError(
+            f"{runs_dir}: no fixed-staleness runs to fit the law to (its runs all draw their "
+            "staleness from a distribution)"
+        )
     result = fit_sweep(
         runs,
         settings,

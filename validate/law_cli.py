@@ -160,7 +160,7 @@ def _estimate(value: Any, lo: Any, hi: Any, flag: str, fitted: bool) -> str:
 def _print_points(console: Any, points: Any) -> None:
     from rich.table import Table
 
-    table = Table(title="Per-staleness estimates [95% bootstrap interval]")
+    table = Table(title="Per-staleness estimates [95% interval]")
     table.add_column("S", justify="right")
     table.add_column("runs", justify="right")
     table.add_column("eta_opt", justify="right")
