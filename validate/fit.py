@@ -537,7 +537,10 @@ def scores_block(
     quiet = replace(settings, bootstrap=0 if settings.interval_method == "jackknife" else 100)
     out: dict[str, Any] = {}
     for horizon in horizons:
-        judged = runs if horizon == length else truncate_runs(runs, steps, horizon)
+        try:
+            judged = runs if horizon == length else truncate_runs(runs, steps, horizon)
+        except ValueError:
+            continue  # runs without their steps cannot be judged at a shorter horizon
         cap = horizon // MIN_STEPS_PER_S
         if settings.max_staleness is not None:
             cap = min(cap, settings.max_staleness)

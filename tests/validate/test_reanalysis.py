@@ -69,3 +69,60 @@ def test_no_progress_is_not_instability() -> None:
     # the stability edge reads the unstable runs only: between 2e-4 and 4e-4, not below 1e-4
     edge = estimate_eta_max(build_cells(marked, "reward_auc"))
     assert edge.flag == "ok" and edge.bracket == pytest.approx((2e-4, 4e-4))
+
+
+def _curve_sweep(rng: np.random.Generator, steps: int = 80) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Runs whose reward climbs as ``0.2 + 0.7 (1 - exp(-r t))`` with a rate ``r`` that peaks
+    at ``eta*(S) = 1e-3 / (1 + S/4)`` (Gaussian in ln lr): every score — AUC, speed, best
+    reward — is best at ``eta*(S)`` at every horizon."""
+    from stalesim.validate.horizon import run_summary
+
+    runs, frames = [], []
+    for s in (0, 2, 4, 8):
+        best = 1e-3 / (1 + s / 4)
+        for lr in 1e-3 * 2.0 ** np.arange(-4, 3, dtype=float):
+            rate = 0.06 * np.exp(-(np.log(lr / best) ** 2) / 2)
+            for seed in range(3):
+                t = np.arange(steps)
+                curve = 0.2 + 0.7 * (1 - np.exp(-rate * t)) + rng.normal(0, 0.01, steps)
+                rid = f"{s}-{lr:.3g}-{seed}"
+                summary = run_summary(curve, steps, 10, None, 0.6)
+                runs.append(
+                    dict(run_id=rid, lr=lr, staleness=s, staleness_kind="fixed", seed=seed,
+                         staleness_mean=float(s), warm_reward=0.2, collapsed=False,
+                         collapse_step=None, steps=steps, target_reward=0.6, **summary)
+                )  # fmt: skip
+                frames.append(
+                    pl.DataFrame(
+                        {
+                            "run_id": rid,
+                            "step": t,
+                            "reward_mean": curve,
+                            "staleness_mean": np.full(steps, float(s)),
+                        }
+                    )
+                )
+    return pl.DataFrame(runs), pl.concat(frames)
+
+
+def test_eta_opt_by_every_score_and_horizon_finds_the_common_optimum() -> None:
+    from stalesim.validate.fit import FitSettings, fit_sweep
+
+    runs, steps = _curve_sweep(np.random.default_rng(3))
+    law = fit_sweep(runs, FitSettings(coverage_sims=0), steps=steps).law
+    by_score = law.slopes["by_score"]
+    # horizons 60 (S <= 12 there) and the runs' own 80 steps, three scores each
+    assert sorted(by_score) == sorted(
+        f"{score}@{h}"
+        for score in ("reward_auc", "speed", "best_smoothed_reward")
+        for h in (60, 80)
+    )
+    for key, entry in by_score.items():
+        for point in entry["points"]:
+            if point["flag"] != "ok":
+                continue
+            truth = 1e-3 / (1 + point["staleness"] / 4)
+            assert abs(np.log(point["eta_opt"] / truth)) < 0.35, (key, point)
+    # the AUC at the full horizon is the fit's own objective
+    auc = {p["staleness"]: p["eta_opt"] for p in by_score["reward_auc@80"]["points"]}
+    assert auc == {p["staleness"]: pytest.approx(p["eta_opt"]) for p in law.points}
