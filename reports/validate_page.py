@@ -826,7 +826,8 @@ def _points_table(points: pl.DataFrame) -> pl.DataFrame:
 
 def _slopes_table(law: Law) -> pl.DataFrame:
     rows = []
-    for curve, block in (law.slopes or {}).items():
+    for curve in ("eta_opt", "eta_max"):
+        block = (law.slopes or {}).get(curve) or {}
         parts = [("early", block.get("early")), ("late", block.get("late"))]
         parts += [("local", item) for item in block.get("local", [])]
         for kind, item in parts:

@@ -98,6 +98,15 @@ def design_from_cells(
     )
 
 
+def _lists(value: Any) -> Any:
+    """Tuples as lists, as law.json reads them back (so a fitted law equals its loaded file)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
 def synthetic_groups(design: Design, rng: np.random.Generator) -> dict[int, Cells]:
     """One synthetic sweep of ``design``: per S, ``n_seeds`` runs at every grid rate."""
     groups = {}
@@ -186,7 +195,7 @@ def simulate_coverage(
         "n_intervals": {k: len(v) for k, v in hits.items()},
         "reported_share": {k: (len(hits[k]) / asked[k] if asked[k] else None) for k in hits},
         "median_eta_opt_width_factor": float(np.exp(np.median(widths))) if widths else None,
-        "design": asdict(design),
+        "design": _lists(asdict(design)),
         "model": (
             "objective = peak - a (ln lr - ln eta*)^2 (x skew above eta*) + N(0, sigma^2) per "
             "run; truth eta* = the sweep's eta_opt; a and sigma measured on the sweep"

@@ -126,3 +126,17 @@ def test_eta_opt_by_every_score_and_horizon_finds_the_common_optimum() -> None:
     # the AUC at the full horizon is the fit's own objective
     auc = {p["staleness"]: p["eta_opt"] for p in by_score["reward_auc@80"]["points"]}
     assert auc == {p["staleness"]: pytest.approx(p["eta_opt"]) for p in law.points}
+
+
+def test_a_distribution_only_sweep_is_refused_with_its_name(tmp_path) -> None:
+    from stalesim.validate.fit import fit_runs_dir
+
+    rows = [
+        dict(run_id=f"r{i}", lr=1e-3 * 2**i, staleness=32, staleness_kind="distribution",
+             staleness_spec="uniform:0-32", seed=0, reward_auc=0.5, collapsed=False)
+        for i in range(3)
+    ]  # fmt: skip
+    pl.DataFrame(rows).write_parquet(tmp_path / "runs.parquet")
+    with pytest.raises(ValueError, match=f"{tmp_path}: no fixed-staleness runs"):
+        fit_runs_dir(tmp_path, tmp_path / "law.json")
+    assert not (tmp_path / "law.json").exists()
