@@ -482,7 +482,13 @@ def fit_sweep(
             "regime": regime,
             "slopes": slopes,
             "failures": json_records(
-                runs.filter(pl.col("failed")).select("run_id", "failure").sort("run_id")
+                runs.filter(pl.col("failed"))
+                .select(
+                    "run_id",
+                    "failure",
+                    *(["failure_kind"] if "failure_kind" in runs.columns else []),
+                )
+                .sort("run_id")
             ),
             "staleness_summary": chosen or "max",
             "eta_opt": law_opt,
