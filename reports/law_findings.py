@@ -20,12 +20,24 @@ experiment gives the row "not run", never a guess.
 
 How verdicts are read:
 
-* a slope interval (``d ln eta / d ln S``, seed-bootstrap percentiles) against 0 and -1
-  (:mod:`stalesim.validate.slopes` wrote the verdict into ``law.json``);
+* every interval is the fit's leave-one-seed-out jackknife interval (t quantile on n_seeds - 1
+  degrees of freedom), whose coverage each fit measured on synthetic sweeps of its own design
+  (``slopes.interval_coverage`` in law.json); the table's ``coverage`` column gives it;
+* a slope interval (``d ln eta / d ln S``) is an equivalence test against the bands the fit
+  recorded (``slopes.bands``): "∝ 1/S" only when the whole interval lies inside the band around
+  -1, "flat" only inside the band around 0, a direction only when it lies wholly beyond a band,
+  otherwise "inconclusive";
+* an eta_opt verdict stands only when eta_opt located by every score (AUC, steps to target,
+  best smoothed reward) at every horizon the runs allow (``slopes.by_score``) gives the same
+  verdict; where they differ the row is "inconclusive (score-dependent)" and lists each;
 * two sweeps compared through their ratios ``eta(S_max) / eta(0)``: "confirms" when the two
   intervals do not overlap and lie the predicted way round, "refutes" when they do not overlap
-  and lie the other way, "inconclusive" when they overlap. The sweeps' bootstrap replicates are
-  independent, so non-overlap of 95% intervals is a conservative test.
+  and lie the other way, "inconclusive" when they overlap. The sweeps are independent, so
+  non-overlap of 95% intervals is a conservative test;
+* an interval built from the ends of two others (one law against another) covers at least the
+  sum of their coverages minus 1, whatever their correlation;
+* runs that never reached the target are "no progress", not instability: eta_max reads the
+  unstable runs alone, and where no learning rate reaches the target a row says so.
 """
 
 from __future__ import annotations
@@ -57,25 +69,39 @@ LAW_FILES = {
 #: Batch sizes (prompts per step) compared with the decoupled sweep's 16.
 BATCHES = ("4", "8", "32", "96")
 
-#: The same slope verdicts read against the prediction "flat below the knee".
+#: The slope verdicts (equivalence tests, see ``stalesim.validate.slopes``) read against the
+#: prediction "flat below the knee".
 FLAT_VERDICT_WORDS = {
     "flat": "confirms flat",
     "one_over_s": "refutes flat (∝1/S already)",
-    "falls": "refutes flat (falls, more slowly than 1/S)",
+    "falls": "refutes flat (falls)",
+    "falls_slower": "refutes flat (falls, more slowly than 1/S)",
     "steeper": "refutes flat (falls faster than 1/S)",
     "rises": "refutes flat (rises)",
+    "inconclusive": "inconclusive",
     "undecided": "inconclusive",
     "degenerate": "inconclusive (grid-quantised)",
 }
 
+#: The slope verdicts read against the prediction "∝ 1/S beyond the knee".
 VERDICT_WORDS = {
     "flat": "refutes ∝1/S (flat)",
     "one_over_s": "confirms ∝1/S",
-    "falls": "refutes ∝1/S (falls more slowly)",
+    "falls_slower": "refutes ∝1/S (falls more slowly)",
+    "falls": "inconclusive (falls; not settled against 1/S)",
     "steeper": "refutes ∝1/S (falls faster)",
     "rises": "refutes (rises)",
+    "inconclusive": "inconclusive",
     "undecided": "inconclusive",
     "degenerate": "inconclusive (grid-quantised)",
+}
+
+#: A ratio eta(S_1)/eta(0) read against "flat from S = 0" (``ratio_verdict``'s words).
+RATIO_FLAT_WORDS = {
+    "flat": "confirms flat",
+    "falls": "refutes flat (falls already at the first S)",
+    "rises": "refutes (rises)",
+    "inconclusive": "inconclusive",
 }
 
 
@@ -87,6 +113,8 @@ class Finding:
     prediction: str
     measured: str
     verdict: str
+    #: the measured coverage of the interval the verdict reads (see the page's coverage table)
+    coverage: str = ""
 
 
 def scheduler_rows(root: Path) -> list[dict[str, Any]]:
@@ -110,6 +138,121 @@ def _interval(lo: Any, hi: Any, fmt: str = ".3g") -> str:
     return f"[{lo:{fmt}}, {hi:{fmt}}]"
 
 
+def bands(law: Law) -> dict[str, list[float]]:
+    """The equivalence bands the fit judged with (``slopes.bands``; {} in older law files)."""
+    return dict((law.slopes or {}).get("bands") or {})
+
+
+def _ratio_key(lo: float | None, hi: float | None, band: list[float] | None) -> str:
+    """A ratio interval against the flat band, as the fit's own ratio verdict reads it."""
+    if lo is None or hi is None or not band:
+        return "inconclusive"
+    if band[0] <= lo and hi <= band[1]:
+        return "flat"
+    if hi < band[0]:
+        return "falls"
+    if lo > band[1]:
+        return "rises"
+    return "inconclusive"
+
+
+def coverage_of(law: Law, kind: str) -> float | None:
+    """The simulated coverage of ``law``'s ``kind`` intervals (``eta_opt``, ``slope`` or
+    ``ratio``), as its fit measured it on synthetic sweeps of its own design; None if not."""
+    block = (law.slopes or {}).get("interval_coverage") or {}
+    value = (block.get("coverage") or {}).get(kind)
+    return float(value) if value is not None else None
+
+
+def _coverage_text(law: Law, kind: str, curve: str = "eta_opt") -> str:
+    if curve != "eta_opt":
+        return "not simulated (eta_max: jackknife plus the grid's resolution)"
+    value = coverage_of(law, kind)
+    if value is None:
+        return "not measured"
+    block = (law.slopes or {}).get("interval_coverage") or {}
+    skewed = block.get("skewed") or {}
+    other = (skewed.get("coverage") or {}).get(kind)
+    text = f"{value:.0%} ({kind}, {block.get('n_sim')} synthetic sweeps"
+    if other is not None:
+        text += f"; {other:.0%} if the reward falls {skewed.get('skew'):g}× faster above eta_opt"
+    return text + ")"
+
+
+def _ends_coverage(laws: list[Law], kind: str = "eta_opt") -> str:
+    """An interval built from the ends of two others holds the truth whenever both do, so it
+    covers at least ``c_a + c_b - 1`` (Bonferroni), however the two are correlated."""
+    values = [coverage_of(law, kind) for law in laws]
+    if None in values:
+        return "not measured"
+    floor = sum(values) - (len(values) - 1)  # type: ignore[arg-type]
+    return f"≥ {max(floor, 0):.0%} (from the ends of {len(values)} intervals)"
+
+
+def _realised(points: list[dict[str, Any]], staleness: int) -> float | None:
+    for p in points:
+        if p.get("staleness") == staleness:
+            return p.get("staleness_realised", float(staleness))
+    return None
+
+
+def _find_pair(
+    pairs: list[dict[str, Any]], points: list[dict[str, Any]], a: int, b: int
+) -> dict[str, Any] | None:
+    """The pair slope between nominal S ``a`` and ``b`` (matched by their realised lags)."""
+    la, lb = _realised(points, a), _realised(points, b)
+    if la is None or lb is None:
+        return None
+    for record in pairs or []:
+        if abs(record["from"] - la) < 1e-6 and abs(record["to"] - lb) < 1e-6:
+            return record
+    return None
+
+
+def _by_score_records(law: Law, part: str | tuple[int, int]) -> list[tuple[str, dict | None]]:
+    """eta_opt's ``part`` (``early``, ``late``, ``first_step`` or a nominal S pair) under
+    every score and horizon the fit judged (its ``slopes.by_score``)."""
+    out = []
+    for entry in ((law.slopes or {}).get("by_score") or {}).values():
+        label = f"{entry['score_label']} @ {entry['horizon']}"
+        if isinstance(part, tuple):
+            record = _find_pair(entry.get("pairs") or [], entry["points"], *part)
+        else:
+            record = entry.get(part)
+        out.append((label, record))
+    return out
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    if "ratio" in record:
+        return f"{record['ratio']:.2f} {_interval(record['lo'], record['hi'], '.2f')}"
+    return f"{record['slope']:.2f} {_interval(record['lo'], record['hi'], '.2f')}"
+
+
+def _score_agreement(
+    law: Law, curve: str, part: str | tuple[int, int], key: str, words: dict[str, str]
+) -> tuple[str, str]:
+    """The verdict ``words[key]`` if every score and horizon that can judge it agrees, else
+    "inconclusive (score-dependent)"; and a text listing each where they do not."""
+    verdict = words.get(key, key)
+    if curve != "eta_opt":
+        return "", verdict
+    records = _by_score_records(law, part)
+    judged = [(label, r) for label, r in records if r is not None]
+    if not judged:
+        return "", verdict
+    keys = {r["verdict"] for _, r in judged}
+    if keys == {key}:
+        return f"; the same under all {len(judged)} scores × horizons", verdict
+    listing = "; ".join(
+        f"{label}: {_record_text(r)} {words.get(r['verdict'], r['verdict'])}" for label, r in judged
+    )
+    return (
+        f"; by score and horizon: {listing}",
+        f"inconclusive (score-dependent; {verdict} at the default score)",
+    )
+
+
 def _drop(law: Law, curve: str = "eta_opt") -> dict[str, Any] | None:
     return ((law.slopes or {}).get(curve) or {}).get("drop_from_zero")
 
@@ -124,14 +267,19 @@ def _drop_text(law: Law, curve: str) -> str:
     )
 
 
-def _slope_text(law: Law, curve: str, part: str) -> tuple[str, str]:
+def _slope_text(
+    law: Law, curve: str, part: str, words: dict[str, str] | None = None
+) -> tuple[str, str]:
+    """A slope of ``law.slopes`` and its verdict in ``words``, checked across scores."""
+    words = words or VERDICT_WORDS
     slope = ((law.slopes or {}).get(curve) or {}).get(part)
     if not slope:
         return f"{curve}: no {part} slope (fewer than 2 usable S > 0)", "inconclusive"
+    extra, verdict = _score_agreement(law, curve, part, slope["verdict"], words)
     return (
         f"{curve} slope over S {slope['from']:.3g}–{slope['to']:.3g} = {slope['slope']:.2f} "
-        f"{_interval(slope['lo'], slope['hi'], '.2f')}",
-        VERDICT_WORDS[slope["verdict"]],
+        f"{_interval(slope['lo'], slope['hi'], '.2f')}" + extra,
+        verdict,
     )
 
 
@@ -176,6 +324,13 @@ def _point(
     return None, None, None
 
 
+def _flag(law: Law, staleness: int, column: str) -> str | None:
+    for p in law.points:
+        if p.get("staleness") == staleness:
+            return p.get(f"{column}_flag")
+    return None
+
+
 def _ratio_from_ends(
     num: tuple[float | None, float | None, float | None],
     den: tuple[float | None, float | None, float | None],
@@ -205,6 +360,17 @@ def _ratio_floor(law: Law, curve: str) -> float | None:
 def _first_step_ratio(law: Law, curve: str) -> tuple[str, str]:
     """``eta(S_1)/eta(0)`` for the smallest S > 0 of the sweep, its interval from the ends of
     the two points' intervals (conservative): flat below the knee means a ratio of 1."""
+    record = ((law.slopes or {}).get(curve) or {}).get("first_step")
+    if record:
+        extra, verdict = _score_agreement(
+            law, curve, "first_step", record["verdict"], RATIO_FLAT_WORDS
+        )
+        return (
+            f"the first S > 0 against S = 0: {curve}({record['to']:.3g})/{curve}(0) = "
+            f"{_record_text(record)} (inside {bands(law).get('flat_ratio')} counts as flat)"
+            + extra,
+            verdict,
+        )
     staleness = sorted(p["staleness"] for p in law.points if p["staleness"] > 0)
     if not staleness:
         return "no S > 0", "inconclusive"
@@ -218,13 +384,7 @@ def _first_step_ratio(law: Law, curve: str) -> tuple[str, str]:
         f"the first S > 0 against S = 0: {curve}({first})/{curve}(0) = {ratio:.2f} "
         f"{_interval(lo, hi, '.2f')} (interval from the ends of both points' intervals)"
     )
-    if lo is None or hi is None:
-        return text, "inconclusive"
-    if lo <= 1 <= hi:
-        return text, "consistent with flat (ratio 1 inside the interval)"
-    if hi < 1:
-        return text, f"refutes flat (falls already at S = {first})"
-    return text, "refutes (rises)"
+    return text, RATIO_FLAT_WORDS[_ratio_key(lo, hi, bands(law).get("flat_ratio"))]
 
 
 def _regime_rows(experiment: str, law: Law) -> list[Finding]:
@@ -241,13 +401,23 @@ def _regime_rows(experiment: str, law: Law) -> list[Finding]:
                 verdict,
             )
         )
+        rows[-1] = Finding(**{**rows[-1].__dict__, "coverage": _coverage_text(law, "slope", curve)})
         early = ((law.slopes or {}).get(curve) or {}).get("early")
         if early:
-            text, _ = _slope_text(law, curve, "early")
-            verdict = FLAT_VERDICT_WORDS[early["verdict"]]
+            text, verdict = _slope_text(law, curve, "early", FLAT_VERDICT_WORDS)
+            kind = "slope"
         else:
             text, verdict = _first_step_ratio(law, curve)
-        rows.append(Finding(experiment, f"{curve} flat below the knee (slope 0)", text, verdict))
+            kind = "ratio"
+        rows.append(
+            Finding(
+                experiment,
+                f"{curve} flat below the knee (slope 0)",
+                text,
+                verdict,
+                _coverage_text(law, kind, curve),
+            )
+        )
     return rows
 
 
@@ -282,15 +452,84 @@ def _point_slope(law: Law, curve: str, a: int, b: int) -> tuple[str, str]:
         f"{curve} slope over S {la:.3g}–{lb:.3g} = {slope:.2f} {_interval(lo, hi, '.2f')} "
         "(from two points; interval from the ends of their intervals)"
     )
-    if lo <= -1 <= hi and hi < 0:
-        return text, "confirms ∝1/S"
-    if lo <= 0 <= hi and lo > -1:
-        return text, "refutes ∝1/S (flat)"
-    if hi < 0 and lo > -1:
-        return text, "refutes ∝1/S (falls more slowly)"
-    if hi < -1:
-        return text, "steeper than 1/S"
-    return text, "inconclusive"
+    return text, VERDICT_WORDS[_slope_key(lo, hi, bands(law))]
+
+
+def _slope_key(lo: float, hi: float, band: dict[str, list[float]]) -> str:
+    """A slope interval against the law's recorded bands, as the fit's verdict reads it."""
+    one, flat = band.get("one_over_s"), band.get("flat")
+    if not one or not flat:
+        return "inconclusive"
+    if hi - lo < 1e-6:
+        return "degenerate"
+    if one[0] <= lo and hi <= one[1]:
+        return "one_over_s"
+    if flat[0] <= lo and hi <= flat[1]:
+        return "flat"
+    if hi < one[0]:
+        return "steeper"
+    if lo > one[1] and hi < flat[0]:
+        return "falls_slower"
+    if hi < flat[0]:
+        return "falls"
+    if lo > flat[1]:
+        return "rises"
+    return "inconclusive"
+
+
+def _pair_row(law: Law, curve: str, a: int, b: int) -> tuple[str, str, str]:
+    """The slope between nominal S ``a`` and ``b`` from the fit's replicates (``pairs``), its
+    verdict checked across scores; a bound at one end falls back to :func:`_point_slope`."""
+    pairs = ((law.slopes or {}).get(curve) or {}).get("pairs")
+    record = _find_pair(pairs or [], law.points, a, b)
+    if record is None:
+        text, verdict = _point_slope(law, curve, a, b)
+        return (
+            text,
+            verdict,
+            _ends_coverage([law, law])
+            if curve == "eta_opt"
+            else (_coverage_text(law, "slope", curve)),
+        )
+    extra, verdict = _score_agreement(law, curve, (a, b), record["verdict"], VERDICT_WORDS)
+    text = (
+        f"{curve} slope over S {record['from']:.3g}–{record['to']:.3g} = "
+        f"{_record_text(record)}" + extra
+    )
+    return text, verdict, _coverage_text(law, "slope", curve)
+
+
+def _progress_rows(name: str, law: Law) -> list[Finding]:
+    """Where no learning rate reaches the target: a lack of progress, reported apart from the
+    stability edge (which reads unstable runs only)."""
+    stuck = [p for p in law.points if p.get("no_rate_reaches")]
+    if not stuck:
+        return []
+    detail = ", ".join(
+        f"S={p['staleness']}: {p.get('n_no_progress', 0)} no-progress and "
+        f"{p.get('n_unstable', 0)} unstable of {p.get('n_runs', '?')} runs"
+        for p in stuck
+    )
+    return [
+        Finding(
+            f"{name}: progress",
+            "eta_max measures stability; a rate too slow to learn is not a failure of it",
+            f"no grid learning rate gets half its seeds to the target at "
+            f"S={[p['staleness'] for p in stuck]} ({detail})",
+            "no rate reaches the target (no progress, not instability)",
+            "—",
+        )
+    ]
+
+
+def _drop_coverage(a: Law, b: Law, curve: str) -> str:
+    """Coverage of the two ratio intervals a drop comparison reads."""
+    if curve != "eta_opt":
+        return _coverage_text(a, "ratio", curve)
+    ca, cb = coverage_of(a, "ratio"), coverage_of(b, "ratio")
+    if ca is None or cb is None:
+        return "not measured"
+    return f"{ca:.0%} / {cb:.0%} (the two ratio intervals)"
 
 
 def _trust_region_rows(
@@ -311,6 +550,7 @@ def _trust_region_rows(
                     "confirms": "supports the clipping explanation",
                     "refutes": "refutes the clipping explanation",
                 }.get(verdict, verdict + ": the clipping explanation is not supported"),
+                _drop_coverage(wide, narrow, curve),
             )
         )
     return rows
@@ -327,6 +567,19 @@ def _horizon_rows(short: Law, long_: Law, task: str) -> list[Finding]:
         (s, s_lo, s_hi), (g, g_lo, g_hi) = at_short, at_long
         if None in (s, g):
             rows.append(Finding(experiment, f"{column}(0) ∝ 1/T", "not estimable", "—"))
+            continue
+        flags = [_flag(law, 0, column) for law in (short, long_)]
+        if any(f not in (None, "ok") for f in flags):
+            rows.append(
+                Finding(
+                    experiment,
+                    f"{column}(0) ∝ 1/T: ratio {predicted:.2f}",
+                    f"{column}(0) at T={t_short}: {s:.3g} ({flags[0]}); at T={t_long}: "
+                    f"{g:.3g} ({flags[1]}): a bound at one horizon, not a ratio",
+                    "inconclusive (a bound)",
+                    "—",
+                )
+            )
             continue
         ratio, lo, hi = _ratio_from_ends(at_short, at_long)
         if lo is None or hi is None:
@@ -347,6 +600,9 @@ def _horizon_rows(short: Law, long_: Law, task: str) -> list[Finding]:
                 f"T={t_long}: {g:.3g} {_interval(g_lo, g_hi)}; ratio {ratio:.2f} "
                 f"(interval from the ends {_interval(lo, hi, '.2f')})",
                 verdict,
+                _ends_coverage([short, long_])
+                if column == "eta_opt"
+                else (_coverage_text(short, "eta_opt", column)),
             )
         )
     text, verdict = _same_s_drop(short, long_, "eta_opt")
@@ -356,6 +612,7 @@ def _horizon_rows(short: Law, long_: Law, task: str) -> list[Finding]:
             "S_c ∝ T: the shorter horizon's eta_opt falls more by the same S",
             text,
             verdict,
+            _ends_coverage([short, short, long_, long_]),
         )
     )
     return rows
@@ -435,6 +692,7 @@ def findings(root: Path) -> list[Finding]:
                     f"batch's {curve} falls {'more' if smaller else 'less'} by S = 32",
                     f"{curve}(S_max)/{curve}(0), {label} vs 16 prompts: {text}",
                     verdict,
+                    _drop_coverage(law, dec, curve),
                 )
             )
         if smaller:
@@ -445,6 +703,7 @@ def findings(root: Path) -> list[Finding]:
                     "small batches: eta_max slope near -1 beyond S_c",
                     text,
                     verdict,
+                    _coverage_text(law, "slope", "eta_max"),
                 )
             )
 
@@ -469,6 +728,7 @@ def findings(root: Path) -> list[Finding]:
                     predictions[name].replace("eta_opt", curve),
                     f"{curve}(S_max)/{curve}(0), {label} vs Adam: {text}",
                     verdict,
+                    _drop_coverage(law, dec, curve),
                 )
             )
 
@@ -478,11 +738,25 @@ def findings(root: Path) -> list[Finding]:
         experiment = "objective: clipped PPO, non-saturating task (300 steps)"
         for curve in ("eta_opt", "eta_max"):
             text, verdict = _first_step_ratio(ns, curve)
-            rows.append(Finding(experiment, f"{curve} flat below the knee", text, verdict))
-            for a, b in ((2, 8), (8, 16)):
-                text, verdict = _point_slope(ns, curve, a, b)
+            rows.append(
+                Finding(
+                    experiment,
+                    f"{curve} flat below the knee",
+                    text,
+                    verdict,
+                    _coverage_text(ns, "ratio", curve),
+                )
+            )
+            for a, b in ((2, 4), (2, 8), (8, 16)):
+                text, verdict, cover = _pair_row(ns, curve, a, b)
                 rows.append(
-                    Finding(experiment, f"{curve} ∝ 1/S beyond the knee (S {a}→{b})", text, verdict)
+                    Finding(
+                        experiment,
+                        f"{curve} ∝ 1/S beyond the knee (S {a}→{b})",
+                        text,
+                        verdict,
+                        cover,
+                    )
                 )
 
     # (d) horizon
@@ -494,4 +768,8 @@ def findings(root: Path) -> list[Finding]:
             rows += _horizon_rows(laws[short], laws[long_], task)
         else:
             rows.append(Finding(f"horizon ({task}): {label}", "eta_max(0) ∝ 1/T", "not run", "—"))
+
+    # the failure split: where no learning rate learns, apart from where rates break training
+    for name, law in laws.items():
+        rows += _progress_rows(name, law)
     return rows

@@ -13,6 +13,13 @@ A run failed when any of these holds:
 
 Old sweeps without ``warm_reward`` fall back to ``collapsed`` (or ``final_reward <
 min_final_reward`` when that is given).
+
+The rules are two different things, kept apart in ``failure_kind``: a run that collapsed or ended
+below its warm start (or below ``min_final_reward``) is **unstable**, the learning rate broke
+training; a run that never reached the bar is **no progress**, the learning rate was too slow
+(or the task too hard at this staleness) for the horizon. ``eta_max`` is read from the unstable
+runs alone (:func:`stalesim.validate.group_estimates.build_cells` uses the ``unstable``
+column); "no rate reaches the target" is reported on its own.
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-FAILURE_COLUMNS = ("failed", "failure")
+FAILURE_COLUMNS = ("failed", "failure", "failure_kind", "unstable", "no_progress")
+
+#: The two kinds of failure: the rate broke training, or it learned too little.
+UNSTABLE, NO_PROGRESS = "unstable", "no progress"
 
 
 def best_on_policy_reward(runs: pl.DataFrame) -> float | None:
@@ -42,7 +52,9 @@ def mark_failures(
     min_final_reward: float | None = None,
     best_reward: float | None = None,
 ) -> pl.DataFrame:
-    """``runs`` with a bool ``failed`` and a text ``failure`` (the first rule that applies).
+    """``runs`` with a bool ``failed`` and a text ``failure`` (the first rule that applies),
+    the rule's kind ``failure_kind`` (``unstable`` or ``no progress``) and the bools
+    ``unstable`` and ``no_progress``.
 
     ``best_reward`` overrides the S = 0 best (e.g. when the S = 0 runs live in another sweep).
     """
@@ -64,9 +76,15 @@ def mark_failures(
     elif min_final_reward is not None:
         low = final < min_final_reward
         reasons[low & (reasons == "")] = f"final reward < {min_final_reward:g}"
+    no_progress = np.array([r.startswith("never reached") for r in reasons], dtype=bool)
+    unstable = (reasons != "") & ~no_progress
+    kinds = np.where(unstable, UNSTABLE, np.where(no_progress, NO_PROGRESS, ""))
     return runs.with_columns(
         pl.Series("failed", reasons != "", dtype=pl.Boolean),
         pl.Series("failure", [r or None for r in reasons], dtype=pl.String),
+        pl.Series("failure_kind", [k or None for k in kinds], dtype=pl.String),
+        pl.Series("unstable", unstable, dtype=pl.Boolean),
+        pl.Series("no_progress", no_progress, dtype=pl.Boolean),
     )
 
 

@@ -16,7 +16,8 @@ Per staleness ``S`` (fixed-S runs), three estimates:
   the estimate is that LR, flagged ``edge_low``/``edge_high`` (a bound, not an optimum), and
   if three points give no interior vertex it is the grid argmax flagged ``grid_argmax``.
 * ``eta_max(S)``, the largest stable learning rate: with ``f(lr)`` the fraction of seeds that
-  failed (the table's ``failed`` column, see :mod:`stalesim.validate.failure`), scan the grid
+  were unstable (the table's ``unstable`` column, see :mod:`stalesim.validate.failure`: a run
+  that only learned too little is not counted), scan the grid
   upward; at the first LR with ``f >= 0.5`` interpolate linearly in ``ln(lr)`` between it and
   the LR below for the point where ``f`` crosses 0.5. No failing LR: the largest LR, flagged
   ``above_grid`` (a lower bound); the smallest LR already fails: flagged ``below_grid``.
@@ -29,14 +30,13 @@ Per staleness ``S`` (fixed-S runs), three estimates:
   ``ln(steps)`` vs ``ln(lr)`` over the LRs whose median is finite; ``None`` if ``eta_opt``
   lies outside them.
 
-The bootstrap resamples **seeds** (:meth:`Cells.for_seeds`): a replicate draws the sweep's seeds
-with replacement, once for the whole sweep, and every group keeps the runs of the drawn seeds at
-every learning rate. A seed carries its own warm start and data stream, so runs of one seed are
-correlated across learning rates and staleness values; resampling runs inside each cell
-(:meth:`Cells.resampled`, the old unit) treats them as independent and gives intervals that are
-too narrow. With few seeds (3 here) any bootstrap is coarse: a percentile interval from 3 seeds
-covers less than its nominal level, so read the intervals as "what seed-to-seed variation
-allows", not as exact 95% intervals.
+Intervals come from replicates that respect the seed as the unit: a seed carries its own warm
+start and data stream, so runs of one seed are correlated across learning rates and staleness
+values. :meth:`Cells.without_seed` gives the leave-one-seed-out (jackknife) replicates that
+:mod:`stalesim.validate.intervals` turns into t intervals; :meth:`Cells.for_seeds` (a seed
+bootstrap draw) and :meth:`Cells.resampled` (runs resampled inside each cell, which treats them
+as independent) remain for the percentile method. With 3 seeds a percentile bootstrap covers
+about 80% for a nominal 95% (``python -m stalesim.validate.coverage``).
 """
 
 from __future__ import annotations
@@ -82,6 +82,23 @@ class Cells:
             tuple(s[i] for s, i in zip(self.seeds, picks, strict=True)),
         )
 
+    def without_seed(self, seed: int) -> Cells:
+        """The cells with every run of ``seed`` left out (a jackknife replicate); values are
+        not rescaled. A cell that holds only that seed keeps its runs (it cannot be empty)."""
+        if self.seeds is None:
+            raise ValueError("these cells carry no seeds: build them from a table with a seed")
+        picks = []
+        for cell_seeds in self.seeds:
+            kept = np.flatnonzero(cell_seeds != seed)
+            picks.append(kept if kept.size else np.arange(len(cell_seeds)))
+        return Cells(
+            self.lrs,
+            tuple(v[i] for v, i in zip(self.values, picks, strict=True)),
+            tuple(f[i] for f, i in zip(self.failed, picks, strict=True)),
+            tuple(s[i] for s, i in zip(self.steps, picks, strict=True)),
+            tuple(s[i] for s, i in zip(self.seeds, picks, strict=True)),
+        )
+
     def resampled(self, rng: np.random.Generator) -> Cells:
         """The same cells with runs drawn with replacement inside each LR.
 
@@ -112,9 +129,13 @@ def _inflated(values: np.ndarray, picks: np.ndarray) -> np.ndarray:
 def build_cells(
     group: pl.DataFrame, objective: str, min_final_reward: float | None = None
 ) -> Cells:
-    """Split one group's runs into per-LR arrays; a ``failed`` column (see
-    :func:`stalesim.validate.failure.mark_failures`) is used when the table has one."""
-    if "failed" in group.columns:
+    """Split one group's runs into per-LR arrays. The failure each cell records is the
+    ``unstable`` column of :func:`stalesim.validate.failure.mark_failures` when the table has
+    one (``eta_max`` is a stability edge: a run that merely learned too little did not fail
+    it), else its ``failed`` column, else ``collapsed``."""
+    if "unstable" in group.columns:
+        failed = pl.col("unstable").fill_null(False).cast(pl.Boolean)
+    elif "failed" in group.columns:
         failed = pl.col("failed").fill_null(False).cast(pl.Boolean)
     else:
         failed = pl.col("collapsed").fill_null(False).cast(pl.Boolean)

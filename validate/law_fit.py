@@ -1,9 +1,10 @@
-"""Fitting the law family (``stalesim.sim.law``) to per-S estimates, with bootstrap intervals.
+"""Fitting the law family (``stalesim.sim.law``) to per-S estimates, with intervals.
 
 ``eta(S)`` curves are fitted by ``least_squares`` on ``ln(eta)``, each point weighted by the
-inverse of its bootstrap standard deviation (floored at 5%), leaving out points that are
-bounds (edge or censored flags); bootstrap replicates of the points give replicate curves,
-whose percentiles are the parameter intervals and the band.
+inverse of its replicate standard error (floored at 5%), leaving out points that are bounds
+(edge or censored flags); replicates of the points (leave-one-seed-out rows, or bootstrap
+replicates) give replicate curves, from which :class:`~stalesim.validate.intervals.Spread`
+makes the parameter intervals and the band.
 Steps to target are fitted in both forms of :class:`~stalesim.sim.law.StepsModel` and the
 form with the lower AIC is kept.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 from stalesim.sim.law import CURVE_PARAMS, Band, FitQuality, LawCurve, StepsModel, law_curve
+from stalesim.validate.intervals import Spread
 
 #: Smallest relative standard deviation a per-S point is trusted with in the law fit.
 MIN_LOG_SD = 0.05
@@ -183,50 +185,61 @@ def bound_notes(label: str, curve: CurveFit) -> list[str]:
 
 
 def fit_with_bootstrap(
-    staleness: np.ndarray, eta: np.ndarray, boot: np.ndarray, usable: np.ndarray
-) -> tuple[CurveFit, list[CurveFit]]:
-    """The curve through the usable points, and one refit per finite bootstrap row."""
+    staleness: np.ndarray,
+    eta: np.ndarray,
+    boot: np.ndarray,
+    usable: np.ndarray,
+    spread: Spread | None = None,
+) -> tuple[CurveFit, list[CurveFit | None]]:
+    """The curve through the usable points, and one refit per replicate row (None for a row
+    with a missing point, so replicate curves stay aligned with the rows)."""
     s, y = staleness[usable], eta[usable]
     if usable.sum() == 2:
         curve = two_point_curve(s, y)
-        replicas = [two_point_curve(s, row) for row in boot[:, usable] if np.all(np.isfinite(row))]
+        replicas = [
+            two_point_curve(s, row) if np.all(np.isfinite(row)) else None for row in boot[:, usable]
+        ]
         return curve, replicas
-    log_sd = bootstrap_log_sd(boot)[usable]
+    log_sd = (spread.column_sd(boot, log=True) if spread else bootstrap_log_sd(boot))[usable]
     fixed_k = 1.0 if usable.sum() < 5 else None  # 4 parameters need more than 4 points
     curve = fit_curve(s, y, log_sd, fixed_k=fixed_k)
     replicas = []
     for row in boot[:, usable]:
-        if np.all(np.isfinite(row)):
-            replicas.append(fit_curve(s, row, log_sd, fixed_k=fixed_k, start=curve))
+        finite = bool(np.all(np.isfinite(row)))
+        replicas.append(fit_curve(s, row, log_sd, fixed_k=fixed_k, start=curve) if finite else None)
     return curve, replicas
 
 
 def curve_record(
     curve: CurveFit,
-    replicas: list[CurveFit],
+    replicas: list[CurveFit | None],
     staleness: np.ndarray,
     eta: np.ndarray,
     grid: np.ndarray,
-    tail: tuple[float, float],
+    spread: Spread,
 ) -> dict[str, Any]:
     """A fitted curve as law.json's ``LawCurve``: intervals, band on ``grid``, quality."""
-    params = np.array([r.vector() for r in replicas]).reshape(-1, 4)
-    intervals = percentiles(
+    nan4 = np.full(4, np.nan)
+    params = np.array([r.vector() if r is not None else nan4 for r in replicas]).reshape(-1, 4)
+    intervals = spread_intervals(
+        spread,
         {
-            name: params[:, i]
+            name: (curve.vector()[i], params[:, i], name != "alpha")
             for i, name in enumerate(CURVE_PARAMS)
             if not (name == "k" and curve.k_fixed) and not (name == "s_c" and curve.sc_fixed)
         },
-        tail,
     )
     band = None
-    if replicas:
-        curves = np.array([r(grid) for r in replicas]).reshape(-1, len(grid))
-        band = Band(
-            staleness=[float(g) for g in grid],
-            lo=[float(v) for v in np.percentile(curves, tail[0], axis=0)],
-            hi=[float(v) for v in np.percentile(curves, tail[1], axis=0)],
-        )
+    if any(r is not None for r in replicas):
+        nan_grid = np.full(len(grid), np.nan)
+        curves = np.array([r(grid) if r is not None else nan_grid for r in replicas])
+        lo, hi = spread.columns(curve(grid), curves.reshape(-1, len(grid)), log=True)
+        if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
+            band = Band(
+                staleness=[float(g) for g in grid],
+                lo=[float(v) for v in lo],
+                hi=[float(v) for v in hi],
+            )
     return LawCurve(
         eta0=curve.eta0,
         s_c=curve.s_c,
@@ -244,8 +257,8 @@ def fit_steps_model(
     steps: np.ndarray,
     steps_boot: np.ndarray,
     curve: CurveFit,
-    curve_boot: list[CurveFit],
-    tail: tuple[float, float],
+    curve_boot: list[CurveFit | None],
+    spread: Spread,
 ) -> dict[str, Any] | None:
     """Fit both steps-to-target forms (see ``StepsModel``) and keep the one with lower AIC."""
     reached = np.isfinite(steps)
@@ -260,13 +273,14 @@ def fit_steps_model(
     ratio_boot = np.array(
         [
             fit_steps(np.log(replica(s) / replica(0.0)), row)[:2]
+            if replica is not None and np.all(np.isfinite(row))
+            else (np.nan, np.nan)
             for replica, row in zip(curve_boot, boot_rows, strict=False)
-            if np.all(np.isfinite(row))
         ]
     ).reshape(-1, 2)
-    ratio_intervals = percentiles({"steps0": ratio_boot[:, 0]}, tail)
+    ratio_intervals = spread_intervals(spread, {"steps0": (steps0, ratio_boot[:, 0], True)})
     if not p_fixed:
-        ratio_intervals |= percentiles({"p": ratio_boot[:, 1]}, tail)
+        ratio_intervals |= spread_intervals(spread, {"p": (p, ratio_boot[:, 1], False)})
     ratio_quality = _log_quality(y, steps0 * np.exp(-p * log_ratio))
     ratio_model = {
         "form": "eta_ratio",
@@ -285,14 +299,21 @@ def fit_steps_model(
     inverse = fit_curve(s, 1.0 / y, fixed_k=fixed_k)
     inverse_boot = [
         fit_curve(s, 1.0 / row, fixed_k=fixed_k, start=inverse)
-        for row in boot_rows
         if np.all(np.isfinite(row))
+        else None
+        for row in boot_rows
     ]
-    direct = np.array([[1 / r.eta0, r.s_c, r.k, r.alpha] for r in inverse_boot]).reshape(-1, 4)
-    direct_intervals = percentiles(
-        {"steps0": direct[:, 0], "s_c": direct[:, 1], "beta": direct[:, 3]}
-        | ({} if fixed_k else {"k": direct[:, 2]}),
-        tail,
+    direct = np.array(
+        [[1 / r.eta0, r.s_c, r.k, r.alpha] if r else [np.nan] * 4 for r in inverse_boot]
+    ).reshape(-1, 4)
+    direct_intervals = spread_intervals(
+        spread,
+        {
+            "steps0": (1 / inverse.eta0, direct[:, 0], True),
+            "s_c": (inverse.s_c, direct[:, 1], True),
+            "beta": (inverse.alpha, direct[:, 3], False),
+        }
+        | ({} if fixed_k else {"k": (inverse.k, direct[:, 2], True)}),
     )
     direct_quality = _log_quality(y, 1.0 / inverse(s))
     direct_model = {
@@ -336,6 +357,19 @@ def _log_quality(measured: np.ndarray, predicted: np.ndarray) -> FitQuality:
 def _aic(quality: FitQuality, n_params: int) -> float:
     rss = max(quality.rmse_log**2 * quality.n_points, 1e-300)
     return float(quality.n_points * np.log(rss / quality.n_points) + 2 * n_params)
+
+
+def spread_intervals(
+    spread: Spread, samples: dict[str, tuple[float, np.ndarray, bool]]
+) -> dict[str, list]:
+    """``{name: [lo, hi]}`` for each ``name: (estimate, replicates, log scale)`` whose
+    replicates give an interval."""
+    out = {}
+    for name, (estimate, reps, log) in samples.items():
+        lo, hi = spread.interval(float(estimate), np.asarray(reps, dtype=float), log)
+        if lo is not None and hi is not None:
+            out[name] = [lo, hi]
+    return out
 
 
 def percentiles(samples: dict[str, np.ndarray], tail: tuple[float, float]) -> dict[str, list]:

@@ -1,16 +1,19 @@
-"""Local slopes ``d ln eta / d ln S`` with bootstrap intervals, and what they say about the
-paper's two regimes.
+"""Local slopes ``d ln eta / d ln S`` with intervals, and what they say about the paper's two
+regimes, read as equivalence tests.
 
 The four-parameter law can sit on its bounds when the points do not pin the knee down; slopes
-between neighbouring staleness values need no model. Per pair of neighbouring points ``S_i <
-S_j`` (both > 0, both usable) the slope is ``(ln eta_j - ln eta_i) / (ln S_j - ln S_i)``; over a
-range of S the slope is the least-squares slope of ``ln eta`` on ``ln S``. Each is recomputed on
-every bootstrap replicate (the same seed draws as the points), and the interval is the
-replicates' percentile interval.
+between staleness values need no model. Per pair of usable points ``S_i < S_j`` (both > 0) the
+slope is ``(ln eta_j - ln eta_i) / (ln S_j - ln S_i)``; over a range of S the slope is the
+least-squares slope of ``ln eta`` on ``ln S``. Each is recomputed on every replicate (the
+leave-one-seed-out rows, see :mod:`stalesim.validate.intervals`), and the interval comes from
+them.
 
-The paper's prediction is a slope of 0 (horizon-limited, ``eta`` flat in S) below the knee and
--1 (stale-limited, ``eta ∝ 1/S``) above it; :func:`regime_verdict` reads an interval against
-those two values.
+The paper predicts a slope of 0 (horizon-limited, ``eta`` flat in S) below the knee and -1
+(stale-limited, ``eta ∝ 1/S``) above it. An interval that merely *contains* -1 does not show a
+slope of -1 (a wider interval would then confirm more easily), so :func:`regime_verdict` is an
+equivalence test: "∝ 1/S" only when the whole interval lies inside :data:`ONE_OVER_S_BAND`,
+"flat" only inside :data:`FLAT_BAND`, a direction only when the whole interval is beyond a
+band, and "inconclusive" otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from stalesim.validate.intervals import Spread
+
+#: Slopes ``d ln eta / d ln S`` that count as "∝ 1/S": within 0.3 of -1. A slope of -0.7
+#: halves eta over a 2.7-fold rise in S where 1/S would cut it by 2.7; beyond that the
+#: difference is one a user of the law would act on.
+ONE_OVER_S_BAND = (-1.3, -0.7)
+#: Slopes that count as "flat": within 0.3 of 0 (eta changes by less than 23% when S doubles).
+FLAT_BAND = (-0.3, 0.3)
+#: Ratios ``eta(S_1) / eta(0)`` that count as "flat" from S = 0 (where ln S has no slope):
+#: within 20% of 1, the change a FLAT_BAND slope makes over a 2-fold rise of S.
+FLAT_RATIO_BAND = (0.8, 1.25)
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
@@ -34,10 +48,10 @@ def range_slope(
     usable: np.ndarray,
     low: float,
     high: float,
-    tail: tuple[float, float],
+    spread: Spread,
 ) -> dict[str, Any] | None:
     """Least-squares slope of ``ln eta`` on ``ln S`` over the usable points with ``low <= S <=
-    high`` (S > 0), its bootstrap interval and verdict; None with fewer than 2 points."""
+    high`` (S > 0), its interval and verdict; None with fewer than 2 points."""
     pick = usable & (staleness > 0) & (staleness >= low) & (staleness <= high)
     if pick.sum() < 2:
         return None
@@ -45,12 +59,9 @@ def range_slope(
     slope = _slope(x, np.log(eta[pick]))
     with np.errstate(divide="ignore", invalid="ignore"):
         reps = np.array([_slope(x, np.log(row[pick])) for row in boot])
-    reps = reps[np.isfinite(reps)]
-    lo, hi = (
-        (float(np.percentile(reps, tail[0])), float(np.percentile(reps, tail[1])))
-        if reps.size
-        else (float("nan"), float("nan"))
-    )
+    lo, hi = spread.interval(slope, reps)
+    lo = float("nan") if lo is None else lo
+    hi = float("nan") if hi is None else hi
     return {
         "from": float(staleness[pick].min()),
         "to": float(staleness[pick].max()),
@@ -58,7 +69,7 @@ def range_slope(
         "slope": slope,
         "lo": lo,
         "hi": hi,
-        "n_replicates": int(reps.size),
+        "n_replicates": int(np.isfinite(reps).sum()),
         "verdict": regime_verdict(lo, hi),
     }
 
@@ -68,7 +79,7 @@ def local_slopes(
     eta: np.ndarray,
     boot: np.ndarray,
     usable: np.ndarray,
-    tail: tuple[float, float],
+    spread: Spread,
 ) -> list[dict[str, Any]]:
     """The slope between each pair of neighbouring usable points with S > 0."""
     idx = [i for i in np.argsort(staleness) if usable[i] and staleness[i] > 0]
@@ -76,44 +87,92 @@ def local_slopes(
     for a, b in pairwise(idx):
         pair = np.zeros_like(usable)
         pair[[a, b]] = True
-        record = range_slope(staleness, eta, boot, pair, staleness[a], staleness[b], tail)
+        record = range_slope(staleness, eta, boot, pair, staleness[a], staleness[b], spread)
         if record is not None:
             out.append(record)
     return out
 
 
+def pair_slopes(
+    staleness: np.ndarray,
+    eta: np.ndarray,
+    boot: np.ndarray,
+    usable: np.ndarray,
+    spread: Spread,
+) -> list[dict[str, Any]]:
+    """The slope between every pair of usable points with S > 0 (not only neighbours), so a
+    reader can ask for e.g. S 2 -> 8 and get an interval computed from the replicates."""
+    idx = [i for i in np.argsort(staleness) if usable[i] and staleness[i] > 0]
+    out = []
+    for k, a in enumerate(idx):
+        for b in idx[k + 1 :]:
+            pair = np.zeros_like(usable)
+            pair[[a, b]] = True
+            record = range_slope(staleness, eta, boot, pair, staleness[a], staleness[b], spread)
+            if record is not None:
+                out.append(record)
+    return out
+
+
 def regime_verdict(lo: float, hi: float) -> str:
-    """What a slope interval ``[lo, hi]`` says: ``flat`` (contains 0, excludes -1),
-    ``one_over_s`` (contains -1, excludes 0), ``falls`` (excludes both, between them),
-    ``steeper`` (below -1), ``rises`` (above 0), ``undecided`` (contains both), ``degenerate``
-    (every replicate gave the same slope, e.g. a stability edge pinned to grid points)."""
+    """What a slope interval ``[lo, hi]`` shows, as an equivalence test against the bands:
+
+    * ``one_over_s`` — the whole interval inside :data:`ONE_OVER_S_BAND`;
+    * ``flat`` — the whole interval inside :data:`FLAT_BAND`;
+    * ``steeper`` — the whole interval below the 1/S band (falls faster than 1/S);
+    * ``falls_slower`` — the whole interval between the two bands (falls, more slowly than 1/S);
+    * ``falls`` — the whole interval below the flat band, but not settled against 1/S;
+    * ``rises`` — the whole interval above the flat band;
+    * ``inconclusive`` — anything else (e.g. an interval reaching into both bands);
+    * ``degenerate`` — no spread at all (every replicate gave the same slope).
+    """
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "undecided"
+        return "inconclusive"
     if hi - lo < 1e-6:
         # every replicate gave the same slope: the grid quantised it, the seeds did not vary it
         return "degenerate"
-    tol = 1e-9  # a bound that is 0 up to rounding contains 0
-    has_zero = lo <= tol and hi >= -tol
-    has_minus_one = lo <= -1 + tol and hi >= -1 - tol
-    if has_zero and has_minus_one:
-        return "undecided"
-    if has_zero:
-        return "flat"
-    if has_minus_one:
+    if ONE_OVER_S_BAND[0] <= lo and hi <= ONE_OVER_S_BAND[1]:
         return "one_over_s"
-    if hi < -1:
+    if FLAT_BAND[0] <= lo and hi <= FLAT_BAND[1]:
+        return "flat"
+    if hi < ONE_OVER_S_BAND[0]:
         return "steeper"
-    if lo > 0:
+    if lo > ONE_OVER_S_BAND[1] and hi < FLAT_BAND[0]:
+        return "falls_slower"
+    if hi < FLAT_BAND[0]:
+        return "falls"
+    if lo > FLAT_BAND[1]:
         return "rises"
-    return "falls"
+    return "inconclusive"
+
+
+def ratio_verdict(lo: float | None, hi: float | None) -> str:
+    """A ratio ``eta(S_1)/eta(0)`` interval read against :data:`FLAT_RATIO_BAND`: ``flat``
+    inside it, ``falls`` wholly below it, ``rises`` wholly above, else ``inconclusive``."""
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    if FLAT_RATIO_BAND[0] <= lo and hi <= FLAT_RATIO_BAND[1]:
+        return "flat"
+    if hi < FLAT_RATIO_BAND[0]:
+        return "falls"
+    if lo > FLAT_RATIO_BAND[1]:
+        return "rises"
+    return "inconclusive"
+
+
+def _band(band: tuple[float, float]) -> str:
+    return f"[{band[0]:g}, {band[1]:g}]"
 
 
 VERDICT_TEXT = {
-    "flat": "flat (slope 0 inside the interval, -1 outside): horizon-limited",
-    "one_over_s": "∝ 1/S (slope -1 inside the interval, 0 outside): stale-limited",
-    "falls": "falls, but more slowly than 1/S (slope between -1 and 0, both outside)",
-    "steeper": "falls faster than 1/S",
-    "rises": "rises with S",
+    "flat": f"flat (the interval inside {_band(FLAT_BAND)}): horizon-limited",
+    "one_over_s": f"∝ 1/S (the interval inside {_band(ONE_OVER_S_BAND)}): stale-limited",
+    "falls_slower": "falls, but more slowly than 1/S (the interval between the two bands)",
+    "falls": "falls (the interval below the flat band), not settled against 1/S",
+    "steeper": "falls faster than 1/S (the interval below the 1/S band)",
+    "rises": "rises with S (the interval above the flat band)",
+    "inconclusive": "inconclusive (the interval is inside neither band and beyond neither)",
+    "degenerate": "no interval (every replicate gave the same value: grid-quantised)",
+    # verdicts of law files written before the equivalence test
     "undecided": "undecided (the interval holds both 0 and -1)",
-    "degenerate": "no interval (every bootstrap replicate gave the same value: grid-quantised)",
 }

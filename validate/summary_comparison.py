@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 from stalesim.validate.group_estimates import EDGE_FLAGS, Optimum
-from stalesim.validate.law_fit import bootstrap_log_sd, fit_curve, percentiles
+from stalesim.validate.intervals import Spread
+from stalesim.validate.law_fit import fit_curve, spread_intervals
 from stalesim.validate.sweep_runs import json_records
 
 #: Staleness summaries compared on the distribution runs: law name -> runs.parquet column.
@@ -51,7 +52,7 @@ def compare_summaries(
     spec_frames: dict[str, pl.DataFrame],
     spec_point: dict[str, Optimum],
     spec_replicas: list[dict[str, Optimum]],
-    tail: tuple[float, float],
+    spread: Spread,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Which measured staleness summary, put into a law fitted on the fixed-S runs, predicts
     the distribution runs' ``eta_opt`` best.
@@ -108,7 +109,7 @@ def compare_summaries(
     replica_measured = np.log(
         np.array([[rep[s].eta for s in usable] for rep in spec_replicas])
     ).reshape(len(spec_replicas), len(usable))
-    log_sd = bootstrap_log_sd(fixed.boot)
+    log_sd = spread.column_sd(fixed.boot, log=True)
     fixed_k = 1.0 if len(fixed.staleness) < 5 else None
 
     errors: dict[str, float] = {}
@@ -135,10 +136,34 @@ def compare_summaries(
         other: float(np.mean(boot[best] < boot[other])) if replicas else float("nan")
         for other in ranking[1:]
     }
-    distinguishable = (
-        replicas >= MIN_REPLICAS_TO_DECIDE and bool(wins) and all(w >= 0.95 for w in wins.values())
-    )
-    if wins and replicas < MIN_REPLICAS_TO_DECIDE:
+    margins: dict[str, list[float | None]] = {}
+    if spread.method == "jackknife":
+        # leave-one-seed-out replicates are too few to count wins: the best summary must beat
+        # every other by an error difference whose interval excludes 0
+        for other in ranking[1:]:
+            margins[other] = list(
+                spread.interval(errors[other] - errors[best], boot[other] - boot[best])
+            )
+        distinguishable = bool(margins) and all(
+            lo is not None and lo > 0 for lo, _ in margins.values()
+        )
+    else:
+        distinguishable = (
+            replicas >= MIN_REPLICAS_TO_DECIDE
+            and bool(wins)
+            and all(w >= 0.95 for w in wins.values())
+        )
+    if margins:
+        verdict = (
+            f"{best} predicts best (its error is lower than every other summary's, the "
+            "difference's interval above 0)"
+            if distinguishable
+            else f"not distinguishable: {best} has the lowest error ({errors[best]:.3g}; "
+            + ", ".join(f"{o} {errors[o]:.3g}" for o in margins)
+            + "), but the interval of the difference holds 0 for "
+            + ", ".join(o for o, (lo, _) in margins.items() if lo is None or lo <= 0)
+        )
+    elif wins and replicas < MIN_REPLICAS_TO_DECIDE:
         verdict = (
             f"undecided: {best} has the lowest error ({errors[best]:.3g}; "
             + ", ".join(f"{o} {errors[o]:.3g}" for o in wins)
@@ -173,10 +198,13 @@ def compare_summaries(
             "being the law refitted on the fixed runs' measured value of the same summary"
         ),
         "rmse_log": errors,
-        "rmse_log_intervals": percentiles(boot, tail),
+        "rmse_log_intervals": spread_intervals(
+            spread, {name: (errors[name], boot[name], True) for name in boot}
+        ),
         "ranking": ranking,
         "best": best,
         "win_rate_of_best": wins,
+        "error_difference_intervals": margins,
         "distinguishable": distinguishable,
         "verdict": verdict,
     }

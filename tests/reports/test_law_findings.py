@@ -10,6 +10,7 @@ from stalesim.reports.validate_page import render_findings_report
 from stalesim.sim.law import Law
 
 CURVE = {"eta0": 1e-3, "s_c": 4.0, "k": 1.0, "alpha": 1.0}
+BANDS = {"one_over_s": [-1.3, -0.7], "flat": [-0.3, 0.3], "flat_ratio": [0.8, 1.25]}
 
 
 def _law(
@@ -122,6 +123,7 @@ def test_two_point_slope_and_a_bound_below_the_grid() -> None:
     law = Law.model_validate(
         {
             "eta_opt": CURVE,
+            "slopes": {"bands": BANDS},
             "points": [
                 point(2, 2.0, 2e-3, 1.8e-3, 2.2e-3),
                 point(8, 8.0, 5e-4, 4.5e-4, 5.5e-4),
@@ -135,3 +137,55 @@ def test_two_point_slope_and_a_bound_below_the_grid() -> None:
     text, verdict = _point_slope(law, "eta_max", 8, 32)
     # below 1e-4 from at least 4.5e-4: slope < ln(1e-4/4.5e-4)/ln 4 = -1.08
     assert "slope < -1.08" in text and verdict == "confirms ∝1/S or steeper"
+
+
+def _pair(a: float, b: float, slope: float, lo: float, hi: float, verdict: str) -> dict:
+    return {"from": a, "to": b, "n_points": 2, "slope": slope, "lo": lo, "hi": hi,
+            "n_replicates": 3, "verdict": verdict}  # fmt: skip
+
+
+def test_a_verdict_stands_only_where_every_score_agrees(tmp_path: Path) -> None:
+    points = [
+        {"staleness": s, "staleness_realised": float(s), "eta_opt": 1e-3 / max(s, 1),
+         "eta_opt_lo": 8e-4 / max(s, 1), "eta_opt_hi": 1.2e-3 / max(s, 1), "eta_opt_flag": "ok",
+         "no_rate_reaches": s == 16, "n_no_progress": 6 if s == 16 else 0, "n_unstable": 1,
+         "n_runs": 15}
+        for s in (0, 2, 8, 16)
+    ]  # fmt: skip
+    agree = _pair(2.0, 8.0, -1.0, -1.2, -0.8, "one_over_s")
+    differ = _pair(8.0, 16.0, -1.0, -1.2, -0.8, "one_over_s")
+
+    def entry(label: str, horizon: int, pairs: list[dict]) -> dict:
+        return {"score": label, "score_label": label, "horizon": horizon,
+                "points": points, "pairs": pairs}  # fmt: skip
+
+    law = {
+        "eta_opt": CURVE,
+        "regime": {"steps": 300},
+        "points": points,
+        "slopes": {
+            "bands": BANDS,
+            "eta_opt": {"pairs": [agree, differ]},
+            "interval_coverage": {"coverage": {"slope": 0.94, "ratio": 0.95}, "n_sim": 200},
+            "by_score": {
+                "AUC@300": entry("AUC", 300, [agree, differ]),
+                "speed@300": entry(
+                    "speed", 300, [agree, _pair(8.0, 16.0, -0.1, -0.4, 0.2, "inconclusive")]
+                ),
+            },
+        },
+    }
+    _write(
+        tmp_path, "law-horizon/non-saturating/law-h300.json", Law.model_validate(law).to_json_dict()
+    )
+    rows = {r.prediction: r for r in findings(tmp_path)}
+    two_eight = rows["eta_opt ∝ 1/S beyond the knee (S 2→8)"]
+    assert two_eight.verdict == "confirms ∝1/S"
+    assert "the same under all 2 scores" in two_eight.measured
+    assert two_eight.coverage.startswith("94%")
+    eight_sixteen = rows["eta_opt ∝ 1/S beyond the knee (S 8→16)"]
+    assert eight_sixteen.verdict.startswith("inconclusive (score-dependent")
+    assert "speed @ 300: -0.10 [-0.40, 0.20] inconclusive" in eight_sixteen.measured
+    progress = [r for r in rows.values() if r.experiment.endswith(": progress")]
+    assert len(progress) == 1 and "S=[16]" in progress[0].measured
+    assert progress[0].verdict.startswith("no rate reaches the target")

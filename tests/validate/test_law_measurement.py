@@ -13,9 +13,17 @@ from stalesim.validate.collapse import CollapseConfig, CollapseDetector
 from stalesim.validate.failure import backfill_from_steps, mark_failures
 from stalesim.validate.group_estimates import Cells, estimate_optimum
 from stalesim.validate.horizon import truncate_runs
+from stalesim.validate.intervals import Spread
 from stalesim.validate.policy import PolicyConfig
 from stalesim.validate.presets import TrainConfig
-from stalesim.validate.slopes import local_slopes, range_slope, regime_verdict
+from stalesim.validate.slopes import (
+    FLAT_BAND,
+    ONE_OVER_S_BAND,
+    local_slopes,
+    range_slope,
+    ratio_verdict,
+    regime_verdict,
+)
 from stalesim.validate.tasks import SortTask, SortTaskConfig
 from stalesim.validate.trainer import drift_kl, sequence_logprobs
 from stalesim.validate.warm_start import WarmStartConfig, build_policy
@@ -216,19 +224,43 @@ def test_slopes_read_one_over_s_and_flat() -> None:
     s = np.array([0.0, 2.0, 8.0, 32.0])
     usable = np.ones(4, bool)
     rng = np.random.default_rng(0)
+    percentile = Spread("percentile", 0.95)
     inverse = 1e-3 / np.maximum(s, 1.0)
     boot = inverse * np.exp(rng.normal(0, 0.05, (200, 4)))
-    late = range_slope(s, inverse, boot, usable, 2.0, 32.0, (2.5, 97.5))
+    late = range_slope(s, inverse, boot, usable, 2.0, 32.0, percentile)
     assert late["slope"] == pytest.approx(-1.0)
     assert late["verdict"] == "one_over_s"
     flat = np.full(4, 1e-3)
     boot_flat = flat * np.exp(rng.normal(0, 0.05, (200, 4)))
-    pairs = local_slopes(s, flat, boot_flat, usable, (2.5, 97.5))
+    pairs = local_slopes(s, flat, boot_flat, usable, percentile)
     assert [(p["from"], p["to"]) for p in pairs] == [(2.0, 8.0), (8.0, 32.0)]
     assert all(p["verdict"] == "flat" for p in pairs)
-    assert regime_verdict(-0.6, -0.2) == "falls"
-    assert regime_verdict(-1.5, 0.2) == "undecided"
+
+
+def test_verdicts_are_equivalence_tests_against_the_bands() -> None:
+    # containing -1 is not enough: the whole interval must lie inside the band
+    assert regime_verdict(-1.2, -0.8) == "one_over_s"
+    assert regime_verdict(-1.88, 0.25) == "inconclusive"
+    assert regime_verdict(-1.5, -0.8) == "falls"
+    assert regime_verdict(-0.2, 0.25) == "flat"
+    assert regime_verdict(-0.4, 0.1) == "inconclusive"
+    assert regime_verdict(-0.6, -0.35) == "falls_slower"
+    assert regime_verdict(-2.0, -1.4) == "steeper"
+    assert regime_verdict(0.35, 0.9) == "rises"
     assert regime_verdict(-0.5, -0.5) == "degenerate"
+    assert ONE_OVER_S_BAND == (-1.3, -0.7) and FLAT_BAND == (-0.3, 0.3)
+    assert ratio_verdict(0.85, 1.2) == "flat"
+    assert ratio_verdict(0.5, 1.2) == "inconclusive"
+    assert ratio_verdict(0.3, 0.7) == "falls"
+
+
+def test_jackknife_interval_of_a_mean_is_the_t_interval() -> None:
+    # for a mean over seeds the leave-one-out standard error is exactly s / sqrt(n)
+    values = np.array([1.0, 2.0, 4.5])
+    loo = np.array([np.delete(values, i).mean() for i in range(3)])
+    lo, hi = Spread("jackknife", 0.95, n_loo=3).interval(values.mean(), loo)
+    half = 4.302653 * values.std(ddof=1) / np.sqrt(3)
+    assert (lo, hi) == pytest.approx((values.mean() - half, values.mean() + half), rel=1e-5)
 
 
 def test_horizon_truncation_recomputes_the_metrics_of_the_first_steps() -> None:
