@@ -5,9 +5,9 @@ A law is measured on a small model; what carries over to a user's run is its sha
 measured on. So a decision is read under several laws, each a committed fit with its provenance
 (``sim/data/laws/<name>.json``; refitting one is replacing its file):
 
-* ``conservative`` (the default): a task that does not saturate within its horizon, where the
-  stale-limited fall was measured (``eta_opt`` flat to ``S = 2``, then about ``1/S``);
-* ``optimistic``: a task that saturates within its horizon, where ``eta_opt`` falls less than 2x
+* ``conservative`` (the default): a task that does not saturate within its horizon, where
+  ``eta_opt`` was measured to fall past ``S = 2`` (to 0.33x by ``S = 8``);
+* ``optimistic``: a task that saturates within its horizon, where ``eta_opt`` falls about 2x
   over ``S = 0..32``;
 * ``paper``: the paper's stale-limited exponent, ``alpha = 1``, with its knee fitted to the
   conservative law's measured points, and steps that grow as ``1 / eta`` (the same distance at

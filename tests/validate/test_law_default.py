@@ -33,7 +33,7 @@ def test_default_law_is_labelled_with_its_source_and_regime():
     assert law.regime.prompts_per_step == 16 and law.regime.samples_per_prompt == 8
     assert law.regime.staleness_range == (0, 32)
     assert law.lag_axis == "realised"
-    assert law.settings["bootstrap_unit_used"] == "seed"
+    assert law.settings["bootstrap_unit_used"] == "seed (leave one out)"
     assert {0, 2, 8, 32} <= {p["staleness"] for p in law.points}
 
 
