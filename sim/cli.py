@@ -73,6 +73,7 @@ def simulate(
     learning rate, steps and hours.
     """
     from stalesim.reports.simulate_page import write_simulate_report
+    from stalesim.sim.baseline import on_policy_summary
     from stalesim.sim.files import write_json, write_parquet
     from stalesim.sim.metrics import add_law, summarize
     from stalesim.sim.output_dir import output_folder
@@ -99,7 +100,7 @@ def simulate(
             scenario, steps, seed, progress=lambda done, _total: bar.update(task, completed=done)
         )
     summary = summarize(trace, scenario, steps, seed)
-    summary = add_law(summary, laws, scenario, _on_policy_step_time(scenario, summary, steps, seed))
+    summary = add_law(summary, laws, scenario, on_policy_summary(scenario, steps, seed, summary))
     if with_sensitivity:
         from stalesim.sim.sensitivity import sensitivity
 
@@ -157,6 +158,7 @@ def _simulate_variants(
     and each variant's files in a subfolder, published together."""
     import polars as pl
     from stalesim.reports.variants_page import write_variants_report
+    from stalesim.sim.baseline import on_policy_summary
     from stalesim.sim.files import write_json, write_parquet
     from stalesim.sim.metrics import add_law, summarize
     from stalesim.sim.output_dir import output_folder
@@ -174,7 +176,7 @@ def _simulate_variants(
         check_run_size(scenario, steps)
         scenarios.append(scenario)
     rows, results = [], []
-    sync_times: dict[str, float | None] = {}
+    on_policy: dict[str, dict | None] = {}
     with progress_bar(quiet or as_json, transient=True) as bar:
         task = bar.add_task("simulating variants", total=len(variants))
         for i, (variant, scenario) in enumerate(zip(variants, scenarios, strict=True)):
@@ -182,9 +184,9 @@ def _simulate_variants(
             summary = summarize(trace, scenario, steps, seed)
             # variants that share their synchronous counterpart share its simulation
             key = _sync_key(scenario)
-            if key not in sync_times:
-                sync_times[key] = _on_policy_step_time(scenario, summary, steps, seed)
-            summary = add_law(summary, laws, scenario, sync_times[key])
+            if key not in on_policy:
+                on_policy[key] = on_policy_summary(scenario, steps, seed, summary)
+            summary = add_law(summary, laws, scenario, on_policy[key])
             folder = folder_name(i, variant)
             rows.append(variant_row(variant, summary, folder))
             results.append((folder, trace, summary))
@@ -226,38 +228,9 @@ def _simulate_variants(
 
 
 def _sync_key(scenario) -> str:
-    from stalesim.sim.modes import MODES
+    from stalesim.sim.baseline import on_policy_counterpart
 
-    if MODES[scenario.algorithm.mode].on_policy:
-        return scenario.model_dump_json()
-    from stalesim.sim.config_file import ConfigError
-    from stalesim.sim.sensitivity import with_mode
-
-    try:
-        return with_mode(scenario, "sync").model_dump_json()
-    except ConfigError:
-        return scenario.model_dump_json()
-
-
-def _on_policy_step_time(scenario, summary: dict, steps: int, seed: int) -> float | None:
-    """Mean step time of the same cluster run synchronously (the scenario's own when it is
-    on-policy): what time to target is relative to. None when that setup cannot run."""
-    from stalesim.sim.config_file import ConfigError
-    from stalesim.sim.modes import MODES
-    from stalesim.sim.scenario import check_feasible
-    from stalesim.sim.sensitivity import step_time_s, with_mode
-
-    steps_per_h = (summary.get("throughput") or {}).get("steps_per_h")
-    if MODES[scenario.algorithm.mode].on_policy:
-        return 3600.0 / steps_per_h if steps_per_h else None
-    try:
-        sync = with_mode(scenario, "sync")
-        from stalesim.sim.derived import derive
-
-        check_feasible(sync, derive(sync))
-    except ConfigError:
-        return None
-    return step_time_s(sync, steps, seed)
+    return (on_policy_counterpart(scenario) or scenario).model_dump_json()
 
 
 @click.command()

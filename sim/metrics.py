@@ -166,12 +166,13 @@ def add_law(
     summary: dict[str, Any],
     readings: Any,
     scenario: Scenario | None = None,
-    sync_step_time_s: float | None = None,
+    on_policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary with the law read at this setup's staleness (``summary["law"]``): the
-    learning-rate and steps multipliers under every reading, time to target relative to the
-    same cluster run on-policy, and with the scenario's ``target`` baseline the user's learning
-    rate, steps and time (see :func:`stalesim.sim.plan_law.law_summary`)."""
+    learning-rate and steps multipliers under every reading against the same cluster run
+    on-policy (``on_policy``, its summary), time to target relative to that run, and with the
+    scenario's ``target`` baseline the user's learning rate, steps and time (see
+    :func:`stalesim.sim.plan_law.law_summary`)."""
     from stalesim.sim.plan_law import law_summary
 
-    return {**summary, "law": law_summary(readings, summary, scenario, sync_step_time_s)}
+    return {**summary, "law": law_summary(readings, summary, scenario, on_policy)}

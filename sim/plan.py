@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from stalesim.sim.config_file import ConfigError
+from stalesim.sim.config_file import ConfigError, validate_config
 from stalesim.sim.law import Law
 from stalesim.sim.law_readings import Reading, readings
 from stalesim.sim.modes import MODES
@@ -99,8 +99,10 @@ class _Context:
         feasible: list[Candidate],
         reference: float,
         base: dict[str, Any],
+        baseline_staleness: float,
     ):
         self.plan, self.readings, self.law = plan, laws, laws[0].law
+        self.baseline_staleness = baseline_staleness
         setups = [_setup_columns(c) for c in feasible]
 
         def column(name: str) -> np.ndarray:
@@ -126,7 +128,7 @@ class _Context:
         )
 
     def columns(self, step_time_s: np.ndarray, staleness: np.ndarray) -> dict[str, np.ndarray]:
-        law_cols = read_law(self.readings, staleness)
+        law_cols = read_law(self.readings, staleness, self.baseline_staleness)
         target = to_target(
             law_cols,
             step_time_s,
@@ -145,6 +147,24 @@ class _Context:
             cols["cost_per_baseline_step_usd"],
             [cols[f"time_per_baseline_step_s_{r.name}"] for r in self.readings[1:]],
         )
+
+
+def _baseline_staleness(law: Law, base: dict[str, Any], steps: int, seed: int) -> float:
+    """The staleness summary the law reads of the user's baseline, the base scenario run
+    on-policy (its mini-batch schedule's); the schedule's own bound when that setup cannot run
+    (a batch too big to simulate on-policy here)."""
+    from stalesim.sim.baseline import on_policy_summary
+    from stalesim.sim.plan_law import staleness_of
+    from stalesim.sim.scenario import Scenario
+
+    scenario = validate_config(Scenario, base, "base scenario")
+    summary = on_policy_summary(scenario, steps, seed)
+    value = None if summary is None else staleness_of(law, summary["staleness"])
+    if value is None:
+        # mini-batch m of a step is m versions stale: 0..M-1, equally many samples each
+        bound = float(scenario.algorithm.minibatches_per_step - 1)
+        value = bound if law.staleness_summary in ("max", "p99") else bound / 2
+    return value
 
 
 def _check_simulation_size(feasible: list[Candidate], steps: int) -> None:
@@ -230,7 +250,8 @@ def _run_plan(
         * base["workload"]["group_size"]
         / base["algorithm"]["minibatches_per_step"]
     )
-    ctx = _Context(plan, laws, feasible, reference, base)
+    baseline_staleness = _baseline_staleness(law, base, evaluation.steps, evaluation.seed)
+    ctx = _Context(plan, laws, feasible, reference, base, baseline_staleness)
     estimates = [screen(c) for c in feasible]
     screen_step = np.array([e.step_time_s for e in estimates], dtype=float)
     screen_s = np.array([e.staleness(law.staleness_summary) for e in estimates], dtype=float)
@@ -309,6 +330,7 @@ def _run_plan(
     summary = _summary(
         plan,
         laws,
+        baseline_staleness,
         base,
         table,
         reference,
@@ -421,7 +443,8 @@ def _trade_off_family(table: pl.DataFrame, feasible: list[Candidate]) -> list[in
     ranked = table.filter(pl.col("rank") > 0).sort("rank")
     anchor = None
     for row in ranked.iter_rows(named=True):
-        if BOUND_KEY in json.loads(row["assignment"]):
+        # only a mode that enforces the bound has a trade-off along it
+        if row["max_staleness"] is not None and BOUND_KEY in json.loads(row["assignment"]):
             anchor = json.loads(row["assignment"])
             break
     if anchor is None:
@@ -431,6 +454,7 @@ def _trade_off_family(table: pl.DataFrame, feasible: list[Candidate]) -> list[in
         i
         for i, c in enumerate(feasible)
         if BOUND_KEY in c.assignment
+        and MODES[c.scenario.algorithm.mode].own_publication
         and {k: v for k, v in c.assignment.items() if k != BOUND_KEY} == rest
     ]
 
@@ -438,6 +462,7 @@ def _trade_off_family(table: pl.DataFrame, feasible: list[Candidate]) -> list[in
 def _summary(
     plan: PlanConfig,
     laws: list[Reading],
+    baseline_staleness: float,
     base: dict[str, Any],
     table: pl.DataFrame,
     reference: float,
@@ -484,6 +509,7 @@ def _summary(
             "source": law.source,
             "baseline_lr": target.get("baseline_lr"),
             "baseline_steps": target.get("baseline_steps"),
+            "baseline_staleness": baseline_staleness,
             "baseline_batch": f"{base['workload']['prompts_per_step']}x"
             f"{base['workload']['group_size']}/{base['algorithm']['minibatches_per_step']}",
             "reference_samples_per_update": reference,

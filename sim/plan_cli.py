@@ -258,7 +258,7 @@ def top_table(table, rows: int = 10, others: list[str] | None = None):
         "and cost relative to the best synchronous setup; #reading: rank under that reading)"
     )
     out.add_column("#", justify="right", no_wrap=True)
-    out.add_column("setup: GPUs, rollout+learner, mode, B×G/M", ratio=1)
+    out.add_column("setup: GPUs, rollout+learner, mode, B×G/M", ratio=1, min_width=28)
     headers = ("samples/s", "S", "LR×", "steps×", "time×", "cost×", *(f"#{o}" for o in others))
     for column in headers:
         out.add_column(column, justify="right", no_wrap=True)

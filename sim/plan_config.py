@@ -242,8 +242,10 @@ def load_plan(
         for item in overrides:
             flat = _flatten(apply_overrides({}, [item]))
             sets.update(flat)
-            for path, value in flat.items():
-                notes += _narrow(data, path, value)
+            # a fragment file (@FILE) is part of the base; only an explicit key fixes the space
+            if not item.startswith("@"):
+                for path, value in flat.items():
+                    notes += _narrow(data, path, value)
         data = deep_merge(data, {"base": {**base, "set": sets}})
         data["notes"] = [*(data.get("notes") or []), *notes]
     if budget_gpus is not None:

@@ -2,13 +2,13 @@
 
 A law is measured on a small model, so only its shape is applied: at the setup's staleness
 summary ``S`` (the one the law names: max, p99, mean or token-weighted mean of the consumed
-samples' lag),
+samples' lag) against the baseline's own ``S0`` (the user's on-policy run: 0, or its mini-batch
+schedule's staleness when it makes several optimizer steps per batch),
 
-* the learning-rate multiplier ``eta_opt(S) / eta_opt(0)``, with the law's pointwise band over
-  its ``eta_opt(0)`` (the band is the law's seed bootstrap: read it as a spread, not a checked
-  95% interval);
-* the steps multiplier ``steps(S) / steps(0)``, with the box over the steps model's parameter
-  intervals (every corner evaluated; ``steps0`` cancels);
+* the learning-rate multiplier ``eta_opt(S) / eta_opt(S0)``, with the box over the curve's
+  parameter intervals (every corner evaluated; ``eta0`` cancels; exactly 1 at ``S0``);
+* the steps multiplier ``steps(S) / steps(S0)``, with the box over the steps model's parameter
+  intervals (``steps0`` cancels);
 * the same two under every other reading of the law (:mod:`stalesim.sim.law_readings`), as
   columns suffixed ``_<reading>``.
 
@@ -28,7 +28,7 @@ import itertools
 from typing import Any
 
 import numpy as np
-from stalesim.sim.law import Law
+from stalesim.sim.law import Law, law_curve
 from stalesim.sim.law_readings import Reading
 
 #: Where each summary the law may name is found in a simulate summary's staleness section.
@@ -51,67 +51,79 @@ def staleness_of(law: Law, staleness: dict[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-def lr_band(law: Law, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The law's pointwise band of ``eta_opt`` at ``s`` over its ``eta_opt(0)`` (NaN where the
-    law has none)."""
-    band = law.eta_opt.band
-    if band is None or not band.staleness:
-        nan = np.full(s.shape, np.nan)
-        return nan, nan.copy()
-    grid = np.asarray(band.staleness, dtype=float)
-    eta0 = float(law.eta_opt_at(0.0))
-    return np.interp(s, grid, band.lo) / eta0, np.interp(s, grid, band.hi) / eta0
-
-
-def steps_ratio_box(law: Law, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest ``steps(S) / steps(0)`` over the corners of the steps model's
-    parameter intervals (the point estimate included); in the ``eta_ratio`` form also over the
-    ends of the learning-rate band, which the steps follow."""
-    model = law.steps_to_target
-    assert model is not None
-    names = ("p",) if model.form == "eta_ratio" else ("s_c", "k", "beta")
+def _corners(model: Any, names: tuple[str, ...]) -> list[dict[str, float]]:
+    """Every corner of the box over ``model``'s parameter intervals (the point included)."""
     choices = []
     for name in names:
         value = getattr(model, name)
         lo_hi = model.intervals.get(name)
         choices.append([value, *lo_hi] if lo_hi else [value])
-    band_lo, band_hi = lr_band(law, s)
-    ratios = [law.eta_opt(s) / law.eta_opt(0.0)]
-    if model.form == "eta_ratio" and np.all(np.isfinite(band_lo)):
-        ratios += [band_lo, band_hi]
+    return [dict(zip(names, c, strict=True)) for c in itertools.product(*choices)]
+
+
+def lr_ratio_box(law: Law, s: np.ndarray, s0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest ``eta_opt(S) / eta_opt(s0)`` over the corners of the curve's
+    parameter intervals (``s_c``, ``k``, ``alpha``; ``eta0`` cancels). Exactly 1 at ``s0``:
+    the baseline's own rate is the user's, not an estimate. A box, not a calibrated interval."""
+    curve = law.eta_opt
     lo = np.full(s.shape, np.inf)
     hi = np.full(s.shape, -np.inf)
-    for ratio, corner in itertools.product(ratios, itertools.product(*choices)):
-        params = dict(zip(names, corner, strict=True))
-        if model.form == "eta_ratio":
-            steps = ratio ** (-params["p"])
-        else:
-            base = 1.0 + (np.maximum(s, 0.0) / params["s_c"]) ** params["k"]
-            steps = base ** (params["beta"] / params["k"])
+    for c in _corners(curve, ("s_c", "k", "alpha")):
+        ratio = law_curve(s, 1.0, c["s_c"], c["k"], c["alpha"]) / law_curve(
+            s0, 1.0, c["s_c"], c["k"], c["alpha"]
+        )
+        lo, hi = np.minimum(lo, ratio), np.maximum(hi, ratio)
+    return lo, hi
+
+
+def steps_ratio_box(law: Law, s: np.ndarray, s0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest ``steps(S) / steps(s0)`` over the corners of the steps model's
+    parameter intervals; in the ``eta_ratio`` form also over the ends of
+    :func:`lr_ratio_box`, which the steps follow. Exactly 1 at ``s0``."""
+    model = law.steps_to_target
+    assert model is not None
+    lo = np.full(s.shape, np.inf)
+    hi = np.full(s.shape, -np.inf)
+    if model.form == "eta_ratio":
+        ratios = [law.eta_opt(s) / law.eta_opt(s0), *lr_ratio_box(law, s, s0)]
+        for ratio in ratios:
+            for c in _corners(model, ("p",)):
+                steps = ratio ** (-c["p"])
+                lo, hi = np.minimum(lo, steps), np.maximum(hi, steps)
+        return lo, hi
+    for c in _corners(model, ("s_c", "k", "beta")):
+        base = 1.0 + (np.maximum(s, 0.0) / c["s_c"]) ** c["k"]
+        base0 = 1.0 + (max(s0, 0.0) / c["s_c"]) ** c["k"]
+        steps = (base / base0) ** (c["beta"] / c["k"])
         lo, hi = np.minimum(lo, steps), np.maximum(hi, steps)
     return lo, hi
 
 
-def multipliers(law: Law, s: np.ndarray) -> dict[str, np.ndarray]:
-    """The learning-rate and steps multipliers of one law at staleness ``s``."""
-    out = {"lr_multiplier": law.eta_opt_at(s) / law.eta_opt_at(0.0)}
+def multipliers(law: Law, s: np.ndarray, s0: float = 0.0) -> dict[str, np.ndarray]:
+    """The learning-rate and steps multipliers of one law at staleness ``s`` against the
+    baseline's ``s0``."""
+    out = {"lr_multiplier": law.eta_opt_at(s) / law.eta_opt_at(s0)}
     if law.steps_to_target is not None:
-        out["steps_multiplier"] = law.steps_to_target_at(s) / law.steps_to_target_at(0.0)
+        out["steps_multiplier"] = law.steps_to_target_at(s) / law.steps_to_target_at(s0)
     return out
 
 
-def read_law(readings: list[Reading], staleness: np.ndarray) -> dict[str, np.ndarray]:
-    """Every multiplier column for setups at staleness summaries ``staleness`` (the primary
-    reading's with its intervals, the others' suffixed by their name; NaN stays NaN)."""
+def read_law(
+    readings: list[Reading], staleness: np.ndarray, baseline_staleness: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Every multiplier column for setups at staleness summaries ``staleness``, against the
+    baseline's ``baseline_staleness`` (the primary reading's with its intervals, the others'
+    suffixed by their name; NaN stays NaN)."""
     s = np.asarray(staleness, dtype=float)
     safe = np.where(np.isfinite(s), s, 0.0)
+    s0 = float(baseline_staleness)
     primary = readings[0].law
-    out = multipliers(primary, safe)
-    out["lr_multiplier_lo"], out["lr_multiplier_hi"] = lr_band(primary, safe)
+    out = multipliers(primary, safe, s0)
+    out["lr_multiplier_lo"], out["lr_multiplier_hi"] = lr_ratio_box(primary, safe, s0)
     if primary.steps_to_target is not None:
-        out["steps_multiplier_lo"], out["steps_multiplier_hi"] = steps_ratio_box(primary, safe)
+        out["steps_multiplier_lo"], out["steps_multiplier_hi"] = steps_ratio_box(primary, safe, s0)
     for reading in readings[1:]:
-        out |= {f"{k}_{reading.name}": v for k, v in multipliers(reading.law, safe).items()}
+        out |= {f"{k}_{reading.name}": v for k, v in multipliers(reading.law, safe, s0).items()}
     bad = ~np.isfinite(s)
     return {k: np.where(bad, np.nan, np.asarray(v, dtype=float)) for k, v in out.items()}
 
@@ -179,13 +191,16 @@ def law_summary(
     readings: list[Reading],
     summary: dict[str, Any],
     scenario: Any = None,
-    sync_step_time_s: float | None = None,
+    on_policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The law's reading of one simulated setup (a ``stalesim simulate`` summary), with the
-    baseline run taken as the setup's own batch. ``sync_step_time_s`` is the step time of the
-    same cluster run on-policy: time to target is relative to it."""
+    baseline run taken as the setup's own batch run on-policy. ``on_policy`` is the summary of
+    that run (the setup's own when it is on-policy): its staleness is the baseline's ``S0``
+    and time to target is relative to its step time."""
     law = readings[0].law
     s = staleness_of(law, summary["staleness"])
+    s0 = staleness_of(law, on_policy["staleness"]) if on_policy else None
+    sync_step_time_s = _step_time(on_policy) if on_policy else None
     steps_per_h = (summary.get("throughput") or {}).get("steps_per_h")
     target = (summary["scenario"].get("target") or {}) if "scenario" in summary else {}
     baseline_lr, baseline_steps = target.get("baseline_lr"), target.get("baseline_steps")
@@ -194,6 +209,7 @@ def law_summary(
         "readings": {r.name: r.provenance for r in readings},
         "staleness_summary": law.staleness_summary,
         "staleness": s,
+        "baseline_staleness": s0,
         "baseline_lr": baseline_lr,
         "baseline_steps": baseline_steps,
         "source": law.source.get("note") or law.source.get("runs_dir") or "",
@@ -203,7 +219,7 @@ def law_summary(
         out["warnings"] = law.regime_warnings(scenario)
     if s is None or not steps_per_h:
         return out
-    columns = read_law(readings, np.array([s]))
+    columns = read_law(readings, np.array([s]), s0 or 0.0)
     step_time = 3600.0 / steps_per_h
     values = columns | to_target(
         columns,
@@ -221,6 +237,11 @@ def law_summary(
             time = out.get(f"time_per_baseline_step_s{suffix}")
             out[f"time_to_target_rel{suffix}"] = None if time is None else time / sync_step_time_s
     return out
+
+
+def _step_time(summary: dict[str, Any]) -> float | None:
+    steps_per_h = (summary.get("throughput") or {}).get("steps_per_h")
+    return 3600.0 / steps_per_h if steps_per_h else None
 
 
 def _price(summary: dict[str, Any]) -> float:

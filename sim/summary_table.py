@@ -100,7 +100,12 @@ def law_rows(law: dict[str, Any] | None) -> list[tuple[str, str]]:
         (
             f"law ({law['reading']}) at staleness {law['staleness_summary']} "
             f"{_num(law['staleness'])}",
-            "ratios to your on-policy run",
+            "ratios to your on-policy run"
+            + (
+                f" (its own staleness {_num(law['baseline_staleness'])}: the mini-batch schedule)"
+                if law.get("baseline_staleness")
+                else ""
+            ),
         ),
         (
             "  learning-rate multiplier",

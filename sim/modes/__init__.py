@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 MODES: dict[str, ModeSpec] = {
     spec.name: spec for spec in (SYNC_COLOCATED, SYNC, ONE_STEP, ASYNC, PARTIAL_ROLLOUT)
 }
+#: The mode a setup's on-policy counterpart (the user's baseline run) is simulated in.
+ON_POLICY_REFERENCE = SYNC.name
 
-__all__ = ["MODES", "ModeSpec", "install"]
+__all__ = ["MODES", "ON_POLICY_REFERENCE", "ModeSpec", "install"]
 
 
 def install(cluster: Cluster) -> None:

@@ -422,3 +422,18 @@ def test_the_bound_column_is_empty_where_the_mode_sets_no_bound(tmp_path: Path) 
     assert one_step.height and one_step["max_staleness"].is_null().all()
     bounded = table.filter(pl.col("mode") == "async")["max_staleness"].drop_nulls().unique().sort()
     assert bounded.to_list() == [1, 2, 4]
+
+
+def test_a_fragment_file_is_part_of_the_base_and_fixes_nothing(tmp_path: Path) -> None:
+    fragment = tmp_path / "mine.yaml"
+    fragment.write_text("algorithm: {mode: sync_colocated}\nworkload: {prompts_per_step: 32}\n")
+    plan, _ = load_plan(overrides=(f"@{fragment}",))
+    assert plan.notes == []
+    assert plan.space["prompts_per_step"] == [32, 64, 128]
+    assert {m for v in plan.variants for m in v["mode"]} == {
+        "sync_colocated",
+        "sync",
+        "one_step",
+        "async",
+    }
+    assert plan.base.set["algorithm.mode"] == "sync_colocated"

@@ -34,9 +34,12 @@ def test_simulate_reads_the_law_as_multipliers_without_a_baseline(tmp_path: Path
     assert reading["reading"] == "conservative"
     assert set(reading["readings"]) == {"conservative", "optimistic", "paper"}
     assert reading["staleness_summary"] == "max" and reading["staleness"] == s
-    assert reading["lr_multiplier"] == pytest.approx(float(law.eta_opt_at(s) / law.eta_opt_at(0)))
+    # the baseline is this batch run on-policy: with 2 mini-batches it is 1 version stale
+    s0 = reading["baseline_staleness"]
+    assert s0 == 1.0
+    assert reading["lr_multiplier"] == pytest.approx(float(law.eta_opt_at(s) / law.eta_opt_at(s0)))
     assert reading["lr_multiplier_lo"] <= reading["lr_multiplier"] <= reading["lr_multiplier_hi"]
-    steps = float(law.steps_to_target_at(s) / law.steps_to_target_at(0))
+    steps = float(law.steps_to_target_at(s) / law.steps_to_target_at(s0))
     assert reading["steps_multiplier"] == pytest.approx(steps)
     # the run is its own baseline batch: learner steps scale as the law's steps
     assert reading["learner_steps_multiplier"] == pytest.approx(steps)
@@ -98,3 +101,19 @@ def test_a_bad_law_is_one_line(tmp_path: Path) -> None:
     assert "not JSON" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = CliRunner().invoke(main, [*args, "--reading", "hopeful"])
     assert result.exit_code == 2 and "'hopeful' is not one of" in result.stderr
+
+
+def test_the_baseline_is_the_same_batch_run_on_policy(tmp_path: Path) -> None:
+    # with 2 mini-batches the on-policy run itself is 1 version stale: its multipliers are 1
+    sync = _simulate(tmp_path / "sync", "--set", "algorithm.mode=sync")["law"]
+    assert sync["baseline_staleness"] == 1.0 == sync["staleness"]
+    assert sync["lr_multiplier"] == 1.0 and sync["steps_multiplier"] == 1.0
+    assert sync["lr_multiplier_lo"] == pytest.approx(1.0)
+    assert sync["lr_multiplier_hi"] == pytest.approx(1.0)
+    assert sync["time_to_target_rel"] == pytest.approx(1.0)
+    # the async run is read against that same baseline staleness
+    law = readings()[0].law
+    run = _simulate(tmp_path / "async")["law"]
+    assert run["baseline_staleness"] == 1.0
+    s = run["staleness"]
+    assert run["lr_multiplier"] == pytest.approx(float(law.eta_opt_at(s) / law.eta_opt_at(1.0)))

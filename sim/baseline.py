@@ -1,0 +1,45 @@
+"""The user's baseline: the same cluster and batch run on-policy.
+
+The law's multipliers are ratios to the user's own on-policy run, so every answer needs that
+run's staleness (0, or its mini-batch schedule's when it makes several optimizer steps per
+batch) and, without ``target.baseline_steps``, its step time, which time to target is relative
+to. This module simulates it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stalesim.sim.config_file import ConfigError
+from stalesim.sim.derived import derive
+from stalesim.sim.metrics import summarize
+from stalesim.sim.modes import MODES, ON_POLICY_REFERENCE
+from stalesim.sim.run import simulate
+from stalesim.sim.scenario import Scenario, check_feasible
+from stalesim.sim.sensitivity import with_mode
+
+
+def on_policy_counterpart(scenario: Scenario) -> Scenario | None:
+    """The same cluster and batch run on-policy (the scenario itself when it is), or None
+    when that setup cannot run."""
+    if MODES[scenario.algorithm.mode].on_policy:
+        return scenario
+    try:
+        sync = with_mode(scenario, ON_POLICY_REFERENCE)
+        check_feasible(sync, derive(sync))
+    except ConfigError:
+        return None
+    return sync
+
+
+def on_policy_summary(
+    scenario: Scenario, steps: int, seed: int, own: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The simulate summary of :func:`on_policy_counterpart` (``own``, the scenario's own
+    summary, when the scenario is on-policy); None when that setup cannot run."""
+    if own is not None and MODES[scenario.algorithm.mode].on_policy:
+        return own
+    sync = on_policy_counterpart(scenario)
+    if sync is None:
+        return None
+    return summarize(simulate(sync, steps, seed), sync, steps, seed)
