@@ -288,8 +288,9 @@ def build_plan_page(out_dir: Path) -> Page:
             "its bound changed: a larger bound lets generation run further ahead (throughput "
             f"rises), the staleness it allows lowers the {units.lr} the law recommends, and "
             "time to target (steps at that rate times step time) has a minimum, marked. "
-            f"Bands: the {units.primary} reading's interval (the learning-rate band is the "
-            "law's seed bootstrap, a spread rather than a checked 95% interval).",
+            f"Bands: the {units.primary} reading's box over its fitted parameters' intervals "
+            "(every corner evaluated; exactly 1 at your baseline's own staleness): a spread, "
+            "not a calibrated interval.",
         )
     else:
         page.prose(
@@ -495,7 +496,7 @@ def recommendation_cards(
     best = _row(table, rec["best"]["candidate_id"])
     runner = rec.get("runner_up")
     spec = MODES[best["mode"]]
-    band = f"band {_g(best.get('lr_multiplier_lo'))} to {_g(best.get('lr_multiplier_hi'))}×"
+    band = f"box {_g(best.get('lr_multiplier_lo'))} to {_g(best.get('lr_multiplier_hi'))}×"
     if units.baseline_lr is not None:
         lr = Metric(
             "learning rate",
@@ -675,7 +676,9 @@ def frontier_chart(simulated: pl.DataFrame, units: Units) -> alt.TopLevelMixin:
 def trade_off_rows(table: pl.DataFrame, summary: dict[str, Any]) -> pl.DataFrame:
     ids = (summary.get("trade_off") or {}).get("candidates") or []
     return table.filter(
-        pl.col("candidate_id").is_in(ids) & (pl.col("evaluated") == "simulated")
+        pl.col("candidate_id").is_in(ids)
+        & (pl.col("evaluated") == "simulated")
+        & pl.col("max_staleness").is_not_null()
     ).sort("max_staleness")
 
 

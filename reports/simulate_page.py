@@ -242,7 +242,7 @@ def law_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
             "LR multiplier",
             law["lr_multiplier"],
             "× your LR",
-            note=f"band{_band(law, 'lr_multiplier')}; "
+            note=f"box{_band(law, 'lr_multiplier')}; "
             + ", ".join(f"{r} {_x(law.get(f'lr_multiplier_{r}'))}" for r in others),
         ),
         Metric(
@@ -267,7 +267,7 @@ def law_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
             Metric(
                 "learning rate",
                 law.get("learning_rate"),
-                note=f"{law['lr_multiplier']:.3g} × your {law['baseline_lr']:.3g}; band"
+                note=f"{law['lr_multiplier']:.3g} × your {law['baseline_lr']:.3g}; box"
                 + _band(law, "learning_rate"),
             )
         )
