@@ -245,6 +245,8 @@ def describe_setup(row: dict[str, Any]) -> str:
         parts.append(f"max_staleness {row['max_staleness']}")
         if row["inflight_updates"]:
             parts.append("with in-flight updates")
+        if row.get("streaming"):
+            parts.append("streaming")
     parts.append(
         f"(B={row['prompts_per_step']}, G={row['group_size']}, "
         f"{row['minibatches_per_step']} mini-batch{'es' if row['minibatches_per_step'] > 1 else ''})"
