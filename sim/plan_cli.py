@@ -254,8 +254,9 @@ def top_table(table, rows: int = 10, others: list[str] | None = None):
         else [c.removeprefix("rank_") for c in table.columns if c.startswith("rank_")]
     )
     out = Table(
-        title=f"best {rows} candidates (LR×, steps×: multipliers of your on-policy run's; time "
-        "and cost relative to the best synchronous setup; #reading: rank under that reading)"
+        title=f"best {rows} candidates",
+        caption="LR×, steps×: multipliers of your on-policy run's; time×, cost×: relative to the "
+        "fastest synchronous setup; #reading: rank under that reading of the law",
     )
     out.add_column("#", justify="right", no_wrap=True)
     out.add_column("setup: GPUs, rollout+learner, mode, B×G/M", ratio=1, min_width=28)

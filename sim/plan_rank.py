@@ -188,8 +188,10 @@ def decision(table: pl.DataFrame, rec: dict[str, Any], primary: str) -> dict[str
         )
     else:
         items[0]["why"] = "the plan has no setup of the other kind to compare"
+    # each reading's multiplier for the setup that reading recommends: what a user following
+    # that reading would set
     multipliers = {primary: best.get("lr_multiplier")} | {
-        r: best.get(f"lr_multiplier_{r}") for r in under
+        r: (u["best"] or best).get(f"lr_multiplier_{r}") for r, u in under.items()
     }
     known = [v for v in multipliers.values() if v is not None]
     spread = max(known) / min(known) if known and min(known) > 0 else None
@@ -200,11 +202,11 @@ def decision(table: pl.DataFrame, rec: dict[str, Any], primary: str) -> dict[str
             "under_readings": multipliers,
             "same_under_all": spread is not None and spread <= 1.25,
             "why": (
-                "the readings agree within 25%"
+                "each reading's multiplier for the setup it recommends; they agree within 25%"
                 if spread is not None and spread <= 1.25
-                else f"the readings differ {spread:.3g}x at this staleness: it depends on "
-                "whether your task saturates; measure your own with a short probe "
-                "(`stalesim fit`)"
+                else f"each reading's multiplier for the setup it recommends; they differ "
+                f"{spread:.3g}x: it depends on whether your task saturates; measure your own "
+                "with a short probe (`stalesim fit`)"
                 if spread is not None
                 else "no multiplier"
             ),
