@@ -264,7 +264,16 @@ def build_plan_page(out_dir: Path) -> Page:
         for heading, metrics in cards[1:]:
             page.metrics(heading, metrics)
     simulated = table.filter(pl.col("evaluated") == "simulated")
-    if simulated.height:
+    priced = simulated.filter(pl.col("cost_shown").is_not_null())
+    if simulated.height and not priced.height:
+        gpus = ", ".join(sorted(set(simulated["gpu"].to_list())))
+        page.prose(
+            f"No simulated setup has a price ({gpus}: the catalog has none), so there is no "
+            f"cost axis: set `prices: {{GPU: dollars per GPU-hour}}` in the plan. The ranked "
+            "table below gives each setup's time to target.",
+            heading="Time and cost to target",
+        )
+    elif simulated.height:
         page.chart(
             frontier_chart(simulated, units),
             heading="Time and cost to target",
