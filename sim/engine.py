@@ -304,6 +304,7 @@ class RolloutPool:
         round_budget: int | None = None,
         prefix_caching: bool = False,
         recompute_kv: bool = False,
+        max_groups: int | None = None,
     ) -> None:
         self.env = env
         self.rec = rec
@@ -330,6 +331,9 @@ class RolloutPool:
         self.prefill_s = 0.0
         self.recompute_s = 0.0
         self._kick_scheduled = False
+        # global cap on groups generating at once (started, not complete), over all engines
+        self.max_groups = max_groups
+        self.live_groups = 0
 
     def sample_finished(self, sid: int, now: float) -> None:
         rec = self.rec
@@ -344,6 +348,10 @@ class RolloutPool:
         if count == self.group_size:
             rec.g_complete[g] = now
             self.open_groups -= 1
+            if self.max_groups is not None:
+                self.live_groups -= 1
+                if self.pending or self.on_starve is not None:
+                    self.request_kick()  # a place under the cap opened
             self.on_group_complete(g, now)
 
     def drained(self) -> simpy.Event:
@@ -370,14 +378,24 @@ class RolloutPool:
         s_prompt, s_len = rec.s_prompt, rec.s_len
         shared = engine.prefix if self.prefix_caching else None
         group_size = self.group_size
+        cap = self.max_groups
+        s_start = rec.s_start
         prefill_tokens = 0
         launched = False
         while free:
             if not pending:
+                if cap is not None and self.live_groups >= cap:
+                    break  # a launched group could not start anyway
                 if self.on_starve is None or not self.on_starve(now):
                     break
                 launched = True
             sid = pending[0]
+            # a group's first sample is queued first and starts it (resumed samples have a start)
+            starts_group = (
+                cap is not None and sid % group_size == 0 and s_start[sid] != s_start[sid]
+            )
+            if starts_group and self.live_groups >= cap:
+                break
             # KV tokens it reserves: its prompt's only when no sample of its group holds them
             need = s_len[sid]
             if shared is None or sid // group_size not in shared:
@@ -386,6 +404,8 @@ class RolloutPool:
                 break
             pending.popleft()
             prefill_tokens += engine.admit(sid, now)
+            if starts_group:
+                self.live_groups += 1
             free -= 1
         if prefill_tokens:
             stall = prefill_tokens * engine.prefill_s_per_token
