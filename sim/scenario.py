@@ -67,6 +67,9 @@ class ModelConfig(StrictModel):
     kv_heads: int | None = Field(default=None, ge=1, le=1024)
     head_dim: int | None = Field(default=None, ge=1, le=4096)
     dtype_bytes: int | None = Field(default=None, ge=1, le=8)
+    experts: int | None = Field(default=None, ge=0, le=100_000)
+    experts_per_token: int | None = Field(default=None, ge=0, le=100_000)
+    expert_params: float | None = Field(default=None, ge=0, le=1e14)
 
     @field_validator("preset")
     @classmethod
@@ -93,6 +96,14 @@ class ModelConfig(StrictModel):
             raise ValueError(
                 f"active_params={spec.active_params:g} exceeds params={spec.params:g}: a token "
                 "cannot use more parameters than the model has"
+            )
+        if spec.expert_params > spec.params:
+            raise ValueError(f"expert_params={spec.expert_params:g} exceeds params={spec.params:g}")
+        if spec.experts_per_token > spec.experts or (spec.expert_params > 0) != (spec.experts > 0):
+            raise ValueError(
+                f"experts={spec.experts}, experts_per_token={spec.experts_per_token}, "
+                f"expert_params={spec.expert_params:g}: a routed model needs experts >= "
+                "experts_per_token and expert_params > 0; a dense one all three 0"
             )
         return self
 
