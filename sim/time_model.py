@@ -50,20 +50,16 @@ class DecodeTimeModel:
 
     def iterations_s(self, n: int, live: int, context_tokens: float) -> float:
         """``n`` iterations of a fixed live set whose context starts at ``context_tokens``."""
-        first = (
-            self.fixed_s(live)
-            + self.beta_s_per_token * context_tokens
-            + self.gamma_s_per_seq * live
-        )
+        first = self.a_s + self.beta_s_per_token * context_tokens + self.gamma_s_per_seq * live
+        if self.expert_s:
+            first += self.expert_s * (1.0 - self.expert_miss**live)
         return n * first + self.beta_s_per_token * live * n * (n - 1) * 0.5
 
     def _root(self, span_s: float, live: int, context_tokens: float) -> float:
         # the real n at which iterations_s(n) == span_s
-        first = (
-            self.fixed_s(live)
-            + self.beta_s_per_token * context_tokens
-            + self.gamma_s_per_seq * live
-        )
+        first = self.a_s + self.beta_s_per_token * context_tokens + self.gamma_s_per_seq * live
+        if self.expert_s:
+            first += self.expert_s * (1.0 - self.expert_miss**live)
         q = self.beta_s_per_token * live * 0.5
         lin = first - q
         if q > 0:
