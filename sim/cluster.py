@@ -109,6 +109,11 @@ class Cluster:
         self.streaming = algo.streaming
         self.rec = TraceRecorder(group_size=self.G)
         self.source = GroupSource(scenario, seed)
+        # learner steps vary (stragglers, shared nodes): a lognormal factor of mean 1 per
+        # optimizer step, from its own generator so that lengths and rewards stay the same
+        cv = scenario.cluster.learner_step_cv
+        self.step_sigma = math.sqrt(math.log1p(cv * cv))
+        self.step_rng = np.random.default_rng([seed, 2])
         self.buffer = Buffer(self.env, self.rec)
         preempts = MODES[algo.mode].preempts
         # resumed partial rollouts recompute by default (their KV left the engine); in-flight
@@ -310,7 +315,12 @@ class Cluster:
     def _chunk_phases(self, tokens: int, sq_context_tokens: int) -> list[tuple[str, float]]:
         """The learner's phases for one consumption chunk (old-policy and reference forward
         passes, then the update that makes a new version, always last)."""
-        return self.derived.learner.step_phases(tokens, sq_context_tokens)
+        phases = self.derived.learner.step_phases(tokens, sq_context_tokens)
+        if self.step_sigma:
+            sigma = self.step_sigma
+            factor = float(self.step_rng.lognormal(-0.5 * sigma * sigma, sigma))
+            phases = [(kind, seconds * factor) for kind, seconds in phases]
+        return phases
 
     # ---------------------------------------------------------------------------------------
 

@@ -300,6 +300,13 @@ class ClusterConfig(StrictModel):
         description="share of PCIe bandwidth a host offload reaches (nvbandwidth on H100: "
         "35-53 of 63 GB/s)",
     )
+    learner_step_cv: float = Field(
+        default=0.0,
+        ge=0,
+        le=4,
+        description="coefficient of variation of an optimizer step's time: each step's "
+        "passes are multiplied by a lognormal factor of mean 1 (0: every step takes its mean)",
+    )
     decode_coefficients: DecodeCoefficients | None = None
     learner_coefficients: LearnerCoefficients | None = None
 

@@ -224,3 +224,27 @@ def test_regenerate_stops_after_its_generation_batches() -> None:
 def test_policy_keys_are_checked(overrides: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_scenario(None, None, overrides)
+
+
+# -- learner step variance -------------------------------------------------------------------
+
+
+def test_learner_step_cv_varies_steps_around_the_same_mean() -> None:
+    """A sync run whose learner steps take a lognormal multiple of their cost with CV 0.3: the
+    update phases' CV is 0.3 and their mean the deterministic run's (both within sampling
+    error over 400 steps); lengths are the same draws."""
+    base = (*FAST, "algorithm.mode=sync", "algorithm.dynamic_sampling=false")
+    steps, cv = 400, 0.3
+    plain = simulate(load_scenario(None, None, base), steps, 0)
+    noisy = simulate(load_scenario(None, None, (*base, f"cluster.learner_step_cv={cv}")), steps, 0)
+    assert noisy.samples["response_tokens"].equals(plain.samples["response_tokens"])
+
+    def updates(trace) -> pl.Series:
+        b = trace.busy.filter(pl.col("kind") == "update")
+        return b["end_s"] - b["start_s"]
+
+    quiet, varied = updates(plain), updates(noisy)
+    ratio = varied / quiet
+    assert ratio.mean() == pytest.approx(1.0, abs=4 * cv / math.sqrt(steps))
+    assert ratio.std() == pytest.approx(cv, rel=0.15)
+    assert (quiet / quiet.mean() - 1).abs().max() < 0.5  # the plain steps are near-constant
