@@ -132,6 +132,8 @@ class Cluster:
             prefix_caching=scenario.cluster.prefix_caching,
             recompute_kv=kv_policy == "recompute",
             max_groups=algo.max_concurrent_rollouts,
+            iteration_cv=scenario.cluster.decode_iteration_cv,
+            seed=seed,
         )
         self.trained = [self.env.event() for _ in range(steps)]
         self.batch_ready = [self.env.event() for _ in range(steps)]

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from heapq import heappop, heappush
 
+import numpy as np
 import simpy
 from stalesim.sim.time_model import DecodeTimeModel
 from stalesim.sim.trace import TraceRecorder
@@ -57,11 +58,12 @@ class Engine:
         self.switch_stall_s = 0.0
         self.switch_load_s = 0.0
         self.prefix: dict[int, int] = {}  # group -> its live samples here (shared prompt KV)
+        self.speed = 1.0  # the current span's iterations take this multiple of their model time
 
     # -- time ---------------------------------------------------------------------------
     def _iterations_s(self, n: int) -> float:
         b = self.b
-        return self.time_model.iterations_s(n, b, self.dsum + b * self.it0)
+        return self.time_model.iterations_s(n, b, self.dsum + b * self.it0) * self.speed
 
     def _advance(self, now: float, round_up: bool = True) -> bool:
         """Move the state to an iteration boundary near ``now`` (the first one at or after it,
@@ -71,7 +73,7 @@ class Engine:
             self.t0 = max(self.t0, now)
             return True
         n_next = self.heap[0][0] - self.it0
-        span = now - self.t0
+        span = (now - self.t0) / self.speed
         context = self.dsum + self.b * self.it0
         if round_up:
             n = self.time_model.iterations_within(span, self.b, context)
@@ -87,6 +89,8 @@ class Engine:
     def _schedule(self, now: float) -> None:
         if self.b:
             n = self.heap[0][0] - self.it0
+            if self.pool.iteration_cv:
+                self.speed = self.pool.span_factor(n)
             event = self.pool.env.timeout(self.t0 + self._iterations_s(n) - now)
             event.callbacks.append(self._on_wake)
             self.wake = event
@@ -305,6 +309,8 @@ class RolloutPool:
         prefix_caching: bool = False,
         recompute_kv: bool = False,
         max_groups: int | None = None,
+        iteration_cv: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.env = env
         self.rec = rec
@@ -334,6 +340,15 @@ class RolloutPool:
         # global cap on groups generating at once (started, not complete), over all engines
         self.max_groups = max_groups
         self.live_groups = 0
+        self.iteration_cv = iteration_cv
+        self._cv_rng = np.random.default_rng([seed, 3])
+
+    def span_factor(self, n: int) -> float:
+        """A lognormal multiple (mean 1) for a span of ``n`` iterations whose times each vary
+        with coefficient of variation ``iteration_cv``, independently: the span's CV is
+        ``iteration_cv / sqrt(n)``."""
+        var = math.log1p(self.iteration_cv * self.iteration_cv / max(n, 1))
+        return float(self._cv_rng.lognormal(-0.5 * var, math.sqrt(var)))
 
     def sample_finished(self, sid: int, now: float) -> None:
         rec = self.rec

@@ -300,6 +300,13 @@ class ClusterConfig(StrictModel):
         description="share of PCIe bandwidth a host offload reaches (nvbandwidth on H100: "
         "35-53 of 63 GB/s)",
     )
+    decode_iteration_cv: float = Field(
+        default=0.0,
+        ge=0,
+        le=4,
+        description="coefficient of variation of one decode iteration's time, independent "
+        "from iteration to iteration (0: every iteration takes its modelled time)",
+    )
     learner_step_cv: float = Field(
         default=0.0,
         ge=0,

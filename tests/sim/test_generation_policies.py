@@ -248,3 +248,30 @@ def test_learner_step_cv_varies_steps_around_the_same_mean() -> None:
     assert ratio.mean() == pytest.approx(1.0, abs=4 * cv / math.sqrt(steps))
     assert ratio.std() == pytest.approx(cv, rel=0.15)
     assert (quiet / quiet.mean() - 1).abs().max() < 0.5  # the plain steps are near-constant
+
+
+def test_decode_iteration_cv_spreads_generation_around_the_modelled_time() -> None:
+    """One sequence of ``L`` iterations per step on one engine: with independent iterations of
+    CV ``c`` its decode time has mean the modelled time and CV ``c / sqrt(L)`` (300 steps)."""
+    P, L, cv, steps = 100, 64, 0.8, 300
+    sc = load_scenario(
+        None,
+        None,
+        (
+            "model.preset=qwen2.5-1.5b",
+            COEFFS,
+            "algorithm.mode=sync",
+            "cluster.rollout_engines=1",
+            "workload.prompts_per_step=1",
+            "workload.group_size=1",
+            f"workload.prompt_tokens={{kind: fixed, value: {P}}}",
+            f"workload.response_tokens={{kind: fixed, value: {L}}}",
+            f"workload.max_response_tokens={L}",
+            f"cluster.decode_iteration_cv={cv}",
+        ),
+    )
+    s = simulate(sc, steps, 0).samples
+    ratio = (s["finish_s"] - s["start_s"] - P * PREFILL) / decode(L, P, 1)
+    expected = cv / math.sqrt(L)
+    assert ratio.mean() == pytest.approx(1.0, abs=4 * expected / math.sqrt(steps))
+    assert ratio.std() == pytest.approx(expected, rel=0.15)
