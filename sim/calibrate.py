@@ -67,14 +67,21 @@ class Calibration:
     prefill_quality: FitQuality | None
     learner: dict[str, float] | None
     learner_quality: dict[str, FitQuality]
+    decode_cv: float | None = None
+    learner_cv: float | None = None
 
     def fragment(self) -> dict[str, Any]:
-        """The scenario fragment: ``{"cluster": {"decode_coefficients": ..., ...}}``."""
+        """The scenario fragment: ``{"cluster": {"decode_coefficients": ..., ...}}``, with the
+        measured dispersions (``decode_iteration_cv``, ``learner_step_cv``) where known."""
         cluster: dict[str, Any] = {}
         if self.decode is not None:
             cluster["decode_coefficients"] = dict(self.decode)
         if self.learner is not None:
             cluster["learner_coefficients"] = dict(self.learner)
+        if self.decode_cv is not None:
+            cluster["decode_iteration_cv"] = self.decode_cv
+        if self.learner_cv is not None:
+            cluster["learner_step_cv"] = self.learner_cv
         return {"cluster": cluster}
 
     def fit_report(self) -> dict[str, Any]:
@@ -145,6 +152,44 @@ def fit_decode(frame: pl.DataFrame) -> tuple[dict[str, float], FitQuality]:
     return coefficients, _quality(y, design @ coef)
 
 
+def dispersion(measured: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Coefficient of variation of ``measured / predicted``: the rows' scatter around the
+    fitted model, as a multiplicative noise of mean 1. Estimated robustly (1.4826 times the
+    median absolute deviation over the median, the standard deviation for normal scatter) so
+    that warm-up steps and other outliers, which are not run-long noise, do not set it;
+    capped at the scenario's limit of 4; None with fewer than 2 usable rows."""
+    keep = predicted > 0
+    if int(keep.sum()) < 2:
+        return None
+    ratio = measured[keep] / predicted[keep]
+    median = float(np.median(ratio))
+    if median <= 0:
+        return None
+    mad = float(np.median(np.abs(ratio - median)))
+    return round(min(1.4826 * mad / median, 4.0), 6)
+
+
+def decode_dispersion(frame: pl.DataFrame, coefficients: dict[str, float]) -> float | None:
+    """The decode iterations' CV around the fitted linear model."""
+    predicted = (
+        coefficients["a_s"]
+        + coefficients["beta_s_per_token"] * frame["context_tokens"].to_numpy()
+        + coefficients["gamma_s_per_seq"] * frame["live_seqs"].to_numpy()
+    )
+    return dispersion(frame["seconds"].to_numpy(), predicted)
+
+
+def learner_dispersion(frame: pl.DataFrame, coefficients: dict[str, float]) -> float | None:
+    """The training passes' CV around the fitted per-GPU rate."""
+    rows = frame.filter(pl.col("phase") == "train")
+    predicted = (
+        coefficients["train_gpu_s_per_token"]
+        * rows["tokens"].to_numpy().astype(np.float64)
+        / rows["gpus"].to_numpy().astype(np.float64)
+    )
+    return dispersion(rows["seconds"].to_numpy(), predicted)
+
+
 def fit_per_token(tokens: np.ndarray, seconds: np.ndarray) -> tuple[float, FitQuality]:
     """Seconds per token through the origin, as the ratio of sums (total time preserved)."""
     rate = float(seconds.sum() / tokens.sum()) if tokens.sum() > 0 else 0.0
@@ -191,7 +236,9 @@ def calibrate(timings_dir: str | Path) -> Calibration:
     decode_path = root / "decode_timings.parquet"
     if not decode_path.exists():
         raise ConfigError(f"{root}: no decode_timings.parquet (the one table calibrate needs)")
-    decode, decode_q = fit_decode(read_table(decode_path, DECODE_COLUMNS))
+    decode_table = read_table(decode_path, DECODE_COLUMNS)
+    decode, decode_q = fit_decode(decode_table)
+    decode_cv = decode_dispersion(decode_table, decode)
     prefill_q = None
     decode["prefill_s_per_token"] = 0.0
     prefill_path = root / "prefill_timings.parquet"
@@ -202,11 +249,13 @@ def calibrate(timings_dir: str | Path) -> Calibration:
                 prefill["tokens"].to_numpy().astype(np.float64), prefill["seconds"].to_numpy()
             )
             decode["prefill_s_per_token"] = rate
-    learner, learner_q = None, {}
+    learner, learner_q, learner_cv = None, {}, None
     learner_path = root / "learner_timings.parquet"
     if learner_path.exists():
-        learner, learner_q = fit_learner(read_table(learner_path, LEARNER_COLUMNS))
-    return Calibration(decode, decode_q, prefill_q, learner, learner_q)
+        learner_table = read_table(learner_path, LEARNER_COLUMNS)
+        learner, learner_q = fit_learner(learner_table)
+        learner_cv = learner_dispersion(learner_table, learner)
+    return Calibration(decode, decode_q, prefill_q, learner, learner_q, decode_cv, learner_cv)
 
 
 def fragment_yaml(calibration: Calibration) -> str:

@@ -425,7 +425,9 @@ def fit_generation(
         return GenerationFit(skipped=reason)
     base = derive(scenario).time_model
     coefficients = {
-        "a_s": base.a_s,
+        # measured coefficients are linear: a mixture of experts counts every expert read
+        # (what a large batch touches)
+        "a_s": base.a_s + base.expert_s,
         "beta_s_per_token": base.beta_s_per_token,
         "gamma_s_per_seq": base.gamma_s_per_seq,
         "prefill_s_per_token": base.prefill_s_per_token,

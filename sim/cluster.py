@@ -22,6 +22,8 @@ from stalesim.sim.trace import TraceRecorder
 Progress = Callable[[int, int], None]
 CHUNK_GROUPS = 1024
 ZERO_VARIANCE = "zero_variance"
+ABORTED = "aborted"  # still generating when the batch was full (slime aborts them)
+SURPLUS = "surplus"  # completed beyond a full batch (verl keeps the first B)
 STALENESS_FILTER = "staleness_filter"
 
 
@@ -107,6 +109,11 @@ class Cluster:
         self.streaming = algo.streaming
         self.rec = TraceRecorder(group_size=self.G)
         self.source = GroupSource(scenario, seed)
+        # learner steps vary (stragglers, shared nodes): a lognormal factor of mean 1 per
+        # optimizer step, from its own generator so that lengths and rewards stay the same
+        cv = scenario.cluster.learner_step_cv
+        self.step_sigma = math.sqrt(math.log1p(cv * cv))
+        self.step_rng = np.random.default_rng([seed, 2])
         self.buffer = Buffer(self.env, self.rec)
         preempts = MODES[algo.mode].preempts
         # resumed partial rollouts recompute by default (their KV left the engine); in-flight
@@ -124,6 +131,9 @@ class Cluster:
             round_budget=algo.round_token_budget if preempts else None,
             prefix_caching=scenario.cluster.prefix_caching,
             recompute_kv=kv_policy == "recompute",
+            max_groups=algo.max_concurrent_rollouts,
+            iteration_cv=scenario.cluster.decode_iteration_cv,
+            seed=seed,
         )
         self.trained = [self.env.event() for _ in range(steps)]
         self.batch_ready = [self.env.event() for _ in range(steps)]
@@ -135,6 +145,13 @@ class Cluster:
         self._all_complete: simpy.Event | None = None
         self.dynamic_sampling = algo.dynamic_sampling
         self.uniform_rewards: list[bool] = []
+        self.accepted = 0  # groups put into the buffer
+        # with a batch-filling sampling policy: groups completing once this many are accepted
+        # are surplus, not put into the buffer
+        self.accept_limit: int | None = None
+        self.on_accept: Callable[[float], None] | None = None
+        # kept groups held back from the learner until a whole generation batch is over
+        self.held: list[tuple[int, int]] | None = None
         self.filter = algo.staleness_filter
         # consumption deadlines (admission limit kept by the learner): the lower bound of each
         # group's deadline, and how many unfinished groups have each lower bound
@@ -173,17 +190,53 @@ class Cluster:
             if not self.in_flight_deadlines[floor]:
                 del self.in_flight_deadlines[floor]
             key = rec.g_vmin[group] + self.deadline_slack
-        if self.dynamic_sampling and self.uniform_rewards[group]:
+        if self.accept_limit is not None and self.accepted >= self.accept_limit:
+            rec.g_drop[group] = SURPLUS
+            rec.g_removed_s[group] = now
+            self.dropped += 1
+        elif self.dynamic_sampling and self.uniform_rewards[group]:
             rec.g_drop[group] = ZERO_VARIANCE
             rec.g_removed_s[group] = now
             self.dropped += 1
             if self.on_drop is not None:
                 self.on_drop(now, 1)
         else:
-            self.buffer.put(group, now, key)
+            if self.held is None:
+                self.buffer.put(group, now, key)
+            else:
+                self.held.append((group, key))
+            self.accepted += 1
+            if self.on_accept is not None:
+                self.on_accept(now)
         if self._all_complete is not None and self.pool.open_groups == 0:
             event, self._all_complete = self._all_complete, None
             event.succeed()
+
+    def release_held(self, now: float) -> None:
+        """Hand the held groups to the learner and stop holding."""
+        held, self.held = self.held or [], None
+        for group, key in held:
+            self.buffer.put(group, now, key)
+
+    def abort_unfinished(self, now: float) -> int:
+        """Stop every launched group that has not completed: its sequences leave the engines
+        (their tokens were generated for nothing) and waiting ones never start. Returns the
+        groups aborted."""
+        pool, rec, G = self.pool, self.rec, self.G
+        waiting = {sid // G for sid in pool.pending}
+        pool.pending.clear()
+        groups = sorted({sid // G for sid in pool.preempt_all(now)} | waiting)
+        for g in groups:
+            rec.g_drop[g] = ABORTED
+            rec.g_removed_s[g] = now
+            if pool.max_groups is not None and rec.s_start[g * G] == rec.s_start[g * G]:
+                pool.live_groups -= 1
+        pool.open_groups -= len(groups)
+        self.dropped += len(groups)
+        if self._all_complete is not None and pool.open_groups == 0:
+            event, self._all_complete = self._all_complete, None
+            event.succeed()
+        return len(groups)
 
     def all_complete(self) -> simpy.Event:
         """Fires when every launched group has completed."""
@@ -264,7 +317,12 @@ class Cluster:
     def _chunk_phases(self, tokens: int, sq_context_tokens: int) -> list[tuple[str, float]]:
         """The learner's phases for one consumption chunk (old-policy and reference forward
         passes, then the update that makes a new version, always last)."""
-        return self.derived.learner.step_phases(tokens, sq_context_tokens)
+        phases = self.derived.learner.step_phases(tokens, sq_context_tokens)
+        if self.step_sigma:
+            sigma = self.step_sigma
+            factor = float(self.step_rng.lognormal(-0.5 * sigma * sigma, sigma))
+            phases = [(kind, seconds * factor) for kind, seconds in phases]
+        return phases
 
     # ---------------------------------------------------------------------------------------
 

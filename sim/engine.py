@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from heapq import heappop, heappush
 
+import numpy as np
 import simpy
 from stalesim.sim.time_model import DecodeTimeModel
 from stalesim.sim.trace import TraceRecorder
@@ -57,11 +58,12 @@ class Engine:
         self.switch_stall_s = 0.0
         self.switch_load_s = 0.0
         self.prefix: dict[int, int] = {}  # group -> its live samples here (shared prompt KV)
+        self.speed = 1.0  # the current span's iterations take this multiple of their model time
 
     # -- time ---------------------------------------------------------------------------
     def _iterations_s(self, n: int) -> float:
         b = self.b
-        return self.time_model.iterations_s(n, b, self.dsum + b * self.it0)
+        return self.time_model.iterations_s(n, b, self.dsum + b * self.it0) * self.speed
 
     def _advance(self, now: float, round_up: bool = True) -> bool:
         """Move the state to an iteration boundary near ``now`` (the first one at or after it,
@@ -71,7 +73,7 @@ class Engine:
             self.t0 = max(self.t0, now)
             return True
         n_next = self.heap[0][0] - self.it0
-        span = now - self.t0
+        span = (now - self.t0) / self.speed
         context = self.dsum + self.b * self.it0
         if round_up:
             n = self.time_model.iterations_within(span, self.b, context)
@@ -87,6 +89,8 @@ class Engine:
     def _schedule(self, now: float) -> None:
         if self.b:
             n = self.heap[0][0] - self.it0
+            if self.pool.iteration_cv:
+                self.speed = self.pool.span_factor(n)
             event = self.pool.env.timeout(self.t0 + self._iterations_s(n) - now)
             event.callbacks.append(self._on_wake)
             self.wake = event
@@ -304,6 +308,9 @@ class RolloutPool:
         round_budget: int | None = None,
         prefix_caching: bool = False,
         recompute_kv: bool = False,
+        max_groups: int | None = None,
+        iteration_cv: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.env = env
         self.rec = rec
@@ -330,6 +337,18 @@ class RolloutPool:
         self.prefill_s = 0.0
         self.recompute_s = 0.0
         self._kick_scheduled = False
+        # global cap on groups generating at once (started, not complete), over all engines
+        self.max_groups = max_groups
+        self.live_groups = 0
+        self.iteration_cv = iteration_cv
+        self._cv_rng = np.random.default_rng([seed, 3])
+
+    def span_factor(self, n: int) -> float:
+        """A lognormal multiple (mean 1) for a span of ``n`` iterations whose times each vary
+        with coefficient of variation ``iteration_cv``, independently: the span's CV is
+        ``iteration_cv / sqrt(n)``."""
+        var = math.log1p(self.iteration_cv * self.iteration_cv / max(n, 1))
+        return float(self._cv_rng.lognormal(-0.5 * var, math.sqrt(var)))
 
     def sample_finished(self, sid: int, now: float) -> None:
         rec = self.rec
@@ -344,6 +363,10 @@ class RolloutPool:
         if count == self.group_size:
             rec.g_complete[g] = now
             self.open_groups -= 1
+            if self.max_groups is not None:
+                self.live_groups -= 1
+                if self.pending or self.on_starve is not None:
+                    self.request_kick()  # a place under the cap opened
             self.on_group_complete(g, now)
 
     def drained(self) -> simpy.Event:
@@ -370,14 +393,24 @@ class RolloutPool:
         s_prompt, s_len = rec.s_prompt, rec.s_len
         shared = engine.prefix if self.prefix_caching else None
         group_size = self.group_size
+        cap = self.max_groups
+        s_start = rec.s_start
         prefill_tokens = 0
         launched = False
         while free:
             if not pending:
+                if cap is not None and self.live_groups >= cap:
+                    break  # a launched group could not start anyway
                 if self.on_starve is None or not self.on_starve(now):
                     break
                 launched = True
             sid = pending[0]
+            # a group's first sample is queued first and starts it (resumed samples have a start)
+            starts_group = (
+                cap is not None and sid % group_size == 0 and s_start[sid] != s_start[sid]
+            )
+            if starts_group and self.live_groups >= cap:
+                break
             # KV tokens it reserves: its prompt's only when no sample of its group holds them
             need = s_len[sid]
             if shared is None or sid // group_size not in shared:
@@ -386,6 +419,8 @@ class RolloutPool:
                 break
             pending.popleft()
             prefill_tokens += engine.admit(sid, now)
+            if starts_group:
+                self.live_groups += 1
             free -= 1
         if prefill_tokens:
             stall = prefill_tokens * engine.prefill_s_per_token

@@ -28,6 +28,11 @@ class ModelSpec(BaseModel):
     kv_heads: int = Field(gt=0)
     head_dim: int = Field(gt=0)
     dtype_bytes: int = Field(default=2, gt=0)
+    experts: int = Field(default=0, ge=0, description="routed experts per layer (0: dense)")
+    experts_per_token: int = Field(default=0, ge=0, description="routed experts each token uses")
+    expert_params: float = Field(
+        default=0.0, ge=0, description="parameters of all routed experts (the rest is shared)"
+    )
     # a lookup key, not a property of the model: left out of dumps (summary.json)
     hf_names: tuple[str, ...] = Field(
         default=(),
@@ -38,6 +43,18 @@ class ModelSpec(BaseModel):
     @property
     def weight_bytes(self) -> float:
         return self.params * self.dtype_bytes
+
+    @property
+    def expert_bytes(self) -> float:
+        """Bytes of all routed experts' weights (0 for a dense model)."""
+        return self.expert_params * self.dtype_bytes
+
+    def expert_share_touched(self, tokens: float) -> float:
+        """Expected share of a layer's routed experts that ``tokens`` tokens use when each
+        picks ``experts_per_token`` of ``experts`` uniformly: ``1 - (1 - k/E)^tokens``."""
+        if not self.experts:
+            return 0.0
+        return 1.0 - (1.0 - self.experts_per_token / self.experts) ** tokens
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -239,10 +256,16 @@ MODELS: dict[str, ModelSpec] = {
     ),
     # Qwen/Qwen3-30B-A3B: 48 layers, hidden 2048, 32 query heads of 128 (head_dim given), 4 KV
     # heads, 128 experts with 8 active; 30.5B parameters in total, 3.3B active per token.
+    # config.json: num_experts 128, num_experts_per_tok 8, moe_intermediate_size 768, no
+    # shared expert: each expert is 3 x 2048 x 768 weights, 128 x 48 of them 28.99B; the other
+    # 1.51B (attention, embeddings, head, routers) every token uses (1.51 + 28.99/16 = 3.3B).
     "qwen3-30b-a3b": ModelSpec(
         name="Qwen3-30B-A3B",
         params=30.5e9,
         active_params=3.3e9,
+        experts=128,
+        experts_per_token=8,
+        expert_params=3 * 2048 * 768 * 128 * 48,
         layers=48,
         hidden_size=2048,
         attention_heads=32,
@@ -256,11 +279,17 @@ MODELS: dict[str, ModelSpec] = {
         ),
     ),
     # Qwen/Qwen3-235B-A22B: 94 layers, hidden 4096, 64 query heads of 128, 4 KV heads, 128
-    # experts with 8 active; 235B parameters in total, 22B active per token.
+    # experts with 8 active; 235B parameters in total, 22B active per token. config.json:
+    # num_experts 128, num_experts_per_tok 8, moe_intermediate_size 1536, no shared expert:
+    # 3 x 4096 x 1536 weights per expert, 128 x 94 of them 227.1B; 7.9B shared
+    # (7.9 + 227.1/16 = 22.1B active).
     "qwen3-235b-a22b": ModelSpec(
         name="Qwen3-235B-A22B",
         params=235e9,
         active_params=22e9,
+        experts=128,
+        experts_per_token=8,
+        expert_params=3 * 4096 * 1536 * 128 * 94,
         layers=94,
         hidden_size=4096,
         attention_heads=64,

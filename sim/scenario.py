@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # derived.py builds on this module
 
 # a group with all rewards equal this often or more makes dynamic sampling hopeless
 MAX_UNIFORM_PROBABILITY = 0.95
+# modes that generate one batch per learner step: the batch-filling sampling policies apply
+BATCH_SAMPLING_MODES = ("sync", "sync_colocated", "one_step")
 
 
 class HardwareConfig(StrictModel):
@@ -65,6 +67,9 @@ class ModelConfig(StrictModel):
     kv_heads: int | None = Field(default=None, ge=1, le=1024)
     head_dim: int | None = Field(default=None, ge=1, le=4096)
     dtype_bytes: int | None = Field(default=None, ge=1, le=8)
+    experts: int | None = Field(default=None, ge=0, le=100_000)
+    experts_per_token: int | None = Field(default=None, ge=0, le=100_000)
+    expert_params: float | None = Field(default=None, ge=0, le=1e14)
 
     @field_validator("preset")
     @classmethod
@@ -91,6 +96,14 @@ class ModelConfig(StrictModel):
             raise ValueError(
                 f"active_params={spec.active_params:g} exceeds params={spec.params:g}: a token "
                 "cannot use more parameters than the model has"
+            )
+        if spec.expert_params > spec.params:
+            raise ValueError(f"expert_params={spec.expert_params:g} exceeds params={spec.params:g}")
+        if spec.experts_per_token > spec.experts or (spec.expert_params > 0) != (spec.experts > 0):
+            raise ValueError(
+                f"experts={spec.experts}, experts_per_token={spec.experts_per_token}, "
+                f"expert_params={spec.expert_params:g}: a routed model needs experts >= "
+                "experts_per_token and expert_params > 0; a dense one all three 0"
             )
         return self
 
@@ -287,6 +300,20 @@ class ClusterConfig(StrictModel):
         description="share of PCIe bandwidth a host offload reaches (nvbandwidth on H100: "
         "35-53 of 63 GB/s)",
     )
+    decode_iteration_cv: float = Field(
+        default=0.0,
+        ge=0,
+        le=4,
+        description="coefficient of variation of one decode iteration's time, independent "
+        "from iteration to iteration (0: every iteration takes its modelled time)",
+    )
+    learner_step_cv: float = Field(
+        default=0.0,
+        ge=0,
+        le=4,
+        description="coefficient of variation of an optimizer step's time: each step's "
+        "passes are multiplied by a lognormal factor of mean 1 (0: every step takes its mean)",
+    )
     decode_coefficients: DecodeCoefficients | None = None
     learner_coefficients: LearnerCoefficients | None = None
 
@@ -338,6 +365,36 @@ class AlgorithmConfig(StrictModel):
     )
     dynamic_sampling: bool = Field(
         default=False, description="discard groups whose rewards are all equal (DAPO)"
+    )
+    dynamic_sampling_policy: Literal["refill", "oversample", "regenerate"] = Field(
+        default="refill",
+        description="how dynamic sampling fills the batch: refill (a discarded group frees its "
+        "place and another is launched, as AReaL's and PipelineRL's streaming rollouts do), "
+        "oversample (launch dynamic_sampling_chunk groups whenever accepted plus running fall "
+        "below the batch; abort the rest once it is full: slime), regenerate (generate whole "
+        "batches of dynamic_sampling_chunk groups until enough are kept: verl's DAPO recipe)",
+    )
+    dynamic_sampling_chunk: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="oversample/regenerate: groups launched at a time (slime's "
+        "over_sampling_batch_size, verl's data.gen_batch_size); default: the batch",
+    )
+    dynamic_sampling_max_rounds: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="regenerate: generation batches per step before the run fails (verl's "
+        "algorithm.filter_groups.max_num_gen_batches); default: no limit",
+    )
+    max_concurrent_rollouts: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="groups generating at once over all engines (AReaL's "
+        "rollout.max_concurrent_rollouts, verl's fully-async rollouter: 16 per server); "
+        "default: only the engines' slots limit it",
     )
     partial_overprovision: float = Field(
         default=0.5,
@@ -486,6 +543,25 @@ def check_consistent(scenario: Scenario) -> None:
             f"algorithm.kv_cache_on_update={algo.kv_cache_on_update} needs sequences that "
             "continue on new weights: algorithm.inflight_updates=true or "
             "algorithm.mode=partial_rollout"
+        )
+    batch_keys = algo.dynamic_sampling_policy != "refill" or algo.dynamic_sampling_chunk
+    if batch_keys and not algo.dynamic_sampling:
+        raise ConfigError(
+            "algorithm.dynamic_sampling_policy and dynamic_sampling_chunk need "
+            "algorithm.dynamic_sampling=true"
+        )
+    if algo.dynamic_sampling_policy != "refill" and algo.mode not in BATCH_SAMPLING_MODES:
+        raise ConfigError(
+            f"algorithm.dynamic_sampling_policy={algo.dynamic_sampling_policy} fills one "
+            f"batch at a time: it needs algorithm.mode in {', '.join(BATCH_SAMPLING_MODES)}, "
+            f"not {algo.mode} (use refill)"
+        )
+    if algo.dynamic_sampling_max_rounds is not None and algo.dynamic_sampling_policy != (
+        "regenerate"
+    ):
+        raise ConfigError(
+            "algorithm.dynamic_sampling_max_rounds needs algorithm.dynamic_sampling_policy="
+            "regenerate"
         )
     if algo.dynamic_sampling:
         if work.group_size < 2:

@@ -235,9 +235,7 @@ def _map(imported: Imported, cfg: DictConfig) -> Imported:
     concurrent = read("rollout.max_concurrent_rollouts")
     if isinstance(concurrent, int) and concurrent > 0:
         imported.set(
-            "cluster.max_num_seqs",
-            max(1, math.ceil(concurrent * n / engines)),
-            "rollout.max_concurrent_rollouts x gconfig.n_samples / engines (sequences per engine)",
+            "algorithm.max_concurrent_rollouts", concurrent, "rollout.max_concurrent_rollouts"
         )
     recompute = bool(read("actor.recompute_logprob")) or bool(read("actor.use_decoupled_loss"))
     imported.set(

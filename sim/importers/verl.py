@@ -358,6 +358,11 @@ def _map(imported: Imported, cfg: DictConfig, user: DictConfig, extra: tuple[str
             "algorithm.streaming", True, "fully-async trainer takes mini-batches as they arrive"
         )
         imported.set(
+            "algorithm.max_concurrent_rollouts",
+            16 * (rollout_gpus // tp),
+            "the fully-async rollouter runs 16 prompts per server",
+        )
+        imported.set(
             "algorithm.publish_interval",
             minibatches,
             "trigger_parameter_sync_step x require_batches (optimizer steps between syncs)",
@@ -403,6 +408,22 @@ def _map(imported: Imported, cfg: DictConfig, user: DictConfig, extra: tuple[str
     )
     if get("algorithm.filter_groups.enable") is True:
         imported.set("algorithm.dynamic_sampling", True, "algorithm.filter_groups.enable")
+        if recipe != "fully_async":
+            imported.set(
+                "algorithm.dynamic_sampling_policy",
+                "regenerate",
+                "verl's trainer regenerates whole batches until enough groups are kept",
+            )
+            gen = get.read("data.gen_batch_size")
+            if isinstance(gen, int) and not isinstance(gen, bool) and gen > 0:
+                imported.set("algorithm.dynamic_sampling_chunk", gen, "data.gen_batch_size")
+            rounds = get.read("algorithm.filter_groups.max_num_gen_batches")
+            if isinstance(rounds, int) and not isinstance(rounds, bool) and rounds > 0:
+                imported.set(
+                    "algorithm.dynamic_sampling_max_rounds",
+                    rounds,
+                    "algorithm.filter_groups.max_num_gen_batches",
+                )
     estimator = get("algorithm.adv_estimator")
     if estimator == "gae":
         imported.unmatched(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from stalesim.sim.config_file import ConfigError
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
@@ -49,3 +51,72 @@ def replace_dropped(c: Cluster) -> None:
         c.pool.request_kick()
 
     c.on_drop = replace
+
+
+def generate_batch(c: Cluster) -> Generator:
+    """Generate one batch of ``B`` groups the learner keeps, by the scenario's dynamic
+    sampling policy; returns once generation for the batch is over (a mode process runs it
+    with ``yield from``).
+
+    * ``refill`` (and no dynamic sampling): launch ``B`` groups; a discarded one is replaced
+      alone when it completes (see :func:`replace_dropped`). Returns at once.
+    * ``oversample`` (slime): launch ``dynamic_sampling_chunk`` groups whenever the groups
+      kept plus those still generating fall below ``B``; once ``B`` are kept, abort the rest.
+    * ``regenerate`` (verl's DAPO recipe): generate a whole batch of
+      ``dynamic_sampling_chunk`` groups, keep those with rewards not all equal, and generate
+      another whole batch until ``B`` are kept; what completes beyond ``B`` is surplus.
+    """
+    algo = c.scenario.algorithm
+    env, pool = c.env, c.pool
+    policy = algo.dynamic_sampling_policy if algo.dynamic_sampling else "refill"
+    if policy == "refill":
+        replace_dropped(c)
+        c.launch(c.B, env.now)
+        pool.kick_all(env.now)
+        return
+    chunk = algo.dynamic_sampling_chunk or c.B
+    goal = c.accepted + c.B
+    c.accept_limit = goal
+    if policy == "regenerate":
+        c.on_drop = None
+        rounds = 0
+        while c.accepted < goal:
+            limit = algo.dynamic_sampling_max_rounds
+            if limit is not None and rounds >= limit:
+                raise ConfigError(
+                    f"algorithm.dynamic_sampling_max_rounds={limit}: learner step "
+                    f"{c.steps_done} kept {c.B - (goal - c.accepted)} of "
+                    f"workload.prompts_per_step={c.B} groups after {rounds} generation "
+                    f"batches of {chunk} (verl stops the run here); raise it or the chunk"
+                )
+            c.held = []  # the trainer sees a generation batch only once all of it is done
+            c.launch(chunk, env.now)
+            pool.kick_all(env.now)
+            rounds += 1
+            yield c.all_complete()
+            c.release_held(env.now)
+        return
+    full = env.event()
+
+    def top_up(now: float, _count: int = 0) -> None:
+        if c.accepted >= goal:
+            return
+        launched = False
+        while c.accepted + pool.open_groups < goal:
+            c.launch(chunk, now)
+            launched = True
+        if launched:
+            pool.request_kick()
+
+    def accept(_now: float) -> None:
+        if c.accepted >= goal and not full.triggered:
+            full.succeed()
+
+    c.on_drop = top_up
+    c.on_accept = accept
+    top_up(env.now)
+    pool.kick_all(env.now)
+    yield full
+    c.on_accept = None
+    c.on_drop = None
+    c.abort_unfinished(env.now)

@@ -10,24 +10,20 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from stalesim.sim.modes.base import ModeSpec, replace_dropped
+from stalesim.sim.modes.base import ModeSpec, generate_batch
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
 
 
 def _one_step(c: Cluster) -> Generator:
-    env = c.env
-    replace_dropped(c)
-    c.launch(c.B, env.now)
-    c.pool.kick_all(env.now)
+    yield from generate_batch(c)
     for batch in range(c.steps - 1):
         yield c.all_complete()
         if batch >= 1:
             trained_at = yield c.trained[batch - 1]
             yield from c.load_between_batches(batch * c.M, trained_at)
-        c.launch(c.B, env.now)
-        c.pool.kick_all(env.now)
+        yield from generate_batch(c)
 
 
 def _start(c: Cluster) -> None:

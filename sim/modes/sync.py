@@ -12,18 +12,15 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from stalesim.sim.modes.base import ModeSpec, replace_dropped
+from stalesim.sim.modes.base import ModeSpec, generate_batch
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
 
 
 def _sync(c: Cluster) -> Generator:
-    env = c.env
-    replace_dropped(c)
     for step in range(c.steps):
-        c.launch(c.B, env.now)
-        c.pool.kick_all(env.now)
+        yield from generate_batch(c)
         trained_at = yield c.trained[step]
         yield from c.load_between_batches((step + 1) * c.M, trained_at)
 

@@ -54,6 +54,17 @@ def _write_timings(folder, rng: np.random.Generator, noise: float = 0.02) -> Non
     )
 
 
+@pytest.mark.parametrize("noise", [0.02, 0.2])
+def test_calibrate_measures_the_dispersion_around_the_model(tmp_path, noise: float) -> None:
+    """Timings drawn with a known multiplicative noise: the decode iterations' and training
+    passes' CV around the fitted model is that noise (4,000 and 200 rows)."""
+    _write_timings(tmp_path, np.random.default_rng(3), noise=noise)
+    cal = calibrate(tmp_path)
+    assert cal.decode_cv == pytest.approx(noise, rel=0.05)
+    assert cal.learner_cv == pytest.approx(noise, rel=0.15)
+    assert cal.fragment()["cluster"]["learner_step_cv"] == cal.learner_cv
+
+
 def test_calibrate_recovers_a_known_linear_model_from_noisy_timings(tmp_path) -> None:
     _write_timings(tmp_path, np.random.default_rng(7))
     cal = calibrate(tmp_path)
@@ -106,7 +117,12 @@ def test_calibrate_command_runs_without_arguments_and_writes_a_fragment(tmp_path
     result = _cli("calibrate")
     assert result.returncode == 0, result.stderr
     fragment = yaml.safe_load(result.stdout)
-    assert set(fragment["cluster"]) == {"decode_coefficients", "learner_coefficients"}
+    assert set(fragment["cluster"]) == {
+        "decode_coefficients",
+        "learner_coefficients",
+        "decode_iteration_cv",
+        "learner_step_cv",
+    }
     _write_timings(tmp_path, np.random.default_rng(1))
     out = tmp_path / "fragment.yaml"
     result = _cli("calibrate", str(tmp_path), "--out", str(out))

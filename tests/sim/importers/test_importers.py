@@ -110,6 +110,7 @@ def test_verl_fully_async_launch_script(tmp_path: Path) -> None:
     assert s["algorithm"]["reference_model"] is False
     # 8 rollout nodes x 8 GPUs at TP 4; 8 trainer nodes x 8 GPUs
     assert s["cluster"]["rollout_engines"] == 16
+    assert s["algorithm"]["max_concurrent_rollouts"] == 16 * 16  # 16 prompts per server
     assert s["cluster"]["rollout_tp"] == 4
     assert s["cluster"]["learner_gpus"] == 64
     assert "target" not in s  # an async run's learning rate is not the on-policy baseline
@@ -128,7 +129,21 @@ def test_verl_one_step_off_recipe() -> None:
     assert s["workload"]["prompts_per_step"] == 64
     assert s["algorithm"]["minibatches_per_step"] == 2
     assert s["algorithm"]["dynamic_sampling"] is True
+    # filter_groups: verl regenerates whole batches; max_num_gen_batches 0 means no limit
+    assert s["algorithm"]["dynamic_sampling_policy"] == "regenerate"
+    assert "dynamic_sampling_max_rounds" not in s["algorithm"]
     assert "target" not in s
+
+
+def test_verl_dapo_generation_batches() -> None:
+    s = import_trainer_config(
+        "verl",
+        VERL / "one_step_off_run" / ".hydra" / "config.yaml",
+        ("data.gen_batch_size=192", "algorithm.filter_groups.max_num_gen_batches=10"),
+    ).scenario
+    assert s["algorithm"]["dynamic_sampling_policy"] == "regenerate"
+    assert s["algorithm"]["dynamic_sampling_chunk"] == 192
+    assert s["algorithm"]["dynamic_sampling_max_rounds"] == 10
 
 
 def test_verl_fully_async_recipe_yaml_defaults() -> None:
@@ -256,7 +271,9 @@ def test_areal_example_yaml(tmp_path: Path) -> None:
     assert s["algorithm"]["mode"] == "async"
     assert s["algorithm"]["max_staleness"] == 2
     assert s["algorithm"]["minibatches_per_step"] == 1
-    assert s["cluster"]["max_num_seqs"] == 256 * 4 // 4
+    # rollout.max_concurrent_rollouts: a cap over all engines, not a per-engine slot count
+    assert s["algorithm"]["max_concurrent_rollouts"] == 256
+    assert "max_num_seqs" not in s["cluster"]
     assert s["algorithm"]["reference_model"] is False  # kl_ctl 0.0
     assert s["algorithm"]["old_logprob_pass"] is True
 
