@@ -41,6 +41,8 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
     from stalesim.kernels import _logprob_triton as logprob
 
     jobs = []
+    # The log-prob kernels compile with the row-skip mask in bf16 (the GRPO path's dtype)
+    # and without it in float32, so both variants are checked.
     for dtype, short in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         forward = logprob.launch_config(151_936, torch.device("cuda"), "forward")
         backward = logprob.launch_config(151_936, torch.device("cuda"), "backward")
@@ -49,9 +51,10 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                 (
                     logprob._logprob_forward_kernel,
                     {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "logp_ptr": "*fp32",
-                     "lse_ptr": "*fp32", "entropy_ptr": "*fp32", "n_vocab": ALIGNED,
-                     "stride_row": ALIGNED, "inv_temperature": "fp32"},
-                    {"BLOCK_V": forward.block_v, "WITH_ENTROPY": with_entropy},
+                     "lse_ptr": "*fp32", "entropy_ptr": "*fp32", "keep_ptr": "*u8",
+                     "n_vocab": ALIGNED, "stride_row": ALIGNED, "inv_temperature": "fp32"},
+                    {"BLOCK_V": forward.block_v, "WITH_ENTROPY": with_entropy,
+                     "HAS_KEEP": short == "bf16"},
                     forward.num_warps, 3,
                 )
             )  # fmt: skip
@@ -61,9 +64,10 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                     {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "lse_ptr": "*fp32",
                      "entropy_ptr": "*fp32", "grad_logp_ptr": "*fp32",
                      "grad_entropy_ptr": "*fp32", "grad_logits_ptr": f"*{short}",
-                     "n_vocab": ALIGNED, "stride_row": ALIGNED, "stride_grad_row": ALIGNED,
-                     "inv_temperature": "fp32"},
-                    {"BLOCK_V": backward.block_v, "WITH_ENTROPY": with_entropy},
+                     "keep_ptr": "*u8", "n_vocab": ALIGNED, "stride_row": ALIGNED,
+                     "stride_grad_row": ALIGNED, "inv_temperature": "fp32"},
+                    {"BLOCK_V": backward.block_v, "WITH_ENTROPY": with_entropy,
+                     "HAS_KEEP": short == "bf16"},
                     backward.num_warps, 3,
                 )
             )  # fmt: skip
