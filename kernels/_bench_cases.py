@@ -1080,11 +1080,16 @@ def error_cases(
                 "shape": f"{shape}, {kind} logits",
                 "device": device.type,
             }
-            thunks += [
-                lambda impl=impl, build=build, kind=kind, leaves=leaves, reference=reference,
-                labels=labels: _error_row(impl, build(kind), leaves, reference, labels)
+            # The group's inputs are built once, on first use, and dropped after its last row.
+            shared: dict[str, Any] = {}
+            inputs = _lazy(lambda build=build, kind=kind: build(kind), shared)
+            group = [
+                lambda impl=impl, inputs=inputs, leaves=leaves, reference=reference,
+                labels=labels: _error_row(impl, inputs(), leaves, reference, labels)
                 for impl in impls.values()
             ]  # fmt: skip
+            group[-1] = lambda last=group[-1], shared=shared: _then_clear(last, shared)
+            thunks += group
             thunks += [
                 lambda labels=labels, name=name, install=install: row(
                     **labels, implementation=name, status="not installed",
@@ -1093,6 +1098,13 @@ def error_cases(
                 for name, install in missing.items()
             ]  # fmt: skip
     return thunks
+
+
+def _then_clear(thunk: Callable[[], dict[str, Any]], shared: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return thunk()
+    finally:
+        shared.clear()
 
 
 def _error_row(

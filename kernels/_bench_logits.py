@@ -24,6 +24,7 @@ batch actually holds; the bench writes it beside each row.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -54,6 +55,7 @@ def entropy_quantile(q: torch.Tensor) -> torch.Tensor:
     return torch.exp(logs[lower] + frac * (logs[upper] - logs[lower]))
 
 
+@functools.lru_cache(maxsize=2)
 def _ranked_grid(n_vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse temperatures, their rows' entropies (increasing) and the ranked base logits."""
     base = -torch.log1p(torch.arange(n_vocab, dtype=torch.float64))
