@@ -762,6 +762,13 @@ def _logits_grpo_impls(
             logits, ids, old, advantages, mask, backend="triton", **LOGITS_GRPO_OPTIONS
         )[0]
 
+    def one_pass(logits, ids, old, advantages, mask) -> torch.Tensor:
+        # The gradient made in the forward's single read of the logits.
+        return logits_grpo_loss(
+            logits, ids, old, advantages, mask, backend="triton", one_pass=True,
+            **LOGITS_GRPO_OPTIONS,
+        )[0]  # fmt: skip
+
     def eager(logits, ids, old, advantages, mask) -> torch.Tensor:
         rows, length = ids.shape
         logp = _eager_token_logprobs(logits[:, :-1].reshape(-1, logits.shape[-1]), ids.reshape(-1))
@@ -773,9 +780,11 @@ def _logits_grpo_impls(
         baselines = _logits_grpo_baselines(
             LOGITS_GRPO_OPTIONS["eps_low"], LOGITS_GRPO_OPTIONS["eps_high"]
         )
-    return _implementations(
+    impls, missing = _implementations(
         LOGITS_GRPO_KERNEL, triton_path, eager, compile_baselines, baselines, "loss"
     )
+    ours = {"triton one-pass": Baseline("triton one-pass", one_pass, "", "loss")}
+    return {"triton": impls.pop("triton")} | ours | impls, missing
 
 
 def _logits_grpo_reference(logits, ids, old, advantages, mask) -> torch.Tensor:

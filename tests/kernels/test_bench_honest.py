@@ -81,6 +81,7 @@ def test_error_rows_for_every_implementation_against_float64() -> None:
         for kind in ("random logits", "peaked logits"):
             for name in ("triton", "torch eager", "absent"):
                 assert (kernel, name, kind) in seen, (kernel, name, kind)
+            assert (cases.LOGITS_GRPO_KERNEL, "triton one-pass", kind) in seen
     for r in rows:
         if r["implementation"] == "absent":
             assert r["status"] == "not installed" and "pip install absent" in r["note"]

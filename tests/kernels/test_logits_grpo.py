@@ -146,3 +146,74 @@ def test_logits_grpo_loss_matches_reference_with_most_rows_masked() -> None:
     assert relative_error(live.grad, exact.grad) < 1e-5
     used = torch.nn.functional.pad(mask, (0, 1))
     assert torch.equal(live.grad[~used], torch.zeros(int((~used).sum()), vocab))
+
+
+def _grpo_batch(seed: int, rows: int = 3, length: int = 6, vocab: int = 70):
+    gen = torch.Generator().manual_seed(seed)
+    logits = 2 * torch.randn(rows, length + 1, vocab, generator=gen)
+    targets = torch.randint(0, vocab, (rows, length), generator=gen)
+    mask = torch.rand(rows, length, generator=gen) < 0.3
+    mask[0, :2] = True
+    mask[1] = False
+    logp = torch.log_softmax(logits[:, :length] / 0.9, -1).gather(-1, targets[..., None])[..., 0]
+    # behaviour near the current policy, with some ratios outside the clip range
+    behaviour = logp + 0.3 * torch.randn(rows, length, generator=gen)
+    return logits, targets, behaviour, torch.randn(rows, generator=gen), mask
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean", "constant"])
+def test_one_pass_matches_reference_and_two_pass(aggregation: str) -> None:
+    logits, targets, behaviour, advantages, mask = _grpo_batch(7)
+    options = {"eps_low": 0.2, "eps_high": 0.28, "aggregation": aggregation}
+    grads, losses = {}, {}
+    for one_pass in (True, False):
+        live = logits.clone().requires_grad_()
+        loss, _ = logits_grpo_loss(
+            live, targets, behaviour, advantages, mask, temperature=0.9, backend="triton",
+            one_pass=one_pass, **options,
+        )  # fmt: skip
+        loss.backward()
+        grads[one_pass], losses[one_pass] = live.grad, loss
+
+    exact = logits.double().requires_grad_()
+    want, _ = logits_grpo_loss(
+        exact, targets, behaviour.double(), advantages.double(), mask, temperature=0.9,
+        backend="reference", **options,
+    )  # fmt: skip
+    want.backward()
+    assert abs(losses[True].item() - want.item()) <= 1e-6 * max(abs(want.item()), 1e-3)
+    assert relative_error(grads[True], exact.grad) < 1e-5
+    assert torch.allclose(grads[True], grads[False], rtol=1e-5, atol=1e-8)
+    assert losses[True].item() == pytest.approx(losses[False].item(), rel=1e-6)
+    used = torch.nn.functional.pad(mask, (0, 1))
+    assert torch.equal(grads[True][~used], torch.zeros(int((~used).sum()), logits.shape[-1]))
+
+
+def test_one_pass_scales_by_the_upstream_gradient_and_can_work_in_place() -> None:
+    logits, targets, behaviour, advantages, mask = _grpo_batch(8)
+    args = (targets, behaviour, advantages, mask)
+
+    plain = logits.clone().requires_grad_()
+    logits_grpo_loss(plain, *args, backend="triton", one_pass=True)[0].backward()
+    scaled = logits.clone().requires_grad_()
+    (2.5 * logits_grpo_loss(scaled, *args, backend="triton", one_pass=True)[0]).backward()
+    assert torch.allclose(scaled.grad, 2.5 * plain.grad, rtol=1e-6, atol=0)
+
+    leaf = logits.clone().requires_grad_()
+    model_out = leaf * 1.0
+    loss, _ = logits_grpo_loss(model_out, *args, backend="triton", one_pass=True, inplace_grad=True)
+    # The forward already wrote the gradient (for an upstream 1) over the model's logits.
+    assert torch.equal(model_out.detach(), plain.grad)
+    loss.backward(retain_graph=True)
+    assert torch.equal(leaf.grad, plain.grad)
+    with pytest.raises(RuntimeError, match="already used"):
+        loss.backward()
+
+
+def test_one_pass_refuses_options_it_does_not_fuse() -> None:
+    logits, targets, behaviour, advantages, mask = _grpo_batch(9)
+    with pytest.raises(ValueError, match=r"^one_pass: .*ratio_level='sequence', is_cap=2.0"):
+        logits_grpo_loss(
+            logits, targets, behaviour, advantages, mask, backend="triton", one_pass=True,
+            ratio_level="sequence", is_cap=2.0,
+        )  # fmt: skip
