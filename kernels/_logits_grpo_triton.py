@@ -4,11 +4,17 @@
 for the log-sum-exp (one ``exp`` per logit, as ``_logprob_triton``'s forward does), takes the
 target's log-prob ``θ``, evaluates the token-level clipped surrogate's derivative ``∂ℓ/∂θ``
 there (it depends on ``θ`` alone: the ratio is per token), and, in the same program, streams
-the row again writing ``dlogits = a · ∂ℓ/∂θ · (onehot - p) / T``. The second read follows the
-first within one program, so on a GPU the row (300 KB in bf16 at V = 151,936) is still in L2:
-the HBM traffic is one read and one write per logit (4 bytes in bf16), against three passes
-(6 bytes) for log-probs then loss then backward. That is predicted from the access pattern, not
-measured. A skipped position (mask 0) reads nothing and writes an exact-zero row.
+the row again writing ``dlogits = a · ∂ℓ/∂θ · (onehot - p) / T``. A skipped position (mask 0)
+reads nothing and writes an exact-zero row.
+
+HBM traffic, predicted from the access pattern and not measured: the second read follows the
+first within one program, so it comes from L2 when the row (297 KB in bf16 at V = 151,936) is
+still there. Then a logit costs one read and one write (4 bytes in bf16) against the two-pass
+path's 6. Whether it is still there depends on how many rows are in flight: the 50 MB L2 of an
+H100 or H200 holds about 170 such rows, and this launch (one program per row, the log-prob
+forward's 2,048-wide, 4-warp tile) keeps several programs on each of the 132 SMs, so part of
+the re-read may come from HBM, between 4 and 6 bytes per logit. Sizing the rows in flight to
+L2 (a persistent grid) is a GPU tuning step not taken here.
 
 ``scale_kernel``: the backward multiplies the stored gradient by the upstream gradient, read
 on the device; every program returns at once when it is exactly 1 (what ``loss.backward()``

@@ -12,7 +12,9 @@ write exact zeros as its gradient: the work scales with the tokens the loss coun
 With ``one_pass=True`` (token-level ratio, no proximal policy, no cap, ``beta = 0``) one
 Triton kernel (``_logits_grpo_triton``) computes each position's log-prob and, in the same
 program, the logits' gradient, since the loss's derivative per token is known once its
-log-prob is: the logits are read once from HBM and the gradient written once. The loss value
+log-prob is: each row is read, then re-read at once by the same program (from L2 while it is
+still there; see ``_logits_grpo_triton`` for what that predicts), and its gradient written
+once. The loss value
 and statistics come from :func:`~stalesim.kernels.grpo_loss` on those log-probs, so they are
 the two-pass path's; the backward only scales the stored gradient by the upstream gradient
 (no work at all when it is exactly 1). The gradient buffer is held from the forward to the
