@@ -656,27 +656,25 @@ def _fused_inputs(
     entropy drawn as :func:`~stalesim.kernels._bench_logits.entropy_quantile` draws it (a
     planted peak over a Gaussian bulk, not a Zipf tail: the row's statistics are measured and
     written beside it)."""
-    from stalesim.kernels._bench_logits import entropy_quantile
+    from stalesim.kernels._bench_logits import device_generator, entropy_quantile
 
     gen = torch.Generator().manual_seed(seed)
-    weight = torch.randn(v, h, generator=gen) / h**0.5
-    hidden = torch.randn(n, h, generator=gen)
-    targets = torch.randint(0, v, (n,), generator=gen)
+    on_device = device_generator(gen, device)
+    weight = torch.randn(v, h, generator=on_device, device=device) / h**0.5
+    hidden = torch.randn(n, h, generator=on_device, device=device)
+    targets = torch.randint(0, v, (n,), generator=on_device, device=device)
     if kind == "peaked":
         # Top-1 probability ~ exp(-entropy) for a peaked row; the bulk's partition sum is
         # (V - 1) e^{1/2} for unit-variance Gaussian logits.
         top1 = torch.exp(-entropy_quantile(torch.rand(n, generator=gen, dtype=torch.float64)))
         top1 = top1.clamp(1e-3, 1 - 1e-7)
         margin = math.log((v - 1) * math.exp(0.5)) + torch.log(top1 / (1 - top1))
+        margin = margin.to(device=device, dtype=torch.float32)
         direction = weight[targets]
-        hidden += (margin.float()[:, None] - (hidden * direction).sum(-1, keepdim=True)) * (
+        hidden += (margin[:, None] - (hidden * direction).sum(-1, keepdim=True)) * (
             direction / (direction * direction).sum(-1, keepdim=True)
         )
-    return {
-        "hidden": hidden.to(device=device, dtype=dtype),
-        "weight": weight.to(device=device, dtype=dtype),
-        "targets": targets.to(device),
-    }
+    return {"hidden": hidden.to(dtype), "weight": weight.to(dtype), "targets": targets}
 
 
 def _response_mask(rows: int, length: int, seed: int) -> torch.Tensor:

@@ -105,9 +105,18 @@ def random_logits(
     device: torch.device,
     dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``N(0, 1)`` logits and uniform targets: the flat softmax most kernel benchmarks use."""
-    logits = torch.randn(n_rows, n_vocab, generator=gen).to(device=device, dtype=dtype)
-    return logits, torch.randint(0, n_vocab, (n_rows,), generator=gen).to(device)
+    """``N(0, 1)`` logits and uniform targets: the flat softmax most kernel benchmarks use
+    (drawn on ``device``, seeded from ``gen``)."""
+    on_device = device_generator(gen, device)
+    logits = torch.randn(n_rows, n_vocab, generator=on_device, device=device).to(dtype)
+    return logits, torch.randint(0, n_vocab, (n_rows,), generator=on_device, device=device)
+
+
+def device_generator(gen: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded from the CPU generator ``gen``: large inputs are drawn
+    where they are used, reproducibly."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 LOGIT_KINDS = {"random": random_logits, "peaked": peaked_logits}

@@ -217,3 +217,19 @@ def test_one_pass_refuses_options_it_does_not_fuse() -> None:
             logits, targets, behaviour, advantages, mask, backend="triton", one_pass=True,
             ratio_level="sequence", is_cap=2.0,
         )  # fmt: skip
+
+
+def test_one_pass_skipped_rows_hold_anything() -> None:
+    logits, targets, behaviour, advantages, mask = _grpo_batch(10)
+    logits[1] = float("nan")  # row 1 is fully masked
+    logits[:, -1] = float("nan")  # the unused last position
+    targets[~mask] = -7
+    behaviour[~mask] = float("nan")
+    live = logits.clone().requires_grad_()
+    loss, _ = logits_grpo_loss(live, targets, behaviour, advantages, mask, backend="triton",
+                               one_pass=True)  # fmt: skip
+    loss.backward()
+    used = torch.nn.functional.pad(mask, (0, 1))
+    assert torch.isfinite(loss) and bool(torch.isfinite(live.grad).all())
+    assert torch.equal(live.grad[~used], torch.zeros(int((~used).sum()), logits.shape[-1]))
+    assert bool((live.grad[used] != 0).any())
