@@ -233,3 +233,19 @@ def test_one_pass_skipped_rows_hold_anything() -> None:
     assert torch.isfinite(loss) and bool(torch.isfinite(live.grad).all())
     assert torch.equal(live.grad[~used], torch.zeros(int((~used).sum()), logits.shape[-1]))
     assert bool((live.grad[used] != 0).any())
+
+
+def test_reference_backend_skips_the_same_rows() -> None:
+    gen = torch.Generator().manual_seed(11)
+    logits = torch.randn(N, V, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, V, (N,), generator=gen)
+    keep = torch.arange(N) % 2 == 0
+    targets[~keep] = V + 5  # never checked, never read
+    live = logits.clone().requires_grad_()
+    logp, entropy = token_logprobs(live, targets, backend="reference", mask=keep,
+                                   return_entropy=True)  # fmt: skip
+    (logp.sum() + entropy.sum()).backward()
+    want, want_entropy = token_logprobs_ref(logits[keep], targets[keep], return_entropy=True)
+    assert torch.allclose(logp[keep], want) and torch.allclose(entropy[keep], want_entropy)
+    assert torch.equal(logp[~keep], torch.zeros(int((~keep).sum()), dtype=torch.float64))
+    assert torch.equal(live.grad[~keep], torch.zeros(int((~keep).sum()), V, dtype=torch.float64))
