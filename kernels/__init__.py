@@ -6,6 +6,7 @@ interpreter on where there is no CUDA):
 * :func:`token_logprobs` — per-token log-probs from logits.
 * :func:`fused_linear_logprobs` — log-probs fused with the output projection.
 * :func:`grpo_loss` — the GRPO loss and its off-policy statistics.
+* :func:`logits_grpo_loss` — the GRPO loss from logits, skipping masked and unused positions.
 * :func:`group_advantages` — advantages normalised inside each group.
 """
 
@@ -37,6 +38,7 @@ _EXPORTS = {
     "token_logprobs": "stalesim.kernels.logprobs",
     "fused_linear_logprobs": "stalesim.kernels.fused_linear",
     "grpo_loss": "stalesim.kernels.loss",
+    "logits_grpo_loss": "stalesim.kernels.logits_loss",
     "group_advantages": "stalesim.kernels.advantages",
 }
 

@@ -33,14 +33,16 @@ ALIGNED = "aligned"
 def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
     """(kernel, argument types, constexpr values, warps, stages) for each GPU launch: both
     log-prob kernels, the fused forward in every autotuned tile of :data:`FORWARD_CONFIGS`
-    (16-bit) and its fixed float32 tile, the fused logit-gradient kernel, and the GRPO loss
-    forward."""
+    (16-bit) and its fixed float32 tile, the fused logit-gradient kernel, the GRPO loss
+    forward, and the one-read logits -> GRPO kernel with its backward scaling."""
     import torch
     from stalesim.kernels import _fused_triton as fused
     from stalesim.kernels import _grpo_loss_triton as grpo
     from stalesim.kernels import _logprob_triton as logprob
 
     jobs = []
+    # The log-prob kernels compile with the row-skip mask in bf16 (the GRPO path's dtype)
+    # and without it in float32, so both variants are checked.
     for dtype, short in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         forward = logprob.launch_config(151_936, torch.device("cuda"), "forward")
         backward = logprob.launch_config(151_936, torch.device("cuda"), "backward")
@@ -49,9 +51,10 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                 (
                     logprob._logprob_forward_kernel,
                     {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "logp_ptr": "*fp32",
-                     "lse_ptr": "*fp32", "entropy_ptr": "*fp32", "n_vocab": ALIGNED,
-                     "stride_row": ALIGNED, "inv_temperature": "fp32"},
-                    {"BLOCK_V": forward.block_v, "WITH_ENTROPY": with_entropy},
+                     "lse_ptr": "*fp32", "entropy_ptr": "*fp32", "keep_ptr": "*u8",
+                     "n_vocab": ALIGNED, "stride_row": ALIGNED, "inv_temperature": "fp32"},
+                    {"BLOCK_V": forward.block_v, "WITH_ENTROPY": with_entropy,
+                     "HAS_KEEP": short == "bf16"},
                     forward.num_warps, 3,
                 )
             )  # fmt: skip
@@ -61,9 +64,10 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                     {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "lse_ptr": "*fp32",
                      "entropy_ptr": "*fp32", "grad_logp_ptr": "*fp32",
                      "grad_entropy_ptr": "*fp32", "grad_logits_ptr": f"*{short}",
-                     "n_vocab": ALIGNED, "stride_row": ALIGNED, "stride_grad_row": ALIGNED,
-                     "inv_temperature": "fp32"},
-                    {"BLOCK_V": backward.block_v, "WITH_ENTROPY": with_entropy},
+                     "keep_ptr": "*u8", "n_vocab": ALIGNED, "stride_row": ALIGNED,
+                     "stride_grad_row": ALIGNED, "inv_temperature": "fp32"},
+                    {"BLOCK_V": backward.block_v, "WITH_ENTROPY": with_entropy,
+                     "HAS_KEEP": short == "bf16"},
                     backward.num_warps, 3,
                 )
             )  # fmt: skip
@@ -110,6 +114,28 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
              "HAS_REF": True, "USE_KL": True, "KL_ESTIMATOR": 3, "BLOCK": 512,
              "TILES_BLOCK": 2},
             4, 1,
+        )
+    )  # fmt: skip
+    # The one-read logits -> GRPO kernel (bf16 logits, the forward's tile) and the backward's
+    # upstream scaling.
+    from stalesim.kernels import _logits_grpo_triton as onepass
+
+    jobs.append(
+        (
+            onepass.logits_grpo_onepass_kernel,
+            {"logits_ptr": "*bf16", "targets_ptr": "*i64", "keep_ptr": "*u8",
+             "behaviour_ptr": "*fp32", "adv_ptr": "*fp32", "weight_ptr": "*fp32",
+             "logp_ptr": "*fp32", "grad_ptr": "*bf16", "n_vocab": ALIGNED,
+             "stride_row": ALIGNED, "stride_grad_row": ALIGNED, "inv_temperature": "fp32",
+             "eps_low": "fp32", "eps_high": "fp32"},
+            {"BLOCK_V": forward.block_v}, forward.num_warps, 3,
+        )
+    )  # fmt: skip
+    jobs.append(
+        (
+            onepass.scale_kernel,
+            {"grad_ptr": "*bf16", "upstream_ptr": "*fp32", "n_elements": "i32"},
+            {"BLOCK": 4096}, 8, 1,
         )
     )  # fmt: skip
     return jobs

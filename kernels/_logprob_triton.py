@@ -72,18 +72,28 @@ def _logprob_forward_kernel(
     logp_ptr,
     lse_ptr,
     entropy_ptr,
+    keep_ptr,
     n_vocab,
     stride_row,
     inv_temperature,
     BLOCK_V: tl.constexpr,
     WITH_ENTROPY: tl.constexpr,
+    HAS_KEEP: tl.constexpr,
 ):
-    """One row per program. HBM: the row's V logits read once (one pass over the logits,
+    """One row per program. With ``HAS_KEEP``, a row whose ``keep`` byte is 0 reads no logit
+    (its loop runs zero times) and writes 0 for each of its outputs. HBM: the row's V logits read once (one pass over the logits,
     ``itemsize * V`` bytes; the prefetch past the last tile is fully masked and reads nothing),
     8 or 12 bytes written; no host synchronisation anywhere."""
     row = tl.program_id(0).to(tl.int64)
     row_ptr = logits_ptr + row * stride_row
     cols = tl.arange(0, BLOCK_V)
+    if HAS_KEEP:
+        keep = tl.load(keep_ptr + row) != 0
+        # A skipped row's columns end at 0: no tile is loaded and the loop never runs.
+        n_live = tl.where(keep, n_vocab, 0)
+    else:
+        keep = row >= 0
+        n_live = n_vocab
 
     # m: the row's running maximum (-inf until a finite logit or +inf is seen). Per lane:
     # s = sum exp(z - shift) and, for the entropy, w = sum exp(z - shift) (z - shift), where
@@ -93,11 +103,11 @@ def _logprob_forward_kernel(
     w = tl.zeros((BLOCK_V,), tl.float32)
     # Software pipelining by hand: the next tile's load is issued before this tile's math, so
     # each program keeps two tiles of loads in flight (Triton pipelines only loads feeding dots).
-    ahead = tl.load(row_ptr + cols, mask=cols < n_vocab, other=float("-inf"))
-    for start in range(0, n_vocab, BLOCK_V):
+    ahead = tl.load(row_ptr + cols, mask=cols < n_live, other=float("-inf"))
+    for start in range(0, n_live, BLOCK_V):
         z = ahead.to(tl.float32) * inv_temperature
         idx = start + BLOCK_V + cols
-        ahead = tl.load(row_ptr + idx, mask=idx < n_vocab, other=float("-inf"))
+        ahead = tl.load(row_ptr + idx, mask=idx < n_live, other=float("-inf"))
         # The reduction's max may drop a NaN; exp(NaN - shift) still carries it into s. A +inf
         # logit makes the shift +inf and the row NaN (inf - inf), as the reference does.
         tile_max = tl.max(z, axis=0)
@@ -118,14 +128,14 @@ def _logprob_forward_kernel(
     log_sum = tl.log(row_sum)
     target = tl.load(targets_ptr + row).to(tl.int64)
     in_vocab = (target >= 0) & (target < n_vocab)
-    target_logit = tl.load(row_ptr + target, mask=in_vocab, other=0.0).to(tl.float32)
+    target_logit = tl.load(row_ptr + target, mask=in_vocab & keep, other=0.0).to(tl.float32)
     target_logit = tl.where(in_vocab, target_logit * inv_temperature, float("nan"))
-    tl.store(lse_ptr + row, shift + log_sum)
+    tl.store(lse_ptr + row, tl.where(keep, shift + log_sum, 0.0))
     # Subtracting the max before the sum keeps full float32 precision when logits are large
     # (at 1e4 one float32 ulp of the log-sum-exp is already 1e-3).
-    tl.store(logp_ptr + row, (target_logit - shift) - log_sum)
+    tl.store(logp_ptr + row, tl.where(keep, (target_logit - shift) - log_sum, 0.0))
     if WITH_ENTROPY:
-        tl.store(entropy_ptr + row, log_sum - tl.sum(w, axis=0) / row_sum)
+        tl.store(entropy_ptr + row, tl.where(keep, log_sum - tl.sum(w, axis=0) / row_sum, 0.0))
 
 
 @triton.jit
@@ -137,18 +147,31 @@ def _logprob_backward_kernel(
     grad_logp_ptr,
     grad_entropy_ptr,
     grad_logits_ptr,
+    keep_ptr,
     n_vocab,
     stride_row,
     stride_grad_row,
     inv_temperature,
     BLOCK_V: tl.constexpr,
     WITH_ENTROPY: tl.constexpr,
+    HAS_KEEP: tl.constexpr,
 ):
     """Program (row, tile). HBM: one tile of logits read and one tile of dlogits written (two
-    passes over the logits' size in all), 12 to 20 bytes per row of saved state read."""
+    passes over the logits' size in all), 12 to 20 bytes per row of saved state read. With
+    ``HAS_KEEP``, a skipped row reads no logit and writes an exact-zero tile.
+
+    ``grad_logits`` may be ``logits`` itself (the in-place option): each element is read and
+    then written by the same program, and no other program reads it."""
     row = tl.program_id(0).to(tl.int64)
     idx = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
     in_vocab = idx < n_vocab
+    if HAS_KEEP:
+        keep = tl.load(keep_ptr + row) != 0
+        # A skipped row's columns end at 0, so none of its logits is loaded.
+        live = idx < tl.where(keep, n_vocab, 0)
+    else:
+        keep = row >= 0
+        live = in_vocab
 
     lse = tl.load(lse_ptr + row)
     target = tl.load(targets_ptr + row).to(tl.int64)
@@ -156,7 +179,7 @@ def _logprob_backward_kernel(
     # z = logits / T; p is recomputed from the saved log-sum-exp, so no [N, V] probability
     # tensor is ever kept.
     g_logp = tl.load(grad_logp_ptr + row).to(tl.float32) * inv_temperature
-    z = tl.load(logits_ptr + row * stride_row + idx, mask=in_vocab, other=float("-inf"))
+    z = tl.load(logits_ptr + row * stride_row + idx, mask=live, other=float("-inf"))
     log_prob = z.to(tl.float32) * inv_temperature - lse
     prob = tl.exp(log_prob)
     grad = g_logp * (tl.where(idx == target, 1.0, 0.0) - prob)
@@ -166,6 +189,8 @@ def _logprob_backward_kernel(
         # p log p is 0 at p = 0 (a -inf logit), not 0 * -inf.
         term = prob * tl.where(prob == 0.0, 0.0, log_prob + entropy)
         grad -= g_entropy * term
+    # A skipped row's gradient is exactly 0, whatever its upstream gradient holds.
+    grad = tl.where(keep, grad, 0.0)
     out = grad_logits_ptr + row * stride_grad_row + idx
     tl.store(out, grad.to(grad_logits_ptr.dtype.element_ty), mask=in_vocab)
 
@@ -177,9 +202,11 @@ def logprob_forward(
     logp: torch.Tensor,
     lse: torch.Tensor,
     entropy: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
 ) -> None:
     """Fill ``logp[N]``, ``lse[N]`` and, if given, ``entropy[N]`` (float32) from
-    ``logits[N, V]`` (unit column stride)."""
+    ``logits[N, V]`` (unit column stride); rows whose ``keep[N]`` byte is 0 are skipped (read
+    nothing, write 0)."""
     n_rows, n_vocab = logits.shape
     if n_rows == 0:
         return
@@ -190,11 +217,13 @@ def logprob_forward(
         logp,
         lse,
         entropy if entropy is not None else lse,
+        keep if keep is not None else targets,
         n_vocab,
         logits.stride(0),
         1.0 / temperature,
         BLOCK_V=cfg.block_v,
         WITH_ENTROPY=entropy is not None,
+        HAS_KEEP=keep is not None,
         num_warps=cfg.num_warps,
     )
 
@@ -208,9 +237,11 @@ def logprob_backward(
     grad_logits: torch.Tensor,
     entropy: torch.Tensor | None = None,
     grad_entropy: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
 ) -> None:
     """Fill ``grad_logits[N, V]`` from the upstream gradients ``grad_logp[N]`` and, with the
-    saved ``entropy``, ``grad_entropy[N]`` (contiguous float32)."""
+    saved ``entropy``, ``grad_entropy[N]`` (contiguous float32); rows whose ``keep[N]`` byte
+    is 0 get exact zeros without reading their logits. ``grad_logits`` may be ``logits``."""
     n_rows, n_vocab = logits.shape
     if n_rows == 0:
         return
@@ -224,11 +255,13 @@ def logprob_backward(
         grad_logp,
         grad_entropy if with_entropy else grad_logp,
         grad_logits,
+        keep if keep is not None else targets,
         n_vocab,
         logits.stride(0),
         grad_logits.stride(0),
         1.0 / temperature,
         BLOCK_V=cfg.block_v,
         WITH_ENTROPY=with_entropy,
+        HAS_KEEP=keep is not None,
         num_warps=cfg.num_warps,
     )

@@ -17,6 +17,11 @@ from typing import Literal
 
 import torch
 
+MIN_TORCH = (2, 8)
+"""The oldest torch the Triton paths run on: the fused linear path's 16-bit GEMMs accumulate
+into float32 with ``torch.addmm(..., out_dtype=torch.float32)``, which torch 2.8 introduced
+(pytorch/pytorch#150812). ``pyproject.toml``'s extras declare the same minimum."""
+
 Backend = Literal["auto", "triton", "reference"]
 BACKENDS: tuple[str, ...] = ("auto", "triton", "reference")
 
@@ -40,6 +45,23 @@ def load_triton_module(name: str) -> ModuleType:
     On a machine without CUDA the interpreter is switched on first, so the same kernels run on
     CPU tensors.
     """
+    check_torch_version(torch.__version__)
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     return importlib.import_module(f"stalesim.kernels.{name}")
+
+
+def check_torch_version(version: str) -> None:
+    """Refuse, in one line, a torch older than :data:`MIN_TORCH` (``version`` as
+    ``torch.__version__`` writes it, e.g. ``2.7.1+cu126``)."""
+    release = version.split("+")[0].split(".")
+    try:
+        found = tuple(int(part) for part in release[:2])
+    except ValueError:
+        return  # a source build's odd version string: let the call itself decide
+    if found < MIN_TORCH:
+        need = ".".join(map(str, MIN_TORCH))
+        raise ValueError(
+            f"torch {version}: the Triton kernels need torch >= {need} "
+            f"(torch.addmm(out_dtype=...)); install it with: pip install 'torch>={need}'"
+        )

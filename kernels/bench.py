@@ -99,6 +99,8 @@ def run_kernel_bench(
     shapes = cases.QUICK if quick else cases.FULL
     if chosen.type == "cuda":
         ceilings = cases.measure_ceilings(chosen, shapes, repeats)
+        # Every implementation's error against float64, on the inputs it is timed on.
+        thunks += cases.error_cases(chosen, shapes)
         thunks += [
             lambda case=case: cases.measure(case, chosen, repeats, ceilings)
             for case in cases.timing_cases(chosen, shapes)
@@ -118,6 +120,8 @@ def run_kernel_bench(
         frame = _write_results(stage, rows, chosen, quick, ceilings, compile_reports, targets)
         page_written = _write_page(stage)
     _print_table(frame)
+    if ceilings:
+        click.echo(_ceilings_line(ceilings, cases.datasheet_ceilings(torch.cuda.get_device_name())))
     for t in targets:
         value = "—" if t["value"] is None else f"{t['value']:.3f}"
         click.echo(f"target {t['figure']}: {value} (target {t['target']}): {t['verdict']}")
@@ -141,6 +145,23 @@ def run_kernel_bench(
             f"not installed here; render it elsewhere with `stalesim report kernels {out_dir}`"
         )
     return frame
+
+
+def _ceilings_line(measured: dict[str, float], datasheet: dict[str, float] | None) -> str:
+    """The measured ceilings beside the datasheet's (fractions are against the measured)."""
+
+    def pair(key: str, scale: float, unit: str) -> str:
+        text = f"{measured[key] / scale:,.0f} {unit} measured"
+        if datasheet:
+            sheet = datasheet[key]
+            text += f" ({measured[key] / sheet:.0%} of the datasheet's {sheet / scale:,.0f})"
+        return text
+
+    return (
+        f"ceilings: copy {pair('copy_bytes_per_s', 1e9, 'GB/s')}; bf16 matmul "
+        f"{pair('matmul_flop_per_s', 1e12, 'TFLOP/s')}"
+        + ("" if datasheet else "; no datasheet figures for this card")
+    )
 
 
 def _write_page(stage: Path) -> bool:
@@ -236,6 +257,8 @@ def _write_results(
     frame = pl.DataFrame(rows, schema=schema)
     atomic_write(out_dir / "kernels.csv", lambda tmp: frame.write_csv(tmp))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    from stalesim.kernels._bench_cases import datasheet_ceilings
+
     summary = {
         "device": device_name,
         "gpu_timings_measured": device.type == "cuda",
@@ -243,6 +266,7 @@ def _write_results(
         "torch": torch.__version__,
         "triton": triton.__version__,
         "ceilings": ceilings,
+        "datasheet_ceilings": datasheet_ceilings(device_name) if ceilings else None,
         "correctness_failures": frame.filter(pl.col("status") == "FAIL").height,
         "rows": frame.height,
         "sm90_compile": compile_reports,

@@ -66,14 +66,20 @@ def test_timing_half_runs_on_cpu_at_tiny_shapes() -> None:
         for pass_ in ("forward", "forward+backward"):
             assert {(kernel, pass_, "triton"), (kernel, pass_, "torch eager")} <= kinds
     assert ("grpo_loss", "forward+backward", "triton") in kinds
+    # Every logits case runs on random and on peaked logits.
+    for kernel in ("token_logprobs", "fused_linear_logprobs", cases.LOGITS_GRPO_KERNEL):
+        shapes_run = {c.labels["shape"].rsplit(", ", 1)[-1] for c in timed
+                      if c.labels["kernel"] == kernel}  # fmt: skip
+        assert shapes_run == {"random logits", "peaked logits"}, kernel
     path = (cases.LOGITS_GRPO_KERNEL, "forward+backward")
-    assert {(*path, "triton"), (*path, "torch eager")} <= kinds
+    assert {(*path, "triton"), (*path, "triton one-pass"), (*path, "torch eager")} <= kinds
     # Every outside baseline has a row: timed when installed, "not installed" when not.
     for name in (
         "trl selective_log_softmax",
         "liger fused_linear_cross_entropy",
         "cut cross-entropy (gradient filter on)",
         "cut cross-entropy (gradient filter off)",
+        "cut cross-entropy (cce_exact)",
         "liger triton_grpo_loss",
         "trl selective_log_softmax + loss",
     ):
@@ -87,6 +93,11 @@ def test_timing_half_runs_on_cpu_at_tiny_shapes() -> None:
             continue
         assert result["status"] == "ok", result
         assert result["median_s"] > 0
+        if result["achieved_unit"] == "µs":  # latency-bound: the time, no ceiling
+            assert case.labels["kernel"] == "grpo_loss"
+            assert result["achieved"] == pytest.approx(result["median_s"] * 1e6)
+            assert result["fraction_of_ceiling"] is None and result["ceiling"] is None
+            continue
         scale = 1e9 if result["achieved_unit"] == "GB/s" else 1e12
         assert result["achieved"] * scale == pytest.approx(case.work / result["median_s"])
         assert result["fraction_of_ceiling"] == pytest.approx(
