@@ -102,14 +102,15 @@ def screen(candidate: Candidate) -> ScreenEstimate:
     context = prompt + r_sq / (2.0 * r_mean)
 
     def iteration_s(b: float) -> float:
-        return tm.a_s + tm.gamma_s_per_seq * b + tm.beta_s_per_token * b * context
+        # fixed_s: a mixture of experts reads only the experts a batch of b touches
+        return tm.fixed_s(b) + tm.gamma_s_per_seq * b + tm.beta_s_per_token * b * context
 
     prefill_per_sample = prompt * tm.prefill_s_per_token / G
     engine_samples_per_s = 1.0 / (r_mean * iteration_s(b_cap) / b_cap + prefill_per_sample)
     rollout_s = samples / (engines * engine_samples_per_s)
     per_engine = samples / engines
     at_once = (
-        r_max * tm.a_s
+        r_max * tm.fixed_s(min(per_engine, b_cap))
         + tm.gamma_s_per_seq * per_engine * r_mean
         + tm.beta_s_per_token * per_engine * (prompt * r_mean + r_sq / 2.0)
         + per_engine * prefill_per_sample

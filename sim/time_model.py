@@ -33,7 +33,7 @@ class DecodeTimeModel:
     expert_s: float = 0.0
     expert_miss: float = 1.0
 
-    def fixed_s(self, live: int) -> float:
+    def fixed_s(self, live: float) -> float:
         """The part of an iteration that does not grow with context or per sequence: ``a``
         plus, for a mixture of experts, reading the experts the batch touches."""
         if self.expert_s:
