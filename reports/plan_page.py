@@ -19,6 +19,7 @@ infeasible candidates; the inputs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -528,7 +529,7 @@ def recommendation_cards(
                 note=_interval(best.get("time_shown_lo"), best.get("time_shown_hi")),
             ),
             Metric("cost to target", best.get("cost_to_target_usd"), "USD"),
-            Metric("learner steps to target", best.get("learner_steps_to_target")),
+            Metric("learner steps to target", _whole(best.get("learner_steps_to_target"))),
         ]
     else:
         time_cards = [
@@ -884,3 +885,8 @@ def inputs_table(summary: dict[str, Any]) -> pl.DataFrame:
         "counts": summary.get("counts") or {},
     }
     return scenario_table(flat, round_numbers=True)
+
+
+def _whole(steps: float | None) -> int | None:
+    """Learner steps are whole: a run cannot take a fraction of one."""
+    return None if steps is None else math.ceil(steps)

@@ -9,6 +9,7 @@ re-rendered from any finished run. Long traces are binned in time (see
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +275,7 @@ def law_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
     if _number(law.get("baseline_steps")) is not None:
         time_s = _number(law.get("time_to_target_s"))
         cards += [
-            Metric("learner steps to target", law.get("learner_steps_to_target")),
+            Metric("learner steps to target", _whole(law.get("learner_steps_to_target"))),
             Metric("time to target", None if time_s is None else time_s / 3600, "h"),
             Metric("cost to target", law.get("cost_to_target_usd"), "USD"),
         ]
@@ -808,3 +809,8 @@ def _section(summary: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _whole(steps: float | None) -> int | None:
+    """Learner steps are whole: a run cannot take a fraction of one."""
+    return None if steps is None else math.ceil(steps)
