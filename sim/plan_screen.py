@@ -17,13 +17,12 @@ the event simulation by steady-state averages:
   the optimizer step; plus the colocated switch once per learner step);
 * weights: the learner pays the publish (and a blocking transfer) per publication, every
   ``publish_interval`` optimizer steps in async; engines pay the load;
-* modes combine them: sync adds generation, training and the weight update; one_step and
-  async overlap them (the slower side sets the pace), and an async bound lets generation run
-  only ``(S_max + 1) / M`` batches ahead, so a tight one serialises part of each batch's
-  generation with its training (only the last mini-batch's, for a streaming learner);
-* staleness: sync modes ``M - 1`` at most (the mini-batch index), one_step ``2M - 1``; async
-  reaches its bound when the learner is the bottleneck, else a sample lags by its generation
-  latency over the step time.
+* each mode combines them in its own ``screen`` (``sim/modes/``, given these pieces as
+  :class:`~stalesim.sim.modes.base.ScreenInputs`): sync adds generation, training and the
+  weight update; one_step and async overlap them (the slower side sets the pace), and an async
+  bound lets generation run only ``(S_max + 1) / M`` batches ahead; staleness is the
+  mini-batch index in sync modes, ``2M - 1`` at most in one_step, and in the overlapped modes
+  a sample's generation latency over the step time, up to the bound.
 
 These are estimates, not bounds: the plan calibrates them against the simulations it runs
 (:mod:`stalesim.sim.plan_select`) and discards only with a safety margin.
@@ -31,11 +30,12 @@ These are estimates, not bounds: the plan calibrates them against the simulation
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtri
+from stalesim.sim.modes import MODES
+from stalesim.sim.modes.base import ScreenInputs
 from stalesim.sim.plan_space import Candidate
 
 #: Points of the standard-normal grid on which length distributions are averaged.
@@ -131,47 +131,32 @@ def screen(candidate: Candidate) -> ScreenEstimate:
     pubs = M / (algo.publish_interval or M)
     learner_side = learn_s + pubs * (ws.publish_s + (sync_s if blocking else 0.0))
     weights_s = ws.publish_s + sync_s + ws.load_s
-    mode = algo.mode
-    if mode in ("sync", "sync_colocated"):
-        step_s = generate_s + learn_s + weights_s
-        learner_bound = learn_s >= generate_s
-        s_max, s_mean = M - 1.0, (M - 1.0) / 2.0
-        s_token = s_mean
-    elif mode == "one_step":
-        step_s = max(generate_s + weights_s, learner_side)
-        learner_bound = learner_side >= generate_s + weights_s
-        s_max, s_mean = 2.0 * M - 1.0, M + (M - 1.0) / 2.0
-        s_token = s_mean
-    else:
-        rollout_side = rollout_s + pubs * ((sync_s if blocking else 0.0) + ws.load_s)
-        step_s = max(rollout_side, learner_side)
-        learner_bound = learner_side >= rollout_side
-        if mode == "async":
-            # the bound lets generation run (S_max + 1) / M batches ahead of the learner: a
-            # tighter one serialises part of each batch's generation with its training
-            # a streaming learner trains on each chunk while later ones generate, so only
-            # the last chunk's training is serialised with its generation
-            depth = max(1.0, (algo.max_staleness + 1.0) / M)
-            serial_learn = learn_s / M if algo.streaming else learn_s
-            step_s = max(step_s, (generate_s + serial_learn + weights_s) / depth)
-        latency_mean = r_mean * iteration_s(b_cap) + prefill_per_sample * G
-        latency_p99 = r_p99 * iteration_s(b_cap) + prefill_per_sample * G
-        lag_max = M - 1.0 + math.ceil(M * latency_p99 / step_s)
-        lag_mean = (M - 1.0) / 2.0 + M * latency_mean / step_s
-        bound = float(algo.max_staleness) if mode == "async" else math.inf
-        if learner_bound and mode == "async":
-            s_max, s_mean = bound, max(min(bound, lag_mean), bound - 0.5 * M)
-        else:
-            s_max, s_mean = min(bound, lag_max), min(bound, lag_mean)
-        s_token = s_mean * (0.5 if algo.inflight_updates else 1.0)
+    inputs = ScreenInputs(
+        generate_s=generate_s,
+        rollout_s=rollout_s,
+        learn_s=learn_s,
+        learner_side_s=learner_side,
+        weights_s=weights_s,
+        publication_s=pubs * ((sync_s if blocking else 0.0) + ws.load_s),
+        latency_mean_s=r_mean * iteration_s(b_cap) + prefill_per_sample * G,
+        latency_p99_s=r_p99 * iteration_s(b_cap) + prefill_per_sample * G,
+        minibatches=M,
+    )
+    spec = MODES[algo.mode]
+    if spec.screen is None:
+        raise ValueError(
+            f"algorithm.mode={algo.mode} has no screen estimate: plan with "
+            "evaluation.screen: false (or --no-screen)"
+        )
+    t = spec.screen(inputs, algo)
     return ScreenEstimate(
-        step_time_s=step_s,
-        samples_per_s=samples / step_s,
-        staleness_max=s_max,
-        staleness_p99=s_max,
-        staleness_mean=s_mean,
-        staleness_token_mean=s_token,
-        learner_bound=learner_bound,
+        step_time_s=t.step_s,
+        samples_per_s=samples / t.step_s,
+        staleness_max=t.staleness_max,
+        staleness_p99=t.staleness_max,
+        staleness_mean=t.staleness_mean,
+        staleness_token_mean=t.staleness_token_mean,
+        learner_bound=t.learner_bound,
     )
 
 

@@ -29,7 +29,7 @@ import math
 from typing import TYPE_CHECKING
 
 from stalesim.sim.config_file import ConfigError
-from stalesim.sim.modes.base import ModeSpec
+from stalesim.sim.modes.base import ModeSpec, ScreenInputs, ScreenTiming, overlapped_screen
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
@@ -138,6 +138,18 @@ def _start(c: Cluster) -> None:
     pool.request_kick()
 
 
+def _screen(i: ScreenInputs, algo: AlgorithmConfig) -> ScreenTiming:
+    """Engines and learner overlap up to the bound: it lets generation run ``(S_max + 1) / M``
+    batches ahead of the learner, so a tight one serialises part of each batch's generation
+    with its training (only the last chunk's training for a streaming learner, which trains on
+    each chunk while later ones generate)."""
+    m = i.minibatches
+    depth = max(1.0, (algo.max_staleness + 1.0) / m)
+    serial_learn = i.learn_s / m if algo.streaming else i.learn_s
+    floor_s = (i.generate_s + serial_learn + i.weights_s) / depth
+    return overlapped_screen(i, algo, bound=float(algo.max_staleness), floor_s=floor_s)
+
+
 ASYNC = ModeSpec(
     name="async",
     summary="generation never waits, except for the admission limit on staleness",
@@ -146,4 +158,5 @@ ASYNC = ModeSpec(
     own_publication=True,
     check=check,
     recomputes_old_logprobs=False,
+    screen=_screen,
 )

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from stalesim.sim.modes.base import ModeSpec, generate_batch
+from stalesim.sim.modes.base import ModeSpec, ScreenInputs, ScreenTiming, generate_batch
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
+    from stalesim.sim.scenario import AlgorithmConfig
 
 
 def _one_step(c: Cluster) -> Generator:
@@ -30,9 +31,21 @@ def _start(c: Cluster) -> None:
     c.env.process(_one_step(c))
 
 
+def _screen(i: ScreenInputs, _algo: AlgorithmConfig) -> ScreenTiming:
+    """Generation and its weight load overlap training: the slower side sets the pace; every
+    sample is one learner step (M versions) plus its mini-batch index old."""
+    m = i.minibatches
+    rollout = i.generate_s + i.weights_s
+    mean = m + (m - 1.0) / 2.0
+    return ScreenTiming(
+        max(rollout, i.learner_side_s), i.learner_side_s >= rollout, 2.0 * m - 1.0, mean, mean
+    )
+
+
 ONE_STEP = ModeSpec(
     name="one_step",
     summary="generation of batch k+1 overlaps training on batch k",
     start=_start,
     schedule_staleness=lambda m: 2 * m - 1,
+    screen=_screen,
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from stalesim.sim.modes.base import ModeSpec
+from stalesim.sim.modes.base import ModeSpec, overlapped_screen
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
@@ -69,4 +69,6 @@ PARTIAL_ROLLOUT = ModeSpec(
     # a round's groups were generated before the step's first optimizer step, so mini-batch k
     # is at least k versions stale (a tighter drop filter would discard and replace forever)
     schedule_staleness=lambda m: m - 1,
+    # engines and learner overlap, with no bound on a sample's age
+    screen=lambda i, algo: overlapped_screen(i, algo),
 )

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from stalesim.sim.modes.base import ModeSpec, generate_batch
+from stalesim.sim.modes.base import ModeSpec, ScreenInputs, ScreenTiming, generate_batch
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
+    from stalesim.sim.scenario import AlgorithmConfig
 
 
 def _sync(c: Cluster) -> Generator:
@@ -29,12 +30,23 @@ def _start(c: Cluster) -> None:
     c.env.process(_sync(c))
 
 
+def _screen(i: ScreenInputs, _algo: AlgorithmConfig) -> ScreenTiming:
+    """Generation, training and the weight update one after the other; staleness is the
+    mini-batch index."""
+    m = i.minibatches
+    mean = (m - 1.0) / 2.0
+    return ScreenTiming(
+        i.generate_s + i.learn_s + i.weights_s, i.learn_s >= i.generate_s, m - 1.0, mean, mean
+    )
+
+
 SYNC = ModeSpec(
     name="sync",
     summary="separate pools, each waits for the other",
     start=_start,
     schedule_staleness=lambda m: m - 1,
     on_policy=True,
+    screen=_screen,
 )
 SYNC_COLOCATED = ModeSpec(
     name="sync_colocated",
@@ -43,4 +55,5 @@ SYNC_COLOCATED = ModeSpec(
     colocated=True,
     schedule_staleness=lambda m: m - 1,
     on_policy=True,
+    screen=_screen,
 )
