@@ -426,6 +426,34 @@ PRESETS.update(
             [0.0025, 0.005, 0.01, 0.02, 0.04, 0.08],
             optimizer={"name": "sgd", "momentum": 0.9},
         ),
+        # the GPU question of the law's re-analysis: does eta_opt(8)/eta_opt(0) at ~80x the
+        # parameters look like the non-saturating CPU task's (~0.3) or the saturating one's
+        # (~0.6)? gpu-small's policy and vocabulary on the same 12-digit base-16 task, S in
+        # {0, 8} x 4 rates x 2 seeds, 60-step runs (the horizon the CPU task is judged at
+        # besides 300): 16 runs sized for one <= 8-minute device call (unmeasured: no GPU was
+        # lent when it was written). Fit with `stalesim fit OUT` (the runs are 60 steps).
+        "law-gpu-ns": {
+            "preset": "law-gpu-ns",
+            "train": {
+                "task": {"n_digits": 12, "base": 16, "vocab_size": 32_768},
+                "policy": {"n_layer": 6, "n_head": 8, "n_embd": 256},
+                "warm_start": {
+                    "steps": 400,
+                    "batch_size": 256,
+                    "corrupt_prob": 0.9,
+                    "max_mistakes": 4,
+                    "per_run_seed": True,
+                },
+                "steps": 60,
+                "prompts_per_step": 16,
+                "samples_per_prompt": 8,
+                "target_reward": 0.85,
+                "device": "cuda",
+            },
+            "grids": [
+                {"lrs": [2.5e-4, 5e-4, 1e-3, 2e-3], "staleness": ["0", "8"], "seeds": [0, 1]}
+            ],
+        },
         "law-opt-adam-0": _hub_preset(
             "law-opt-adam-0",
             [1.25e-4, 2.5e-4, *_ADAM_SHORT_LRS],
