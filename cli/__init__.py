@@ -14,14 +14,14 @@ class _RootGroup(InputErrorGroup, LazyGroup):
 @click.group(
     cls=_RootGroup,
     lazy_subcommands={
-        "simulate": "stalesim.sim.cli:simulate",
-        "presets": "stalesim.sim.cli:presets",
-        "plan": "stalesim.sim.plan_cli:plan",
+        "simulate": "stalesim.cli.simulate:simulate",
+        "presets": "stalesim.cli.simulate:presets",
+        "plan": "stalesim.cli.plan:plan",
         "bench": "stalesim.cli.bench:bench",
         "check": "stalesim.cli.check:check",
         "validate": "stalesim.validate.cli:validate",
         "fit": "stalesim.validate.law_cli:fit",
-        "calibrate": "stalesim.sim.calibrate_cli:calibrate",
+        "calibrate": "stalesim.cli.calibrate:calibrate",
         "import": "stalesim.cli.import_cli:import_config",
         "report": "stalesim.reports.cli:report",
     },

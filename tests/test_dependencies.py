@@ -52,3 +52,21 @@ def test_imports_flow_one_way(package: str, path: Path) -> None:
             )
         if package == "sim":
             assert parts[0] not in ("torch", "triton"), f"{path.relative_to(ROOT)} imports {name}"
+
+
+#: The one command module still inside ``sim/`` (it renders the published-check page); every
+#: other command lives in ``cli/``.
+SIM_COMMAND_EXCEPTIONS = {"sim/published_cli.py"}
+
+
+def test_the_simulator_never_imports_pages_or_the_command_line() -> None:
+    offenders = []
+    for path in sorted((ROOT / "sim").rglob("*.py")):
+        rel = str(path.relative_to(ROOT))
+        if rel in SIM_COMMAND_EXCEPTIONS:
+            continue
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "stalesim" and len(parts) > 1 and parts[1] in ("reports", "cli"):
+                offenders.append(f"{rel} imports {name}")
+    assert offenders == []

@@ -72,6 +72,7 @@ def simulate(
     (your synchronous run's learning rate and learner steps to target) it also gives your
     learning rate, steps and hours.
     """
+    from stalesim.cli.tables import summary_table
     from stalesim.reports.simulate_page import write_simulate_report
     from stalesim.sim.baseline import on_policy_summary
     from stalesim.sim.files import write_json, write_parquet
@@ -80,7 +81,6 @@ def simulate(
     from stalesim.sim.presets import load_scenario
     from stalesim.sim.run import check_run_size
     from stalesim.sim.run import simulate as run_simulation
-    from stalesim.sim.summary_table import summary_table
 
     scenario = load_scenario(
         str(scenario_file) if scenario_file is not None else None, preset, overrides
@@ -132,7 +132,7 @@ def simulate(
         console.print(f"law: {law_reading['regime_distance']}", markup=False)
     console.print(summary_table(summary))
     if with_sensitivity:
-        from stalesim.sim.summary_table import sensitivity_table
+        from stalesim.cli.tables import sensitivity_table
 
         console.print(sensitivity_table(summary["sensitivity"]))
     for warning in law_reading.get("warnings") or []:
@@ -217,7 +217,7 @@ def _simulate_variants(
         click.echo(json.dumps(json.loads((out_dir / "variants.json").read_text()), indent=2))
         return
     from rich.console import Console
-    from stalesim.sim.summary_table import variants_table
+    from stalesim.cli.tables import variants_table
 
     console = Console()
     if meta["law"]["regime_distance"]:
