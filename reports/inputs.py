@@ -7,27 +7,14 @@ is wrong (the CLI prints it as one line with exit code 2).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from stalesim.sim.tables import read_json_object
 
-
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file whose top level is an object."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+__all__ = ["read_csv_table", "read_json_object", "read_parquet_columns", "read_parquet_table"]
 
 
 def read_parquet_columns(path: Path, columns: Sequence[str]) -> pl.DataFrame:
