@@ -31,15 +31,20 @@ Kind = Literal["int", "float", "str", "bool"]
 class Column:
     """What a column must hold: ``kind`` (``int``: integers; ``float``: any numbers, read as
     float64; ``str``; ``bool``), inclusive bounds, and whether nulls are allowed. A
-    ``float`` column must be finite (no NaN, no infinity) unless ``finite=False``."""
+    ``float`` column must be finite (no NaN, no infinity) unless ``finite=False``; ``above``
+    is a strict lower bound."""
 
     kind: Kind = "float"
     min: float | None = None
+    #: a strict lower bound (a learning rate, a duration that must pass)
+    above: float | None = None
     max: float | None = None
     nullable: bool = False
     finite: bool = True
 
 
+#: the largest whole number a float64 holds exactly (larger floats are not read as integers)
+_WHOLE_FLOAT = 2.0**53
 _POLARS = {"int": pl.Int64, "float": pl.Float64, "str": pl.String, "bool": pl.Boolean}
 
 
@@ -111,7 +116,10 @@ def check_frame(frame: pl.DataFrame, columns: Mapping[str, Column], source: str)
             if spec.kind == "int" and series.dtype.is_float():
                 # whole numbers stored as floats (a CSV round trip) are integers
                 fractional = values.is_not_null() & (
-                    values.is_nan() | values.is_infinite() | (values != values.floor())
+                    values.is_nan()
+                    | values.is_infinite()
+                    | (values != values.floor())
+                    | (values.abs() > _WHOLE_FLOAT)
                 )
                 if fractional.any():
                     row = int(fractional.arg_true()[0])
@@ -123,10 +131,10 @@ def check_frame(frame: pl.DataFrame, columns: Mapping[str, Column], source: str)
                 if bad.any():
                     row = int(bad.arg_true()[0])
                     raise ValueError(f"{where}: {values[row]} at row {row} (must be finite)")
-            for side, bound in ((">=", spec.min), ("<=", spec.max)):
+            for side, bound in ((">=", spec.min), (">", spec.above), ("<=", spec.max)):
                 if bound is None:
                     continue
-                beyond = values < bound if side == ">=" else values > bound
+                beyond = {">=": values < bound, ">": values <= bound, "<=": values > bound}[side]
                 if beyond.any():
                     row = int(beyond.arg_true()[0])
                     raise ValueError(
@@ -137,6 +145,44 @@ def check_frame(frame: pl.DataFrame, columns: Mapping[str, Column], source: str)
             raise ValueError(f"{where}: empty at row {row}")
         cast.append(pl.col(name).cast(_POLARS[spec.kind]))
     return frame.with_columns(cast)
+
+
+def records_frame(
+    records: Any, columns: Mapping[str, Column], source: str, *, optional: Iterable[str] = ()
+) -> pl.DataFrame:
+    """JSON records (a list of objects) as a frame checked like :func:`check_frame`, after
+    checking each field's own JSON type: a string, a boolean or a list where a number belongs is
+    refused (a frame would turn ``true`` into 1.0). Columns named in ``optional`` may be
+    absent from every record."""
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"{source}: expected a non-empty list of objects")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"{source}: item {index} is {type(record).__name__}, not an object")
+        for name, spec in columns.items():
+            value = record.get(name)
+            if value is not None and not _json_kind_matches(value, spec.kind):
+                raise ValueError(
+                    f"{source}: column {name}: {value!r} at row {index} "
+                    f"(expected {_describe(spec.kind)})"
+                )
+    try:
+        frame = pl.DataFrame(records, infer_schema_length=None)
+    except Exception as exc:  # polars raises several types for fields it cannot combine
+        raise ValueError(f"{source}: fields of mixed types ({_first_line(exc)})") from None
+    skip = set(optional)
+    wanted = {n: c for n, c in columns.items() if n in frame.columns or n not in skip}
+    return check_frame(frame, wanted, source)
+
+
+def _json_kind_matches(value: Any, kind: Kind) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return kind == "float" or isinstance(value, int) or float(value).is_integer()
 
 
 def require_finished(

@@ -18,6 +18,7 @@ about 28.8, not 32. ``lag_axis="nominal"`` fits against ``S`` itself.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import platform
 from collections.abc import Callable
@@ -94,6 +95,24 @@ class FitSettings:
     by_score: bool = True
     #: synthetic sweeps of this fit's design used to measure its intervals' coverage (0: none)
     coverage_sims: int = 200
+
+    def __post_init__(self) -> None:
+        # a NaN compares false with every bound, so it would pass a range check and then
+        # silently count no run as failed
+        finite = {
+            "min_final_reward": self.min_final_reward,
+            "reach_fraction": self.reach_fraction,
+            "fail_threshold": self.fail_threshold,
+            "confidence": self.confidence,
+        }
+        for name, value in finite.items():
+            if value is not None and not math.isfinite(value):
+                option = "--" + name.replace("_", "-")
+                raise ValueError(f"{option} {value}: must be a finite number")
+        if self.seed < 0:
+            raise ValueError(f"--seed {self.seed}: must be >= 0")
+        if self.max_staleness is not None and self.max_staleness < 0:
+            raise ValueError(f"--max-staleness {self.max_staleness}: must be >= 0")
 
     def as_dict(self) -> dict[str, Any]:
         return {
