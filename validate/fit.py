@@ -771,14 +771,21 @@ def describe_regime(
     runs_dir: Path, runs: pl.DataFrame, settings: FitSettings | None = None
 ) -> dict[str, Any] | None:
     """What the law was measured on, from the sweep's ``config.json`` (None without one)."""
-    import json
+    from stalesim.sim.tables import read_json_object
 
     path = runs_dir / "config.json"
     if not path.exists():
         return None
-    train = json.loads(path.read_text()).get("train", {})
-    grpo = train.get("grpo", {})
-    optimizer = train.get("optimizer", {"name": "adamw", "beta1": 0.9})
+    train = read_json_object(path).get("train", {})
+    grpo = train.get("grpo", {}) if isinstance(train, dict) else None
+    optimizer = (
+        train.get("optimizer", {"name": "adamw", "beta1": 0.9}) if isinstance(train, dict) else None
+    )
+    policy, task = (train.get("policy", {}), train.get("task", {})) if grpo is not None else (0, 0)
+    if not all(isinstance(part, dict) for part in (grpo, optimizer, policy, task)):
+        raise ValueError(
+            f"{path}: 'train' and its grpo, optimizer, policy and task must be objects"
+        )
     if grpo.get("is_cap") is not None:
         objective = (
             f"decoupled (proximal = current policy, IS weights truncated at {grpo['is_cap']:g})"
@@ -789,7 +796,6 @@ def describe_regime(
         opt = f"AdamW (beta1 {optimizer.get('beta1', 0.9):g}, beta2 {optimizer.get('beta2', 0.999):g})"
     else:
         opt = f"SGD (momentum {optimizer.get('momentum', 0.0):g})"
-    policy, task = train.get("policy", {}), train.get("task", {})
     fixed = fixed_runs(runs)
     if settings is not None and settings.max_staleness is not None:
         fixed = fixed.filter(pl.col("staleness") <= settings.max_staleness)

@@ -117,7 +117,11 @@ def _run(
             options["num_cpus"] = config.rollout_workers + 1
             if cfg.device.startswith("cuda") and torch.cuda.is_available():
                 options["num_gpus"] = torch.cuda.device_count()
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError) as exc:
+            where = f"--address {address}" if address is not None else "a local Ray"
+            raise ConfigError(f"{where}: cannot start or join Ray ({exc})") from None
         started_ray = True
     coordinator_cls, worker_cls, learner_cls = actor_classes()
     actors = config.rollout_workers + 1

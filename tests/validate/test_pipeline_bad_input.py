@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("torch")
 
@@ -366,3 +369,100 @@ def test_a_killed_pipeline_run_is_never_replayed_and_never_mixes_with_a_finished
 
     _, tables = load_run(previous)
     assert tables["steps"].height == pl.read_parquet(COMMITTED / "steps.parquet").height
+
+
+@pytest.mark.parametrize("command", ["sweep", "pipeline"])
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("train.device=tpu:0", "train.device='tpu:0': expected cpu, cuda or cuda:N"),
+        ("train.device=cuda:x", "train.device='cuda:x': expected cpu, cuda or cuda:N"),
+        ("train.policy.n_head=3", "policy.n_embd=64 is not divisible by policy.n_head=3"),
+    ],
+)
+def test_a_bad_device_or_head_count_is_one_line_and_writes_nothing(
+    tmp_path: Path, command: str, setting: str, named: str
+) -> None:
+    from click.testing import CliRunner
+    from stalesim.cli import main
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["validate", command, "--set", setting, "--out", str(out), "--quiet"]
+    )
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "config", ['{"train": []}', '{"train": {"grpo": 3}}', "{", '{"train": {"policy": "x"}}']
+)
+def test_fit_refuses_a_damaged_sweep_config_in_one_line(tmp_path: Path, config: str) -> None:
+    from click.testing import CliRunner
+    from stalesim.cli import main
+
+    sweep = ROOT / "reports" / "results" / "law-horizon" / "non-saturating"
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    shutil.copy2(sweep / "runs.parquet", folder / "runs.parquet")
+    (folder / "config.json").write_text(config)
+    result = CliRunner().invoke(
+        main, ["fit", str(folder), "--bootstrap", "0", "--out", str(tmp_path / "law")]
+    )
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(folder / "config.json") in lines[0], result.stderr
+
+
+_TABLE_COLUMNS = [
+    (table, column) for table in ("samples", "steps", "queue", "weights") for column in {
+        "samples": ("response_tokens", "staleness_max", "staleness_mean_tokens"),
+        "steps": ("end_s", "idle_before_s", "publish_s", "version_end"),
+        "queue": ("time_s", "groups_waiting"),
+        "weights": ("seen_s", "ready_s"),
+    }[table]
+]  # fmt: skip
+
+
+@settings(
+    derandomize=True,
+    database=None,
+    max_examples=25,
+    deadline=10_000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    where=st.sampled_from(_TABLE_COLUMNS),
+    row=st.integers(min_value=0, max_value=50),
+    value=st.one_of(
+        st.floats(width=64), st.integers(min_value=-(2**31), max_value=2**31), st.text(max_size=3)
+    ),
+)
+def test_a_replayed_table_with_any_value_reads_or_is_refused_in_one_line(
+    tmp_path: Path, where: tuple[str, str], row: int, value
+) -> None:
+    from stalesim.validate.replay import RUN_TABLES, load_run
+
+    folder = tmp_path / "run"
+    shutil.rmtree(folder, ignore_errors=True)  # examples share the test's tmp_path
+    folder = _finished_copy(tmp_path)
+    table, column = where
+    path = folder / f"{table}.parquet"
+    frame = pl.read_parquet(path)
+    values = frame[column].to_list()
+    values[row % len(values)] = value
+    frame.with_columns(pl.Series(column, values, strict=False)).write_parquet(path)
+    _reseal(folder)
+    spec = RUN_TABLES[table][column]
+    try:
+        _, tables = load_run(folder)
+    except ValueError as exc:
+        message = str(exc)
+        assert "\n" not in message and message.startswith(str(folder)), message
+        return
+    # accepted: the value was the column's kind, finite and in range
+    read = tables[table][column][row % len(values)]
+    assert isinstance(value, int | float) and math.isfinite(value) and value >= (spec.min or 0)
+    assert read == pytest.approx(value)
