@@ -259,3 +259,17 @@ def test_report_published_renders_or_refuses_in_one_line(tmp_path: Path, field: 
         assert len(result.stderr.strip().splitlines()) == 1
     else:  # only a finite number in range renders
         assert isinstance(value, float) and value == value and abs(value) != float("inf")
+
+
+def test_a_failed_least_squares_fit_names_the_table(tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+    from stalesim.sim import calibrate
+
+    def diverging(*_args, **_kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(calibrate, "nnls", diverging)
+    folder = _timings(tmp_path)
+    line = _one_line(["calibrate", str(folder), "--out", str(tmp_path / "fragment.yaml")])
+    assert str(folder / "decode_timings.parquet") in line and "least-squares fit" in line
+    assert not (tmp_path / "fragment.yaml").exists()

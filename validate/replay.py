@@ -30,6 +30,7 @@ from stalesim.sim.calibrate import Calibration, calibrate
 from stalesim.sim.config_file import ConfigError, validate_config
 from stalesim.sim.files import write_json, write_parquet
 from stalesim.sim.metrics import time_average, warmup_steps
+from stalesim.sim.output_dir import output_folder
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
 from stalesim.sim.tables import Column, read_json_object, read_table, require_finished
@@ -301,8 +302,6 @@ def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | No
     real = pipeline_metrics(tables["samples"], tables["steps"], tables["queue"], group_count)
     sim = pipeline_metrics(trace.samples, trace.steps, trace.queue, group_count)
     out_dir = Path(out) if out is not None else run_dir / "replay"
-    for name in ("samples", "steps", "busy", "queue"):
-        write_parquet(out_dir / f"{name}.parquet", getattr(trace, name))
     result = {
         "run": str(run_dir),
         "mode": config.algorithm.mode,
@@ -315,5 +314,10 @@ def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | No
         "sim": sim,
         **compare(real, sim),
     }
-    write_json(out_dir / "replay.json", result)
+    # the trace and replay.json are published together, so a killed replay never leaves a
+    # new trace beside an old replay.json
+    with output_folder(out_dir, kind="validate replay") as stage:
+        for name in ("samples", "steps", "busy", "queue"):
+            write_parquet(stage / f"{name}.parquet", getattr(trace, name))
+        write_json(stage / "replay.json", result)
     return result
