@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from stalesim.sim.tables import read_json_object
+from stalesim.sim.tables import read_json_object, read_table
 
 __all__ = ["read_csv_table", "read_json_object", "read_parquet_columns", "read_parquet_table"]
 
@@ -26,21 +26,8 @@ def read_parquet_table(
     path: Path, required: Sequence[str], *, keep_all: bool = True
 ) -> pl.DataFrame:
     """A Parquet file that must hold the ``required`` columns; with ``keep_all`` every column
-    is returned, otherwise just the required ones."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such file")
-    try:
-        schema = pl.read_parquet_schema(path)
-    except Exception as exc:  # polars raises several exception types for a damaged file
-        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    missing = [name for name in required if name not in schema]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    try:
-        return pl.read_parquet(path, columns=None if keep_all else list(required))
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    is returned, otherwise just the required ones (:func:`stalesim.sim.tables.read_table`)."""
+    return read_table(path, {}, keep_all=keep_all, required=required)
 
 
 def read_csv_table(path: Path, types: Mapping[str, pl.DataType]) -> pl.DataFrame:

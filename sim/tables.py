@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -78,10 +78,15 @@ def _no_constant(name: str) -> Any:
 
 
 def read_table(
-    path: str | Path, columns: Mapping[str, Column], *, keep_all: bool = True
+    path: str | Path,
+    columns: Mapping[str, Column],
+    *,
+    keep_all: bool = True,
+    required: Sequence[str] = (),
 ) -> pl.DataFrame:
-    """A Parquet file holding ``columns`` (checked, and cast to their kind); with ``keep_all``
-    the other columns are returned too, otherwise only these."""
+    """A Parquet file holding ``columns`` (checked, and cast to their kind) and ``required``
+    (present, any type); with ``keep_all`` the other columns are returned too, otherwise only
+    these."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -89,11 +94,12 @@ def read_table(
         schema = pl.read_parquet_schema(path)
     except Exception as exc:  # polars raises several exception types for a damaged file
         raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    missing = [name for name in columns if name not in schema]
+    wanted = list(dict.fromkeys([*columns, *required]))
+    missing = [name for name in wanted if name not in schema]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
     try:
-        frame = pl.read_parquet(path, columns=None if keep_all else list(columns))
+        frame = pl.read_parquet(path, columns=None if keep_all else wanted)
     except Exception as exc:
         raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     return check_frame(frame, columns, str(path))
