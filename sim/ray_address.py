@@ -19,11 +19,12 @@ CONNECT_TIMEOUT_S = 10.0
 
 def ray_endpoint(address: str, option: str) -> tuple[str, int] | None:
     """The ``(host, port)`` that joining ``address`` connects to first; ``None`` for ``auto``
-    (Ray finds a cluster started on this machine, or says there is none, at once)."""
+    (Ray finds a cluster started on this machine, or says there is none, at once) and for
+    ``local`` (Ray starts one here)."""
     text = address.strip()
     if not text:
         raise ValueError(f"{option} '': give a Ray address (host:port, ray://host:port or auto)")
-    if text == "auto":
+    if text in ("auto", "local"):
         return None
     parsed = urlsplit(text if "://" in text else f"ray-gcs://{text}")
     if parsed.scheme not in ("ray", "ray-gcs") or not parsed.hostname:

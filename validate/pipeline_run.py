@@ -83,8 +83,6 @@ def check_pipeline(config: PipelineConfig, out: str | Path, address: str | None)
     except ValueError as exc:
         raise ConfigError(f"{exc} (preset {config.preset})") from None
     out = Path(out)
-    if str(out).strip() in ("", "."):
-        raise ConfigError(f"--out {str(out)!r}: give a folder for the run")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder")
     if address is not None:
