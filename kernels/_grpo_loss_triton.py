@@ -86,6 +86,14 @@ def _exp_minus_one_minus(x):
 
 
 @triton.jit
+def _nan_max(x):
+    """The largest element of ``x``, NaN when any element is NaN (``torch.max``'s rule, which
+    the reference follows; ``tl.max`` alone skips NaN)."""
+    nans = tl.sum((x != x).to(tl.int32), axis=0)
+    return tl.where(nans > 0, float("nan"), tl.max(x, axis=0))
+
+
+@triton.jit
 def _load_tokens(
     logp_ptr,
     behaviour_ptr,
@@ -245,7 +253,7 @@ def grpo_forward_kernel(
     tl.store(partial_ptr + STAT_RATIO_SUM * P + pid, tl.sum(tl.where(m, ratio, 0.0), axis=0))
     tl.store(
         partial_ptr + STAT_RATIO_MAX * P + pid,
-        tl.max(tl.where(m, ratio, float("-inf")), axis=0),
+        _nan_max(tl.where(m, ratio, float("-inf"))),
     )
     tl.store(partial_ptr + STAT_TRUNCATED * P + pid, tl.sum(truncated.to(tl.float32), axis=0))
     tl.store(partial_ptr + STAT_ESS_SHIFT * P + pid, shift)
@@ -338,6 +346,7 @@ def grpo_finalize_kernel(
             tl.load(partial_ptr + STAT_RATIO_MAX * P + offs, mask=inside, other=float("-inf")).to(
                 tl.float64
             ),
+            propagate_nan=tl.PropagateNan.ALL,
         )
         shift_max = tl.maximum(
             shift_max,
@@ -406,7 +415,7 @@ def grpo_finalize_kernel(
     tl.store(stats_ptr + 0, tl.where(empty, 0.0, tl.sum(clip_low, axis=0) / count).to(tl.float32))
     tl.store(stats_ptr + 1, tl.where(empty, 0.0, tl.sum(clip_high, axis=0) / count).to(tl.float32))
     tl.store(stats_ptr + 2, tl.where(empty, 1.0, tl.sum(ratio_sum, axis=0) / count).to(tl.float32))
-    tl.store(stats_ptr + 3, tl.where(empty, 1.0, tl.max(ratio_max, axis=0)).to(tl.float32))
+    tl.store(stats_ptr + 3, tl.where(empty, 1.0, _nan_max(ratio_max)).to(tl.float32))
     tl.store(stats_ptr + 4, tl.where(empty, 0.0, tl.sum(truncated, axis=0) / count).to(tl.float32))
     tl.store(stats_ptr + 5, tl.where(empty, 1.0, ess).to(tl.float32))
     tl.store(stats_ptr + 6, tl.where(empty, 0.0, tl.sum(approx_kl, axis=0) / count).to(tl.float32))

@@ -104,8 +104,17 @@ def require_targets_in_range(name: str, targets: torch.Tensor, num_classes: int)
         raise ValueError(f"{name}: value {bad} is outside [0, {num_classes})")
 
 
+#: The smallest temperature the log-prob ops accept. The kernels scale logits by
+#: ``1/temperature`` in float32: at 1e-45 that factor is infinite and every log-prob NaN, and
+#: well before that a logit of a few tens divided by the temperature keeps too few bits for
+#: its log-prob (float32's spacing at 2e4 is 2e-3). Greedy decoding is ``argmax``, not a
+#: temperature.
+MIN_TEMPERATURE = 1e-3
+
+
 def require_temperature(temperature: float) -> float:
-    """The temperature as a float, after checking that it is finite and > 0."""
+    """The temperature as a float, after checking that it is finite and at least
+    :data:`MIN_TEMPERATURE`."""
     if isinstance(temperature, torch.Tensor):
         if temperature.numel() != 1:
             raise ValueError(
@@ -116,6 +125,11 @@ def require_temperature(temperature: float) -> float:
         raise ValueError(f"temperature: expected a number, got {type(temperature).__name__}")
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature={temperature}: must be finite and > 0")
+    if temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature={temperature}: below the smallest supported, {MIN_TEMPERATURE:g} "
+            "(the log-probs would lose their precision, and become NaN below about 1e-38)"
+        )
     return float(temperature)
 
 

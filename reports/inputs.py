@@ -7,27 +7,14 @@ is wrong (the CLI prints it as one line with exit code 2).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from stalesim.sim.tables import read_json_object, read_table
 
-
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file whose top level is an object."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+__all__ = ["read_csv_table", "read_json_object", "read_parquet_columns", "read_parquet_table"]
 
 
 def read_parquet_columns(path: Path, columns: Sequence[str]) -> pl.DataFrame:
@@ -39,21 +26,8 @@ def read_parquet_table(
     path: Path, required: Sequence[str], *, keep_all: bool = True
 ) -> pl.DataFrame:
     """A Parquet file that must hold the ``required`` columns; with ``keep_all`` every column
-    is returned, otherwise just the required ones."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such file")
-    try:
-        schema = pl.read_parquet_schema(path)
-    except Exception as exc:  # polars raises several exception types for a damaged file
-        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    missing = [name for name in required if name not in schema]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    try:
-        return pl.read_parquet(path, columns=None if keep_all else list(required))
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    is returned, otherwise just the required ones (:func:`stalesim.sim.tables.read_table`)."""
+    return read_table(path, {}, keep_all=keep_all, required=required)
 
 
 def read_csv_table(path: Path, types: Mapping[str, pl.DataType]) -> pl.DataFrame:

@@ -11,7 +11,10 @@ import altair as alt
 import polars as pl
 from stalesim.reports.inputs import read_json_object
 from stalesim.reports.page import Metric, Page
+from stalesim.sim.tables import Column, records_frame, require_finished
 
+#: the completion marker's kind of a `check published` folder
+PUBLISHED_KIND = "check published"
 PAIR_COLUMNS = (
     "id",
     "gpus_sync",
@@ -38,14 +41,41 @@ CALIBRATED_COLUMNS = (
 )
 
 
+#: What each column of a pair must hold (a string in a number's place, NaN or infinity is a
+#: damaged file, not a figure to plot).
+_STEP = Column("float", above=0.0)
+PAIR_SCHEMA: dict[str, Column] = {
+    "id": Column("str"),
+    "gpus_sync": Column("int", min=1),
+    "gpus_async": Column("int", min=1),
+    "sync_mode": Column("str"),
+    "async_mode": Column("str"),
+    "measured_sync_step_s": _STEP,
+    "measured_async_step_s": _STEP,
+    "predicted_sync_step_s": _STEP,
+    "predicted_async_step_s": _STEP,
+    "measured_speedup": _STEP,
+    "predicted_speedup": _STEP,
+    "speedup_rel_error": Column("float", min=-1.0),
+    "predicted_async_learner_busy": Column("float", min=0.0, max=1.0),
+    "source": Column("str"),
+}
+CALIBRATED_SCHEMA: dict[str, Column] = {
+    "calibrated_sync_step_s": Column("float", above=0.0, nullable=True),
+    "calibrated_async_step_s": Column("float", above=0.0, nullable=True),
+    "calibrated_speedup": Column("float", above=0.0, nullable=True),
+    "calibrated_speedup_rel_error": Column("float", min=-1.0, nullable=True),
+    "calibrated_async_step_rel_error": Column("float", min=-1.0, nullable=True),
+}
+
+
 def _pairs(result: dict[str, Any], path: Path) -> pl.DataFrame:
-    pairs = result.get("pairs")
-    if not isinstance(pairs, list) or not pairs:
-        raise ValueError(f"{path}: key 'pairs' must be a non-empty list")
-    frame = pl.DataFrame(pairs, infer_schema_length=None)
-    missing = [c for c in PAIR_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: pairs lack {', '.join(missing)}")
+    frame = records_frame(
+        result.get("pairs"),
+        {**PAIR_SCHEMA, **CALIBRATED_SCHEMA},
+        f"{path}: pairs",
+        optional=CALIBRATED_SCHEMA,
+    )
     optional = [c for c in CALIBRATED_COLUMNS if c in frame.columns]
     return frame.select(*PAIR_COLUMNS, *optional)
 
@@ -53,6 +83,9 @@ def _pairs(result: dict[str, Any], path: Path) -> pl.DataFrame:
 def write_published_report(out_dir: Path) -> Path:
     """Render ``out_dir/report.html`` from ``out_dir/published_check.json``."""
     path = out_dir / "published_check.json"
+    # a folder killed while publishing, or holding files of two runs, is refused; one written
+    # before completion markers is read as it is
+    require_finished(out_dir, PUBLISHED_KIND, ["published_check.json"], legacy_ok=True)
     result = read_json_object(path)
     pairs = _pairs(result, path)
     errors = pairs["speedup_rel_error"].abs()

@@ -28,7 +28,9 @@ import numpy as np
 import polars as pl
 import yaml
 from scipy.optimize import nnls
+from stalesim.sim import tables
 from stalesim.sim.config_file import ConfigError
+from stalesim.sim.tables import Column
 
 DECODE_COLUMNS = {
     "engine": pl.Int64,
@@ -104,24 +106,18 @@ def _quality(measured: np.ndarray, predicted: np.ndarray) -> FitQuality:
 
 
 def read_table(path: Path, columns: dict[str, pl.DataType]) -> pl.DataFrame:
-    """A timing table with its columns cast to the interface's types; one-line errors."""
+    """A timing table with its columns cast to the interface's types (rows with an empty
+    field dropped); one-line errors naming the file and column for a damaged file, a column
+    of the wrong type, and a negative, NaN or infinite value."""
+    kinds = {pl.Int64: "int", pl.Float64: "float", pl.Utf8: "str"}
+    schema = {
+        name: Column(kinds[dtype], min=None if dtype == pl.Utf8 else 0.0, nullable=True)
+        for name, dtype in columns.items()
+    }
     try:
-        frame = pl.read_parquet(path)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: cannot read a timing table: {first}") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ConfigError(
-            f"{path}: missing column(s) {', '.join(missing)}; a timing table has "
-            f"{', '.join(columns)}"
-        )
-    try:
-        frame = frame.select([pl.col(c).cast(t) for c, t in columns.items()])
-    except pl.exceptions.PolarsError:
-        raise ConfigError(
-            f"{path}: columns must be {', '.join(f'{c} ({t})' for c, t in columns.items())}"
-        ) from None
+        frame = tables.read_table(path, schema, keep_all=False)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; a timing table has {', '.join(columns)}") from None
     return frame.drop_nulls()
 
 
@@ -237,7 +233,14 @@ def calibrate(timings_dir: str | Path) -> Calibration:
     if not decode_path.exists():
         raise ConfigError(f"{root}: no decode_timings.parquet (the one table calibrate needs)")
     decode_table = read_table(decode_path, DECODE_COLUMNS)
-    decode, decode_q = fit_decode(decode_table)
+    try:
+        decode, decode_q = fit_decode(decode_table)
+    except (np.linalg.LinAlgError, RuntimeError) as exc:
+        # the data passed the reader's checks; what remains is a design the solver cannot use
+        raise ConfigError(
+            f"{decode_path}: the least-squares fit of seconds on context_tokens and live_seqs "
+            f"failed ({exc}); check the table's values"
+        ) from None
     decode_cv = decode_dispersion(decode_table, decode)
     prefill_q = None
     decode["prefill_s_per_token"] = 0.0

@@ -89,8 +89,9 @@ def publish(stage: Path, final: Path, kind: str) -> dict[str, Any]:
             target = final / name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / name, target)
-        for name in previous.get("files", {}):
-            if name not in manifest["files"] and _inside(final, name):
+        listed = previous.get("files")
+        for name in listed if isinstance(listed, dict) else {}:
+            if name not in manifest["files"] and isinstance(name, str) and _inside(final, name):
                 (final / name).unlink(missing_ok=True)
         write_json(final / MARKER, manifest)
         (final / WRITING).unlink()
@@ -133,11 +134,14 @@ def require_complete(
             f"{folder}: not a finished `stalesim {kind}` output (no {MARKER}: the run was "
             f"stopped before it finished, or another program wrote the folder); {again}"
         )
-    if marker.get("kind") != kind:
+    problem = _marker_problem(marker)
+    if problem:
+        raise ValueError(f"{folder / MARKER}: damaged completion marker ({problem}); {again}")
+    if marker["kind"] != kind:
         raise ValueError(
-            f"{folder}: holds a `stalesim {marker.get('kind')}` output, not `stalesim {kind}`"
+            f"{folder}: holds a `stalesim {marker['kind']}` output, not `stalesim {kind}`"
         )
-    listed = marker.get("files", {})
+    listed = marker["files"]
     for name in files:
         path = folder / name
         if name not in listed:
@@ -215,6 +219,23 @@ def _read_marker(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _marker_problem(marker: dict[str, Any]) -> str:
+    """What is wrong with a marker's structure ("" when nothing): a reader indexes into it."""
+    if not isinstance(marker.get("kind"), str):
+        return "no 'kind' string"
+    files = marker.get("files")
+    if not isinstance(files, dict):
+        return "no 'files' object"
+    for name, fingerprint in files.items():
+        if not (
+            isinstance(fingerprint, dict)
+            and isinstance(fingerprint.get("bytes"), int)
+            and isinstance(fingerprint.get("sha256"), str)
+        ):
+            return f"entry {name!r} has no 'bytes' integer and 'sha256' string"
+    return ""
 
 
 def _inside(folder: Path, name: str) -> bool:

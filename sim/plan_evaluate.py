@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
+from stalesim.sim.ray_address import check_ray_address
+
 #: Columns a simulated candidate carries (besides its id), in this order.
 SIM_COLUMNS = (
     "samples_per_s",
@@ -168,6 +170,7 @@ class RayBackend:
                 if address == "local":
                     ray.init(**kwargs)
                 else:
+                    check_ray_address(address, "--ray")
                     ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError) as exc:
                 raise ValueError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None

@@ -53,7 +53,9 @@ def check_published(
     import polars as pl
     from rich.console import Console
     from rich.table import Table
+    from stalesim.reports.published_page import PUBLISHED_KIND, write_published_report
     from stalesim.sim.files import write_json, write_text
+    from stalesim.sim.output_dir import output_folder
     from stalesim.sim.published_check import run_check, work_units
 
     mechanisms = not no_mechanisms
@@ -61,14 +63,20 @@ def check_published(
         task = bar.add_task("simulating published setups", total=work_units(mechanisms))
         result = run_check(steps, seed, mechanisms, advance=lambda: bar.advance(task))
     pairs = pl.DataFrame(result["pairs"])
-    write_text(out_dir / "published_check.csv", pairs.write_csv())
-    if result["mechanisms"]:
-        mech = pl.DataFrame(result["mechanisms"], infer_schema_length=None)
-        write_text(out_dir / "mechanisms.csv", mech.write_csv())
-    write_json(out_dir / "published_check.json", result)
-    from stalesim.reports.published_page import write_published_report
-
-    page = write_published_report(out_dir)
+    wrote_mechanisms = bool(result["mechanisms"])
+    # every file goes through a staging folder and is published with a completion marker, so
+    # an earlier run's files (a mechanism table this run did not make) never sit beside these
+    with output_folder(out_dir, kind=PUBLISHED_KIND) as stage:
+        write_text(stage / "published_check.csv", pairs.write_csv())
+        if wrote_mechanisms:
+            mech = pl.DataFrame(result["mechanisms"], infer_schema_length=None)
+            write_text(stage / "mechanisms.csv", mech.write_csv())
+        write_json(stage / "published_check.json", result)
+        write_published_report(stage)
+        if not wrote_mechanisms:
+            # a folder written before completion markers: its table is not in a marker
+            (out_dir / "mechanisms.csv").unlink(missing_ok=True)
+    page = out_dir / "report.html"
     if as_json:
         click.echo(json.dumps(json.loads((out_dir / "published_check.json").read_text()), indent=2))
         return
@@ -99,4 +107,5 @@ def check_published(
         )
     console = Console(width=max(Console().width, 160))
     console.print(table)
-    console.print(f"wrote {out_dir}/ (published_check.csv/.json, mechanisms.csv, {page.name})")
+    written = "published_check.csv/.json" + (", mechanisms.csv" if wrote_mechanisms else "")
+    console.print(f"wrote {out_dir}/ ({written}, {page.name})")

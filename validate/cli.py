@@ -96,6 +96,9 @@ def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None
         raise ValueError(f"--workers {workers}: allowed 1..{MAX_WORKERS}")
     check_backend(base.train.backend, base.train.device)
     check_sweep_fits(base, workers)
+    from stalesim.validate.trainer import resolve_device
+
+    resolve_device(base.train.device)
     out = out or os.path.join("stalesim-runs", preset)
     size = describe(base)
     if not quiet:

@@ -18,6 +18,7 @@ about 28.8, not 32. ``lag_axis="nominal"`` fits against ``S`` itself.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import platform
 from collections.abc import Callable
@@ -94,6 +95,24 @@ class FitSettings:
     by_score: bool = True
     #: synthetic sweeps of this fit's design used to measure its intervals' coverage (0: none)
     coverage_sims: int = 200
+
+    def __post_init__(self) -> None:
+        # a NaN compares false with every bound, so it would pass a range check and then
+        # silently count no run as failed
+        finite = {
+            "min_final_reward": self.min_final_reward,
+            "reach_fraction": self.reach_fraction,
+            "fail_threshold": self.fail_threshold,
+            "confidence": self.confidence,
+        }
+        for name, value in finite.items():
+            if value is not None and not math.isfinite(value):
+                option = "--" + name.replace("_", "-")
+                raise ValueError(f"{option} {value}: must be a finite number")
+        if self.seed < 0:
+            raise ValueError(f"--seed {self.seed}: must be >= 0")
+        if self.max_staleness is not None and self.max_staleness < 0:
+            raise ValueError(f"--max-staleness {self.max_staleness}: must be >= 0")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -752,14 +771,21 @@ def describe_regime(
     runs_dir: Path, runs: pl.DataFrame, settings: FitSettings | None = None
 ) -> dict[str, Any] | None:
     """What the law was measured on, from the sweep's ``config.json`` (None without one)."""
-    import json
+    from stalesim.sim.tables import read_json_object
 
     path = runs_dir / "config.json"
     if not path.exists():
         return None
-    train = json.loads(path.read_text()).get("train", {})
-    grpo = train.get("grpo", {})
-    optimizer = train.get("optimizer", {"name": "adamw", "beta1": 0.9})
+    train = read_json_object(path).get("train", {})
+    grpo = train.get("grpo", {}) if isinstance(train, dict) else None
+    optimizer = (
+        train.get("optimizer", {"name": "adamw", "beta1": 0.9}) if isinstance(train, dict) else None
+    )
+    policy, task = (train.get("policy", {}), train.get("task", {})) if grpo is not None else (0, 0)
+    if not all(isinstance(part, dict) for part in (grpo, optimizer, policy, task)):
+        raise ValueError(
+            f"{path}: 'train' and its grpo, optimizer, policy and task must be objects"
+        )
     if grpo.get("is_cap") is not None:
         objective = (
             f"decoupled (proximal = current policy, IS weights truncated at {grpo['is_cap']:g})"
@@ -770,7 +796,6 @@ def describe_regime(
         opt = f"AdamW (beta1 {optimizer.get('beta1', 0.9):g}, beta2 {optimizer.get('beta2', 0.999):g})"
     else:
         opt = f"SGD (momentum {optimizer.get('momentum', 0.0):g})"
-    policy, task = train.get("policy", {}), train.get("task", {})
     fixed = fixed_runs(runs)
     if settings is not None and settings.max_staleness is not None:
         fixed = fixed.filter(pl.col("staleness") <= settings.max_staleness)

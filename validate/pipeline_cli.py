@@ -45,7 +45,7 @@ def pipeline(
     """
     from stalesim.sim.config_file import apply_overrides
     from stalesim.validate.pipeline_config import load_pipeline, preset_pipeline
-    from stalesim.validate.pipeline_run import run_pipeline
+    from stalesim.validate.pipeline_run import check_pipeline, run_pipeline
 
     data = preset_pipeline(preset)
     flags = {
@@ -59,6 +59,8 @@ def pipeline(
     }
     given = [f"{k}={v}" for k, v in flags.items() if v is not None]
     config = load_pipeline(apply_overrides(data, [*given, *overrides]), source="--set")
+    # everything that would stop the run once started is refused here, before any output
+    check_pipeline(config, out, address)
     if not quiet:
         algo = config.algorithm
         click.echo(

@@ -3,7 +3,10 @@
 ``ray.init()`` starts a local instance unless an address is given (``--address``: join an
 existing cluster, e.g. ``auto`` or ``ray://head:10001``). While the run goes, the driver copies
 the coordinator's record to Parquet every ``flush_s`` seconds, each file written atomically, so
-a run that is killed leaves readable files for every step it finished. Files in ``out``:
+the files go to a staging folder inside ``out`` and are published with a completion marker
+only when the run ends (:func:`stalesim.sim.output_dir.output_folder`), so a run that is refused,
+fails or is killed never replaces or mixes with the files of a finished run there. Everything is
+checked before anything is written or started (:func:`check_pipeline`). Files in ``out``:
 
 ``samples, steps, busy, queue`` (the simulator's trace columns), ``decode_timings,
 prefill_timings, learner_timings`` (the timing tables of the calibration interface),
@@ -20,8 +23,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stalesim.sim.config_file import ConfigError
 from stalesim.sim.files import write_json, write_parquet
+from stalesim.sim.output_dir import output_folder
+from stalesim.sim.ray_address import check_ray_address
 from stalesim.validate.pipeline_config import PipelineConfig
+
+#: the completion marker's kind of a pipeline run's folder
+PIPELINE_KIND = "validate pipeline"
+#: the files a finished run's folder holds besides its tables
+RUN_FILES = ("config.json", "summary.json")
+#: the statuses of a run that ended (the run's own outcome, not an interruption)
+ENDED = ("finished", "collapsed")
 
 TABLES = (
     "samples",
@@ -50,15 +63,44 @@ def run_pipeline(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``config`` to its last step (or a collapse) and return the summary written."""
+    check_pipeline(config, out, address)
+    with output_folder(out, kind=PIPELINE_KIND) as stage:
+        write_json(stage / "config.json", config.model_dump(mode="json"))
+        summary = _run(config, stage, address, flush_s, on_progress)
+        write_json(stage / "summary.json", summary)
+    return summary
+
+
+def check_pipeline(config: PipelineConfig, out: str | Path, address: str | None) -> None:
+    """Raise a one-line error for anything that would stop the run after it started: the
+    config's sections, a CUDA device on a machine without one, an output path that is a file,
+    a cluster address nobody answers at (checked with a timeout: Ray itself retries forever)."""
+    config.check()
+    from stalesim.validate.trainer import resolve_device
+
+    try:
+        resolve_device(config.train.device)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (preset {config.preset})") from None
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    if address is not None:
+        check_ray_address(address, "--address")
+
+
+def _run(
+    config: PipelineConfig,
+    out: Path,
+    address: str | None,
+    flush_s: float,
+    on_progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
     import ray
     import torch
     from stalesim.validate.pipeline_actors import actor_classes
     from stalesim.validate.warm_start import warm_start_state
 
-    config.check()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config.model_dump(mode="json"))
     cfg = config.train
     warm = warm_start_state(cfg.policy, cfg.task, cfg.warm_start, cfg.device)
     started_ray = False
@@ -73,7 +115,11 @@ def run_pipeline(
             options["num_cpus"] = config.rollout_workers + 1
             if cfg.device.startswith("cuda") and torch.cuda.is_available():
                 options["num_gpus"] = torch.cuda.device_count()
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError) as exc:
+            where = f"--address {address}" if address is not None else "a local Ray"
+            raise ConfigError(f"{where}: cannot start or join Ray ({exc})") from None
         started_ray = True
     coordinator_cls, worker_cls, learner_cls = actor_classes()
     actors = config.rollout_workers + 1
@@ -139,5 +185,4 @@ def run_pipeline(
         "run_s": float(steps["end_s"].max()) if steps.height else 0.0,
         "ray_address": address or "local",
     }
-    write_json(out / "summary.json", summary)
     return summary

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from stalesim.sim.config_file import StrictModel
 from torch import nn
 
@@ -29,6 +29,15 @@ class PolicyConfig(StrictModel):
     n_head: int = Field(4, ge=1, le=1024)
     n_embd: int = Field(64, ge=8, le=65536)
     mlp_ratio: int = Field(4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> PolicyConfig:
+        # attention splits the width into n_head equal slices
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"policy.n_embd={self.n_embd} is not divisible by policy.n_head={self.n_head}"
+            )
+        return self
 
 
 @dataclass

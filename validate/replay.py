@@ -21,37 +21,84 @@ distance (largest gap between the two cumulative distributions) for the distribu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 from stalesim.sim.calibrate import Calibration, calibrate
-from stalesim.sim.config_file import ConfigError
+from stalesim.sim.config_file import ConfigError, validate_config
 from stalesim.sim.files import write_json, write_parquet
 from stalesim.sim.metrics import time_average, warmup_steps
+from stalesim.sim.output_dir import output_folder
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
+from stalesim.sim.tables import Column, read_json_object, read_table, require_finished
 from stalesim.validate.pipeline_config import PipelineConfig
+from stalesim.validate.pipeline_run import ENDED, PIPELINE_KIND, RUN_FILES
 
 #: Targets of the replay on the CPU presets (issue 8).
 TARGETS = {"throughput_rel": 0.03, "staleness_mean_abs": 0.1, "ks": 0.1}
 
 
+#: the columns the replay reads of each table of a run, with what they must hold
+RUN_TABLES: dict[str, dict[str, Column]] = {
+    "samples": {
+        "response_tokens": Column("int", min=0),
+        "consumed_step": Column("int", min=0, nullable=True),
+        "staleness_max": Column("int", min=0, nullable=True),
+        "staleness_mean_tokens": Column("float", min=0, nullable=True),
+        "dropped_reason": Column("str", nullable=True),
+    },
+    "steps": {
+        "step": Column("int", min=0),
+        "end_s": Column("float", min=0),
+        "idle_before_s": Column("float", min=0),
+        "version_end": Column("int", min=0),
+        "publish_s": Column("float", min=0),
+    },
+    "queue": {"time_s": Column("float", min=0), "groups_waiting": Column("int", min=0)},
+    "busy": {"start_s": Column("float", min=0), "end_s": Column("float", min=0)},
+    "weights": {
+        "version": Column("int", min=0),
+        "seen_s": Column("float", min=0),
+        "start_s": Column("float", min=0),
+        "end_s": Column("float", min=0),
+        "ready_s": Column("float", min=0),
+    },
+}
+#: the timing tables the replay's calibration reads
+TIMING_TABLES = ("decode_timings", "prefill_timings", "learner_timings")
+
+
 def load_run(run_dir: Path) -> tuple[PipelineConfig, dict[str, pl.DataFrame]]:
-    """The run's config and tables; one-line errors when it is not a pipeline run."""
-    if not (run_dir / "config.json").exists():
+    """The run's config and tables, after checking that the folder holds one finished run
+    (its completion marker covers every file read, its summary says it ended) and that each
+    table has the columns and values the replay reads; one-line errors otherwise."""
+    names = [*RUN_FILES, *(f"{t}.parquet" for t in (*RUN_TABLES, *TIMING_TABLES))]
+    if not run_dir.is_dir():
         raise ConfigError(
-            f"{run_dir}: no config.json; give the folder `stalesim validate pipeline --out` wrote"
+            f"{run_dir}: no such folder; give the folder `stalesim {PIPELINE_KIND}` wrote"
         )
-    config = PipelineConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
-    tables = {}
-    for name in ("samples", "steps", "queue", "busy", "weights"):
-        path = run_dir / f"{name}.parquet"
-        if not path.exists():
-            raise ConfigError(f"{run_dir}: missing {name}.parquet")
-        tables[name] = pl.read_parquet(path)
+    require_finished(run_dir, PIPELINE_KIND, names)
+    summary = read_json_object(run_dir / "summary.json")
+    status = summary.get("status")
+    if status not in ENDED:
+        raise ConfigError(
+            f"{run_dir / 'summary.json'}: status {status!r}; only a run that ended "
+            f"({' or '.join(ENDED)}) is replayed"
+        )
+    data = read_json_object(run_dir / "config.json")
+    absent = [key for key in ("train", "algorithm") if key not in data]
+    if absent:
+        raise ConfigError(
+            f"{run_dir / 'config.json'}: no {' or '.join(absent)} section; not a pipeline config"
+        )
+    config = validate_config(PipelineConfig, data, source=str(run_dir / "config.json"))
+    tables = {
+        name: read_table(run_dir / f"{name}.parquet", columns)
+        for name, columns in RUN_TABLES.items()
+    }
     if tables["steps"].height < 2:
         raise ConfigError(f"{run_dir}: {tables['steps'].height} learner steps; need at least 2")
     return config, tables
@@ -255,8 +302,6 @@ def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | No
     real = pipeline_metrics(tables["samples"], tables["steps"], tables["queue"], group_count)
     sim = pipeline_metrics(trace.samples, trace.steps, trace.queue, group_count)
     out_dir = Path(out) if out is not None else run_dir / "replay"
-    for name in ("samples", "steps", "busy", "queue"):
-        write_parquet(out_dir / f"{name}.parquet", getattr(trace, name))
     result = {
         "run": str(run_dir),
         "mode": config.algorithm.mode,
@@ -269,5 +314,10 @@ def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | No
         "sim": sim,
         **compare(real, sim),
     }
-    write_json(out_dir / "replay.json", result)
+    # the trace and replay.json are published together, so a killed replay never leaves a
+    # new trace beside an old replay.json
+    with output_folder(out_dir, kind="validate replay") as stage:
+        for name in ("samples", "steps", "busy", "queue"):
+            write_parquet(stage / f"{name}.parquet", getattr(trace, name))
+        write_json(stage / "replay.json", result)
     return result

@@ -36,6 +36,7 @@ import polars as pl
 from stalesim.sim.config_file import ConfigError
 from stalesim.sim.files import pid_alive, write_json, write_parquet
 from stalesim.sim.output_dir import locked, output_folder, remove_stale_temporaries
+from stalesim.sim.tables import read_json_object
 from stalesim.validate.presets import RunConfig, SweepConfig, TrainConfig
 from stalesim.validate.trainer import run_id
 
@@ -184,7 +185,7 @@ def record_grid(out: Path, config: SweepConfig) -> None:
     path = out / "config.json"
     grids: list[dict] = []
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = read_json_object(path)
         if _as_current(previous.get("train")) != config.train.model_dump(mode="json"):
             raise ConfigError(
                 f"--out {out}: holds runs of another train config (preset "

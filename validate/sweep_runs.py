@@ -9,8 +9,18 @@ from typing import Any
 import numpy as np
 import polars as pl
 from stalesim.sim.output_dir import require_complete
+from stalesim.sim.tables import Column, read_table
 
-REQUIRED_RUN_COLUMNS = ("run_id", "lr", "staleness", "seed", "collapsed")
+#: the columns every fit reads, with what they must hold (the objective columns, which may be
+#: empty or infinite for a collapsed run, are read by the fit itself)
+RUN_SCHEMA = {
+    "run_id": Column("str"),
+    "lr": Column("float", above=0.0),
+    "staleness": Column("int", min=0),
+    "seed": Column("int", min=0),
+    "collapsed": Column("bool"),
+}
+REQUIRED_RUN_COLUMNS = tuple(RUN_SCHEMA)
 
 
 def read_sweep(runs_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
@@ -32,21 +42,11 @@ def read_sweep(runs_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame | None]
         ["runs.parquet", *(["steps.parquet"] if steps_path.exists() else [])],
         legacy_ok=True,
     )
-    runs = _read_parquet(runs_path)
-    missing = [c for c in REQUIRED_RUN_COLUMNS if c not in runs.columns]
-    if missing:
-        raise ValueError(f"{runs_path}: missing columns {', '.join(missing)}")
+    runs = read_table(runs_path, RUN_SCHEMA)
     if runs.height == 0:
         raise ValueError(f"{runs_path}: no runs in it")
-    steps = _read_parquet(steps_path) if steps_path.exists() else None
+    steps = read_table(steps_path, {}) if steps_path.exists() else None
     return runs, steps
-
-
-def _read_parquet(path: Path) -> pl.DataFrame:
-    try:
-        return pl.read_parquet(path)
-    except Exception as exc:  # polars raises several unrelated types for a bad file
-        raise ValueError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
 
 
 def fixed_runs(runs: pl.DataFrame) -> pl.DataFrame:

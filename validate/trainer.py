@@ -64,9 +64,24 @@ def run_id(run: RunConfig) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r}: CUDA is not available on this machine (use cpu)")
+    """The torch device ``train.device`` names; ValueError (one line) for a name torch does
+    not know, a device other than cpu and cuda, or a CUDA device this machine lacks."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"train.device={name!r}: expected cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"train.device={name!r}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"train.device={name!r}: CUDA is not available on this machine (use cpu)"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"train.device={name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s)"
+            )
     return device
 
 

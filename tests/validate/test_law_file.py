@@ -126,7 +126,7 @@ def test_fit_command_rejects_bad_runs_dirs(tmp_path):
     pl.DataFrame({"lr": [1e-3], "staleness": [0]}).write_parquet(tmp_path / "runs.parquet")
     columns = runner.invoke(main, ["fit", str(tmp_path)])
     assert columns.exit_code == 2
-    assert "missing columns run_id, seed, collapsed" in columns.output
+    assert "missing column(s) run_id, seed, collapsed" in columns.output
     assert "Traceback" not in columns.output
     (tmp_path / "runs.parquet").write_text("not parquet")
     garbage = runner.invoke(main, ["fit", str(tmp_path)])
