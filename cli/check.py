@@ -8,7 +8,7 @@ from stalesim.cli.lazy_group import LazyGroup
 
 @click.group(
     cls=LazyGroup,
-    lazy_subcommands={"published": "stalesim.sim.published_cli:check_published"},
+    lazy_subcommands={"published": "stalesim.cli.published:check_published"},
 )
 def check() -> None:
     """Check the simulator's predictions against measurements it was not calibrated on."""

@@ -54,9 +54,8 @@ def test_imports_flow_one_way(package: str, path: Path) -> None:
             assert parts[0] not in ("torch", "triton"), f"{path.relative_to(ROOT)} imports {name}"
 
 
-#: The one command module still inside ``sim/`` (it renders the published-check page); every
-#: other command lives in ``cli/``.
-SIM_COMMAND_EXCEPTIONS = {"sim/published_cli.py"}
+#: Command modules still inside ``sim/`` (none: every command lives in ``cli/``).
+SIM_COMMAND_EXCEPTIONS: set[str] = set()
 
 
 def test_the_simulator_never_imports_pages_or_the_command_line() -> None:
