@@ -90,6 +90,12 @@ class Empirical(StrictModel):
             ) from None
         data = frame.get_column(self.column).drop_nulls().cast(pl.Float64, strict=False)
         data = data.drop_nulls().to_numpy()
+        bad = np.flatnonzero(~np.isfinite(data))
+        if bad.size:
+            raise ConfigError(
+                f"empirical lengths: column {self.column!r} of {path} has {bad.size} NaN or "
+                f"infinite value(s) (the first at value {bad[0] + 1}); lengths are token counts"
+            )
         data = data[data >= 1]
         if data.size == 0:
             raise ConfigError(

@@ -66,3 +66,17 @@ def test_plan_refuses(tmp_path: Path, plan: str, args: list[str], needle: str) -
     file = tmp_path / "plan.yaml"
     file.write_text(plan)
     _refused(["plan", str(file), *args, "--out", str(tmp_path / "out")], needle, tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_an_empirical_length_file_with_non_finite_values_is_refused(
+    tmp_path: Path, bad: str
+) -> None:
+    lengths = tmp_path / "lengths.csv"
+    lengths.write_text(f"tokens\n100\n{bad}\n300\n")
+    spec = f"workload.response_tokens={{kind: empirical, path: {lengths}, column: tokens}}"
+    _refused(
+        ["simulate", "--set", spec, "--steps", "2", "--out", str(tmp_path / "out")],
+        "has 1 NaN or infinite value(s) (the first at value 2)",
+        tmp_path,
+    )
