@@ -1,4 +1,4 @@
-"""The paper's predictions against the issue-10 experiments: one verdict per prediction, read
+"""The paper's predictions against the law experiments: one verdict per prediction, read
 from the experiments' ``law.json`` files as data.
 
 The experiments live under one results folder (``reports/results``):

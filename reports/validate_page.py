@@ -181,7 +181,7 @@ def build_validate_page(runs_dir: Path, *, law_fitted_in_memory: Law | None = No
 
 
 def render_findings_report(root: Path, out: Path | None = None) -> Path:
-    """Render the page of the issue-10 experiments under ``root`` (default output:
+    """Render the page of the law experiments under ``root`` (default output:
     ``root/law-findings.html``)."""
     root = Path(root)
     return build_findings_page(root).write(out if out is not None else root / "law-findings.html")

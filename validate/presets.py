@@ -261,7 +261,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-# ---- The law experiments (issue 10) -------------------------------------------------------
+# ---- The law experiments ----------------------------------------------------------------
 # One base: sort 6 digits, 2x64 policy, 16 prompts x 8 samples per step, every seed with its own
 # warm start. The grids are small (a run takes 8-70 s on the 2-core machine they ran on, with
 # or without other work): 4-5 learning rates, 2x apart, with sqrt(2) steps at the stability

@@ -37,7 +37,7 @@ from stalesim.sim.tables import Column, read_json_object, read_table, require_fi
 from stalesim.validate.pipeline_config import PipelineConfig
 from stalesim.validate.pipeline_run import ENDED, PIPELINE_KIND, RUN_FILES
 
-#: Targets of the replay on the CPU presets (issue 8).
+#: Targets of the replay on the CPU presets.
 TARGETS = {"throughput_rel": 0.03, "staleness_mean_abs": 0.1, "ks": 0.1}
 
 

@@ -1,4 +1,4 @@
-"""The law's measurement (issue 10): the failure rule, a drift KL that does not grow with the
+"""The law's measurement: the failure rule, a drift KL that does not grow with the
 staleness, the seed bootstrap's coverage, slopes, horizon truncation and regime warnings."""
 
 from __future__ import annotations
