@@ -231,9 +231,10 @@ def decode_utf8(data: bytes, source: str) -> str:
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
-def read_yaml(path: str | Path) -> Any:
-    """The YAML document in ``path`` (``None`` when empty), read with the config loader; at
-    most ``MAX_CONFIG_BYTES`` are read, so an endless device or a huge file is refused."""
+def read_config_text(path: str | Path, kind: str = "YAML file") -> str:
+    """The text of a config file (a YAML file, a launch script, saved arguments); at most
+    ``MAX_CONFIG_BYTES`` are read, so an endless device or a huge file is refused. A missing,
+    unreadable or non-UTF-8 file is a one-line error; ``kind`` names what a folder is not."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -241,12 +242,18 @@ def read_yaml(path: str | Path) -> Any:
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a YAML file") from None
+        raise ConfigError(f"{path}: is a directory, not a {kind}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB; not a config file")
-    return load_yaml_text(decode_utf8(data, str(path)), str(path))
+    return decode_utf8(data, str(path))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in ``path`` (``None`` when empty), read with the config loader
+    (through :func:`read_config_text`)."""
+    return load_yaml_text(read_config_text(path), str(path))
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:

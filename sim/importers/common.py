@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from stalesim.sim.config_file import ConfigError, decode_utf8, deep_merge, validate_config
+from stalesim.sim.config_file import ConfigError, deep_merge, read_config_text, validate_config
 from stalesim.sim.models import MODELS, preset_for
 
 #: The keys that size a model when no preset matches its name.
@@ -144,16 +144,8 @@ def positive_int(value: Any, key: str, source: str) -> int:
 
 
 def read_text(path: Path) -> str:
-    """A config file's text; a missing or unreadable file is a one-line error."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return decode_utf8(data, str(path))
+    """A config file's text (see :func:`stalesim.sim.config_file.read_config_text`)."""
+    return read_config_text(path, "config file")
 
 
 # --- launch scripts ---------------------------------------------------------------------------

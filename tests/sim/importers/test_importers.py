@@ -494,3 +494,11 @@ def test_the_gpu_type_is_given_on_the_command_line(tmp_path: Path) -> None:
     bad = _run("import", "verl", "--gpu", "TPU", "--out", str(tmp_path / "no.yaml"))
     assert bad.exit_code == 2 and "--gpu 'TPU': unknown GPU" in bad.stderr
     assert not (tmp_path / "no.yaml").exists()
+
+
+@pytest.mark.parametrize("framework", ["verl", "openrlhf", "areal"])
+def test_an_endless_file_is_not_read_to_the_end(tmp_path: Path, framework: str) -> None:
+    result = _run("import", framework, "/dev/zero", "--out", str(tmp_path / "s.yaml"))
+    assert result.exit_code == 2
+    assert "/dev/zero: larger than 16 MiB; not a config file" in result.stderr
+    assert not (tmp_path / "s.yaml").exists()
