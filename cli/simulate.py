@@ -176,17 +176,15 @@ def _simulate_variants(
         check_run_size(scenario, steps)
         scenarios.append(scenario)
     rows, results = [], []
+    # variants that share their synchronous counterpart share its simulation
     on_policy: dict[str, dict | None] = {}
     with progress_bar(quiet or as_json, transient=True) as bar:
         task = bar.add_task("simulating variants", total=len(variants))
         for i, (variant, scenario) in enumerate(zip(variants, scenarios, strict=True)):
             trace = run_simulation(scenario, steps, seed)
             summary = summarize(trace, scenario, steps, seed)
-            # variants that share their synchronous counterpart share its simulation
-            key = _sync_key(scenario)
-            if key not in on_policy:
-                on_policy[key] = on_policy_summary(scenario, steps, seed, summary)
-            summary = add_law(summary, laws, scenario, on_policy[key])
+            baseline = on_policy_summary(scenario, steps, seed, summary, cache=on_policy)
+            summary = add_law(summary, laws, scenario, baseline)
             folder = folder_name(i, variant)
             rows.append(variant_row(variant, summary, folder))
             results.append((folder, trace, summary))
@@ -225,12 +223,6 @@ def _simulate_variants(
     console.print(variants_table(meta))
     console.print(f"wrote {out_dir}/ (variants.parquet, variants.json; one subfolder per variant)")
     console.print(f"report: {out_dir / 'report.html'}")
-
-
-def _sync_key(scenario) -> str:
-    from stalesim.sim.baseline import on_policy_counterpart
-
-    return (on_policy_counterpart(scenario) or scenario).model_dump_json()
 
 
 @click.command()

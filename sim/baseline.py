@@ -33,13 +33,26 @@ def on_policy_counterpart(scenario: Scenario) -> Scenario | None:
 
 
 def on_policy_summary(
-    scenario: Scenario, steps: int, seed: int, own: dict[str, Any] | None = None
+    scenario: Scenario,
+    steps: int,
+    seed: int,
+    own: dict[str, Any] | None = None,
+    cache: dict[str, dict[str, Any] | None] | None = None,
 ) -> dict[str, Any] | None:
     """The simulate summary of :func:`on_policy_counterpart` (``own``, the scenario's own
-    summary, when the scenario is on-policy); None when that setup cannot run."""
+    summary, when the scenario is on-policy); None when that setup cannot run. With ``cache``,
+    scenarios that share their counterpart share its simulation."""
     if own is not None and MODES[scenario.algorithm.mode].on_policy:
+        if cache is not None:
+            cache.setdefault(scenario.model_dump_json(), own)
         return own
     sync = on_policy_counterpart(scenario)
     if sync is None:
         return None
-    return summarize(simulate(sync, steps, seed), sync, steps, seed)
+    key = sync.model_dump_json()
+    if cache is not None and key in cache:
+        return cache[key]
+    summary = summarize(simulate(sync, steps, seed), sync, steps, seed)
+    if cache is not None:
+        cache[key] = summary
+    return summary
