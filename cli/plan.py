@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from stalesim.cli.tables import _sci as _g
+from stalesim.cli.tables import _x
 from stalesim.sim.cli_options import (
     law_options,
     law_readings_from,
@@ -147,14 +149,6 @@ def _hours(seconds: float | None) -> str:
 
 def _usd(value: float | None) -> str:
     return "-" if value is None else f"${value:,.0f}"
-
-
-def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}×"
-
-
-def _g(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
 
 
 def decision_lines(summary: dict[str, Any]) -> list[str]:

@@ -29,7 +29,7 @@ import polars as pl
 from stalesim.sim.config_file import ConfigError, validate_config
 from stalesim.sim.law import Law
 from stalesim.sim.law_readings import Reading, readings
-from stalesim.sim.modes import MODES
+from stalesim.sim.modes import MODES, ON_POLICY_REFERENCE
 from stalesim.sim.output_dir import locked, remove_stale_temporaries
 from stalesim.sim.plan_config import PlanConfig
 from stalesim.sim.plan_evaluate import FAILURE, SIM_COLUMNS, Backend, SerialBackend, split
@@ -161,8 +161,10 @@ def _baseline_staleness(law: Law, base: dict[str, Any], steps: int, seed: int) -
     summary = on_policy_summary(scenario, steps, seed)
     value = None if summary is None else staleness_of(law, summary["staleness"])
     if value is None:
-        # mini-batch m of a step is m versions stale: 0..M-1, equally many samples each
-        bound = float(scenario.algorithm.minibatches_per_step - 1)
+        # the on-policy schedule: mini-batch m of a step is m versions stale, equally many
+        # samples each
+        schedule = MODES[ON_POLICY_REFERENCE].schedule_staleness
+        bound = float(schedule(scenario.algorithm.minibatches_per_step))
         value = bound if law.staleness_summary in ("max", "p99") else bound / 2
     return value
 
