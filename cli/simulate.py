@@ -75,7 +75,6 @@ def simulate(
     from stalesim.cli.tables import summary_table
     from stalesim.reports.simulate_page import write_simulate_report
     from stalesim.sim.baseline import on_policy_summary
-    from stalesim.sim.files import write_json, write_parquet
     from stalesim.sim.metrics import add_law, summarize
     from stalesim.sim.output_dir import output_folder
     from stalesim.sim.presets import load_scenario
@@ -115,9 +114,7 @@ def simulate(
     # Every file goes to a staging folder first and is published with a completion marker, so
     # a killed run never leaves its files beside those of an earlier run.
     with output_folder(out_dir, kind="simulate") as stage:
-        for name in ("samples", "steps", "busy", "queue"):
-            write_parquet(stage / f"{name}.parquet", getattr(trace, name))
-        write_json(stage / "summary.json", summary)
+        _write_run(stage, trace, summary)
         write_simulate_report(stage)
     report = out_dir / "report.html"
     if as_json:
@@ -205,9 +202,7 @@ def _simulate_variants(
     with output_folder(out_dir, kind="simulate-variants") as stage:
         for folder, trace, summary in results:
             (stage / folder).mkdir()
-            for name in ("samples", "steps", "busy", "queue"):
-                write_parquet(stage / folder / f"{name}.parquet", getattr(trace, name))
-            write_json(stage / folder / "summary.json", summary)
+            _write_run(stage / folder, trace, summary)
         write_parquet(stage / "variants.parquet", table)
         write_json(stage / "variants.json", meta)
         write_variants_report(stage)
@@ -223,6 +218,15 @@ def _simulate_variants(
     console.print(variants_table(meta))
     console.print(f"wrote {out_dir}/ (variants.parquet, variants.json; one subfolder per variant)")
     console.print(f"report: {out_dir / 'report.html'}")
+
+
+def _write_run(folder: Path, trace, summary: dict) -> None:
+    """One simulated run's files: the trace tables and ``summary.json``."""
+    from stalesim.sim.files import write_json, write_parquet
+
+    for name in ("samples", "steps", "busy", "queue"):
+        write_parquet(folder / f"{name}.parquet", getattr(trace, name))
+    write_json(folder / "summary.json", summary)
 
 
 @click.command()
