@@ -66,11 +66,16 @@ class Design:
     seeds: tuple[int, ...]
 
 
-def step_table(runs: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
-    """A sweep as the step table a user gives ``stalesim fit``: one row per logged step."""
+def step_table(
+    runs: pl.DataFrame, steps: pl.DataFrame, *, warm_reward: bool = False
+) -> pl.DataFrame:
+    """A sweep as the step table a user gives ``stalesim fit``: one row per logged step; with
+    ``warm_reward`` also the starting policy's reward (a user's
+    table may not have it: the fit then takes the mean of the first logged rewards)."""
+    extra = ["warm_reward"] if warm_reward else []
     return (
-        steps.drop("lr")
-        .join(runs.select("run_id", "lr", "staleness", "seed"), on="run_id")
+        steps.drop("lr")  # the per-step (warm-up) rate; the run's rate is the label
+        .join(runs.select("run_id", "lr", "staleness", "seed", *extra), on="run_id")
         .select(
             pl.col("run_id").alias("run"),
             "lr",
@@ -79,6 +84,7 @@ def step_table(runs: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
             "step",
             pl.col("reward_mean").alias("reward"),
             pl.col("staleness_mean").alias("lag"),
+            *extra,
         )
     )
 

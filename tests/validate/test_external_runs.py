@@ -22,6 +22,7 @@ from stalesim.validate.external_runs import (
     to_sweep_tables,
 )
 from stalesim.validate.fit import FitSettings, fit_sweep
+from stalesim.validate.probe_size import step_table
 from stalesim.validate.sweep_runs import read_sweep
 
 SWEEP = Path(__file__).resolve().parents[2] / "reports/results/law-horizon/non-saturating"
@@ -42,25 +43,6 @@ POINT_COLUMNS = (
 )
 
 
-def _step_table(runs: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
-    """The sweep as a user's step table: one row per logged step."""
-    return (
-        steps.drop("lr")  # the per-step (warm-up) rate; the run's rate is the label
-        .join(runs.select("run_id", "lr", "staleness", "seed", "warm_reward"), on="run_id")
-        .select(
-            pl.col("run_id").alias("run"),
-            "lr",
-            "staleness",
-            "seed",
-            "step",
-            pl.col("reward_mean").alias("reward"),
-            pl.col("staleness_mean").alias("lag"),
-            "warm_reward",
-        )
-        .sort("run", "step")
-    )
-
-
 def _assert_same_points(got: pl.DataFrame, want: pl.DataFrame) -> None:
     assert got["staleness"].to_list() == want["staleness"].to_list()
     for name in POINT_COLUMNS:
@@ -73,7 +55,7 @@ def _assert_same_points(got: pl.DataFrame, want: pl.DataFrame) -> None:
 @needs_sweep
 def test_csv_and_jsonl_tables_fit_to_the_sweep_folders_law(tmp_path):
     runs, steps = read_sweep(SWEEP)
-    table = _step_table(runs, steps)
+    table = step_table(runs, steps, warm_reward=True).sort("run", "step")
     csv, jsonl = tmp_path / "probe.csv", tmp_path / "probe.jsonl"
     table.write_csv(csv)
     table.write_ndjson(jsonl)
@@ -132,7 +114,11 @@ def test_a_folder_of_jsonl_and_tensorboard_logs_fits_to_the_sweep_folders_law(tm
     # first logged step as it is for logs (logs carry no separately scored warm start)
     settings = FitSettings(bootstrap=40, seed=5, horizon=horizon)
     want = fit_sweep(runs.drop("warm_reward"), settings, steps=steps)
-    table = _step_table(runs, steps).filter(pl.col("step") < horizon)
+    table = (
+        step_table(runs, steps, warm_reward=True)
+        .sort("run", "step")
+        .filter(pl.col("step") < horizon)
+    )
     folder = tmp_path / "logs"
     folder.mkdir()
     labels = {}
