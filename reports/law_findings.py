@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stalesim.sim.law import Law, load_law
+from stalesim.sim.law import Law, load_law, slope_verdict
 
 #: Where each experiment's law sits under the results folder.
 LAW_FILES = {
@@ -460,21 +460,7 @@ def _slope_key(lo: float, hi: float, band: dict[str, list[float]]) -> str:
     one, flat = band.get("one_over_s"), band.get("flat")
     if not one or not flat:
         return "inconclusive"
-    if hi - lo < 1e-6:
-        return "degenerate"
-    if one[0] <= lo and hi <= one[1]:
-        return "one_over_s"
-    if flat[0] <= lo and hi <= flat[1]:
-        return "flat"
-    if hi < one[0]:
-        return "steeper"
-    if lo > one[1] and hi < flat[0]:
-        return "falls_slower"
-    if hi < flat[0]:
-        return "falls"
-    if lo > flat[1]:
-        return "rises"
-    return "inconclusive"
+    return slope_verdict(lo, hi, one, flat)
 
 
 def _pair_row(law: Law, curve: str, a: int, b: int) -> tuple[str, str, str]:

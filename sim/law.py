@@ -24,6 +24,7 @@ scipy.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -337,6 +338,34 @@ def regime_warnings(scenario: Any, law: Law) -> list[str]:
     return warnings
 
 
+def slope_verdict(lo: float, hi: float, one_over_s: Sequence[float], flat: Sequence[float]) -> str:
+    """What a slope interval ``[lo, hi]`` of ``d ln eta / d ln S`` shows, as an equivalence
+    test against the bands ``one_over_s`` and ``flat`` (``(low, high)`` each): ``one_over_s`` or
+    ``flat`` when the whole interval lies inside that band; ``steeper`` (below the 1/S band),
+    ``falls_slower`` (between the bands), ``falls`` (below the flat band, not settled against
+    1/S) or ``rises`` (above the flat band) when it lies wholly on one side; ``degenerate``
+    when it has no spread; ``inconclusive`` otherwise. The fit writes these verdicts and the
+    bands into ``law.json``; a page re-reads them with the same rule."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    if hi - lo < 1e-6:
+        # every replicate gave the same slope: the grid quantised it, the seeds did not vary it
+        return "degenerate"
+    if one_over_s[0] <= lo and hi <= one_over_s[1]:
+        return "one_over_s"
+    if flat[0] <= lo and hi <= flat[1]:
+        return "flat"
+    if hi < one_over_s[0]:
+        return "steeper"
+    if lo > one_over_s[1] and hi < flat[0]:
+        return "falls_slower"
+    if hi < flat[0]:
+        return "falls"
+    if lo > flat[1]:
+        return "rises"
+    return "inconclusive"
+
+
 def law_from_dict(data: Any, where: str = "law") -> Law:
     """Validate a parsed ``law.json``; a malformed one is a one-line ValueError."""
     if not isinstance(data, dict):
@@ -393,4 +422,5 @@ __all__ = [
     "load_law",
     "regime_distance",
     "regime_warnings",
+    "slope_verdict",
 ]

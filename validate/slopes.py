@@ -22,6 +22,7 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from stalesim.sim.law import slope_verdict
 from stalesim.validate.intervals import Spread
 
 #: Slopes ``d ln eta / d ln S`` that count as "∝ 1/S": within 0.3 of -1. A slope of -0.7
@@ -126,8 +127,7 @@ def regime_verdict(lo: float, hi: float) -> str:
     * ``inconclusive`` — anything else (e.g. an interval reaching into both bands);
     * ``degenerate`` — no spread at all (every replicate gave the same slope).
     """
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "inconclusive"
+    return slope_verdict(lo, hi, ONE_OVER_S_BAND, FLAT_BAND)
     if hi - lo < 1e-6:
         # every replicate gave the same slope: the grid quantised it, the seeds did not vary it
         return "degenerate"
