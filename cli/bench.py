@@ -9,10 +9,10 @@ from stalesim.cli.lazy_group import LazyGroup
 @click.group(
     cls=LazyGroup,
     lazy_subcommands={
-        "sim": "stalesim.sim.bench:bench_sim",
-        "kernels": "stalesim.kernels.bench:bench_kernels",
-        "plan": "stalesim.sim.bench:bench_plan",
-        "gpu": "stalesim.kernels.gpu_check_cli:bench_gpu",
+        "sim": "stalesim.cli.bench_sim:bench_sim",
+        "kernels": "stalesim.cli.bench_kernels:bench_kernels",
+        "plan": "stalesim.cli.bench_sim:bench_plan",
+        "gpu": "stalesim.cli.bench_gpu:bench_gpu",
     },
 )
 def bench() -> None:

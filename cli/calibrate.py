@@ -84,9 +84,9 @@ def calibrate(
     for name, value in (("--scenario", scenario_file), ("--sim-steps", sim_steps)):
         if value is not None:
             raise click.UsageError(f"{name} is for --from (calibrating from a trainer's logs)")
-    from stalesim.sim.calibrate import calibrate as fit
-    from stalesim.sim.calibrate import fragment_yaml
-    from stalesim.sim.files import write_text
+    from stalesim.common.files import write_text
+    from stalesim.sim.calibrate.timings import calibrate as fit
+    from stalesim.sim.calibrate.timings import fragment_yaml
 
     timings_dir = source if source is not None else default_timings_dir()
     result = fit(timings_dir)
@@ -128,10 +128,10 @@ def _calibrate_logs(
     out_file: Path | None,
     as_json: bool,
 ) -> None:
-    from stalesim.sim.calibrate_logs import DEFAULT_SIM_STEPS, calibrate_log, fragment_yaml
-    from stalesim.sim.files import write_text
+    from stalesim.common.files import write_text
+    from stalesim.sim.calibrate.logs import DEFAULT_SIM_STEPS, calibrate_log, fragment_yaml
+    from stalesim.sim.calibrate.trainer_logs import read_log
     from stalesim.sim.presets import load_scenario
-    from stalesim.sim.trainer_logs import read_log
 
     if logs is None:
         raise click.UsageError(f"--from {framework} needs LOGS (a metrics file or folder)")

@@ -43,7 +43,7 @@ def import_config(
     `stalesim simulate FILE` and a plan's `base: {file: FILE}` start from your run. The mapping
     is documented in docs/importers.md.
     """
-    from stalesim.sim.files import write_text
+    from stalesim.common.files import write_text
     from stalesim.sim.importers import import_trainer_config
 
     imported = import_trainer_config(framework, config, overrides, gpu)

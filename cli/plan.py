@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from stalesim.cli.tables import _sci as _g
-from stalesim.cli.tables import _x
-from stalesim.sim.cli_options import (
+from stalesim.cli.options import (
     law_options,
     law_readings_from,
     out_folder_option,
@@ -17,6 +15,8 @@ from stalesim.sim.cli_options import (
     progress_bar,
     quiet_option,
 )
+from stalesim.cli.tables import _sci as _g
+from stalesim.cli.tables import _x
 
 DEFAULT_OUT = "stalesim-plan"
 
@@ -92,9 +92,9 @@ def plan(
     frontier, inputs) and OUT/report.html.
     """
     from stalesim.reports.plan_page import write_plan_report
-    from stalesim.sim.plan import run_plan
-    from stalesim.sim.plan_config import load_plan
-    from stalesim.sim.plan_evaluate import make_backend
+    from stalesim.sim.plan.config import load_plan
+    from stalesim.sim.plan.evaluate import make_backend
+    from stalesim.sim.plan.planner import run_plan
 
     config, folder = load_plan(
         plan_file, overrides=overrides, budget_gpus=budget_gpus, gpus=gpus, objective=objective
@@ -178,7 +178,7 @@ def decision_lines(summary: dict[str, Any]) -> list[str]:
 def recommendation_lines(summary: dict[str, Any]) -> list[str]:
     """The recommendation in a few lines of text: the decision first, then the setup in the
     user's units where the plan's base scenario gives a baseline, in ratios otherwise."""
-    from stalesim.sim.plan_rank import describe_setup
+    from stalesim.sim.plan.rank import describe_setup
 
     counts, rec, law = summary["counts"], summary["recommendation"], summary["law"]
     lines = [

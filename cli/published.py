@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from stalesim.sim.cli_options import out_folder_option, progress_bar, quiet_option, seed_option
+from stalesim.cli.options import out_folder_option, progress_bar, quiet_option, seed_option
 from stalesim.sim.published_check import DEFAULT_STEPS
 
 DEFAULT_OUT = "stalesim-out/published-check"
@@ -53,9 +53,9 @@ def check_published(
     import polars as pl
     from rich.console import Console
     from rich.table import Table
+    from stalesim.common.files import write_json, write_text
+    from stalesim.common.output_dir import output_folder
     from stalesim.reports.published_page import PUBLISHED_KIND, write_published_report
-    from stalesim.sim.files import write_json, write_text
-    from stalesim.sim.output_dir import output_folder
     from stalesim.sim.published_check import run_check, work_units
 
     mechanisms = not no_mechanisms

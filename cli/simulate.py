@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import click
-from stalesim.sim.cli_options import (
+from stalesim.cli.options import (
     law_options,
     law_readings_from,
     out_folder_option,
@@ -73,10 +73,10 @@ def simulate(
     learning rate, steps and hours.
     """
     from stalesim.cli.tables import summary_table
+    from stalesim.common.output_dir import output_folder
     from stalesim.reports.simulate_page import write_simulate_report
     from stalesim.sim.baseline import on_policy_summary
     from stalesim.sim.metrics import add_law, summarize
-    from stalesim.sim.output_dir import output_folder
     from stalesim.sim.presets import load_scenario
     from stalesim.sim.run import check_run_size
     from stalesim.sim.run import simulate as run_simulation
@@ -101,7 +101,7 @@ def simulate(
     summary = summarize(trace, scenario, steps, seed)
     summary = add_law(summary, laws, scenario, on_policy_summary(scenario, steps, seed, summary))
     if with_sensitivity:
-        from stalesim.sim.sensitivity import sensitivity
+        from stalesim.sim.plan.sensitivity import sensitivity
 
         with progress_bar(quiet or as_json, transient=True) as bar:
             task = bar.add_task("sensitivity (+-20% per coefficient)", total=None)
@@ -154,11 +154,11 @@ def _simulate_variants(
     and seed; one table, one page (``variants.parquet``, ``variants.json``, ``report.html``)
     and each variant's files in a subfolder, published together."""
     import polars as pl
+    from stalesim.common.files import write_json, write_parquet
+    from stalesim.common.output_dir import output_folder
     from stalesim.reports.variants_page import write_variants_report
     from stalesim.sim.baseline import on_policy_summary
-    from stalesim.sim.files import write_json, write_parquet
     from stalesim.sim.metrics import add_law, summarize
-    from stalesim.sim.output_dir import output_folder
     from stalesim.sim.presets import load_scenario
     from stalesim.sim.run import check_run_size
     from stalesim.sim.run import simulate as run_simulation
@@ -222,7 +222,7 @@ def _simulate_variants(
 
 def _write_run(folder: Path, trace, summary: dict) -> None:
     """One simulated run's files: the trace tables and ``summary.json``."""
-    from stalesim.sim.files import write_json, write_parquet
+    from stalesim.common.files import write_json, write_parquet
 
     for name in ("samples", "steps", "busy", "queue"):
         write_parquet(folder / f"{name}.parquet", getattr(trace, name))

@@ -2,7 +2,7 @@
 
 :class:`GRPOOptions` is what the reference (:func:`stalesim.kernels.reference.grpo_loss_ref`),
 the input checks, the Triton wrapper (:func:`stalesim.kernels.grpo_loss`) and the training
-config (``stalesim.validate.presets.GRPOConfig``, whose fields are generated from this class)
+config (``stalesim.validate.train.presets.GRPOConfig``, whose fields are generated from this class)
 all take. A new option is one field here, its check in ``__post_init__``, and its use in the
 reference and the kernel.
 """

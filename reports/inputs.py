@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from stalesim.sim.tables import read_json_object, read_table
+from stalesim.common.tables import read_json_object, read_table
 
 __all__ = ["read_csv_table", "read_json_object", "read_parquet_columns", "read_parquet_table"]
 
@@ -26,7 +26,7 @@ def read_parquet_table(
     path: Path, required: Sequence[str], *, keep_all: bool = True
 ) -> pl.DataFrame:
     """A Parquet file that must hold the ``required`` columns; with ``keep_all`` every column
-    is returned, otherwise just the required ones (:func:`stalesim.sim.tables.read_table`)."""
+    is returned, otherwise just the required ones (:func:`stalesim.common.tables.read_table`)."""
     return read_table(path, {}, keep_all=keep_all, required=required)
 
 

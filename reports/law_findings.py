@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stalesim.sim.law import Law, load_law, slope_verdict
+from stalesim.sim.law.model import Law, load_law, slope_verdict
 
 #: Where each experiment's law sits under the results folder.
 LAW_FILES = {
@@ -69,7 +69,7 @@ LAW_FILES = {
 #: Batch sizes (prompts per step) compared with the decoupled sweep's 16.
 BATCHES = ("4", "8", "32", "96")
 
-#: The slope verdicts (equivalence tests, see ``stalesim.validate.slopes``) read against the
+#: The slope verdicts (equivalence tests, see ``stalesim.validate.law.slopes``) read against the
 #: prediction "flat below the knee".
 FLAT_VERDICT_WORDS = {
     "flat": "confirms flat",

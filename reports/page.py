@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import altair as alt
 import polars as pl
-from stalesim.sim.files import write_text
+from stalesim.common.files import write_text
 
 #: vega-embed options shared by every chart: SVG (crisp, and testable in a DOM dump), no menu
 #: entries that would open web sites, and one visual style for all pages.

@@ -30,7 +30,7 @@ from stalesim.reports.inputs import read_json_object, read_parquet_table
 from stalesim.reports.page import Metric, Page, format_number
 from stalesim.reports.simulate_page import scenario_table
 from stalesim.sim.modes import MODES
-from stalesim.sim.plan_rank import describe_setup, on_policy
+from stalesim.sim.plan.rank import describe_setup, on_policy
 
 CHART_WIDTH = 760
 #: Rows of the ranked table, setups of the uncertainty chart, and of the per-reading table.
@@ -136,8 +136,8 @@ def rerender_plan_report(out_dir: Path) -> Path:
     """Render the page of the finished plan in ``out_dir`` again and record it in the folder's
     completion marker (under the folder's lock, so no plan publishes meanwhile). Refuses a
     folder whose result is unfinished or mixed (ValueError, one line)."""
-    from stalesim.sim.output_dir import locked, require_complete, seal
-    from stalesim.sim.plan_output import RESULT_FILES
+    from stalesim.common.output_dir import locked, require_complete, seal
+    from stalesim.sim.plan.output import RESULT_FILES
 
     out_dir = Path(out_dir)
     with locked(out_dir, wait=False, what=" (a plan?)"):

@@ -9,9 +9,9 @@ from typing import Any
 
 import altair as alt
 import polars as pl
+from stalesim.common.tables import Column, records_frame, require_finished
 from stalesim.reports.inputs import read_json_object
 from stalesim.reports.page import Metric, Page
-from stalesim.sim.tables import Column, records_frame, require_finished
 
 #: the completion marker's kind of a `check published` folder
 PUBLISHED_KIND = "check published"

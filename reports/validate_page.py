@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 from stalesim.reports.inputs import read_parquet_table
 from stalesim.reports.page import Metric, Page
-from stalesim.sim.law import Law, load_law
+from stalesim.sim.law.model import Law, load_law
 
 #: Reward curves are averaged over seeds and thinned to at most this many steps per curve.
 CURVE_POINTS = 150

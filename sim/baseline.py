@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.derived import derive
 from stalesim.sim.metrics import summarize
 from stalesim.sim.modes import MODES, ON_POLICY_REFERENCE
+from stalesim.sim.plan.sensitivity import with_mode
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario, check_feasible
-from stalesim.sim.sensitivity import with_mode
 
 
 def on_policy_counterpart(scenario: Scenario) -> Scenario | None:

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 from scipy.special import ndtr
-from stalesim.sim.config_file import ConfigError, StrictModel
+from stalesim.common.config_file import ConfigError, StrictModel
 
 
 class Fixed(StrictModel):

@@ -172,7 +172,7 @@ def add_law(
     learning-rate and steps multipliers under every reading against the same cluster run
     on-policy (``on_policy``, its summary), time to target relative to that run, and with the
     scenario's ``target`` baseline the user's learning rate, steps and time (see
-    :func:`stalesim.sim.plan_law.law_summary`)."""
-    from stalesim.sim.plan_law import law_summary
+    :func:`stalesim.sim.law.apply.law_summary`)."""
+    from stalesim.sim.law.apply import law_summary
 
     return {**summary, "law": law_summary(readings, summary, scenario, on_policy)}

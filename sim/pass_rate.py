@@ -14,7 +14,7 @@ import math
 import numpy as np
 from pydantic import Field
 from scipy.special import betaln
-from stalesim.sim.config_file import StrictModel
+from stalesim.common.config_file import StrictModel
 
 
 class BetaPassRate(StrictModel):

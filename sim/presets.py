@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stalesim.sim.config_file import (
+from stalesim.common.config_file import (
     ConfigError,
     apply_overrides,
     deep_merge,

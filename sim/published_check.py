@@ -23,19 +23,19 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
-from stalesim.sim.calibrate_logs import LogCalibration, calibrate_log, with_fragment
-from stalesim.sim.config_file import (
+from stalesim.common.config_file import (
     ConfigError,
     StrictModel,
     read_yaml_mapping,
     validate_config,
 )
+from stalesim.sim.calibrate.logs import LogCalibration, calibrate_log, with_fragment
+from stalesim.sim.calibrate.trainer_logs import log_from_rows
 from stalesim.sim.metrics import warmup_steps
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
 from stalesim.sim.trace import Trace
-from stalesim.sim.trainer_logs import log_from_rows
 
 DEFAULT_STEPS = 8
 MEASUREMENTS_FILE = "measurements.yaml"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
+from stalesim.common.config_file import ConfigError
+from stalesim.common.memory import refuse_if_too_big
 from stalesim.sim import modes
 from stalesim.sim.cluster import Cluster, Progress
-from stalesim.sim.config_file import ConfigError
 from stalesim.sim.derived import derive
-from stalesim.sim.memory import refuse_if_too_big
 from stalesim.sim.scenario import Scenario
 from stalesim.sim.trace import Trace
 

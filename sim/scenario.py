@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
-from stalesim.sim.config_file import ConfigError, StrictModel
+from stalesim.common.config_file import ConfigError, StrictModel
 from stalesim.sim.hardware import CATALOG, GpuSpec
 from stalesim.sim.lengths import Fixed, LengthDistribution, LogNormal
 from stalesim.sim.models import MODELS, ModelSpec

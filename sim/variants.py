@@ -13,7 +13,7 @@ import itertools
 import re
 from typing import Any
 
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 
 #: More variants than this in one call is a mistake (a typo in a list), not a comparison.
 MAX_VARIANTS = 64

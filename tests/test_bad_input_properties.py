@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 from stalesim.cli import main
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.derived import derive
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import planned_samples, simulate
@@ -245,7 +245,7 @@ TRAIN_KEYS = None  # filled lazily: validate imports torch
 
 
 def train_keys() -> list[Key]:
-    from stalesim.validate.presets import TrainConfig
+    from stalesim.validate.train.presets import TrainConfig
 
     # free-text labels accept any string, so no value of theirs is invalid
     free_text = {"train.device", "train.lr_rule.source"}
@@ -364,7 +364,7 @@ def test_every_value_in_range_is_refused_in_one_line_or_runs_clean(
 
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    from stalesim.sim.config_file import deep_merge
+    from stalesim.common.config_file import deep_merge
 
     return deep_merge(base, patch)
 

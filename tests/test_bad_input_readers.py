@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stalesim.cli import main
-from stalesim.sim.output_dir import MARKER, output_folder
+from stalesim.common.output_dir import MARKER, output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "reports" / "results" / "law-horizon" / "non-saturating"
@@ -263,7 +263,7 @@ def test_report_published_renders_or_refuses_in_one_line(tmp_path: Path, field: 
 
 def test_a_failed_least_squares_fit_names_the_table(tmp_path: Path, monkeypatch) -> None:
     import numpy as np
-    from stalesim.sim import calibrate
+    from stalesim.sim.calibrate import timings as calibrate
 
     def diverging(*_args, **_kwargs):
         raise np.linalg.LinAlgError("SVD did not converge")

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import Field, ValidationError
-from stalesim.sim.config_file import (
+from stalesim.common.config_file import (
     MAX_YAML_DEPTH,
     MAX_YAML_VALUES,
     ConfigError,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from stalesim.sim.output_dir import STAGE_PREFIX, WRITING, require_complete
+from stalesim.common.output_dir import STAGE_PREFIX, WRITING, require_complete
 
 # The CLI in a fresh interpreter; with KILL_AT_RENAME=k the process SIGKILLs itself right after
 # its k-th os.replace (the last step of every atomic file write and of every publish).

@@ -23,7 +23,7 @@ def main(folder: Path, preset: str, title: str, intro: str, wall: str, machine: 
     law_path = folder / "law.json"
     law = json.loads(law_path.read_text()) if law_path.exists() else None
     tr = cfg["train"]
-    # The objective and optimizer as the fit labels them (validate/fit.py's regime).
+    # The objective and optimizer as the fit labels them (validate/law/fit.py's regime).
     regime = (law or {}).get("regime") or {}
     objective = regime.get("objective", "see config.json")
     optimizer = regime.get("optimizer", "see config.json")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from pathlib import Path
 
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.hardware import CATALOG
 from stalesim.sim.importers.common import Imported
 

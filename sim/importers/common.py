@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from stalesim.sim.config_file import ConfigError, deep_merge, read_config_text, validate_config
+from stalesim.common.config_file import ConfigError, deep_merge, read_config_text, validate_config
 from stalesim.sim.models import MODELS, preset_for
 
 #: The keys that size a model when no preset matches its name.
@@ -144,7 +144,7 @@ def positive_int(value: Any, key: str, source: str) -> int:
 
 
 def read_text(path: Path) -> str:
-    """A config file's text (see :func:`stalesim.sim.config_file.read_config_text`)."""
+    """A config file's text (see :func:`stalesim.common.config_file.read_config_text`)."""
     return read_config_text(path, "config file")
 
 
@@ -299,6 +299,6 @@ def _arithmetic(expr: str) -> int | None:
 
 def yaml_scalar(raw: str) -> Any:
     """A command-line value as YAML reads it (numbers, booleans, null, lists), else the text."""
-    from stalesim.sim.config_file import parse_override_value
+    from stalesim.common.config_file import parse_override_value
 
     return parse_override_value(raw, "value")

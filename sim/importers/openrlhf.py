@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stalesim.sim.config_file import ConfigError, load_yaml_text
+from stalesim.common.config_file import ConfigError, load_yaml_text
 from stalesim.sim.importers.common import (
     Imported,
     model_preset,

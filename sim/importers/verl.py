@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from stalesim.sim.config_file import ConfigError, load_yaml_text
+from stalesim.common.config_file import ConfigError, load_yaml_text
 from stalesim.sim.importers.common import (
     Imported,
     model_preset,

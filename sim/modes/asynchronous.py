@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.modes.base import ModeSpec, ScreenInputs, ScreenTiming, overlapped_screen
 
 if TYPE_CHECKING:

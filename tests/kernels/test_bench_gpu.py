@@ -6,9 +6,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 from stalesim.cli import main
+from stalesim.cli.bench_gpu import NEEDS_CUDA, gpu_small_check_run
 from stalesim.kernels import _bench_cases as cases
-from stalesim.kernels.gpu_check_cli import NEEDS_CUDA, gpu_small_check_run
-from stalesim.validate.presets import preset_sweep
+from stalesim.validate.train.presets import preset_sweep
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU machine")

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from stalesim.cli.bench_kernels import _ceilings_line
 from stalesim.kernels import _bench_cases as cases
 from stalesim.kernels._bench_logits import (
     ENTROPY_QUANTILES,
@@ -16,7 +17,6 @@ from stalesim.kernels._bench_logits import (
     peaked_logits,
     random_logits,
 )
-from stalesim.kernels.bench import _ceilings_line
 from stalesim.kernels.reference import fused_linear_logprobs_ref, token_logprobs_ref
 
 CPU = torch.device("cpu")

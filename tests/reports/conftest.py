@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from stalesim.sim.output_dir import seal
+from stalesim.common.output_dir import seal
 
 #: Two rollout engines and one learner over four learner steps of 10 s each. Engine 0 decodes
 #: [0, 8) of every 10 s, engine 1 decodes [2, 10); the learner trains [6, 10) of every 10 s

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stalesim.reports.law_findings import compare_drops, findings
 from stalesim.reports.validate_page import render_findings_report
-from stalesim.sim.law import Law
+from stalesim.sim.law.model import Law
 
 CURVE = {"eta0": 1e-3, "s_c": 4.0, "k": 1.0, "alpha": 1.0}
 BANDS = {"one_over_s": [-1.3, -0.7], "flat": [-0.3, 0.3], "flat_ratio": [0.8, 1.25]}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from stalesim.common.config_file import validate_config
 from stalesim.reports.page import format_number
 from stalesim.reports.plan_page import (
     build_plan_page,
@@ -22,11 +23,10 @@ from stalesim.reports.plan_page import (
     short_setup,
     write_plan_report,
 )
-from stalesim.sim.config_file import validate_config
-from stalesim.sim.law_readings import readings
-from stalesim.sim.plan import run_plan
-from stalesim.sim.plan_config import PlanConfig
-from stalesim.sim.plan_rank import on_policy
+from stalesim.sim.law.readings import readings
+from stalesim.sim.plan.config import PlanConfig
+from stalesim.sim.plan.planner import run_plan
+from stalesim.sim.plan.rank import on_policy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BASELINE_LR = 1e-6
@@ -365,7 +365,7 @@ def test_report_plan_rerenders_a_finished_plan_and_refuses_a_mixed_one(
 ) -> None:
     from click.testing import CliRunner
     from stalesim.cli import main
-    from stalesim.sim.output_dir import require_complete
+    from stalesim.common.output_dir import require_complete
 
     copy = tmp_path / "copy"
     shutil.copytree(plan_out, copy)

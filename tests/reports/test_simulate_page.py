@@ -351,7 +351,7 @@ def test_the_law_shows_ratios_without_a_baseline(real_sim_out):
     from html import escape
 
     from stalesim.reports.page import format_number
-    from stalesim.sim.law_readings import readings
+    from stalesim.sim.law.readings import readings
 
     law = json.loads((real_sim_out / "summary.json").read_text())["law"]
     assert law["baseline_lr"] is None and law["baseline_steps"] is None

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from stalesim.sim.calibrate import calibrate, fit_decode
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
+from stalesim.sim.calibrate.timings import calibrate, fit_decode
 from stalesim.sim.scenario import DecodeCoefficients
 
 A, BETA, GAMMA, PREFILL = 4e-3, 2e-7, 5e-5, 3e-5

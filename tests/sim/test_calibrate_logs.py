@@ -16,12 +16,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.sim.calibrate_logs import calibrate_log, cut_mean, sigma_from_clip, uncut_mean
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
+from stalesim.sim.calibrate.logs import calibrate_log, cut_mean, sigma_from_clip, uncut_mean
+from stalesim.sim.calibrate.trainer_logs import read_log, verl_metrics_from_trace, write_verl_jsonl
 from stalesim.sim.derived import derive
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
-from stalesim.sim.trainer_logs import read_log, verl_metrics_from_trace, write_verl_jsonl
 
 LOGS = Path(__file__).parents[1] / "data" / "logs"
 SCENARIO = LOGS / "scenario-sync.yaml"
@@ -173,7 +173,7 @@ def test_fragment_layers_over_a_scenario_file_in_simulate_and_plan(tmp_path) -> 
     assert scenario.workload.response_tokens.value == 700
     assert scenario.cluster.learner_coefficients.train_gpu_s_per_token == 5e-4
     assert scenario.workload.group_size == 4
-    from stalesim.sim.plan_config import load_plan
+    from stalesim.sim.plan.config import load_plan
 
     plan, _ = load_plan(None, overrides=(f"@{tmp_path / 'frag.yaml'}",))
     assert plan.base.set["cluster.learner_coefficients.train_gpu_s_per_token"] == 5e-4

@@ -8,7 +8,7 @@ import math
 import polars as pl
 import pytest
 from scipy.stats import binom
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from stalesim.sim.law import Law, LawCurve, StepsModel, default_law
-from stalesim.sim.law_readings import DEFAULT_READING, Reading, paper_law, readings, shipped_law
-from stalesim.sim.plan import run_plan
-from stalesim.sim.plan_law import learner_steps_per_baseline_step, to_target
+from stalesim.sim.law.apply import learner_steps_per_baseline_step, to_target
+from stalesim.sim.law.model import Law, LawCurve, StepsModel, default_law
+from stalesim.sim.law.readings import DEFAULT_READING, Reading, paper_law, readings, shipped_law
+from stalesim.sim.plan.planner import run_plan
 from stalesim.sim.presets import load_scenario
 
 from tests.sim.test_plan import flat_law, small_plan, steep_law

@@ -4,7 +4,7 @@ micro-batch of activations, against each GPU's memory."""
 from __future__ import annotations
 
 import pytest
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.derived import derive
 from stalesim.sim.presets import load_scenario
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.derived import derive
 from stalesim.sim.models import MODELS
 from stalesim.sim.presets import load_scenario

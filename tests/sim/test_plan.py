@@ -12,15 +12,15 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.sim.config_file import ConfigError, validate_config
-from stalesim.sim.law import Law, LawCurve, StepsModel, default_law
-from stalesim.sim.law_readings import Reading, paper_law
-from stalesim.sim.plan import run_plan
-from stalesim.sim.plan_config import PlanConfig, expand_values, load_plan
-from stalesim.sim.plan_evaluate import ProcessBackend, SerialBackend, simulate_batch
-from stalesim.sim.plan_law import read_law, steps_ratio_box
-from stalesim.sim.plan_rank import pareto_front, rank_column
-from stalesim.sim.plan_space import resolve
+from stalesim.common.config_file import ConfigError, validate_config
+from stalesim.sim.law.apply import read_law, steps_ratio_box
+from stalesim.sim.law.model import Law, LawCurve, StepsModel, default_law
+from stalesim.sim.law.readings import Reading, paper_law
+from stalesim.sim.plan.config import PlanConfig, expand_values, load_plan
+from stalesim.sim.plan.evaluate import ProcessBackend, SerialBackend, simulate_batch
+from stalesim.sim.plan.planner import run_plan
+from stalesim.sim.plan.rank import pareto_front, rank_column
+from stalesim.sim.plan.space import resolve
 
 #: A small, fast base: a 1.5B model, 8 prompts x 4 samples, short responses.
 SMALL_BASE = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stalesim.sim.plan_config import load_plan
-from stalesim.sim.plan_space import base_mapping
+from stalesim.sim.plan.config import load_plan
+from stalesim.sim.plan.space import base_mapping
 
 
 def test_plan_base_file_is_read_relative_to_the_plan(tmp_path: Path) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stalesim.sim.config_file import validate_config
-from stalesim.sim.law import default_law
-from stalesim.sim.plan import run_plan
-from stalesim.sim.plan_config import PlanConfig
-from stalesim.sim.plan_evaluate import RayBackend, SerialBackend
+from stalesim.common.config_file import validate_config
+from stalesim.sim.law.model import default_law
+from stalesim.sim.plan.config import PlanConfig
+from stalesim.sim.plan.evaluate import RayBackend, SerialBackend
+from stalesim.sim.plan.planner import run_plan
 
 PLAN = {
     "name": "ray",

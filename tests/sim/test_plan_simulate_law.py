@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.sim.law_readings import readings
+from stalesim.sim.law.readings import readings
 
 SMALL = [
     "--set", "workload.prompts_per_step=8",

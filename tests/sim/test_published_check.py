@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.derived import derive
 from stalesim.sim.published_check import (
     MECHANISMS,
@@ -208,7 +208,7 @@ def test_sync_breakdowns_hold_only_synchronous_figures_of_measured_pairs() -> No
 
 
 def test_calibration_from_a_breakdown_reproduces_its_phases() -> None:
-    from stalesim.sim.calibrate_logs import with_fragment
+    from stalesim.sim.calibrate.logs import with_fragment
     from stalesim.sim.published_check import calibrate_from_breakdown, load_breakdowns
 
     b = load_breakdowns()["verl-one-step-colocated-sync-16"]

@@ -9,8 +9,8 @@ import math
 import polars as pl
 import pytest
 import simpy
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.buffer import Buffer
-from stalesim.sim.config_file import ConfigError
 from stalesim.sim.metrics import summarize
 from stalesim.sim.modes import MODES
 from stalesim.sim.modes.sync import SYNC

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
 from stalesim.sim.hardware import CATALOG
+from stalesim.sim.plan.sensitivity import coefficients, perturbed, sensitivity
 from stalesim.sim.presets import load_scenario
-from stalesim.sim.sensitivity import coefficients, perturbed, sensitivity
 
 SYNC = (
     "algorithm.mode=sync",

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stalesim.sim.output_dir import MARKER, output_folder, require_complete
-from stalesim.sim.tables import Column, check_frame, read_json_object, read_table
+from stalesim.common.output_dir import MARKER, output_folder, require_complete
+from stalesim.common.tables import Column, check_frame, read_json_object, read_table
 
 SETTINGS = settings(
     derandomize=True,

@@ -10,7 +10,7 @@ import pytest
 from stalesim.sim.modes import MODES
 from stalesim.sim.modes.base import ScreenInputs, ScreenTiming
 from stalesim.sim.modes.sync import SYNC
-from stalesim.sim.plan import run_plan
+from stalesim.sim.plan.planner import run_plan
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
 

@@ -13,17 +13,17 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.sim.law import law_curve
-from stalesim.validate.external_runs import (
+from stalesim.sim.law.model import law_curve
+from stalesim.validate.law.external_runs import (
     Columns,
     LogMapping,
     Mapping,
     fit_external,
     to_sweep_tables,
 )
-from stalesim.validate.fit import FitSettings, fit_sweep
-from stalesim.validate.probe_size import step_table
-from stalesim.validate.sweep_runs import read_sweep
+from stalesim.validate.law.fit import FitSettings, fit_sweep
+from stalesim.validate.law.probe_size import step_table
+from stalesim.validate.law.sweep_runs import read_sweep
 
 SWEEP = Path(__file__).resolve().parents[2] / "reports/results/law-horizon/non-saturating"
 needs_sweep = pytest.mark.skipif(

@@ -6,16 +6,16 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from stalesim.sim.law import law_curve
-from stalesim.validate.fit import FitSettings, fit_sweep
-from stalesim.validate.group_estimates import (
+from stalesim.sim.law.fit import fit_curve
+from stalesim.sim.law.model import law_curve
+from stalesim.validate.law.fit import FitSettings, fit_sweep
+from stalesim.validate.law.group_estimates import (
     Cells,
     build_cells,
     estimate_eta_max,
     estimate_optimum,
     estimate_steps_at,
 )
-from stalesim.validate.law_fit import fit_curve
 
 OPT = {"eta0": 2e-3, "s_c": 4.0, "k": 2.0, "alpha": 1.0}
 MAX = {"eta0": 8e-3, "s_c": 4.0, "k": 2.0, "alpha": 1.0}

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stalesim.validate.fit import FitSettings, fit_sweep
-from stalesim.validate.presets import PRESETS, SweepConfig, preset_sweep
-from stalesim.validate.sweep import run_sweep
+from stalesim.validate.law.fit import FitSettings, fit_sweep
+from stalesim.validate.law.sweep import run_sweep
+from stalesim.validate.train.presets import PRESETS, SweepConfig, preset_sweep
 
 
 def test_the_preset_asks_its_question_in_one_device_call() -> None:

@@ -7,12 +7,12 @@ import dataclasses
 
 import pytest
 import torch
+from stalesim.common.config_file import ConfigError, validate_config
 from stalesim.kernels.options import GRPOOptions
-from stalesim.sim.config_file import ConfigError, validate_config
-from stalesim.validate.presets import GRPOConfig, RunConfig, TrainConfig, preset_sweep
-from stalesim.validate.tasks import SortTask, SortTaskConfig
-from stalesim.validate.trainer import train_run
-from stalesim.validate.warm_start import build_policy, train_warm_start
+from stalesim.validate.train.presets import GRPOConfig, RunConfig, TrainConfig, preset_sweep
+from stalesim.validate.train.tasks import SortTask, SortTaskConfig
+from stalesim.validate.train.trainer import train_run
+from stalesim.validate.train.warm_start import build_policy, train_warm_start
 
 
 def test_gpu_small_runs_at_an_llm_like_vocabulary_and_cpu_tiny_is_unchanged() -> None:

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.sim.law import law_curve, load_law
+from stalesim.sim.law.model import law_curve, load_law
 
 LAW_OPT = {"eta0": 1e-3, "s_c": 4.0, "k": 2.0, "alpha": 1.0}
 
@@ -53,7 +53,7 @@ def test_law_evaluates_all_three_halves(tmp_path):
 
 
 def test_fitted_law_round_trips_through_law_json(tmp_path):
-    from stalesim.validate.fit import FitSettings, fit_runs_dir
+    from stalesim.validate.law.fit import FitSettings, fit_runs_dir
 
     runs_dir = tmp_path / "sweep"
     runs_dir.mkdir()

@@ -7,16 +7,13 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from stalesim.sim.law import Law, law_curve, regime_warnings
+from stalesim.sim.law.intervals import Spread
+from stalesim.sim.law.model import Law, law_curve, regime_warnings
 from stalesim.sim.scenario import Scenario
-from stalesim.validate.collapse import CollapseConfig, CollapseDetector
-from stalesim.validate.failure import backfill_from_steps, mark_failures
-from stalesim.validate.group_estimates import Cells, estimate_optimum
-from stalesim.validate.horizon import truncate_runs
-from stalesim.validate.intervals import Spread
-from stalesim.validate.policy import PolicyConfig
-from stalesim.validate.presets import TrainConfig
-from stalesim.validate.slopes import (
+from stalesim.validate.law.failure import backfill_from_steps, mark_failures
+from stalesim.validate.law.group_estimates import Cells, estimate_optimum
+from stalesim.validate.law.horizon import truncate_runs
+from stalesim.validate.law.slopes import (
     FLAT_BAND,
     ONE_OVER_S_BAND,
     local_slopes,
@@ -24,9 +21,12 @@ from stalesim.validate.slopes import (
     ratio_verdict,
     regime_verdict,
 )
-from stalesim.validate.tasks import SortTask, SortTaskConfig
-from stalesim.validate.trainer import drift_kl, sequence_logprobs
-from stalesim.validate.warm_start import WarmStartConfig, build_policy
+from stalesim.validate.train.collapse import CollapseConfig, CollapseDetector
+from stalesim.validate.train.policy import PolicyConfig
+from stalesim.validate.train.presets import TrainConfig
+from stalesim.validate.train.tasks import SortTask, SortTaskConfig
+from stalesim.validate.train.trainer import drift_kl, sequence_logprobs
+from stalesim.validate.train.warm_start import WarmStartConfig, build_policy
 
 
 def _runs(rows: list[dict]) -> pl.DataFrame:
@@ -364,7 +364,7 @@ def test_per_run_seed_gives_each_seed_its_own_warm_start() -> None:
 
 
 def test_scheduler_evaluation_picks_each_rule_best_lr(tmp_path) -> None:
-    from stalesim.validate.scheduler_eval import evaluate_rules
+    from stalesim.validate.law.scheduler_eval import evaluate_rules
 
     def rows(rule_lrs: dict[float, list[float | None]]) -> pl.DataFrame:
         out = []

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from stalesim.validate.policy import Policy, PolicyConfig
-from stalesim.validate.tasks import SortTask, SortTaskConfig
+from stalesim.validate.train.policy import Policy, PolicyConfig
+from stalesim.validate.train.tasks import SortTask, SortTaskConfig
 
 
 def _policy(seed: int = 0) -> tuple[Policy, SortTask]:

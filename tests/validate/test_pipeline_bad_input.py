@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("torch")
 
-from stalesim.sim.output_dir import MARKER, seal
+from stalesim.common.output_dir import MARKER, seal
 
 PIPELINE_KIND = "validate pipeline"  # the kind of a pipeline run's completion marker
 
@@ -146,7 +146,7 @@ def test_an_unreachable_ray_address_fails_in_bounded_time_for_plan(tmp_path: Pat
     ],
 )
 def test_the_address_check_names_the_option_and_address(address: str, named: str) -> None:
-    from stalesim.sim.ray_address import check_ray_address
+    from stalesim.common.ray_address import check_ray_address
 
     address = address.format(port=_free_port())
     started = time.perf_counter()
@@ -158,7 +158,7 @@ def test_the_address_check_names_the_option_and_address(address: str, named: str
 
 
 def test_a_reachable_address_passes_the_check() -> None:
-    from stalesim.sim.ray_address import check_ray_address
+    from stalesim.common.ray_address import check_ray_address
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -303,7 +303,7 @@ def test_replay_refuses_a_folder_that_is_not_one_whole_finished_run(
 
 
 def test_replay_reads_a_finished_run(tmp_path: Path) -> None:
-    from stalesim.validate.replay import load_run
+    from stalesim.validate.pipeline.replay import load_run
 
     config, tables = load_run(_finished_copy(tmp_path))
     assert (
@@ -366,7 +366,7 @@ def test_a_killed_pipeline_run_is_never_replayed_and_never_mixes_with_a_finished
     # a killed later run leaves the earlier one whole (its staging folder aside), and only it
     after = {k: v for k, v in _digests(previous).items() if not k.startswith(".stalesim-tmp-")}
     assert after == before
-    from stalesim.validate.replay import load_run
+    from stalesim.validate.pipeline.replay import load_run
 
     _, tables = load_run(previous)
     assert tables["steps"].height == pl.read_parquet(COMMITTED / "steps.parquet").height
@@ -444,7 +444,7 @@ _TABLE_COLUMNS = [
 def test_a_replayed_table_with_any_value_reads_or_is_refused_in_one_line(
     tmp_path: Path, where: tuple[str, str], row: int, value
 ) -> None:
-    from stalesim.validate.replay import RUN_TABLES, load_run
+    from stalesim.validate.pipeline.replay import RUN_TABLES, load_run
 
     folder = tmp_path / "run"
     shutil.rmtree(folder, ignore_errors=True)  # examples share the test's tmp_path
@@ -470,7 +470,7 @@ def test_a_replayed_table_with_any_value_reads_or_is_refused_in_one_line(
 
 
 def test_replay_publishes_its_trace_and_result_together(tmp_path: Path) -> None:
-    from stalesim.sim.output_dir import require_complete
+    from stalesim.common.output_dir import require_complete
 
     folder = _finished_copy(tmp_path)
     result = _replay(folder, tmp_path)

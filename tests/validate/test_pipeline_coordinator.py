@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from stalesim.sim.config_file import ConfigError
-from stalesim.validate.pipeline_config import PipelineConfig
-from stalesim.validate.pipeline_coordinator import Coordinator, drop_bound
+from stalesim.common.config_file import ConfigError
+from stalesim.validate.pipeline.config import PipelineConfig
+from stalesim.validate.pipeline.coordinator import Coordinator, drop_bound
 
 G = 2
 

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from stalesim.validate.pipeline_engine import ContinuousBatchEngine, Sequence  # noqa: E402
-from stalesim.validate.policy import Policy, PolicyConfig  # noqa: E402
-from stalesim.validate.tasks import SortTask, SortTaskConfig  # noqa: E402
+from stalesim.validate.pipeline.engine import ContinuousBatchEngine, Sequence  # noqa: E402
+from stalesim.validate.train.policy import Policy, PolicyConfig  # noqa: E402
+from stalesim.validate.train.tasks import SortTask, SortTaskConfig  # noqa: E402
 
 
 def _policy_logps(policy: Policy, task: SortTask, seq: Sequence) -> torch.Tensor:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from stalesim.sim.trainer_logs import log_from_rows
-from stalesim.validate.pipeline_log import counterfactual, verl_rows
+from stalesim.sim.calibrate.trainer_logs import log_from_rows
+from stalesim.validate.pipeline.log import counterfactual, verl_rows
 
 RUNS = Path(__file__).parents[2] / "reports" / "results" / "pipeline-cpu"
 SCENARIO = RUNS / "counterfactual" / "scenario-sync.yaml"

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from stalesim.validate.pipeline_config import PipelineConfig
+from stalesim.validate.pipeline.config import PipelineConfig
 
 B, G, STEPS = 4, 2, 5
 
@@ -44,7 +44,7 @@ def tiny(mode: str, slots: int = 3, **algorithm) -> PipelineConfig:
 
 @pytest.fixture(scope="module")
 def runs(ray_local, tmp_path_factory):
-    from stalesim.validate.pipeline_run import run_pipeline
+    from stalesim.validate.pipeline.run import run_pipeline
 
     configs = {
         "sync": tiny("sync", slots=B * G),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stalesim.validate.probe_size import (
+from stalesim.validate.law.probe_size import (
     Design,
     baseline_lr,
     designs,
@@ -15,7 +15,7 @@ from stalesim.validate.probe_size import (
     run_design,
     step_table,
 )
-from stalesim.validate.sweep_runs import read_sweep
+from stalesim.validate.law.sweep_runs import read_sweep
 
 SWEEP = Path(__file__).resolve().parents[2] / "reports/results/law-horizon/non-saturating"
 pytestmark = pytest.mark.skipif(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from stalesim.validate.coverage import Design, simulate_coverage, synthetic_groups
-from stalesim.validate.failure import mark_failures
-from stalesim.validate.group_estimates import build_cells, estimate_eta_max
+from stalesim.validate.law.coverage import Design, simulate_coverage, synthetic_groups
+from stalesim.validate.law.failure import mark_failures
+from stalesim.validate.law.group_estimates import build_cells, estimate_eta_max
 
 #: A small design like the committed sweeps: learning rates a factor 2 apart, 3 seeds, and
 #: seed noise about 0.4 of the curvature (the non-saturating sweep measures 0.40).
@@ -75,7 +75,7 @@ def _curve_sweep(rng: np.random.Generator, steps: int = 80) -> tuple[pl.DataFram
     """Runs whose reward climbs as ``0.2 + 0.7 (1 - exp(-r t))`` with a rate ``r`` that peaks
     at ``eta*(S) = 1e-3 / (1 + S/4)`` (Gaussian in ln lr): every score — AUC, speed, best
     reward — is best at ``eta*(S)`` at every horizon."""
-    from stalesim.validate.horizon import run_summary
+    from stalesim.validate.law.horizon import run_summary
 
     runs, frames = [], []
     for s in (0, 2, 4, 8):
@@ -106,7 +106,7 @@ def _curve_sweep(rng: np.random.Generator, steps: int = 80) -> tuple[pl.DataFram
 
 
 def test_eta_opt_by_every_score_and_horizon_finds_the_common_optimum() -> None:
-    from stalesim.validate.fit import FitSettings, fit_sweep
+    from stalesim.validate.law.fit import FitSettings, fit_sweep
 
     runs, steps = _curve_sweep(np.random.default_rng(3))
     law = fit_sweep(runs, FitSettings(coverage_sims=0), steps=steps).law
@@ -129,7 +129,7 @@ def test_eta_opt_by_every_score_and_horizon_finds_the_common_optimum() -> None:
 
 
 def test_a_distribution_only_sweep_is_refused_with_its_name(tmp_path) -> None:
-    from stalesim.validate.fit import fit_runs_dir
+    from stalesim.validate.law.fit import fit_runs_dir
 
     rows = [
         dict(run_id=f"r{i}", lr=1e-3 * 2**i, staleness=32, staleness_kind="distribution",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from stalesim.validate.replay import weight_sync_costs
+from stalesim.validate.pipeline.replay import weight_sync_costs
 
 
 def tables() -> dict[str, pl.DataFrame]:

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-from stalesim.sim.law import Law
-from stalesim.validate.optimizers import OptimizerConfig, build_optimizer
-from stalesim.validate.presets import RunConfig, TrainConfig
-from stalesim.validate.staleness_lr import LRRuleConfig, StalenessLR, summarise_lags
-from stalesim.validate.trainer import train_run
+from stalesim.sim.law.model import Law
+from stalesim.validate.train.optimizers import OptimizerConfig, build_optimizer
+from stalesim.validate.train.presets import RunConfig, TrainConfig
+from stalesim.validate.train.staleness_lr import LRRuleConfig, StalenessLR, summarise_lags
+from stalesim.validate.train.trainer import train_run
 
 CURVE = {"eta0": 1e-3, "s_c": 4.0, "k": 1.0, "alpha": 1.0}  # eta(S) = 1e-3 / (1 + S/4)
 

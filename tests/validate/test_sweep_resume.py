@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.validate.presets import SweepConfig
-from stalesim.validate.sweep import run_sweep
+from stalesim.validate.law.sweep import run_sweep
+from stalesim.validate.train.presets import SweepConfig
 
 TIMING = ["wall_s"]
 STEP_TIMING = ["rollout_s", "learn_s"]

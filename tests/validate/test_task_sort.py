@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from stalesim.validate.tasks import SortTask, SortTaskConfig
+from stalesim.validate.train.tasks import SortTask, SortTaskConfig
 
 TASK = SortTask(SortTaskConfig(n_digits=4, base=10))
 E, P = TASK.eos_id, TASK.pad_id

@@ -9,13 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from stalesim.validate.collapse import CollapseConfig, CollapseDetector
-from stalesim.validate.policy import Rollout
-from stalesim.validate.presets import RunConfig, TrainConfig
-from stalesim.validate.staleness import SnapshotRing, parse_staleness, split_staleness_list
-from stalesim.validate.tasks import SortTask
-from stalesim.validate.trainer import grpo_step_loss, summarise, train_run
-from stalesim.validate.warm_start import build_policy, train_warm_start
+from stalesim.validate.train.collapse import CollapseConfig, CollapseDetector
+from stalesim.validate.train.policy import Rollout
+from stalesim.validate.train.presets import RunConfig, TrainConfig
+from stalesim.validate.train.staleness import SnapshotRing, parse_staleness, split_staleness_list
+from stalesim.validate.train.tasks import SortTask
+from stalesim.validate.train.trainer import grpo_step_loss, summarise, train_run
+from stalesim.validate.train.warm_start import build_policy, train_warm_start
 
 
 def tiny_train(**changes) -> TrainConfig:

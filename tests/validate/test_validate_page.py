@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.sim.law import law_curve, load_law
+from stalesim.sim.law.model import law_curve, load_law
 
 OPT = {"eta0": 2e-3, "s_c": 3.0, "k": 2.0, "alpha": 1.0}
 STEPS = 12
@@ -87,7 +87,7 @@ def metric_value(html: str, label: str) -> float:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     from stalesim.reports.validate_page import render_validate_report
-    from stalesim.validate.fit import FitSettings, fit_runs_dir
+    from stalesim.validate.law.fit import FitSettings, fit_runs_dir
 
     folder = write_sweep(tmp_path_factory.mktemp("sweep"))
     fit_runs_dir(folder, settings=FitSettings(bootstrap=30), command="test")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from stalesim.cli import main
-from stalesim.sim.config_file import ConfigError
+from stalesim.common.config_file import ConfigError
 from stalesim.sim.importers import IMPORTERS, import_trainer_config
 from stalesim.sim.importers import areal as areal_importer
 from stalesim.sim.importers import openrlhf as openrlhf_importer

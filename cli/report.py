@@ -1,0 +1,116 @@
+"""``stalesim report``: re-render HTML pages from finished result files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def report() -> None:
+    """Render offline HTML pages from result files (no re-running)."""
+
+
+@report.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+def simulate(out_dir: Path) -> None:
+    """Re-render OUT_DIR/report.html from a finished `stalesim simulate --out OUT_DIR` (with
+    or without --vary)."""
+    from stalesim.common.output_dir import require_complete
+    from stalesim.reports.simulate_page import SIMULATE_FILES, write_simulate_report
+    from stalesim.reports.variants_page import VARIANTS_FILES, write_variants_report
+
+    if not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: no such directory (give the --out folder of a simulate run)")
+    if (out_dir / "variants.json").exists():
+        require_complete(out_dir, "simulate-variants", VARIANTS_FILES)
+        path = write_variants_report(out_dir)
+    else:
+        require_complete(out_dir, "simulate", SIMULATE_FILES)
+        path = write_simulate_report(out_dir)
+    click.echo(f"wrote {path}")
+
+
+@report.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+def kernels(out_dir: Path) -> None:
+    """Re-render OUT_DIR/report.html from a finished `stalesim bench kernels --out OUT_DIR`."""
+    from stalesim.common.output_dir import require_complete
+    from stalesim.reports.kernel_bench_page import write_kernel_bench_report
+
+    if not out_dir.is_dir():
+        raise ValueError(
+            f"{out_dir}: no such directory (give the --out folder of a bench kernels run)"
+        )
+    # Folders from before completion markers (and hand-made ones) are read as they are.
+    require_complete(out_dir, "bench kernels", ["kernels.csv", "summary.json"], legacy_ok=True)
+    path = write_kernel_bench_report(out_dir)
+    click.echo(f"wrote {path}")
+
+
+@report.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+def plan(out_dir: Path) -> None:
+    """Re-render OUT_DIR/report.html from a finished `stalesim plan --out OUT_DIR`."""
+    from stalesim.reports.plan_page import rerender_plan_report
+
+    if not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: no such directory (give the --out folder of a plan)")
+    path = rerender_plan_report(out_dir)
+    click.echo(f"wrote {path}")
+
+
+#: Bootstrap replicates when the page has to fit the law itself (no law.json yet).
+PAGE_BOOTSTRAP = 200
+
+
+@report.command()
+@click.argument("runs_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where to write the page [default: RUNS_DIR/report.html].",
+)
+def validate(runs_dir: Path, out: Path | None) -> None:
+    """Render the validation page from the runs in RUNS_DIR (and its law.json, when fitted).
+
+    A results folder holding the law experiments (law-objective/clip/law.json, ...) and no
+    runs.parquet of its own gets the findings page instead: one verdict per paper prediction.
+    """
+    from stalesim.reports.validate_page import render_findings_report, render_validate_report
+
+    if not runs_dir.is_dir():
+        raise ValueError(
+            f"{runs_dir}: no such directory (give the runs folder of `stalesim validate`)"
+        )
+    if not (runs_dir / "runs.parquet").exists() and any(runs_dir.glob("law-*/**/law*.json")):
+        click.echo(f"wrote {render_findings_report(runs_dir, out)}")
+        return
+    law = None
+    if not (runs_dir / "law.json").exists():
+        # The page reads results as data; fitting is the validate package's job, so a missing
+        # law.json is fitted here, in the command, and handed over without being written.
+        from stalesim.validate.law.fit import FitSettings, describe_source, fit_sweep
+        from stalesim.validate.law.sweep_runs import read_sweep
+
+        runs, _ = read_sweep(runs_dir)
+        source = describe_source(runs_dir, runs, "stalesim report validate (fitted in memory)")
+        law = fit_sweep(runs, FitSettings(bootstrap=PAGE_BOOTSTRAP), source=source).law
+    path = render_validate_report(runs_dir, out, law_fitted_in_memory=law)
+    click.echo(f"wrote {path}")
+
+
+@report.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+def published(out_dir: Path) -> None:
+    """Re-render OUT_DIR/report.html from a finished `stalesim check published --out OUT_DIR`."""
+    from stalesim.reports.published_page import write_published_report
+
+    if not out_dir.is_dir():
+        raise ValueError(
+            f"{out_dir}: no such directory (give the --out folder of a check published run)"
+        )
+    path = write_published_report(out_dir)
+    click.echo(f"wrote {path}")

@@ -1,0 +1,1 @@
+"""Utilities every package may import: reading configs, atomic files and output folders, checked tables, the machine's memory, a Ray address check, and the options every command shares. Imports nothing else of the project."""

@@ -1,0 +1,1 @@
+"""The staleness–learning-rate law in one place: the model (``model``), the readings the planner weighs (``readings``), its application to a setup in the user's units (``apply``), and fitting it to per-S estimates with intervals (``fit``, ``intervals``)."""

@@ -1,0 +1,346 @@
+"""How often the law's "95%" intervals hold the truth: the whole estimator run on synthetic
+sweeps whose answer is known.
+
+A synthetic sweep copies a real sweep's design — its staleness values (on the fit's lag axis),
+its learning-rate grid per S and its number of seeds — and draws every run's objective as
+
+    y(S, lr, seed) = peak - a · (ln lr - ln eta*(S))² · (skew if ln lr > ln eta*(S) else 1) + e,
+
+with ``e ~ N(0, sigma²)`` independent per run. The truth ``eta*(S)`` is the real sweep's own
+``eta_opt`` estimate at each S (so it sits where the real optima sit relative to the grid),
+``a`` is the median curvature of the parabolas through the real sweep's three best cell means,
+and ``sigma`` is the pooled standard deviation of the objective over seeds in the cells around
+each S's best rate. ``skew > 1`` makes the curve fall faster above its optimum than below, as the
+measured curves do (a cliff where training breaks), which biases the three-point parabola.
+
+Each synthetic sweep goes through the same code as ``stalesim fit``
+(:func:`stalesim.validate.law.fit.replicate_groups`, the slope and ratio functions and
+:class:`~stalesim.sim.law.intervals.Spread`), and the coverage is the share of the reported
+intervals that hold the truth: of ``eta_opt`` at each S, of the slope between every pair of S,
+and of the ratios ``eta(S_1)/eta(0)`` and ``eta(S_max)/eta(0)``.
+
+Run it as ``python -m stalesim.validate.law.coverage`` (see ``--help``) to write the comparison of
+interval methods on the committed sweeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stalesim.validate.law.group_estimates import EDGE_FLAGS, Cells, GroupEstimate
+
+#: Percentile-bootstrap replicates per synthetic sweep (the old method; costly, so fewer).
+PERCENTILE_REPLICATES = 200
+#: How much steeper than below its optimum the skewed synthetic objective falls above it.
+SKEW = 3.0
+
+
+@dataclass(frozen=True)
+class Design:
+    """What a synthetic sweep copies from a real one, and the truth it is drawn around."""
+
+    staleness: tuple[int, ...]  # nominal S per group
+    axis: tuple[float, ...]  # the fit's lag axis per group (realised mean lag by default)
+    lrs: tuple[tuple[float, ...], ...]  # learning-rate grid per group
+    truth: tuple[float, ...]  # eta*(S) per group
+    n_seeds: int
+    curvature: float  # a, objective units per (ln lr)²
+    sigma: float  # run-to-run standard deviation of the objective
+    peak: float = 0.5
+    skew: float = 1.0
+
+    def label(self) -> str:
+        return (
+            f"S={list(self.staleness)}, {len(self.lrs[0])} LRs, {self.n_seeds} seeds, "
+            f"sigma/a={self.sigma / self.curvature:.3g}, skew {self.skew:g}"
+        )
+
+
+def design_from_cells(
+    groups: dict[int, Cells], point: dict[int, GroupEstimate], axis: np.ndarray
+) -> Design | None:
+    """The design of a real sweep, its truth set to its own ``eta_opt`` at the S where that is
+    an estimate (not a grid edge); None when fewer than 2 such S remain or it has one seed."""
+    keep = [i for i, s in enumerate(sorted(groups)) if point[s].optimum.flag not in EDGE_FLAGS]
+    if len(keep) < 2:
+        return None
+    order = sorted(groups)
+    curvatures, variances = [], []
+    for s in order:
+        cells = groups[s]
+        means = np.array([v.mean() for v in cells.values])
+        best = int(np.argmax(means))
+        if 0 < best < len(means) - 1:
+            x = np.log(cells.lrs[best - 1 : best + 2])
+            coef = np.polyfit(x, means[best - 1 : best + 2], 2)
+            if coef[0] < 0:
+                curvatures.append(-coef[0])
+        for v in cells.values[max(0, best - 1) : best + 2]:
+            if len(v) > 1:
+                variances.append(v.var(ddof=1))
+    seeds = {int(x) for c in groups.values() for cs in (c.seeds or ()) for x in cs}
+    if not curvatures or not variances or len(seeds) < 2:
+        return None
+    return Design(
+        staleness=tuple(int(order[i]) for i in keep),
+        axis=tuple(float(axis[i]) for i in keep),
+        lrs=tuple(tuple(float(v) for v in groups[order[i]].lrs) for i in keep),
+        truth=tuple(float(point[order[i]].optimum.eta) for i in keep),
+        n_seeds=len(seeds),
+        curvature=float(np.median(curvatures)),
+        sigma=float(np.sqrt(np.mean(variances))),
+    )
+
+
+def _lists(value: Any) -> Any:
+    """Tuples as lists, as law.json reads them back (so a fitted law equals its loaded file)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+def synthetic_groups(design: Design, rng: np.random.Generator) -> dict[int, Cells]:
+    """One synthetic sweep of ``design``: per S, ``n_seeds`` runs at every grid rate."""
+    groups = {}
+    seeds = np.arange(design.n_seeds)
+    for s, lrs, truth in zip(design.staleness, design.lrs, design.truth, strict=True):
+        x = np.log(np.array(lrs))
+        dx = x - np.log(truth)
+        mean = design.peak - design.curvature * dx**2 * np.where(dx > 0, design.skew, 1.0)
+        values = mean[:, None] + rng.normal(0.0, design.sigma, (len(lrs), design.n_seeds))
+        groups[s] = Cells(
+            lrs=np.array(lrs),
+            values=tuple(values),
+            failed=tuple(np.zeros(design.n_seeds, bool) for _ in lrs),
+            steps=tuple(np.full(design.n_seeds, np.inf) for _ in lrs),
+            seeds=tuple(seeds for _ in lrs),
+        )
+    return groups
+
+
+def simulate_coverage(
+    design: Design,
+    n_sim: int,
+    *,
+    method: str = "jackknife",
+    seed: int = 0,
+    confidence: float = 0.95,
+    window: int = 1,
+    replicates: int = PERCENTILE_REPLICATES,
+) -> dict[str, Any]:
+    """Run the estimator on ``n_sim`` synthetic sweeps of ``design`` and count how often its
+    intervals hold the truth (see the module docstring); ``replicates`` per sweep for the
+    percentile method. Deterministic for a given ``seed``."""
+    from stalesim.validate.law.fit import (
+        FitSettings,
+        _drop_from_zero,
+        _first_step,
+        replicate_groups,
+    )
+    from stalesim.validate.law.slopes import pair_slopes
+
+    if n_sim < 1:
+        raise ValueError(f"n_sim {n_sim}: must be at least 1")
+    settings = FitSettings(
+        interval_method=method,
+        confidence=confidence,
+        window=window,
+        bootstrap=0 if method == "jackknife" else replicates,
+        by_score=False,
+        coverage_sims=0,
+    )
+    rng = np.random.default_rng(seed)
+    axis = np.array(design.axis)
+    log_truth = np.log(np.array(design.truth))
+    seeds = np.arange(design.n_seeds)
+    hits: dict[str, list[bool]] = {"eta_opt": [], "slope": [], "ratio": []}
+    asked = dict.fromkeys(hits, 0)
+    widths: list[float] = []
+    for _ in range(n_sim):
+        groups = synthetic_groups(design, rng)
+        reps = replicate_groups(groups, settings, seeds, rng)
+        staleness = np.array(design.staleness, dtype=float)
+        eta, boot = reps.series(staleness, lambda g: g.optimum.eta)
+        usable = np.array([reps.point[s].optimum.flag not in EDGE_FLAGS for s in design.staleness])
+        lo, hi = reps.spread.columns(eta, boot, log=True)
+        for i in range(len(eta)):
+            asked["eta_opt"] += 1
+            if usable[i] and np.isfinite(lo[i]) and np.isfinite(hi[i]):
+                hits["eta_opt"].append(bool(lo[i] <= design.truth[i] <= hi[i]))
+                widths.append(float(np.log(hi[i] / lo[i])))
+        positive = int((axis > 0).sum())
+        asked["slope"] += positive * (positive - 1) // 2
+        for record in pair_slopes(axis, eta, boot, usable, reps.spread):
+            if not (np.isfinite(record["lo"]) and np.isfinite(record["hi"])):
+                continue
+            i, j = int(np.argmax(axis == record["from"])), int(np.argmax(axis == record["to"]))
+            true_slope = (log_truth[j] - log_truth[i]) / (np.log(axis[j]) - np.log(axis[i]))
+            hits["slope"].append(bool(record["lo"] <= true_slope <= record["hi"]))
+        for fn in (_first_step, _drop_from_zero):
+            asked["ratio"] += 1 if axis[0] == 0 else 0
+            record = fn(axis, eta, boot, usable, reps.spread)
+            if record is None or record["lo"] is None or record["hi"] is None:
+                continue
+            j = int(np.argmax(axis == record["to"]))
+            true_ratio = float(np.exp(log_truth[j] - log_truth[0]))
+            hits["ratio"].append(bool(record["lo"] <= true_ratio <= record["hi"]))
+    return {
+        "method": method,
+        "nominal": confidence,
+        "n_sim": n_sim,
+        "coverage": {k: (float(np.mean(v)) if v else None) for k, v in hits.items()},
+        "n_intervals": {k: len(v) for k, v in hits.items()},
+        "reported_share": {k: (len(hits[k]) / asked[k] if asked[k] else None) for k in hits},
+        "median_eta_opt_width_factor": float(np.exp(np.median(widths))) if widths else None,
+        "design": _lists(asdict(design)),
+        "model": (
+            "objective = peak - a (ln lr - ln eta*)^2 (x skew above eta*) + N(0, sigma^2) per "
+            "run; truth eta* = the sweep's eta_opt; a and sigma measured on the sweep"
+        ),
+    }
+
+
+def sweep_design(runs_dir: Path) -> Design | None:
+    """The design of the committed sweep in ``runs_dir`` at its full horizon, measured as
+    ``stalesim fit`` measures it (default settings)."""
+    from stalesim.validate.law.failure import backfill_from_steps, mark_failures
+    from stalesim.validate.law.fit import FitSettings, _realised_lag
+    from stalesim.validate.law.group_estimates import build_cells, estimate_group
+    from stalesim.validate.law.sweep_runs import fixed_runs, read_sweep
+
+    settings = FitSettings()
+    runs, steps = read_sweep(runs_dir)
+    runs = mark_failures(backfill_from_steps(runs, steps))
+    frames = {
+        int(k[0]): f
+        for k, f in sorted(fixed_runs(runs).partition_by("staleness", as_dict=True).items())
+    }
+    if len(frames) < 2:
+        return None
+    groups = {s: build_cells(f, settings.objective) for s, f in frames.items()}
+    point = {s: estimate_group(c) for s, c in groups.items()}
+    axis = np.array([_realised_lag(frames[s], s) for s in sorted(frames)])
+    return design_from_cells(groups, point, axis)
+
+
+#: The committed sweeps the coverage table is measured on (folders under the results root).
+SWEEPS = (
+    "law-horizon/non-saturating",
+    "law-objective/clip",
+    "law-objective/decoupled",
+    "law-batch/b4",
+    "law-optimizer/sgd",
+    "cpu-tiny",
+)
+
+
+def coverage_table(
+    root: Path,
+    sims: int,
+    percentile_sims: int,
+    seed: int = 0,
+    skews: tuple[float, ...] = (1.0, SKEW),
+) -> list[dict[str, Any]]:
+    """Coverage of the jackknife on the designs of :data:`SWEEPS` under ``root`` at each
+    ``skew`` (and with 4 and 6 seeds on the non-saturating design), and of the percentile
+    bootstrap at the committed seed counts on the symmetric objective."""
+    rows = []
+    for name in SWEEPS:
+        path = root / name
+        if not (path / "runs.parquet").exists():
+            continue
+        design = sweep_design(path)
+        if design is None:
+            continue
+        variants = [(design.n_seeds, skew) for skew in skews]
+        if name == SWEEPS[0]:
+            variants += [(n, skew) for n in (4, 6) for skew in skews]
+        for n_seeds, skew in variants:
+            d = replace(design, n_seeds=n_seeds, skew=float(skew))
+            methods = [("jackknife", sims)]
+            # the old method is costly (a refit per replicate): compared on the symmetric case
+            if n_seeds == design.n_seeds and skew == 1 and percentile_sims:
+                methods.append(("percentile", percentile_sims))
+            for method, n in methods:
+                start = time.perf_counter()
+                result = simulate_coverage(d, n, method=method, seed=seed)
+                result["seconds"] = round(time.perf_counter() - start, 2)
+                rows.append(
+                    {
+                        "sweep": name,
+                        "n_seeds": n_seeds,
+                        "skew": float(skew),
+                        "sigma_over_a": d.sigma / d.curvature,
+                        "method": method,
+                        "n_sim": n,
+                        **{f"cover_{k}": v for k, v in result["coverage"].items()},
+                        **{f"n_{k}": v for k, v in result["n_intervals"].items()},
+                        "width_factor": result["median_eta_opt_width_factor"],
+                        "seconds": result["seconds"],
+                    }
+                )
+                print(
+                    f"{name:28s} seeds {n_seeds} skew {skew:g} {method:10s} "
+                    + " ".join(f"{k} {v:.3f}" for k, v in result["coverage"].items() if v)
+                    + f" ({result['seconds']:.1f}s)",
+                    file=sys.stderr,
+                )
+    return rows
+
+
+def markdown_table(table: Any) -> str:
+    """A polars table as a Markdown pipe table (floats to 3 decimals, missing as —)."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "—"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.iter_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stalesim.validate.law.coverage``: write the coverage table."""
+    import polars as pl
+
+    parser = argparse.ArgumentParser(
+        prog="python -m stalesim.validate.law.coverage",
+        description="Measure the coverage of the law's intervals on synthetic sweeps that copy "
+        "the committed sweeps' designs, for the jackknife-t and the percentile bootstrap.",
+    )
+    parser.add_argument("root", type=Path, nargs="?", default=Path("reports/results"))
+    parser.add_argument("--out", type=Path, default=None, help="folder for coverage.csv/.md")
+    parser.add_argument("--sims", type=int, default=300, help="synthetic sweeps per row")
+    parser.add_argument(
+        "--percentile-sims", type=int, default=30, help="synthetic sweeps per bootstrap row"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        parser.error(f"{args.root}: not a folder")
+    if args.sims < 1 or args.percentile_sims < 0:
+        parser.error("--sims must be >= 1 and --percentile-sims >= 0")
+    rows = coverage_table(args.root, args.sims, args.percentile_sims, args.seed)
+    if not rows:
+        parser.error(f"{args.root}: none of the sweeps {', '.join(SWEEPS)} is under it")
+    table = pl.DataFrame(rows)
+    out = args.out or args.root / "coverage"
+    out.mkdir(parents=True, exist_ok=True)
+    table.write_csv(out / "coverage.csv", float_precision=4)
+    (out / "coverage.md").write_text(markdown_table(table.drop("seconds")))
+    print(f"wrote {out / 'coverage.csv'} and {out / 'coverage.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
