@@ -396,14 +396,6 @@ def load_law(path: str | Path) -> Law:
     return law_from_dict(data, where=str(path))
 
 
-def default_law() -> Law:
-    """The law stalesim reads by default: the ``conservative`` reading (see
-    :mod:`stalesim.sim.law.readings`)."""
-    from stalesim.sim.law.readings import DEFAULT_READING, shipped_law
-
-    return shipped_law(DEFAULT_READING)
-
-
 __all__ = [
     "CURVE_PARAMS",
     "LAW_SCHEMA",
@@ -416,7 +408,6 @@ __all__ = [
     "LawCurve",
     "Regime",
     "StepsModel",
-    "default_law",
     "law_curve",
     "law_from_dict",
     "load_law",

@@ -147,6 +147,11 @@ def readings(primary: str | Law = DEFAULT_READING) -> list[Reading]:
     return [out[primary], *(r for name, r in out.items() if name != primary)]
 
 
+def default_law() -> Law:
+    """The law stalesim reads by default: the ``conservative`` reading."""
+    return shipped_law(DEFAULT_READING)
+
+
 __all__ = [
     "DEFAULT_READING",
     "PAPER",
@@ -154,6 +159,7 @@ __all__ = [
     "SHIPPED",
     "USER",
     "Reading",
+    "default_law",
     "paper_law",
     "readings",
     "shipped_law",

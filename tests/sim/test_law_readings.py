@@ -8,8 +8,15 @@ import numpy as np
 import polars as pl
 import pytest
 from stalesim.sim.law.apply import learner_steps_per_baseline_step, to_target
-from stalesim.sim.law.model import Law, LawCurve, StepsModel, default_law
-from stalesim.sim.law.readings import DEFAULT_READING, Reading, paper_law, readings, shipped_law
+from stalesim.sim.law.model import Law, LawCurve, StepsModel
+from stalesim.sim.law.readings import (
+    DEFAULT_READING,
+    Reading,
+    default_law,
+    paper_law,
+    readings,
+    shipped_law,
+)
 from stalesim.sim.plan.planner import run_plan
 from stalesim.sim.presets import load_scenario
 

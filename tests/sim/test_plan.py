@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from stalesim.cli import main
 from stalesim.common.config_file import ConfigError, validate_config
 from stalesim.sim.law.apply import read_law, steps_ratio_box
-from stalesim.sim.law.model import Law, LawCurve, StepsModel, default_law
-from stalesim.sim.law.readings import Reading, paper_law
+from stalesim.sim.law.model import Law, LawCurve, StepsModel
+from stalesim.sim.law.readings import Reading, default_law, paper_law
 from stalesim.sim.plan.config import PlanConfig, expand_values, load_plan
 from stalesim.sim.plan.evaluate import ProcessBackend, SerialBackend, simulate_batch
 from stalesim.sim.plan.planner import run_plan

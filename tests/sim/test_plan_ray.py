@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from stalesim.common.config_file import validate_config
-from stalesim.sim.law.model import default_law
+from stalesim.sim.law.readings import default_law
 from stalesim.sim.plan.config import PlanConfig
 from stalesim.sim.plan.evaluate import RayBackend, SerialBackend
 from stalesim.sim.plan.planner import run_plan

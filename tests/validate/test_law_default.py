@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stalesim.sim.law.model import Law, default_law
-from stalesim.sim.law.readings import shipped_law
+from stalesim.sim.law.model import Law
+from stalesim.sim.law.readings import default_law, shipped_law
 
 SHIPPED_FROM = "reports/results/law-objective/clip/law.json"
 RESULTS_LAW = Path(__file__).resolve().parents[2] / SHIPPED_FROM

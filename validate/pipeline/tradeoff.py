@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 from stalesim.common.files import write_json
-from stalesim.sim.law.model import Law, default_law
+from stalesim.sim.law.model import Law
+from stalesim.sim.law.readings import default_law
 
 
 def staleness_summary(samples: pl.DataFrame, summary: str) -> float:
