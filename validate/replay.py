@@ -105,35 +105,38 @@ def load_run(run_dir: Path) -> tuple[PipelineConfig, dict[str, pl.DataFrame]]:
 
 
 def weight_sync_costs(tables: dict[str, pl.DataFrame], inflight: bool) -> dict[str, float]:
-    """The run's three weight-sync costs, as the simulator's ``weight_sync`` keys (means over
-    every load an engine made):
+    """The run's three weight-sync costs, as the simulator's ``weight_sync`` keys:
 
     * ``publish_s``: the learner's publish after each step (state copy, ``ray.put``, the
       coordinator's call: the learner's ``publish_s`` column); the learner waits for it;
-    * ``latency_s``: the transfer, from the end of that publish until the engine heard of the
-      version (``weights.parquet`` ``seen_s``; 0 when the engine heard before the learner's
-      call returned);
-    * ``load_s``: the engine's stall: fetching and loading the weights (``start_s`` to
-      ``end_s``) and, for an engine that loads between batches, the report that gets it new
-      work (to ``ready_s``); an engine updated in flight decodes again right after loading.
+    * ``latency_s``: the transfer, so that the simulated time from the end of a step until an
+      engine hears of its version (``publish_s + latency_s``) is the measured mean of
+      ``weights.parquet`` ``seen_s`` minus the step's ``end_s``. An engine often hears before
+      the learner's call returns, so the latency is the difference of the means (0 when that
+      is negative), not the mean of per-load differences clipped at 0, which would add time;
+    * ``load_s``: the engine's stall, the mean over its loads: fetching and loading the weights
+      (``start_s`` to ``end_s``) and, for an engine that loads between batches, the report that
+      gets it new work (to ``ready_s``); an engine updated in flight decodes again right after
+      loading. The load of the last version is left out: no work follows it, so its
+      ``ready_s`` is the run's stop, not a cost.
 
     The learner does not wait for the engines, so the replay uses ``overlapped``.
     """
     steps, loads = tables["steps"], tables["weights"]
-    publish_s = float(steps["publish_s"].mean()) if "publish_s" in steps.columns else 0.0
+    has_publish = "publish_s" in steps.columns
+    publish_s = float(steps["publish_s"].mean()) if has_publish else 0.0
     if loads.is_empty():
         return {"publish_s": publish_s, "latency_s": 0.0, "load_s": 0.0}
-    published = steps.select(
-        pl.col("version_end").alias("version"),
-        (pl.col("end_s") + (pl.col("publish_s") if "publish_s" in steps.columns else 0.0)).alias(
-            "published_s"
-        ),
-    )
-    joined = loads.join(published, on="version")
-    arrival = (pl.col("seen_s") - pl.col("published_s")).clip(lower_bound=0.0)
-    latency = float(joined.select(arrival.mean()).item()) if joined.height else 0.0
+    ended = steps.select(pl.col("version_end").alias("version"), "end_s")
+    joined = loads.join(ended, on="version", suffix="_step")
+    heard = float(joined.select((pl.col("seen_s") - pl.col("end_s_step")).mean()).item() or 0.0)
+    latency = max(0.0, heard - publish_s) if joined.height else 0.0
+    last = int(steps["version_end"].max())
+    kept = loads.filter(pl.col("version") < last)
+    if kept.is_empty():
+        kept = loads
     done = pl.col("end_s") if inflight else pl.col("ready_s")
-    load = float(loads.select((done - pl.col("start_s")).mean()).item())
+    load = float(kept.select((done - pl.col("start_s")).mean()).item())
     return {"publish_s": publish_s, "latency_s": latency, "load_s": load}
 
 
@@ -187,6 +190,10 @@ def replay_scenario(
             "prefix_caching": False,
             "decode_coefficients": cal.decode,
             "learner_coefficients": learner,
+            # the run's own scatter around those fits: overlapped stages run at the mean of
+            # their maximum, not the maximum of their means
+            "decode_iteration_cv": cal.decode_cv or 0.0,
+            "learner_step_cv": cal.learner_cv or 0.0,
         },
         "algorithm": config.algorithm.model_dump(mode="json"),
         "weight_sync": {
