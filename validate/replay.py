@@ -1,12 +1,15 @@
 """Replay a pipeline run in the simulator and compare what each says happened.
 
-The scenario is built from the run alone: its decode, prefill and learner coefficients are fitted
-to the run's own timing tables (:mod:`stalesim.sim.calibrate`), its response lengths are the
+The scenario is built from the run alone: its decode, prefill and learner coefficients and their
+dispersions are fitted to the rows of the run's own timing tables that fall in the steady-state
+window the comparison reads (:func:`steady_calibration`), its response lengths are the
 run's measured ones (an empirical distribution read from its ``samples.parquet``), the weight
 sync's three costs (the learner's publish, the transfer, each engine's load) are the measured
 means (:func:`weight_sync_costs`), and the mode, batch, group size, bound and engines are the
-run's. The simulator then runs as many learner steps as the run finished, and both traces (which
-have the same columns) are reduced by the same function, :func:`pipeline_metrics`:
+run's. The simulator then runs as many learner steps as the run finished, with several seeds
+(its dispersions make each run one draw; the comparison reads their mean,
+:func:`pool_metrics`), and both traces (which have the same columns) are reduced by the same
+function, :func:`pipeline_metrics`:
 
 * throughput: samples and learner steps per second over the steady-state window (the
   simulator's warm-up rule, :func:`stalesim.sim.metrics.warmup_steps`);
@@ -26,7 +29,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from stalesim.sim.calibrate import Calibration, calibrate
+from stalesim.sim import calibrate as cal_mod
+from stalesim.sim.calibrate import Calibration, calibrate_tables
 from stalesim.sim.config_file import ConfigError, validate_config
 from stalesim.sim.files import write_json, write_parquet
 from stalesim.sim.metrics import time_average, warmup_steps
@@ -36,6 +40,7 @@ from stalesim.sim.scenario import Scenario
 from stalesim.sim.tables import Column, read_json_object, read_table, require_finished
 from stalesim.validate.pipeline_config import PipelineConfig
 from stalesim.validate.pipeline_run import ENDED, PIPELINE_KIND, RUN_FILES
+from stalesim.validate.replay_stages import stage_metrics, throughput_standard_error
 
 #: Targets of the replay on the CPU presets.
 TARGETS = {"throughput_rel": 0.03, "staleness_mean_abs": 0.1, "ks": 0.1}
@@ -49,16 +54,24 @@ RUN_TABLES: dict[str, dict[str, Column]] = {
         "staleness_max": Column("int", min=0, nullable=True),
         "staleness_mean_tokens": Column("float", min=0, nullable=True),
         "dropped_reason": Column("str", nullable=True),
+        "group_launch_s": Column("float", min=0, nullable=True),
+        "group_complete_s": Column("float", min=0, nullable=True),
     },
     "steps": {
         "step": Column("int", min=0),
+        "start_s": Column("float", min=0),
         "end_s": Column("float", min=0),
         "idle_before_s": Column("float", min=0),
         "version_end": Column("int", min=0),
         "publish_s": Column("float", min=0),
     },
     "queue": {"time_s": Column("float", min=0), "groups_waiting": Column("int", min=0)},
-    "busy": {"start_s": Column("float", min=0), "end_s": Column("float", min=0)},
+    "busy": {
+        "pool": Column("str"),
+        "kind": Column("str"),
+        "start_s": Column("float", min=0),
+        "end_s": Column("float", min=0),
+    },
     "weights": {
         "version": Column("int", min=0),
         "seen_s": Column("float", min=0),
@@ -140,11 +153,53 @@ def weight_sync_costs(tables: dict[str, pl.DataFrame], inflight: bool) -> dict[s
     return {"publish_s": publish_s, "latency_s": latency, "load_s": load}
 
 
+def steady_calibration(run_dir: Path, steps: pl.DataFrame) -> Calibration:
+    """The run's coefficients and dispersions fitted to the rows of its steady-state window
+    only (the steps the comparison reads: after :func:`warmup_steps`), so that the slower
+    warm-up (first batches, first weight loads) does not enter the timings the replay is
+    compared on. Decode and prefill rows are selected by their ``time_s``, learner rows by
+    ``step``."""
+    ends = steps.sort("step")["end_s"].to_numpy()
+    w = warmup_steps(len(ends))
+    start = float(ends[w - 1]) if w else 0.0
+    decode = cal_mod.read_table(
+        run_dir / "decode_timings.parquet", {**cal_mod.DECODE_COLUMNS, "time_s": pl.Float64}
+    )
+    prefill = cal_mod.read_table(
+        run_dir / "prefill_timings.parquet", {**cal_mod.PREFILL_COLUMNS, "time_s": pl.Float64}
+    )
+    learner = cal_mod.read_table(
+        run_dir / "learner_timings.parquet", {**cal_mod.LEARNER_COLUMNS, "step": pl.Int64}
+    )
+    decode_w = decode.filter(pl.col("time_s") > start)
+    prefill_w = prefill.filter(pl.col("time_s") > start)
+    learner_w = learner.filter(pl.col("step") >= w)
+    if decode_w.height < 3 or learner_w.filter(pl.col("phase") == "train").is_empty():
+        # too short a run for a window of its own: every row
+        decode_w, prefill_w, learner_w = decode, prefill, learner
+    return calibrate_tables(
+        decode_w.drop("time_s"),
+        prefill_w.drop("time_s"),
+        learner_w.drop("step"),
+        source=run_dir / "decode_timings.parquet",
+    )
+
+
+def steady_tables(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The steps after the warm-up and the weight loads of the versions they published."""
+    steps = tables["steps"]
+    w = warmup_steps(steps.height)
+    window = steps.filter(pl.col("step") >= w)
+    loads = tables["weights"].filter(pl.col("version").is_in(window["version_end"].implode()))
+    return {**tables, "steps": window, "weights": loads}
+
+
 def replay_scenario(
     run_dir: Path, config: PipelineConfig, tables: dict[str, pl.DataFrame]
 ) -> tuple[Scenario, Calibration]:
-    """The simulator's scenario of this run, calibrated from its own measurements."""
-    cal = calibrate(run_dir)
+    """The simulator's scenario of this run, calibrated from its own measurements over the
+    steady-state window the comparison reads."""
+    cal = steady_calibration(run_dir, tables["steps"])
     if cal.learner is None:
         raise ConfigError(f"{run_dir}: no learner_timings.parquet")
     train = config.train
@@ -153,7 +208,7 @@ def replay_scenario(
     vocab = train.task.base + 3
     block = prompt + train.task.n_digits + 1
     params = vocab * n_embd + block * n_embd + n_layer * 12 * n_embd * n_embd
-    sync = weight_sync_costs(tables, config.algorithm.inflight_updates)
+    sync = weight_sync_costs(steady_tables(tables), config.algorithm.inflight_updates)
     learner = dict(cal.learner)
     # the learner's overhead rows include its publish, which the simulator charges separately
     learner["step_overhead_s"] = max(0.0, learner["step_overhead_s"] - sync["publish_s"])
@@ -298,16 +353,57 @@ def compare(real: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:
     return {"errors": errors, "targets": TARGETS, "met": met}
 
 
-def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | None = None) -> dict:
-    """Calibrate, simulate and compare; writes the simulated trace and ``replay.json``."""
+def pool_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The simulator's figures over several seeds: each number is the mean over the seeds,
+    each distribution the mixture of theirs (equal weights), so that a comparison reads the
+    model's expectation rather than one draw of its dispersion."""
+    out: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        values = [run[key] for run in runs]
+        if isinstance(first, dict):
+            mixed: dict[Any, float] = {}
+            for dist in values:
+                for x, share in dist.items():
+                    mixed[x] = mixed.get(x, 0.0) + share / len(values)
+            out[key] = dict(sorted(mixed.items()))
+        elif any(v is None for v in values):
+            out[key] = None
+        else:
+            out[key] = float(np.mean(values))
+    return out
+
+
+def replay(
+    run_dir: str | Path,
+    *,
+    seed: int | None = None,
+    seeds: int = 5,
+    out: str | Path | None = None,
+) -> dict:
+    """Calibrate, simulate ``seeds`` times (seeds ``seed``, ``seed + 1``, ...) and compare the
+    run with the simulator's mean over them; writes the first seed's simulated trace and
+    ``replay.json`` (pooled figures, each seed's errors, the stage figures of both traces and
+    the run's own throughput standard error)."""
+    if seeds < 1:
+        raise ConfigError(f"seeds={seeds}: need at least 1 simulator run")
     run_dir = Path(run_dir)
     config, tables = load_run(run_dir)
     scenario, cal = replay_scenario(run_dir, config, tables)
     n_steps = tables["steps"].height
-    trace = simulate(scenario, n_steps, config.seed if seed is None else seed)
+    first_seed = config.seed if seed is None else seed
     group_count = config.train.prompts_per_step * config.train.samples_per_prompt
     real = pipeline_metrics(tables["samples"], tables["steps"], tables["queue"], group_count)
-    sim = pipeline_metrics(trace.samples, trace.steps, trace.queue, group_count)
+    runs, stages, per_seed, trace = [], [], [], None
+    for i in range(seeds):
+        simulated = simulate(scenario, n_steps, first_seed + i)
+        trace = trace or simulated
+        metrics = pipeline_metrics(simulated.samples, simulated.steps, simulated.queue, group_count)
+        runs.append(metrics)
+        stages.append(stage_metrics(simulated.samples, simulated.steps, simulated.busy))
+        one = compare(real, metrics)
+        per_seed.append({"seed": first_seed + i, **one["errors"], "met": one["met"]})
+    assert trace is not None
+    sim = pool_metrics(runs)
     out_dir = Path(out) if out is not None else run_dir / "replay"
     result = {
         "run": str(run_dir),
@@ -315,10 +411,17 @@ def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | No
         "max_staleness": config.algorithm.max_staleness,
         "inflight_updates": config.algorithm.inflight_updates,
         "steps": n_steps,
+        "seeds": [first_seed + i for i in range(seeds)],
         "scenario": scenario.model_dump(mode="json"),
         "calibration": {**cal.fragment(), "fit": cal.fit_report()},
         "real": real,
         "sim": sim,
+        "per_seed": per_seed,
+        "stages": {
+            "real": stage_metrics(tables["samples"], tables["steps"], tables["busy"]),
+            "sim": pool_metrics(stages),
+        },
+        "real_throughput_standard_error": throughput_standard_error(tables["steps"]),
         **compare(real, sim),
     }
     # the trace and replay.json are published together, so a killed replay never leaves a
