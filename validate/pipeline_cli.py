@@ -41,7 +41,10 @@ def pipeline(
 
     Staleness emerges from the mode (sync, one_step, async with --max-staleness and
     --inflight, partial_rollout) and is logged per sample in the simulator's trace columns,
-    with the timing tables `stalesim calibrate` and `stalesim validate replay` read.
+    with the timing tables `stalesim calibrate` and `stalesim validate replay` read. At the
+    end it prints, and writes into summary.json, the steady-state throughput, the staleness
+    of the samples consumed (mean, p50, p90, max) and the overlap (the share of the learner's
+    working time with rollouts running).
     """
     from stalesim.sim.config_file import apply_overrides
     from stalesim.validate.pipeline_config import load_pipeline, preset_pipeline
@@ -77,10 +80,25 @@ def pipeline(
             address=address,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
+    print_run_figures(summary)
     click.echo(
         f"{summary['status']}: {summary['steps_done']} steps in {summary['run_s']:.1f} s "
         f"(wall {summary['wall_s']:.0f} s) -> {out}"
     )
+
+
+def print_run_figures(summary: dict) -> None:
+    """The run's throughput, staleness and overlap (``summary["figures"]``) as a table."""
+    from rich.console import Console
+    from rich.table import Table
+    from stalesim.validate.pipeline_summary import figure_rows
+
+    table = Table(title=f"pipeline {summary['mode']}: steady state")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figure_rows(summary["figures"]):
+        table.add_row(name, value)
+    Console(width=100).print(table)
 
 
 @click.command()
