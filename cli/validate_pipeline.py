@@ -46,7 +46,10 @@ def pipeline(
 
     Staleness emerges from the mode (sync, one_step, async with --max-staleness and
     --inflight, partial_rollout) and is logged per sample in the simulator's trace columns,
-    with the timing tables `stalesim calibrate` and `stalesim validate replay` read.
+    with the timing tables `stalesim calibrate` and `stalesim validate replay` read. At the
+    end it prints, and writes into summary.json, the steady-state throughput, the staleness
+    of the samples consumed (mean, p50, p90, max) and the overlap (the share of the learner's
+    working time with rollouts running).
     """
     from stalesim.common.config_file import apply_overrides
     from stalesim.validate.pipeline.config import load_pipeline, preset_pipeline
@@ -82,17 +85,39 @@ def pipeline(
             address=address,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
+    print_run_figures(summary)
     click.echo(
         f"{summary['status']}: {summary['steps_done']} steps in {summary['run_s']:.1f} s "
         f"(wall {summary['wall_s']:.0f} s) -> {out}"
     )
 
 
+def print_run_figures(summary: dict) -> None:
+    """The run's throughput, staleness and overlap (``summary["figures"]``) as a table."""
+    from rich.console import Console
+    from rich.table import Table
+    from stalesim.validate.pipeline.summary import figure_rows
+
+    table = Table(title=f"pipeline {summary['mode']}: steady state")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figure_rows(summary["figures"]):
+        table.add_row(name, value)
+    Console(width=100).print(table)
+
+
 @click.command()
 @click.argument(
     "run_dir", required=False, default=DEFAULT_OUT, type=click.Path(file_okay=False, path_type=Path)
 )
-@click.option("--seed", default=None, type=int, help="simulator seed (default: the run's)")
+@click.option("--seed", default=None, type=int, help="first simulator seed (default: the run's)")
+@click.option(
+    "--seeds",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="simulator runs (seeds SEED, SEED+1, ...); the comparison reads their mean",
+)
 @click.option(
     "--out",
     default=None,
@@ -100,61 +125,85 @@ def pipeline(
     help="where the simulated trace, replay.json and replay.html go (default: RUN_DIR/replay)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print replay.json's errors as JSON")
-def replay(run_dir: Path, seed: int | None, out: Path | None, as_json: bool) -> None:
+def replay(run_dir: Path, seed: int | None, seeds: int, out: Path | None, as_json: bool) -> None:
     """Replay a pipeline run (default: stalesim-runs/pipeline) in the simulator and compare.
 
-    Calibrates a scenario from the run's own timing tables and response lengths, simulates
-    the same mode, batch and bound, and compares throughput, the staleness distribution,
-    learner idle time and queue occupancy with the run. Writes RUN_DIR/replay/.
+    Calibrates a scenario from the run's own timing tables (steady-state rows), dispersions
+    and response lengths, simulates the same mode, batch and bound with several seeds, and
+    compares throughput, the staleness distribution, learner idle time and queue occupancy
+    with the run, then prints each stage's figures (cadence, learner work and wait, batch
+    generation, engine load) for both. Writes RUN_DIR/replay/. Exits 1 when a target
+    (throughput within 3%, mean staleness within 0.1, KS distance <= 0.1) is missed.
     """
     from stalesim.reports.pipeline_page import write_pipeline_page
     from stalesim.validate.pipeline.replay import replay as run_replay
 
-    result = run_replay(run_dir, seed=seed, out=out)
+    result = run_replay(run_dir, seed=seed, seeds=seeds, out=out)
     out_dir = out if out is not None else run_dir / "replay"
     page = write_pipeline_page(run_dir, out_dir)
+    missed = [name for name, ok in result["met"].items() if not ok]
     if as_json:
         click.echo(json.dumps({k: result[k] for k in ("errors", "targets", "met")}, indent=2))
-        return
+    else:
+        print_replay(result, run_dir)
+        click.echo(f"wrote {out_dir}/ (trace, replay.json); page: {page}")
+    if missed:
+        raise SystemExit(1)
+
+
+def print_replay(result: dict, run_dir: Path) -> None:
+    """The comparison, the stage figures and the targets, as terminal tables."""
+    from rich.console import Console
+    from rich.table import Table
+    from stalesim.reports.pipeline_page import stage_rows
+
     real, sim, err = result["real"], result["sim"], result["errors"]
     rows = [
-        ("samples/s", real["samples_per_s"], sim["samples_per_s"], err["samples_per_s_rel"], "rel"),
-        ("learner steps/s", real["steps_per_s"], sim["steps_per_s"], err["steps_per_s_rel"], "rel"),
-        (
-            "staleness mean",
-            real["staleness_mean"],
-            sim["staleness_mean"],
-            err["staleness_mean_abs"],
-            "abs",
-        ),
-        (
-            "token staleness mean",
-            real["staleness_token_mean"],
-            sim["staleness_token_mean"],
-            err["staleness_token_mean_abs"],
-            "abs",
-        ),
-        (
-            "learner idle fraction",
-            real["learner_idle_fraction"],
-            sim["learner_idle_fraction"],
-            err["learner_idle_fraction_abs"],
-            "abs",
-        ),
-        (
-            "groups waiting (mean)",
-            real["queue_mean_groups"],
-            sim["queue_mean_groups"],
-            err["queue_mean_groups_abs"],
-            "abs",
-        ),
+        ("samples/s", "samples_per_s", "samples_per_s_rel", "rel"),
+        ("learner steps/s", "steps_per_s", "steps_per_s_rel", "rel"),
+        ("staleness mean", "staleness_mean", "staleness_mean_abs", "abs"),
+        ("token staleness mean", "staleness_token_mean", "staleness_token_mean_abs", "abs"),
+        ("learner idle fraction", "learner_idle_fraction", "learner_idle_fraction_abs", "abs"),
+        ("groups waiting (mean)", "queue_mean_groups", "queue_mean_groups_abs", "abs"),
     ]
-    click.echo(f"replay of {run_dir} ({result['mode']}, {result['steps']} steps)")
-    click.echo(f"{'':24}{'real':>10}{'sim':>10}{'error':>10}")
-    for name, r, s, e, kind in rows:
-        shown = f"{e:+.1%}" if kind == "rel" and e is not None else f"{e:.3f}"
-        click.echo(f"{name:24}{r:10.3f}{s:10.3f}{shown:>10}")
-    click.echo(f"KS distance (samples / tokens): {err['ks_samples']:.3f} / {err['ks_tokens']:.3f}")
+    seeds = result["seeds"]
+    console = Console(width=100)
+    table = Table(
+        title=f"replay of {run_dir} ({result['mode']}, {result['steps']} steps; "
+        f"sim: mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
+    )
+    for name in ("", "real", "sim", "error"):
+        table.add_column(name, justify="left" if not name else "right")
+    for name, key, err_key, kind in rows:
+        e = err[err_key]
+        shown = "-" if e is None else (f"{e:+.1%}" if kind == "rel" else f"{e:.3f}")
+        table.add_row(name, _num(real[key]), _num(sim[key]), shown)
+    table.add_row(
+        "KS distance (samples / tokens)",
+        "",
+        "",
+        f"{err['ks_samples']:.3f} / {err['ks_tokens']:.3f}",
+    )
+    console.print(table)
+    spread = [s["samples_per_s_rel"] for s in result["per_seed"] if s["samples_per_s_rel"]]
+    if len(spread) > 1:
+        console.print(
+            f"throughput error by seed: {min(spread):+.1%} to {max(spread):+.1%}; the run's own "
+            f"throughput standard error (block bootstrap): {_pct(result['real_throughput_standard_error'])}"
+        )
+    stages = Table(title="stages per learner step (steady state)")
+    for name in ("", "real", "sim"):
+        stages.add_column(name, justify="left" if not name else "right")
+    for label, r, s in stage_rows(result["stages"]["real"], result["stages"]["sim"]):
+        stages.add_row(label, r, s)
+    console.print(stages)
     met = ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in result["met"].items())
-    click.echo(f"targets: {met}")
-    click.echo(f"wrote {out_dir}/ (trace, replay.json); page: {page}")
+    console.print(f"targets: {met}", highlight=False)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import altair as alt
 import polars as pl
@@ -68,6 +69,72 @@ def phases_frame(real: pl.DataFrame, sim: pl.DataFrame, steps: int) -> pl.DataFr
     return pl.concat(parts).rename({"kind": "phase"}).sort("source", "phase")
 
 
+STAGE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("cadence_s", "ms", "learner step cadence"),
+    ("learner_work_s", "ms", "learner work per step"),
+    ("learner_idle_s", "ms", "learner wait per step"),
+    ("step_s_cv", "", "learner step CV"),
+    ("step_s_lag1", "", "learner step lag-1 autocorrelation"),
+    ("batch_generation_s", "ms", "batch generation (launch to last group)"),
+    ("batch_generation_cv", "", "batch generation CV"),
+    ("rollout_decode_per_step_s", "ms", "engine decode per step"),
+)
+
+
+def stage_rows(real: dict[str, Any], sim: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The stage figures as (label, real, sim) strings, milliseconds where timed."""
+
+    def show(key: str, value: float | None, unit: str) -> str:
+        if value is None:
+            return "-"
+        if unit == "ms":
+            return f"{value * 1e3:.1f}"
+        return f"{value:+.2f}" if key.endswith("lag1") else f"{value:.2f}"
+
+    return [
+        (
+            f"{label}{' (ms)' if unit else ''}",
+            show(key, real.get(key), unit),
+            show(key, sim.get(key), unit),
+        )
+        for key, unit, label in STAGE_ROWS
+    ]
+
+
+def targets_frame(result: dict) -> pl.DataFrame:
+    """One row per target: the errors it holds, its limit and whether it was met."""
+    err, targets, met = result["errors"], result["targets"], result["met"]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:+.1%}"
+
+    rows = [
+        (
+            "throughput",
+            f"samples/s {pct(err['samples_per_s_rel'])}, steps/s {pct(err['steps_per_s_rel'])}",
+            f"within {targets['throughput_rel']:.0%}",
+            met["throughput"],
+        ),
+        (
+            "staleness_mean",
+            f"samples {err['staleness_mean_abs']:.3f}, tokens {err['staleness_token_mean_abs']:.3f}",
+            f"within {targets['staleness_mean_abs']} version",
+            met["staleness_mean"],
+        ),
+        (
+            "ks",
+            f"samples {err['ks_samples']:.3f}, tokens {err['ks_tokens']:.3f}",
+            f"<= {targets['ks']}",
+            met["ks"],
+        ),
+    ]
+    return pl.DataFrame(
+        [(name, figures, limit, "met" if ok else "MISSED") for name, figures, limit, ok in rows],
+        schema=["target", "errors", "limit", "result"],
+        orient="row",
+    )
+
+
 def build_pipeline_page(run_dir: Path, replay_dir: Path) -> Page:
     run_dir, replay_dir = Path(run_dir), Path(replay_dir)
     result = json.loads((replay_dir / "replay.json").read_text())
@@ -107,6 +174,20 @@ def build_pipeline_page(run_dir: Path, replay_dir: Path) -> Page:
             Metric("sim groups waiting", sim["queue_mean_groups"]),
         ],
     )
+    page.table(targets_frame(result), heading="Targets", caption="Each target, met or missed.")
+    stages = result.get("stages")
+    if stages:
+        page.table(
+            pl.DataFrame(
+                stage_rows(stages["real"], stages["sim"]),
+                schema=["stage", "real", "sim"],
+                orient="row",
+            ),
+            heading="Stages per learner step (steady state)",
+            caption="Where an error comes from: each stage's mean (ms), the learner's step "
+            "CV and lag-1 autocorrelation, the batches' generation time. The simulator's "
+            f"figures are the mean over seeds {result.get('seeds')}.",
+        )
     stale = staleness_frame(real_samples, sim_samples)
     page.chart(
         alt.Chart(stale)

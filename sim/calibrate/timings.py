@@ -233,29 +233,40 @@ def calibrate(timings_dir: str | Path) -> Calibration:
     if not decode_path.exists():
         raise ConfigError(f"{root}: no decode_timings.parquet (the one table calibrate needs)")
     decode_table = read_table(decode_path, DECODE_COLUMNS)
+    prefill_path = root / "prefill_timings.parquet"
+    prefill = read_table(prefill_path, PREFILL_COLUMNS) if prefill_path.exists() else None
+    learner_path = root / "learner_timings.parquet"
+    learner = read_table(learner_path, LEARNER_COLUMNS) if learner_path.exists() else None
+    return calibrate_tables(decode_table, prefill, learner, source=decode_path)
+
+
+def calibrate_tables(
+    decode_table: pl.DataFrame,
+    prefill: pl.DataFrame | None,
+    learner_table: pl.DataFrame | None,
+    *,
+    source: str | Path = "decode timings",
+) -> Calibration:
+    """Fit tables already read (and checked) by :func:`read_table`; ``source`` names the
+    decode table in errors."""
     try:
         decode, decode_q = fit_decode(decode_table)
     except (np.linalg.LinAlgError, RuntimeError) as exc:
         # the data passed the reader's checks; what remains is a design the solver cannot use
         raise ConfigError(
-            f"{decode_path}: the least-squares fit of seconds on context_tokens and live_seqs "
+            f"{source}: the least-squares fit of seconds on context_tokens and live_seqs "
             f"failed ({exc}); check the table's values"
         ) from None
     decode_cv = decode_dispersion(decode_table, decode)
     prefill_q = None
     decode["prefill_s_per_token"] = 0.0
-    prefill_path = root / "prefill_timings.parquet"
-    if prefill_path.exists():
-        prefill = read_table(prefill_path, PREFILL_COLUMNS)
-        if prefill.height:
-            rate, prefill_q = fit_per_token(
-                prefill["tokens"].to_numpy().astype(np.float64), prefill["seconds"].to_numpy()
-            )
-            decode["prefill_s_per_token"] = rate
+    if prefill is not None and prefill.height:
+        rate, prefill_q = fit_per_token(
+            prefill["tokens"].to_numpy().astype(np.float64), prefill["seconds"].to_numpy()
+        )
+        decode["prefill_s_per_token"] = rate
     learner, learner_q, learner_cv = None, {}, None
-    learner_path = root / "learner_timings.parquet"
-    if learner_path.exists():
-        learner_table = read_table(learner_path, LEARNER_COLUMNS)
+    if learner_table is not None:
         learner, learner_q = fit_learner(learner_table)
         learner_cv = learner_dispersion(learner_table, learner)
     return Calibration(decode, decode_q, prefill_q, learner, learner_q, decode_cv, learner_cv)

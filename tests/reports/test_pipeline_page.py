@@ -31,3 +31,22 @@ def test_the_page_carries_the_replay_figures_and_both_histograms() -> None:
     for source in ("real", "sim"):
         shares = stale.filter(pl.col("source") == source)["share"]
         assert shares.sum() == pytest.approx(1.0)
+
+
+def test_the_targets_table_marks_each_target_met_or_missed() -> None:
+    from stalesim.reports.pipeline_page import targets_frame
+
+    errors = {
+        "samples_per_s_rel": 0.05,
+        "steps_per_s_rel": 0.05,
+        "staleness_mean_abs": 0.02,
+        "staleness_token_mean_abs": 0.03,
+        "ks_samples": 0.2,
+        "ks_tokens": 0.05,
+    }
+    targets = {"throughput_rel": 0.03, "staleness_mean_abs": 0.1, "ks": 0.1}
+    met = {"throughput": False, "staleness_mean": True, "ks": False}
+    frame = targets_frame({"errors": errors, "targets": targets, "met": met})
+    assert frame["target"].to_list() == ["throughput", "staleness_mean", "ks"]
+    assert frame["result"].to_list() == ["MISSED", "met", "MISSED"]
+    assert "+5.0%" in frame["errors"][0] and "0.200" in frame["errors"][2]

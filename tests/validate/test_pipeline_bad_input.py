@@ -474,10 +474,11 @@ def test_replay_publishes_its_trace_and_result_together(tmp_path: Path) -> None:
 
     folder = _finished_copy(tmp_path)
     result = _replay(folder, tmp_path)
-    assert result.returncode == 0, result.stderr
     names = ["replay.json", *(f"{t}.parquet" for t in ("samples", "steps", "busy", "queue"))]
     require_complete(tmp_path / "replayed", "validate replay", names)
     replayed = json.loads((tmp_path / "replayed" / "replay.json").read_text())
+    # written either way; the exit code says whether every target was met
+    assert result.returncode == (0 if all(replayed["met"].values()) else 1), result.stderr
     committed = json.loads((COMMITTED / "replay" / "replay.json").read_text())
     # the run's side is reduced from the tables read through the checks: unchanged by them
     assert replayed["real"] == committed["real"]

@@ -90,6 +90,28 @@ def test_staleness_bounds_hold_in_every_mode(runs) -> None:
     assert one_step["staleness_max"].max() == 1  # generation really overlapped training
 
 
+@pytest.mark.xdist_group("ray")
+def test_the_summary_has_throughput_staleness_and_overlap(runs) -> None:
+    from stalesim.sim.metrics import warmup_steps
+
+    w = warmup_steps(STEPS)
+    for name, (_config, summary, tables) in runs.items():
+        f = summary["figures"]
+        ends = tables["steps"].sort("step")["end_s"].to_numpy()
+        span = ends[-1] - ends[w - 1]
+        assert f["throughput"]["steps_per_s"] == pytest.approx((STEPS - w) / span), name
+        assert f["throughput"]["samples_per_s"] == pytest.approx((STEPS - w) * B * G / span)
+        lag = tables["samples"].filter(pl.col("consumed_step") >= w)["staleness_max"]
+        s = f["staleness"]
+        assert s["mean"] == pytest.approx(lag.mean()) and s["max"] == lag.max(), name
+        assert lag.min() <= s["p50"] <= s["p90"] <= s["max"], name
+        assert 0.0 <= f["overlap"] <= 1.0, name
+    # a synchronous learner trains while the engine waits for its weights; one_step generates
+    # the next batch while the learner trains
+    assert runs["sync"][1]["figures"]["overlap"] < 0.1
+    assert runs["one_step"][1]["figures"]["overlap"] > runs["sync"][1]["figures"]["overlap"]
+
+
 def engines_oldest_version(weights: pl.DataFrame, engines: int, at_s: float) -> int:
     """The oldest version any engine had loaded by ``at_s`` (0 before its first load)."""
     loaded = weights.filter(pl.col("end_s") <= at_s)

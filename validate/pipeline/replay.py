@@ -1,12 +1,15 @@
 """Replay a pipeline run in the simulator and compare what each says happened.
 
-The scenario is built from the run alone: its decode, prefill and learner coefficients are fitted
-to the run's own timing tables (:mod:`stalesim.sim.calibrate.timings`), its response lengths are the
+The scenario is built from the run alone: its decode, prefill and learner coefficients and their
+dispersions are fitted to the rows of the run's own timing tables that fall in the steady-state
+window the comparison reads (:func:`steady_calibration`), its response lengths are the
 run's measured ones (an empirical distribution read from its ``samples.parquet``), the weight
 sync's three costs (the learner's publish, the transfer, each engine's load) are the measured
 means (:func:`weight_sync_costs`), and the mode, batch, group size, bound and engines are the
-run's. The simulator then runs as many learner steps as the run finished, and both traces (which
-have the same columns) are reduced by the same function, :func:`pipeline_metrics`:
+run's. The simulator then runs as many learner steps as the run finished, with several seeds
+(its dispersions make each run one draw; the comparison reads their mean,
+:func:`pool_metrics`), and both traces (which have the same columns) are reduced by the same
+function, :func:`pipeline_metrics`:
 
 * throughput: samples and learner steps per second over the steady-state window (the
   simulator's warm-up rule, :func:`stalesim.sim.metrics.warmup_steps`);
@@ -30,11 +33,13 @@ from stalesim.common.config_file import ConfigError, validate_config
 from stalesim.common.files import write_json, write_parquet
 from stalesim.common.output_dir import output_folder
 from stalesim.common.tables import Column, read_json_object, read_table, require_finished
-from stalesim.sim.calibrate.timings import Calibration, calibrate
+from stalesim.sim import calibrate as cal_mod
+from stalesim.sim.calibrate.timings import Calibration, calibrate_tables
 from stalesim.sim.metrics import time_average, warmup_steps
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
 from stalesim.validate.pipeline.config import PipelineConfig
+from stalesim.validate.pipeline.replay_stages import stage_metrics, throughput_standard_error
 from stalesim.validate.pipeline.run import ENDED, PIPELINE_KIND, RUN_FILES
 
 #: Targets of the replay on the CPU presets.
@@ -49,16 +54,24 @@ RUN_TABLES: dict[str, dict[str, Column]] = {
         "staleness_max": Column("int", min=0, nullable=True),
         "staleness_mean_tokens": Column("float", min=0, nullable=True),
         "dropped_reason": Column("str", nullable=True),
+        "group_launch_s": Column("float", min=0, nullable=True),
+        "group_complete_s": Column("float", min=0, nullable=True),
     },
     "steps": {
         "step": Column("int", min=0),
+        "start_s": Column("float", min=0),
         "end_s": Column("float", min=0),
         "idle_before_s": Column("float", min=0),
         "version_end": Column("int", min=0),
         "publish_s": Column("float", min=0),
     },
     "queue": {"time_s": Column("float", min=0), "groups_waiting": Column("int", min=0)},
-    "busy": {"start_s": Column("float", min=0), "end_s": Column("float", min=0)},
+    "busy": {
+        "pool": Column("str"),
+        "kind": Column("str"),
+        "start_s": Column("float", min=0),
+        "end_s": Column("float", min=0),
+    },
     "weights": {
         "version": Column("int", min=0),
         "seen_s": Column("float", min=0),
@@ -105,43 +118,88 @@ def load_run(run_dir: Path) -> tuple[PipelineConfig, dict[str, pl.DataFrame]]:
 
 
 def weight_sync_costs(tables: dict[str, pl.DataFrame], inflight: bool) -> dict[str, float]:
-    """The run's three weight-sync costs, as the simulator's ``weight_sync`` keys (means over
-    every load an engine made):
+    """The run's three weight-sync costs, as the simulator's ``weight_sync`` keys:
 
     * ``publish_s``: the learner's publish after each step (state copy, ``ray.put``, the
       coordinator's call: the learner's ``publish_s`` column); the learner waits for it;
-    * ``latency_s``: the transfer, from the end of that publish until the engine heard of the
-      version (``weights.parquet`` ``seen_s``; 0 when the engine heard before the learner's
-      call returned);
-    * ``load_s``: the engine's stall: fetching and loading the weights (``start_s`` to
-      ``end_s``) and, for an engine that loads between batches, the report that gets it new
-      work (to ``ready_s``); an engine updated in flight decodes again right after loading.
+    * ``latency_s``: the transfer, so that the simulated time from the end of a step until an
+      engine hears of its version (``publish_s + latency_s``) is the measured mean of
+      ``weights.parquet`` ``seen_s`` minus the step's ``end_s``. An engine often hears before
+      the learner's call returns, so the latency is the difference of the means (0 when that
+      is negative), not the mean of per-load differences clipped at 0, which would add time;
+    * ``load_s``: the engine's stall, the mean over its loads: fetching and loading the weights
+      (``start_s`` to ``end_s``) and, for an engine that loads between batches, the report that
+      gets it new work (to ``ready_s``); an engine updated in flight decodes again right after
+      loading. The load of the last version is left out: no work follows it, so its
+      ``ready_s`` is the run's stop, not a cost.
 
     The learner does not wait for the engines, so the replay uses ``overlapped``.
     """
     steps, loads = tables["steps"], tables["weights"]
-    publish_s = float(steps["publish_s"].mean()) if "publish_s" in steps.columns else 0.0
+    has_publish = "publish_s" in steps.columns
+    publish_s = float(steps["publish_s"].mean()) if has_publish else 0.0
     if loads.is_empty():
         return {"publish_s": publish_s, "latency_s": 0.0, "load_s": 0.0}
-    published = steps.select(
-        pl.col("version_end").alias("version"),
-        (pl.col("end_s") + (pl.col("publish_s") if "publish_s" in steps.columns else 0.0)).alias(
-            "published_s"
-        ),
-    )
-    joined = loads.join(published, on="version")
-    arrival = (pl.col("seen_s") - pl.col("published_s")).clip(lower_bound=0.0)
-    latency = float(joined.select(arrival.mean()).item()) if joined.height else 0.0
+    ended = steps.select(pl.col("version_end").alias("version"), "end_s")
+    joined = loads.join(ended, on="version", suffix="_step")
+    heard = float(joined.select((pl.col("seen_s") - pl.col("end_s_step")).mean()).item() or 0.0)
+    latency = max(0.0, heard - publish_s) if joined.height else 0.0
+    last = int(steps["version_end"].max())
+    kept = loads.filter(pl.col("version") < last)
+    if kept.is_empty():
+        kept = loads
     done = pl.col("end_s") if inflight else pl.col("ready_s")
-    load = float(loads.select((done - pl.col("start_s")).mean()).item())
+    load = float(kept.select((done - pl.col("start_s")).mean()).item())
     return {"publish_s": publish_s, "latency_s": latency, "load_s": load}
+
+
+def steady_calibration(run_dir: Path, steps: pl.DataFrame) -> Calibration:
+    """The run's coefficients and dispersions fitted to the rows of its steady-state window
+    only (the steps the comparison reads: after :func:`warmup_steps`), so that the slower
+    warm-up (first batches, first weight loads) does not enter the timings the replay is
+    compared on. Decode and prefill rows are selected by their ``time_s``, learner rows by
+    ``step``."""
+    ends = steps.sort("step")["end_s"].to_numpy()
+    w = warmup_steps(len(ends))
+    start = float(ends[w - 1]) if w else 0.0
+    decode = cal_mod.read_table(
+        run_dir / "decode_timings.parquet", {**cal_mod.DECODE_COLUMNS, "time_s": pl.Float64}
+    )
+    prefill = cal_mod.read_table(
+        run_dir / "prefill_timings.parquet", {**cal_mod.PREFILL_COLUMNS, "time_s": pl.Float64}
+    )
+    learner = cal_mod.read_table(
+        run_dir / "learner_timings.parquet", {**cal_mod.LEARNER_COLUMNS, "step": pl.Int64}
+    )
+    decode_w = decode.filter(pl.col("time_s") > start)
+    prefill_w = prefill.filter(pl.col("time_s") > start)
+    learner_w = learner.filter(pl.col("step") >= w)
+    if decode_w.height < 3 or learner_w.filter(pl.col("phase") == "train").is_empty():
+        # too short a run for a window of its own: every row
+        decode_w, prefill_w, learner_w = decode, prefill, learner
+    return calibrate_tables(
+        decode_w.drop("time_s"),
+        prefill_w.drop("time_s"),
+        learner_w.drop("step"),
+        source=run_dir / "decode_timings.parquet",
+    )
+
+
+def steady_tables(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The steps after the warm-up and the weight loads of the versions they published."""
+    steps = tables["steps"]
+    w = warmup_steps(steps.height)
+    window = steps.filter(pl.col("step") >= w)
+    loads = tables["weights"].filter(pl.col("version").is_in(window["version_end"].implode()))
+    return {**tables, "steps": window, "weights": loads}
 
 
 def replay_scenario(
     run_dir: Path, config: PipelineConfig, tables: dict[str, pl.DataFrame]
 ) -> tuple[Scenario, Calibration]:
-    """The simulator's scenario of this run, calibrated from its own measurements."""
-    cal = calibrate(run_dir)
+    """The simulator's scenario of this run, calibrated from its own measurements over the
+    steady-state window the comparison reads."""
+    cal = steady_calibration(run_dir, tables["steps"])
     if cal.learner is None:
         raise ConfigError(f"{run_dir}: no learner_timings.parquet")
     train = config.train
@@ -150,7 +208,7 @@ def replay_scenario(
     vocab = train.task.base + 3
     block = prompt + train.task.n_digits + 1
     params = vocab * n_embd + block * n_embd + n_layer * 12 * n_embd * n_embd
-    sync = weight_sync_costs(tables, config.algorithm.inflight_updates)
+    sync = weight_sync_costs(steady_tables(tables), config.algorithm.inflight_updates)
     learner = dict(cal.learner)
     # the learner's overhead rows include its publish, which the simulator charges separately
     learner["step_overhead_s"] = max(0.0, learner["step_overhead_s"] - sync["publish_s"])
@@ -187,6 +245,10 @@ def replay_scenario(
             "prefix_caching": False,
             "decode_coefficients": cal.decode,
             "learner_coefficients": learner,
+            # the run's own scatter around those fits: overlapped stages run at the mean of
+            # their maximum, not the maximum of their means
+            "decode_iteration_cv": cal.decode_cv or 0.0,
+            "learner_step_cv": cal.learner_cv or 0.0,
         },
         "algorithm": config.algorithm.model_dump(mode="json"),
         "weight_sync": {
@@ -291,16 +353,57 @@ def compare(real: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:
     return {"errors": errors, "targets": TARGETS, "met": met}
 
 
-def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | None = None) -> dict:
-    """Calibrate, simulate and compare; writes the simulated trace and ``replay.json``."""
+def pool_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The simulator's figures over several seeds: each number is the mean over the seeds,
+    each distribution the mixture of theirs (equal weights), so that a comparison reads the
+    model's expectation rather than one draw of its dispersion."""
+    out: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        values = [run[key] for run in runs]
+        if isinstance(first, dict):
+            mixed: dict[Any, float] = {}
+            for dist in values:
+                for x, share in dist.items():
+                    mixed[x] = mixed.get(x, 0.0) + share / len(values)
+            out[key] = dict(sorted(mixed.items()))
+        elif any(v is None for v in values):
+            out[key] = None
+        else:
+            out[key] = float(np.mean(values))
+    return out
+
+
+def replay(
+    run_dir: str | Path,
+    *,
+    seed: int | None = None,
+    seeds: int = 5,
+    out: str | Path | None = None,
+) -> dict:
+    """Calibrate, simulate ``seeds`` times (seeds ``seed``, ``seed + 1``, ...) and compare the
+    run with the simulator's mean over them; writes the first seed's simulated trace and
+    ``replay.json`` (pooled figures, each seed's errors, the stage figures of both traces and
+    the run's own throughput standard error)."""
+    if seeds < 1:
+        raise ConfigError(f"seeds={seeds}: need at least 1 simulator run")
     run_dir = Path(run_dir)
     config, tables = load_run(run_dir)
     scenario, cal = replay_scenario(run_dir, config, tables)
     n_steps = tables["steps"].height
-    trace = simulate(scenario, n_steps, config.seed if seed is None else seed)
+    first_seed = config.seed if seed is None else seed
     group_count = config.train.prompts_per_step * config.train.samples_per_prompt
     real = pipeline_metrics(tables["samples"], tables["steps"], tables["queue"], group_count)
-    sim = pipeline_metrics(trace.samples, trace.steps, trace.queue, group_count)
+    runs, stages, per_seed, trace = [], [], [], None
+    for i in range(seeds):
+        simulated = simulate(scenario, n_steps, first_seed + i)
+        trace = trace or simulated
+        metrics = pipeline_metrics(simulated.samples, simulated.steps, simulated.queue, group_count)
+        runs.append(metrics)
+        stages.append(stage_metrics(simulated.samples, simulated.steps, simulated.busy))
+        one = compare(real, metrics)
+        per_seed.append({"seed": first_seed + i, **one["errors"], "met": one["met"]})
+    assert trace is not None
+    sim = pool_metrics(runs)
     out_dir = Path(out) if out is not None else run_dir / "replay"
     result = {
         "run": str(run_dir),
@@ -308,10 +411,17 @@ def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | No
         "max_staleness": config.algorithm.max_staleness,
         "inflight_updates": config.algorithm.inflight_updates,
         "steps": n_steps,
+        "seeds": [first_seed + i for i in range(seeds)],
         "scenario": scenario.model_dump(mode="json"),
         "calibration": {**cal.fragment(), "fit": cal.fit_report()},
         "real": real,
         "sim": sim,
+        "per_seed": per_seed,
+        "stages": {
+            "real": stage_metrics(tables["samples"], tables["steps"], tables["busy"]),
+            "sim": pool_metrics(stages),
+        },
+        "real_throughput_standard_error": throughput_standard_error(tables["steps"]),
         **compare(real, sim),
     }
     # the trace and replay.json are published together, so a killed replay never leaves a

@@ -12,7 +12,8 @@ checked before anything is written or started (:func:`check_pipeline`). Files in
 prefill_timings, learner_timings`` (the timing tables of the calibration interface),
 ``weights`` (each weight load of each engine, with the digest of the weights it then held),
 ``published`` (each version the learner published, with its digest), ``config.json`` and
-``summary.json``.
+``summary.json`` (with the run's throughput, staleness and overlap:
+:mod:`stalesim.validate.pipeline.summary`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from stalesim.common.files import write_json, write_parquet
 from stalesim.common.output_dir import output_folder
 from stalesim.common.ray_address import check_ray_address
 from stalesim.validate.pipeline.config import PipelineConfig
+from stalesim.validate.pipeline.summary import run_figures
 
 #: the completion marker's kind of a pipeline run's folder
 PIPELINE_KIND = "validate pipeline"
@@ -171,6 +173,9 @@ def _run(
             if started_ray:
                 ray.shutdown()
     steps = tables["steps"]
+    figures = run_figures(
+        tables["samples"], steps, tables["busy"], cfg.prompts_per_step * cfg.samples_per_prompt
+    )
     summary = {
         "status": status,
         "preset": config.preset,
@@ -184,5 +189,7 @@ def _run(
         "wall_s": time.perf_counter() - started,
         "run_s": float(steps["end_s"].max()) if steps.height else 0.0,
         "ray_address": address or "local",
+        # throughput, staleness (mean, p50, p90, max) and overlap over the steady-state window
+        "figures": figures,
     }
     return summary
