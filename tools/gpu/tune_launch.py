@@ -14,7 +14,7 @@ Each line is printed as it is measured (a run cut short keeps what it did) and a
 written to ``$OUT/tune.csv``. ``--tiny`` runs the same code at small shapes on CPU under the
 Triton interpreter (a check of the script, not a measurement).
 
-Usage (GPU box, repository root on PYTHONPATH as ``stalesim``): python tune_launch.py
+Usage (GPU box, repository root on PYTHONPATH as ``stalesim``): python tools/gpu/tune_launch.py
 """
 
 from __future__ import annotations
