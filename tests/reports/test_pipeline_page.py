@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from stalesim.reports.pipeline_page import build_pipeline_page, staleness_frame
 
-RUN = Path(__file__).resolve().parents[2] / "reports" / "results" / "pipeline-cpu" / "async"
+from tests.evidence import RESULTS
+
+RUN = RESULTS / "pipeline-cpu" / "async"
 
 
 @pytest.mark.skipif(not (RUN / "replay" / "replay.json").exists(), reason="no committed run")
