@@ -170,7 +170,8 @@ def manifest(results_dir: Path, check: bool) -> None:
     if check:
         problems = check_manifests(results_dir)
         if problems:
-            more = f" ({len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
+            rest = len(problems) - 1
+            more = f" ({rest} more mismatch{'es' if rest > 1 else ''})" if rest else ""
             raise ValueError(problems[0] + more)
         folders = owned_files(results_dir)
         files = sum(len(f) for f in folders.values())

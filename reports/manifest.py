@@ -41,9 +41,11 @@ _COMMAND_START = re.compile(r"^(?:[A-Z_]+=\S*\s+)*(?:stalesim|python3?|bash)\b")
 _HAS_ARGUMENT = re.compile(r"/|\s--?\w")
 _LABELLED = re.compile(r"\bcommands?\b|\bmade by\b|\brun:", re.IGNORECASE)
 _SPAN = re.compile(r"`([^`]+)`")
+_SCRIPT = re.compile(r"[\w.-]+\.sh")
 _COMMIT = re.compile(r"\bcommit\s+`([0-9a-f]{7,40})`")
 _DATE = re.compile(r"\b(20\d\d-[01]\d-[0-3]\d)\b")
 _MACHINE = re.compile(r"\*\*(?:[^*]*/\s*)?machine(?:\s*/[^*]*)?\*\*\s*:?\s*(.+)", re.IGNORECASE)
+_MACHINE_MENTION = re.compile(r"\b(?:machine|VM|vCPU|GPU box)\b")
 _MACHINE_PROSE = re.compile(r"\bThe machine(?: was|:)\s+([^.]+(?:\.\d[^.]*)*)\.")
 
 
@@ -143,9 +145,11 @@ def _bullet_blocks(lines: list[str]) -> list[str]:
     return blocks
 
 
-def readme_commands(text: str) -> list[str]:
+def readme_commands(text: str, folder: str | None = None) -> list[str]:
     """The commands a README records: the command lines of its code blocks, and the code spans
-    of its lines that say they are the command (``**Command**:``, ``Made by``, ``Run:``)."""
+    of its lines that say they are the command (``**Command**:``, ``Made by``, ``Run:``); a
+    script named there (``run.sh``) is recorded as ``bash FOLDER/run.sh`` when ``folder`` (the
+    README's folder as the repository names it) is given."""
     commands: list[str] = []
     prose: list[str] = []
     in_code = False
@@ -168,22 +172,27 @@ def readme_commands(text: str) -> list[str]:
             commands.append(re.sub(r"\s+#\s.*$", "", stripped))
     for block in _bullet_blocks(prose):
         if _LABELLED.search(block):
-            commands += [
-                s.strip()
-                for s in _SPAN.findall(block)
-                if _COMMAND_START.match(s.strip()) and _HAS_ARGUMENT.search(s)
-            ]
+            for span in (s.strip() for s in _SPAN.findall(block)):
+                if _COMMAND_START.match(span) and _HAS_ARGUMENT.search(span):
+                    commands.append(span)
+                elif folder and _SCRIPT.fullmatch(span):
+                    commands.append(f"bash {folder}/{span}")
     return list(dict.fromkeys(commands))
 
 
 def readme_machine(text: str) -> str | None:
-    """The machine the README says the experiment ran on, as it words it."""
-    for block in _bullet_blocks(text.splitlines()):
+    """The machine the README says the experiment ran on, as it words it: a ``**Machine**``
+    bullet, a sentence "The machine was ...", or else the first line that mentions one."""
+    blocks = _bullet_blocks(text.splitlines())
+    for block in blocks:
         match = _MACHINE.search(block)
         if match:
             return match.group(1).strip()
     match = _MACHINE_PROSE.search(" ".join(text.split()))
-    return match.group(1).strip() if match else None
+    if match:
+        return match.group(1).strip()
+    mention = next((b for b in blocks if _MACHINE_MENTION.search(b)), None)
+    return mention.replace("**", "").lstrip("#* ").strip() if mention else None
 
 
 def _git(folder: Path, *args: str) -> str | None:
@@ -212,7 +221,7 @@ def build_manifest(folder: Path, files: list[Path], root: Path) -> Manifest:
     name = prefix.rstrip("/") if prefix else folder.resolve().relative_to(root.resolve().parent)
     return Manifest(
         folder=str(name),
-        commands=readme_commands(text),
+        commands=readme_commands(text, str(name)),
         commit=commit_match.group(1) if commit_match else git_commit,
         commit_source="README" if commit_match else GIT_SOURCE if git_commit else "none recorded",
         machine=readme_machine(text),

@@ -112,7 +112,7 @@ def test_two_mismatches_are_one_line_counting_the_rest(tmp_path: Path) -> None:
     result = _invoke(str(root), "--check")
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1
-    assert "(1 more mismatches)" in result.output
+    assert "(1 more mismatch)" in result.output
 
 
 def test_a_file_no_readme_covers_is_refused_before_anything_is_written(tmp_path: Path) -> None:
@@ -152,7 +152,16 @@ def test_readme_parsing_takes_commands_only_where_the_readme_says_so() -> None:
         "python3 -m pip download --no-deps x",
         "bash run.sh --fast",
     ]
+    made_by = "Made by [`run_all.sh`](run_all.sh) and `stalesim validate pipeline --mode sync`.\n"
+    assert readme_commands(made_by, "reports/results/pipeline-cpu") == [
+        "bash reports/results/pipeline-cpu/run_all.sh",
+        "stalesim validate pipeline --mode sync",
+    ]
     assert readme_machine(text) == "one H200 SXM (143,771 MiB), lent for the day"
+    assert readme_machine("# A\n\n* **Wall time**: 133 s on the shared 2-vCPU VM\n") == (
+        "Wall time: 133 s on the shared 2-vCPU VM"
+    )
+    assert readme_machine("# A\n\nNo word about where.\n") is None
 
 
 def test_the_committed_evidence_matches_its_manifests() -> None:
