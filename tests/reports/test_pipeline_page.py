@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from stalesim.reports.pipeline_page import build_pipeline_page, staleness_frame
@@ -32,3 +33,27 @@ def test_the_page_carries_the_replay_figures_and_both_histograms() -> None:
     for source in ("real", "sim"):
         shares = stale.filter(pl.col("source") == source)["share"]
         assert shares.sum() == pytest.approx(1.0)
+
+
+def test_report_replay_renders_the_committed_page_without_replaying(tmp_path: Path) -> None:
+    """The page is not committed: `stalesim report replay` renders it from the run and its
+    replay alone, the same page the builder gives, and refuses a run with no replay."""
+    import shutil
+
+    from click.testing import CliRunner
+    from stalesim.cli import main
+
+    run = tmp_path / "async"
+    shutil.copytree(RUN, run, ignore=shutil.ignore_patterns("*.html"))
+    result = CliRunner().invoke(main, ["report", "replay", str(run)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"wrote {run / 'replay' / 'replay.html'}"
+    assert (run / "replay" / "replay.html").read_text() == build_pipeline_page(
+        run, run / "replay"
+    ).html()
+    shutil.rmtree(run / "replay")
+    missing = CliRunner().invoke(main, ["report", "replay", str(run)])
+    assert missing.exit_code == 2
+    assert missing.output.strip() == (
+        f"error: {run / 'replay' / 'replay.json'}: no such file (run `stalesim validate replay {run}`)"
+    )
