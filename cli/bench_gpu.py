@@ -5,7 +5,7 @@ On a bare CUDA machine it runs, in order:
 1. **correctness** in bf16 (and fp32/fp16) of every kernel against the float64 reference,
    including the fused path, at small odd shapes and at real ones (a 151,936-token vocabulary;
    the fused backward over several row chunks and vocabulary slabs);
-2. **the kernel bench** (``stalesim bench kernels`` at the issue's shapes) against every
+2. **the kernel bench** (``stalesim bench kernels`` at the target shapes) against every
    baseline that is installed, with "not installed" rows for the others and each target as
    pass/fail;
 3. **a short gpu-small training run** through the compiled kernels (``backend="triton"``, the

@@ -2,7 +2,7 @@
 
 On a CUDA device: every kernel and its baselines (torch eager, torch.compile, and TRL,
 Liger-Kernel and Cut Cross-Entropy when importable; a "not installed" row with the install
-command when not) at the issue's shapes, with measured ceilings, and each target figure marked
+command when not) at the target shapes, with measured ceilings, and each target figure marked
 pass or fail (``summary.json``'s ``targets``). Without one:
 the correctness half only (every kernel against the float64 reference under the Triton
 interpreter), and the output says plainly that GPU timings were not measured.

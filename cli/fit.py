@@ -16,7 +16,6 @@ from stalesim.cli.options import progress_bar, quiet_option
     "runs_dir",
     metavar="RUNS",
     type=click.Path(path_type=Path),
-    default=Path("reports/results/cpu-tiny"),
 )
 @click.option(
     "--out",

@@ -114,3 +114,68 @@ def published(out_dir: Path) -> None:
         )
     path = write_published_report(out_dir)
     click.echo(f"wrote {path}")
+
+
+@report.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--replay-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The folder `stalesim validate replay --out` wrote [default: RUN_DIR/replay].",
+)
+def replay(run_dir: Path, replay_dir: Path | None) -> None:
+    """Re-render REPLAY_DIR/replay.html from a finished `stalesim validate replay RUN_DIR`
+    (the run's tables and the replay's trace and replay.json; nothing is simulated again)."""
+    from stalesim.reports.pipeline_page import write_pipeline_page
+
+    replay_dir = replay_dir if replay_dir is not None else run_dir / "replay"
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such directory (give the --out folder of a pipeline run)")
+    if not (replay_dir / "replay.json").is_file():
+        raise ValueError(
+            f"{replay_dir / 'replay.json'}: no such file (run `stalesim validate replay {run_dir}`)"
+        )
+    click.echo(f"wrote {write_pipeline_page(run_dir, replay_dir)}")
+
+
+@report.command()
+@click.argument(
+    "results_dir",
+    required=False,
+    default=Path("reports/results"),
+    type=click.Path(path_type=Path, file_okay=False),
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Compare the files with the manifests instead of writing them; exit 2 on a mismatch.",
+)
+def manifest(results_dir: Path, check: bool) -> None:
+    """Write (or --check) manifest.json in every experiment folder under RESULTS_DIR
+    (default: reports/results, run from the repository root).
+
+    An experiment folder holds a README.md and data files; the files below it belong to it
+    unless a deeper folder has its own README.md. The manifest records the command(s), the
+    code commit, the machine and the date as the README gives them (commit and date from git
+    when it gives none) and every file's size and SHA-256. HTML pages, shards/ and hidden
+    files are generated, not evidence, and are left out. --check compares only the files.
+    """
+    from stalesim.reports.manifest import check_manifests, owned_files, write_manifests
+
+    if not results_dir.is_dir():
+        raise ValueError(
+            f"{results_dir}: no such directory (run from the repository root or give RESULTS_DIR)"
+        )
+    if check:
+        problems = check_manifests(results_dir)
+        if problems:
+            rest = len(problems) - 1
+            more = f" ({rest} more mismatch{'es' if rest > 1 else ''})" if rest else ""
+            raise ValueError(problems[0] + more)
+        folders = owned_files(results_dir)
+        files = sum(len(f) for f in folders.values())
+        click.echo(f"{len(folders)} experiment folders match their manifests ({files} files)")
+        return
+    written = write_manifests(results_dir)
+    click.echo(f"wrote {len(written)} manifests under {results_dir}")

@@ -2,7 +2,7 @@
 
 Correctness runs every Triton kernel (compiled on CUDA, under the interpreter on CPU) against
 the float64 reference on small odd shapes and reports relative norm errors. Timing (CUDA only)
-runs each kernel and its baselines at the issue's shapes and reports the median time over
+runs each kernel and its baselines at the target shapes and reports the median time over
 repeats (CUDA events), the peak memory beyond the inputs, and the achieved rate as a fraction
 of a ceiling measured on the same GPU (copy bandwidth, or the bf16 matmul rate).
 
@@ -287,7 +287,7 @@ FULL = BenchShapes(
     (8192, 151_936), (16_384, 2048, 248_320), (64, 1024), (8, 1024, 151_936), 2**28, 8192,
     target_shapes=True,
 )  # fmt: skip
-"""The issue's shapes: log-probs N=8192 V=151,936; fused N=16,384 H=2048 V=248,320; GRPO loss
+"""The target shapes: log-probs N=8192 V=151,936; fused N=16,384 H=2048 V=248,320; GRPO loss
 on 65,536 tokens; log-probs -> GRPO loss on 8 x 1,024 tokens of 151,936 logits."""
 QUICK = BenchShapes((2048, 32_768), (4096, 1024, 32_768), (64, 256), (4, 512, 32_768), 2**26, 4096)
 """A smoke run on a GPU."""
@@ -1174,7 +1174,7 @@ TARGETS: tuple[Target, ...] = (
     Target("fused linear fwd+bwd peak memory / gradient buffers", "fused_linear_logprobs",
            "forward+backward", "memory_ratio", 1.05, False),
 )  # fmt: skip
-"""The issue's targets, at :data:`FULL` shapes in bf16 on one GPU."""
+"""The design targets, at :data:`FULL` shapes in bf16 on one GPU."""
 
 
 def target_verdicts(rows: list[dict[str, Any]], at_target_shapes: bool) -> list[dict[str, Any]]:

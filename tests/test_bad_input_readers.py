@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 from stalesim.cli import main
 from stalesim.common.output_dir import MARKER, output_folder
 
+from tests.evidence import RESULTS
+
 ROOT = Path(__file__).resolve().parents[1]
-SWEEP = ROOT / "reports" / "results" / "law-horizon" / "non-saturating"
-PIPELINE_RUN = ROOT / "reports" / "results" / "pipeline-cpu" / "lower-load" / "async"
-PUBLISHED = ROOT / "reports" / "results" / "published-check"
+SWEEP = RESULTS / "law-horizon" / "non-saturating"
+PIPELINE_RUN = RESULTS / "pipeline-cpu" / "lower-load" / "async"
+PUBLISHED = RESULTS / "published-check"
 
 
 def _one_line(args: list[str]) -> str:

@@ -41,9 +41,7 @@ def _imports(path: Path) -> set[str]:
 def _modules():
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            # committed experiment folders hold their own scripts, not package modules
-            if "results" not in path.relative_to(ROOT).parts:
-                yield package, path
+            yield package, path
 
 
 @pytest.mark.parametrize(("package", "path"), list(_modules()), ids=lambda v: str(v))
@@ -71,3 +69,10 @@ def test_every_package_folder_is_a_package_the_build_ships() -> None:
                 continue
             dotted = "stalesim." + ".".join(rel.parts)
             assert f'"{dotted}"' in text, f"{dotted} is not in pyproject.toml's packages"
+
+
+def test_no_script_lives_among_the_committed_results() -> None:
+    """Scripts belong in the package or in tools/, where ruff and the import arrows cover them;
+    reports/results/ holds evidence (data, READMEs, manifests) only."""
+    scripts = sorted(p.relative_to(ROOT) for p in (ROOT / "reports" / "results").rglob("*.py"))
+    assert scripts == []

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from stalesim.reports.pipeline_page import build_pipeline_page, staleness_frame
 
-RUN = Path(__file__).resolve().parents[2] / "reports" / "results" / "pipeline-cpu" / "async"
+from tests.evidence import RESULTS
+
+RUN = RESULTS / "pipeline-cpu" / "async"
 
 
 @pytest.mark.skipif(not (RUN / "replay" / "replay.json").exists(), reason="no committed run")
@@ -50,3 +52,27 @@ def test_the_targets_table_marks_each_target_met_or_missed() -> None:
     assert frame["target"].to_list() == ["throughput", "staleness_mean", "ks"]
     assert frame["result"].to_list() == ["MISSED", "met", "MISSED"]
     assert "+5.0%" in frame["errors"][0] and "0.200" in frame["errors"][2]
+
+
+def test_report_replay_renders_the_committed_page_without_replaying(tmp_path: Path) -> None:
+    """The page is not committed: `stalesim report replay` renders it from the run and its
+    replay alone, the same page the builder gives, and refuses a run with no replay."""
+    import shutil
+
+    from click.testing import CliRunner
+    from stalesim.cli import main
+
+    run = tmp_path / "async"
+    shutil.copytree(RUN, run, ignore=shutil.ignore_patterns("*.html"))
+    result = CliRunner().invoke(main, ["report", "replay", str(run)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"wrote {run / 'replay' / 'replay.html'}"
+    assert (run / "replay" / "replay.html").read_text() == build_pipeline_page(
+        run, run / "replay"
+    ).html()
+    shutil.rmtree(run / "replay")
+    missing = CliRunner().invoke(main, ["report", "replay", str(run)])
+    assert missing.exit_code == 2
+    assert missing.output.strip() == (
+        f"error: {run / 'replay' / 'replay.json'}: no such file (run `stalesim validate replay {run}`)"
+    )

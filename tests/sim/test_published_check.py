@@ -26,6 +26,8 @@ from stalesim.sim.published_check import (
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import check_feasible
 
+from tests.evidence import RESULTS
+
 
 @pytest.mark.parametrize("name", scenario_names())
 def test_every_published_scenario_loads_and_is_feasible(name: str) -> None:
@@ -152,10 +154,9 @@ def test_check_published_bad_steps_is_one_line_error(tmp_path) -> None:
 
 
 def test_report_published_rerenders_the_committed_result(tmp_path) -> None:
-    import pathlib
     import shutil
 
-    committed = pathlib.Path(__file__).parents[2] / "reports" / "results" / "published-check"
+    committed = RESULTS / "published-check"
     shutil.copy(committed / "published_check.json", tmp_path / "published_check.json")
     result = CliRunner().invoke(main, ["report", "published", str(tmp_path)])
     assert result.exit_code == 0, result.output

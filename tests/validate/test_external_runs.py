@@ -25,7 +25,9 @@ from stalesim.validate.law.fit import FitSettings, fit_sweep
 from stalesim.validate.law.probe_size import step_table
 from stalesim.validate.law.sweep_runs import read_sweep
 
-SWEEP = Path(__file__).resolve().parents[2] / "reports/results/law-horizon/non-saturating"
+from tests.evidence import RESULTS
+
+SWEEP = RESULTS / "law-horizon" / "non-saturating"
 needs_sweep = pytest.mark.skipif(
     not (SWEEP / "runs.parquet").exists(), reason="needs the repository's results folder"
 )

@@ -4,18 +4,18 @@ hold for. The default is the conservative reading; the optimistic one is the cli
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from stalesim.sim.law.model import Law
 from stalesim.sim.law.readings import default_law, shipped_law
 
+from tests.evidence import RESULTS, ROOT
+
+# The shipped laws name the committed fit they were copied from, relative to the repository.
 SHIPPED_FROM = "reports/results/law-objective/clip/law.json"
-RESULTS_LAW = Path(__file__).resolve().parents[2] / SHIPPED_FROM
-
-
 CONSERVATIVE_FROM = "reports/results/law-horizon/non-saturating/law.json"
+RESULTS_LAW = RESULTS / "law-objective" / "clip" / "law.json"
 
 
 def test_default_law_is_labelled_with_its_source_and_regime():
@@ -54,7 +54,7 @@ def test_default_law_matches_its_points_and_its_stored_fit_quality(name: str):
 )
 def test_shipped_laws_are_the_committed_fits(name: str, copied_from: str):
     shipped = shipped_law(name).to_json_dict()
-    committed = json.loads((RESULTS_LAW.parents[4] / copied_from).read_text())
+    committed = json.loads((ROOT / copied_from).read_text())
     assert shipped["source"]["copied_from"] == copied_from
     shipped.pop("source")
     committed.pop("source")

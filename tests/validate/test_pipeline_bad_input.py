@@ -26,10 +26,12 @@ pytest.importorskip("torch")
 
 from stalesim.common.output_dir import MARKER, seal
 
+from tests.evidence import RESULTS
+
 PIPELINE_KIND = "validate pipeline"  # the kind of a pipeline run's completion marker
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "reports" / "results" / "pipeline-cpu" / "lower-load" / "async"
+COMMITTED = RESULTS / "pipeline-cpu" / "lower-load" / "async"
 RUN_NAMES = sorted(json.loads((COMMITTED / MARKER).read_text())["files"])
 #: a pipeline small enough to start in seconds on a loaded 2-core machine
 TINY = [
@@ -404,7 +406,7 @@ def test_fit_refuses_a_damaged_sweep_config_in_one_line(tmp_path: Path, config: 
     from click.testing import CliRunner
     from stalesim.cli import main
 
-    sweep = ROOT / "reports" / "results" / "law-horizon" / "non-saturating"
+    sweep = RESULTS / "law-horizon" / "non-saturating"
     folder = tmp_path / "sweep"
     folder.mkdir()
     shutil.copy2(sweep / "runs.parquet", folder / "runs.parquet")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import pytest
 from stalesim.sim.calibrate.trainer_logs import log_from_rows
 from stalesim.validate.pipeline.log import counterfactual, verl_rows
 
-RUNS = Path(__file__).parents[2] / "reports" / "results" / "pipeline-cpu"
+from tests.evidence import RESULTS
+
+RUNS = RESULTS / "pipeline-cpu"
 SCENARIO = RUNS / "counterfactual" / "scenario-sync.yaml"
 
 

@@ -4,8 +4,6 @@ gives no answer."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from stalesim.validate.law.probe_size import (
     Design,
@@ -17,7 +15,9 @@ from stalesim.validate.law.probe_size import (
 )
 from stalesim.validate.law.sweep_runs import read_sweep
 
-SWEEP = Path(__file__).resolve().parents[2] / "reports/results/law-horizon/non-saturating"
+from tests.evidence import RESULTS
+
+SWEEP = RESULTS / "law-horizon" / "non-saturating"
 pytestmark = pytest.mark.skipif(
     not (SWEEP / "runs.parquet").exists(), reason="needs the repository's results folder"
 )

@@ -318,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Measure the coverage of the law's intervals on synthetic sweeps that copy "
         "the committed sweeps' designs, for the jackknife-t and the percentile bootstrap.",
     )
-    parser.add_argument("root", type=Path, nargs="?", default=Path("reports/results"))
+    parser.add_argument(
+        "root", type=Path, help="the results folder holding the committed sweeps (reports/results)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for coverage.csv/.md")
     parser.add_argument("--sims", type=int, default=300, help="synthetic sweeps per row")
     parser.add_argument(

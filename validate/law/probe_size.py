@@ -24,7 +24,7 @@ Caveats the output states: the probes are subsets of the very runs the reference
 (a 3-seed, 5-rate probe holds most of them), so containment here is optimistic for a new
 trainer; and a seed bootstrap over 2 or 3 seeds covers less than its nominal 95%.
 
-Run: ``python -m stalesim.validate.law.probe_size --out reports/results/probe-size``.
+Run: ``python -m stalesim.validate.law.probe_size reports/results --out reports/results/probe-size``.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ from stalesim.validate.law.external_runs import to_sweep_tables
 from stalesim.validate.law.fit import FitSettings, fit_sweep
 from stalesim.validate.law.sweep_runs import read_sweep
 
-#: The committed sweeps the probes are cut from, and the bounds probed in each.
+#: The sweeps the probes are cut from (folders under the results folder given), and the bounds
+#: probed in each.
 TASKS = {
-    "non-saturating": ("reports/results/law-horizon/non-saturating", (2, 4, 8)),
-    "clip": ("reports/results/law-objective/clip", (2, 4, 8)),
+    "non-saturating": ("law-horizon/non-saturating", (2, 4, 8)),
+    "clip": ("law-objective/clip", (2, 4, 8)),
 }
 #: Learning rates of each design, as multiples of the baseline: (at S = 0, at the bound). "3 down"
 #: runs the bound one grid step lower, where its optimum is expected.
@@ -197,11 +198,15 @@ def summarise(table: pl.DataFrame) -> pl.DataFrame:
 
 
 @click.command()
+@click.argument("root", metavar="RESULTS_DIR", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
 @click.option("--bootstrap", type=click.IntRange(min=10), default=500, show_default=True)
-@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("."))
 def main(out: Path, bootstrap: int, root: Path) -> None:
-    """Fit every probe design cut from the committed sweeps; write probes.csv and summary.csv."""
+    """Fit every probe design cut from the sweeps under RESULTS_DIR (law-horizon/non-saturating,
+    law-objective/clip); write probes.csv and summary.csv."""
+    for folder, _ in TASKS.values():
+        if not (root / folder / "runs.parquet").is_file():
+            raise click.UsageError(f"{root / folder}: no sweep (runs.parquet) under RESULTS_DIR")
     start = time.perf_counter()
     rows = []
     for task, (folder, bounds) in TASKS.items():

@@ -91,11 +91,7 @@ def evaluate_rules(
     }
 
 
-def write_summary(
-    root: Path = Path("reports/results/law-scheduler"),
-    reference: Path = Path("reports/results/law-objective/clip"),
-    bootstrap: int = 500,
-) -> Path:
+def write_summary(root: Path, reference: Path, bootstrap: int = 500) -> Path:
     """Evaluate the rule folders under ``root`` and write ``root/summary.json``; the S = 0 best
     reward of the failure rule comes from the fixed-S ``reference`` sweep."""
     import json
@@ -114,8 +110,21 @@ def write_summary(
     return path
 
 
-if __name__ == "__main__":  # python -m stalesim.validate.law.scheduler_eval [ROOT [REFERENCE]]
-    import sys
+if __name__ == "__main__":
+    import argparse
 
-    args = [Path(a) for a in sys.argv[1:3]]
-    print(f"wrote {write_summary(*args)}")
+    parser = argparse.ArgumentParser(
+        prog="python -m stalesim.validate.law.scheduler_eval",
+        description="Evaluate the LR-rule sweeps under ROOT and write ROOT/summary.json.",
+    )
+    parser.add_argument(
+        "root", type=Path, help="the folder of the rule sweeps (law, constant, ess)"
+    )
+    parser.add_argument(
+        "reference", type=Path, help="the fixed-S sweep giving the S = 0 best reward"
+    )
+    args = parser.parse_args()
+    for folder in (args.root, args.reference):
+        if not folder.is_dir():
+            parser.error(f"{folder}: not a folder")
+    print(f"wrote {write_summary(args.root, args.reference)}")

@@ -1,7 +1,7 @@
 """Median and range of each timed kernel row over several `stalesim bench kernels` folders of
 one card (the repeats of one session), and of each target figure.
 
-Usage: python reports/results/gpu/summarise_repeats.py DIR [DIR ...] > spread.csv
+Usage: python tools/gpu/summarise_repeats.py DIR [DIR ...] > spread.csv
 """
 
 from __future__ import annotations

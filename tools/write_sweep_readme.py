@@ -1,7 +1,7 @@
 """Write README.md for one law-experiment sweep folder from its own data (config.json,
 runs.parquet, law.json); the prose that is not data comes from the arguments.
 
-Usage: python reports/results/write_sweep_readme.py FOLDER PRESET TITLE INTRO WALL MACHINE
+Usage: python tools/write_sweep_readme.py FOLDER PRESET TITLE INTRO WALL MACHINE
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(folder: Path, preset: str, title: str, intro: str, wall: str, machine: 
         "by `stalesim fit`.", "",
         f"* **Command**: `stalesim validate sweep --preset {preset} --out {folder} --workers 2` "
         f"(under `nice -n 10`; resumable), then `stalesim fit {folder}`; this README: "
-        f"`python reports/results/write_sweep_readme.py {folder} {preset} ...`",
+        f"`python tools/write_sweep_readme.py {folder} {preset} ...`",
         f"* **Wall time**: {wall}; {runs['wall_s'].sum():.0f} s of worker time over "
         f"{runs.height} runs (median {runs['wall_s'].median():.0f} s per run).",
         f"* **Machine**: {machine}",

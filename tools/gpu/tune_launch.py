@@ -1,6 +1,6 @@
 """Launch-shape sweep for the two kernels that missed their targets on the H200 (2026-11-27).
 
-It times, at the issue's shapes, with CUDA events (median of 20 after 3 warm-ups):
+It times, at the target shapes, with CUDA events (median of 20 after 3 warm-ups):
 
 1. ``token_logprobs`` forward (N=8,192, V=151,936, bf16) for tile widths 1,024-8,192 and 4, 8
    or 16 warps, and one kernel variant that is not in the package (``tile-max``: one running
@@ -14,7 +14,7 @@ Each line is printed as it is measured (a run cut short keeps what it did) and a
 written to ``$OUT/tune.csv``. ``--tiny`` runs the same code at small shapes on CPU under the
 Triton interpreter (a check of the script, not a measurement).
 
-Usage (GPU box, repository root on PYTHONPATH as ``stalesim``): python tune_launch.py
+Usage (GPU box, repository root on PYTHONPATH as ``stalesim``): python tools/gpu/tune_launch.py
 """
 
 from __future__ import annotations

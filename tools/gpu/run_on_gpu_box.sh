@@ -22,7 +22,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 # stalesim itself, as the package layout of pyproject.toml maps it (no build step needed)
 mkdir -p /tmp/pkg/stalesim
-for part in cli sim kernels validate reports; do ln -sfn "$PWD/$part" "/tmp/pkg/stalesim/$part"; done
+for part in common cli sim kernels validate reports; do ln -sfn "$PWD/$part" "/tmp/pkg/stalesim/$part"; done
 export PYTHONPATH=/tmp/pkg:/tmp/site
 
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
