@@ -66,6 +66,7 @@ from stalesim.validate.sweep_runs import (
     json_records,
     read_sweep,
 )
+from stalesim.validate.task_configs import task_config
 
 Progress = Callable[[int], None]
 
@@ -815,7 +816,7 @@ def describe_regime(
             f"(~{_param_count(policy, task) / 1e3:.0f}k parameters)"
         ),
         "model_params": _param_count(policy, task),
-        "task": f"sort {task.get('n_digits')} digits of base {task.get('base')}",
+        "task": task_config(task).label,
     }
 
 
@@ -823,8 +824,9 @@ def _param_count(policy: dict[str, Any], task: dict[str, Any]) -> int:
     """Parameters of the validate policy (tied embeddings): embeddings plus blocks."""
     width, layers = int(policy.get("n_embd", 64)), int(policy.get("n_layer", 2))
     ratio = int(policy.get("mlp_ratio", 4))
-    vocab = int(task.get("base", 10)) + 3
-    block = 2 * int(task.get("n_digits", 6)) + 2
+    config = task_config(task)
+    vocab = config.vocab
+    block = config.prompt_len + config.response_len
     per_layer = 4 * width * width + 4 * width + 2 * ratio * width * width + (ratio + 1) * width
     per_layer += 4 * width  # two layer norms
     return vocab * width + block * width + layers * per_layer + 2 * width

@@ -20,7 +20,7 @@ from stalesim.validate.optimizers import OptimizerConfig
 from stalesim.validate.policy import PolicyConfig
 from stalesim.validate.staleness import parse_staleness
 from stalesim.validate.staleness_lr import LRRuleConfig
-from stalesim.validate.tasks import SortTaskConfig
+from stalesim.validate.task_configs import SortTaskConfig, TaskConfig
 from stalesim.validate.warm_start import WarmStartConfig
 
 TRAINING_LOSS_DEFAULTS: dict[str, Any] = {"eps_high": 0.28}
@@ -65,7 +65,7 @@ GRPOConfig = create_model(
 class TrainConfig(StrictModel):
     """Everything a training run needs except its learning rate, staleness and seed."""
 
-    task: SortTaskConfig = SortTaskConfig()
+    task: TaskConfig = SortTaskConfig()
     policy: PolicyConfig = PolicyConfig()
     warm_start: WarmStartConfig = WarmStartConfig()
     grpo: GRPOConfig = GRPOConfig()
@@ -461,6 +461,27 @@ PRESETS.update(
         ),
     }
 )
+
+
+# ---- A second task family: binary exact-match reward ------------------------------------
+# Add two 3-digit numbers (least significant digit first); reward 1 iff the 4-digit sum is
+# exactly right. The warm start (300 steps, half the demonstrations with 1-2 mistakes) passes
+# about 1 sample in 8, so most groups of 8 hold both outcomes. The pilot (S = 0, four rates,
+# reports/results/law-task2/pilot) sized the horizon and the rates.
+_TASK2_TRAIN: dict = {
+    **_LAW_BASE,
+    "task": {"kind": "add", "n_digits": 3, "base": 10},
+    "warm_start": {"steps": 300, "corrupt_prob": 0.5, "max_mistakes": 2, "per_run_seed": True},
+    "steps": 200,
+    "target_reward": 0.5,
+}
+_TASK2_LRS = [5e-4, 1e-3, 2e-3, 4e-3]
+
+PRESETS["law-task2"] = {
+    "preset": "law-task2",
+    "train": _TASK2_TRAIN,
+    "grids": [{"lrs": _TASK2_LRS, "staleness": ["0", "2", "4", "8", "16"], "seeds": [0, 1, 2, 3]}],
+}
 
 
 _MIXED = ["uniform:0-32", "geometric:p=0.1,max=32"]
