@@ -60,7 +60,8 @@ def validate() -> None:
 @click.option(
     "--staleness",
     default=None,
-    help="staleness specs, comma-separated: S, fixed:S, uniform:A-B, geometric:p=P,max=M "
+    help="staleness specs, comma-separated: S, fixed:S, uniform:A-B, alternating:A-B, "
+    "geometric:p=P,max=M "
     "(default: the preset's)",
 )
 @click.option("--seeds", default=None, help="seeds, comma-separated (default: the preset's)")

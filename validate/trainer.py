@@ -312,7 +312,7 @@ def train_run(
 
     for step in range(cfg.steps):
         t0 = time.perf_counter()
-        lags = np.minimum(spec.draw(cfg.prompts_per_step, rng), version)
+        lags = np.minimum(spec.draw(cfg.prompts_per_step, rng, step), version)
         behaviour_versions = version - lags
         batch = _sample_batch(cfg, task, behaviour, ring, behaviour_versions, generator, device)
         if spec.max_lag == 0:
