@@ -108,6 +108,10 @@ def law_rows(law: dict[str, Any] | None) -> list[tuple[str, str]]:
             ),
         ),
         (
+            "  measured on",
+            (law.get("labels") or {}).get(law["reading"], "regime not recorded"),
+        ),
+        (
             "  learning-rate multiplier",
             f"{_x(law['lr_multiplier'])}{band}{_others(law, 'lr_multiplier')}",
         ),

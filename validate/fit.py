@@ -51,6 +51,7 @@ from stalesim.validate.law_fit import (
     fit_with_bootstrap,
     staleness_grid,
 )
+from stalesim.validate.saturation import measure_saturation
 from stalesim.validate.slopes import (
     FLAT_BAND,
     FLAT_RATIO_BAND,
@@ -769,9 +770,13 @@ def describe_source(runs_dir: Path, runs: pl.DataFrame, command: str) -> dict[st
 
 
 def describe_regime(
-    runs_dir: Path, runs: pl.DataFrame, settings: FitSettings | None = None
+    runs_dir: Path,
+    runs: pl.DataFrame,
+    settings: FitSettings | None = None,
+    steps: pl.DataFrame | None = None,
 ) -> dict[str, Any] | None:
-    """What the law was measured on, from the sweep's ``config.json`` (None without one)."""
+    """What the law was measured on, from the sweep's ``config.json`` (None without one), and
+    whether its task saturated within the horizon (from ``steps``, where given)."""
     from stalesim.sim.tables import read_json_object
 
     path = runs_dir / "config.json"
@@ -802,6 +807,8 @@ def describe_regime(
         fixed = fixed.filter(pl.col("staleness") <= settings.max_staleness)
     realised = fixed["staleness_mean"] if "staleness_mean" in fixed.columns else fixed["staleness"]
     horizon = settings.horizon if settings and settings.horizon else train.get("steps")
+    window = int(train.get("smoothing_window", 10))
+    saturation = measure_saturation(runs, steps, horizon, window)
     return {
         "objective": objective,
         "optimizer": opt,
@@ -817,6 +824,8 @@ def describe_regime(
         ),
         "model_params": _param_count(policy, task),
         "task": task_config(task).label,
+        "saturated": saturation.saturated if saturation else None,
+        "saturation": saturation.describe() if saturation else None,
     }
 
 
@@ -854,7 +863,7 @@ def fit_runs_dir(
         source=describe_source(runs_dir, runs, command),
         progress=progress,
         steps=steps,
-        regime=describe_regime(runs_dir, runs, settings),
+        regime=describe_regime(runs_dir, runs, settings, steps),
     )
     path = Path(out) if out is not None else runs_dir / "law.json"
     write_json(path, result.law.to_json_dict())
