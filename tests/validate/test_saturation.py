@@ -158,3 +158,20 @@ def test_the_simulate_and_plan_terminals_show_the_reading_label() -> None:
         "law": law,
     }
     assert f"law reading conservative: measured on {label}" in recommendation_lines(summary)
+
+
+def test_the_plan_and_simulate_pages_show_each_reading_with_its_label() -> None:
+    from types import SimpleNamespace
+
+    from stalesim.reports.plan_page import readings_text
+    from stalesim.reports.simulate_page import law_readings_table
+
+    shown = readings()
+    law = {"reading": shown[0].name, "readings": {r.name: r.provenance for r in shown}}
+    text = readings_text({"law": law}, SimpleNamespace(primary=shown[0].name))
+    table = law_readings_table(law)
+    for reading in shown:
+        assert f"{reading.name}: {reading.provenance}." in text
+        assert reading.label in text
+    assert table["measured on"].to_list() == [r.provenance for r in shown]
+    assert all(r.label in cell for r, cell in zip(shown, table["measured on"], strict=True))
