@@ -109,7 +109,10 @@ def law_rows(law: dict[str, Any] | None) -> list[tuple[str, str]]:
         ),
         (
             "  measured on",
-            (law.get("labels") or {}).get(law["reading"], "regime not recorded"),
+            # a summary written before readings carried labels has the provenance only
+            (law.get("labels") or {}).get(law["reading"])
+            or (law.get("readings") or {}).get(law["reading"])
+            or "regime not recorded",
         ),
         (
             "  learning-rate multiplier",

@@ -144,6 +144,9 @@ def test_the_simulate_and_plan_terminals_show_the_reading_label() -> None:
         "staleness": 4.0,
     }
     assert ("  measured on", label) in law_rows(law)
+    # a summary written before readings carried labels shows the provenance instead
+    older = {k: v for k, v in law.items() if k != "labels"}
+    assert ("  measured on", "x") in law_rows(older)
     summary = {
         "name": "t",
         "counts": {
