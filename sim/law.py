@@ -171,11 +171,9 @@ class Regime(_Frozen):
         """``saturated within its horizon``, ``did not saturate ...`` or ``... not measured``."""
         if self.saturated is None:
             return "saturation not measured"
-        return (
-            "saturated within its horizon"
-            if self.saturated
-            else ("did not saturate within its horizon")
-        )
+        if self.saturated:
+            return "saturated within its horizon"
+        return "did not saturate within its horizon"
 
     def label(self) -> str:
         """What a reading must be labelled with, in one line: task, model size, batch, horizon

@@ -31,8 +31,8 @@ from stalesim.sim.law import PAPER_ALPHA, Law, LawCurve, StepsModel, law_from_di
 #: ``regime`` labels it with its task, model size, batch, horizon and whether the task
 #: saturated (measured when it was fitted), and that label is what a user is shown.
 SHIPPED = {
-    "conservative": ("conservative.json", "eta_opt falls early"),
-    "optimistic": ("optimistic.json", "eta_opt falls late and little"),
+    "conservative": ("conservative.json", "eta_opt falls past S = 2, to 0.33x by S = 8"),
+    "optimistic": ("optimistic.json", "eta_opt falls about 2x over S = 0..32"),
 }
 PAPER = "paper"
 DEFAULT_READING = "conservative"
