@@ -275,6 +275,10 @@ def _print_law(console: Any, law: Any) -> None:
         table.add_row(label, *cells)
     console.print(table)
     console.print(f"paper's prediction: alpha ≈ {law.alpha_paper:g} in the stale-limited regime")
+    if law.regime is not None:
+        console.print(f"measured on: {law.regime.label()}")
+        if law.regime.saturation:
+            console.print(f"  {law.regime.saturation}")
     steps = law.steps_to_target
     if steps is not None:
         console.print(steps.describe())

@@ -190,6 +190,9 @@ def recommendation_lines(summary: dict[str, Any]) -> list[str]:
     lines += (summary.get("plan") or {}).get("notes") or []
     if law.get("regime_distance"):
         lines.append(f"law: {law['regime_distance']}")
+    lines += [
+        f"law reading {name}: measured on {label}" for name, label in law.get("labels", {}).items()
+    ]
     best = rec["best"]
     if best is None:
         lines.append("no feasible candidate: see the infeasible list in the report")

@@ -195,6 +195,7 @@ def _simulate_variants(
         "law": {
             "reading": laws[0].name,
             "readings": {r.name: r.provenance for r in laws},
+            "labels": {r.name: r.label for r in laws},
             "regime_distance": (results[0][2].get("law") or {}).get("regime_distance"),
         },
         "variants": rows,
@@ -231,7 +232,7 @@ def _write_run(folder: Path, trace, summary: dict) -> None:
 
 @click.command()
 def presets() -> None:
-    """List the built-in scenarios, modes, model presets and GPUs."""
+    """List the built-in scenarios, modes, model presets, GPUs and the shipped law readings."""
     from rich.console import Console
     from rich.table import Table
     from stalesim.sim.hardware import CATALOG
@@ -291,3 +292,44 @@ def presets() -> None:
             "-" if g.price_per_gpu_hour is None else f"{g.price_per_gpu_hour:.2f}",
         )
     console.print(gpus)
+    console.print(law_readings_table())
+
+
+def law_readings_table():
+    """The shipped law readings, each with what it was measured on: task, model size, batch,
+    horizon and whether the task saturated within that horizon."""
+    from rich.table import Table
+    from stalesim.sim.law.readings import readings
+
+    table = Table(
+        title="law readings (--reading NAME): what each was measured on; only its ratios "
+        "eta(S)/eta(0) and steps(S)/steps(0) are applied to your run"
+    )
+    for column in ("reading", "task", "parameters", "batch", "horizon", "saturated", "how"):
+        table.add_column(column, no_wrap=column not in ("task", "how"))
+    for reading in readings():
+        regime = reading.law.regime
+        if regime is None:
+            table.add_row(
+                reading.name, "regime not recorded", "-", "-", "-", "-", reading.provenance
+            )
+            continue
+        batch = (
+            f"{regime.prompts_per_step} x {regime.samples_per_prompt}"
+            if regime.prompts_per_step and regime.samples_per_prompt
+            else "-"
+        )
+        if (regime.minibatches_per_step or 1) > 1:
+            batch += f" / {regime.minibatches_per_step} mini-batches"
+        saturated = {True: "yes", False: "no", None: "not measured"}[regime.saturated]
+        how = reading.provenance.split("; measured on ")[0]  # the label is in the columns
+        table.add_row(
+            reading.name,
+            regime.task or "-",
+            f"{regime.model_params:,}" if regime.model_params else "-",
+            batch,
+            f"{regime.steps} steps" if regime.steps else "-",
+            saturated,
+            how,
+        )
+    return table

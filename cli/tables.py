@@ -108,6 +108,13 @@ def law_rows(law: dict[str, Any] | None) -> list[tuple[str, str]]:
             ),
         ),
         (
+            "  measured on",
+            # a summary written before readings carried labels has the provenance only
+            (law.get("labels") or {}).get(law["reading"])
+            or (law.get("readings") or {}).get(law["reading"])
+            or "regime not recorded",
+        ),
+        (
             "  learning-rate multiplier",
             f"{_x(law['lr_multiplier'])}{band}{_others(law, 'lr_multiplier')}",
         ),

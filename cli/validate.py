@@ -52,7 +52,9 @@ def validate() -> None:
     show_default=True,
     help="cpu-tiny, cpu-tiny-mb4, gpu-small, or a law experiment: law-clip, "
     "law-clip-tight, law-decoupled, law-batch-{4,8,32,96}, law-horizon-ns, law-opt-sgd, "
-    "law-opt-sgd-m0.9, law-opt-adam-0, law-sched-{constant,ess,law}",
+    "law-opt-sgd-m0.9, law-opt-adam-0, law-sched-{constant,ess,law}, law-gpu-ns, law-task2 "
+    "(adding numbers, exact-match reward), law-batch-ns-{16,64,64-mb4}, "
+    "law-sched-alt-{eta0,constant,law,ess}",
 )
 @click.option(
     "--lrs", default=None, help="peak learning rates, comma-separated (default: the preset's)"
@@ -60,7 +62,8 @@ def validate() -> None:
 @click.option(
     "--staleness",
     default=None,
-    help="staleness specs, comma-separated: S, fixed:S, uniform:A-B, geometric:p=P,max=M "
+    help="staleness specs, comma-separated: S, fixed:S, uniform:A-B, alternating:A-B, "
+    "geometric:p=P,max=M "
     "(default: the preset's)",
 )
 @click.option("--seeds", default=None, help="seeds, comma-separated (default: the preset's)")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+from stalesim.validate.train.task_configs import task_config
 
 
 def fmt(value: float | None) -> str:
@@ -44,8 +45,8 @@ def main(folder: Path, preset: str, title: str, intro: str, wall: str, machine: 
         f"{runs.height} runs (median {runs['wall_s'].median():.0f} s per run).",
         f"* **Machine**: {machine}",
         "", "## What was run", "",
-        f"* **Task**: sort {tr['task']['n_digits']} digits of base {tr['task']['base']}; "
-        "reward = fraction of right positions.",
+        f"* **Task**: {task_config(tr['task']).label}; reward = "
+        f"{task_config(tr['task']).reward_label}.",
         f"* **Policy**: {tr['policy']['n_layer']}-layer, {tr['policy']['n_embd']}-wide decoder; "
         f"**warm start**: {tr['warm_start']['steps']} supervised steps on corrupted "
         f"demonstrations, one warm start per seed (seed {tr['warm_start']['seed']} + run seed).",

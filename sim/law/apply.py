@@ -207,6 +207,7 @@ def law_summary(
     out: dict[str, Any] = {
         "reading": readings[0].name,
         "readings": {r.name: r.provenance for r in readings},
+        "labels": {r.name: r.label for r in readings},
         "staleness_summary": law.staleness_summary,
         "staleness": s,
         "baseline_staleness": s0,

@@ -160,27 +160,58 @@ class Regime(_Frozen):
     model: str | None = None
     model_params: int | None = None
     task: str | None = None
+    saturated: bool | None = Field(
+        None,
+        description="whether the task's reward flattened out within the horizon, measured on "
+        "the sweep's on-policy runs (None: not measured)",
+    )
+    saturation: str | None = Field(None, description="that measurement in words")
+
+    def saturation_words(self) -> str:
+        """``saturated within its horizon``, ``did not saturate ...`` or ``... not measured``."""
+        if self.saturated is None:
+            return "saturation not measured"
+        if self.saturated:
+            return "saturated within its horizon"
+        return "did not saturate within its horizon"
+
+    def label(self) -> str:
+        """What a reading must be labelled with, in one line: task, model size, batch, horizon
+        and whether the task saturated."""
+        batch = (
+            f"{self.prompts_per_step} x {self.samples_per_prompt} samples per step"
+            if self.prompts_per_step and self.samples_per_prompt
+            else "batch not recorded"
+        )
+        if (self.minibatches_per_step or 1) > 1:
+            batch += f" in {self.minibatches_per_step} mini-batches"
+        return "; ".join(
+            [
+                self.task or "task not recorded",
+                f"{self.model_params:,}-parameter policy"
+                if self.model_params
+                else "model size not recorded",
+                batch,
+                f"{self.steps}-step horizon" if self.steps else "horizon not recorded",
+                self.saturation_words(),
+            ]
+        )
 
     def describe(self) -> str:
-        """The regime in one line."""
-        parts = []
+        """The regime in one line: :meth:`label` first, then objective, optimizer, staleness
+        range and architecture."""
+        if not any(getattr(self, name) is not None for name in type(self).model_fields):
+            return "unknown regime"
+        parts = [self.label()]
         if self.objective:
             parts.append(self.objective)
         if self.optimizer:
             parts.append(self.optimizer)
-        if self.prompts_per_step and self.samples_per_prompt:
-            parts.append(
-                f"{self.prompts_per_step} prompts x {self.samples_per_prompt} samples per step"
-            )
-        if self.steps:
-            parts.append(f"{self.steps}-step runs")
         if self.staleness_range:
             parts.append(f"S {self.staleness_range[0]}..{self.staleness_range[1]}")
         if self.model:
             parts.append(self.model)
-        if self.task:
-            parts.append(self.task)
-        return "; ".join(parts) or "unknown regime"
+        return "; ".join(parts)
 
 
 class Law(_Frozen):

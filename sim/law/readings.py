@@ -27,10 +27,12 @@ import numpy as np
 from scipy.optimize import least_squares
 from stalesim.sim.law.model import PAPER_ALPHA, Law, LawCurve, StepsModel, law_from_dict
 
-#: Shipped readings: file under ``sim/data/laws/`` and what kind of task it was measured on.
+#: Shipped readings: file under ``sim/data/laws/`` and the role the reading plays. Each file's
+#: ``regime`` labels it with its task, model size, batch, horizon and whether the task
+#: saturated (measured when it was fitted), and that label is what a user is shown.
 SHIPPED = {
-    "conservative": ("conservative.json", "a task that does not saturate within its horizon"),
-    "optimistic": ("optimistic.json", "a task that saturates within its horizon"),
+    "conservative": ("conservative.json", "eta_opt falls past S = 2, to 0.33x by S = 8"),
+    "optimistic": ("optimistic.json", "eta_opt falls about 2x over S = 0..32"),
 }
 PAPER = "paper"
 DEFAULT_READING = "conservative"
@@ -49,6 +51,11 @@ class Reading:
 
     def describe(self) -> str:
         return f"{self.name}: {self.provenance}"
+
+    @property
+    def label(self) -> str:
+        """Task, model size, batch, horizon and whether the task saturated."""
+        return reading_label(self.law)
 
 
 def shipped_law(name: str) -> Law:
@@ -112,8 +119,14 @@ def paper_law(law: Law) -> Law:
 
 
 def _provenance(law: Law, kind: str) -> str:
+    """``kind``, then the regime the law was measured on, its label first."""
     regime = law.regime.describe() if law.regime is not None else "unknown regime"
-    return f"{kind}; {regime}"
+    return f"{kind}; measured on {regime}"
+
+
+def reading_label(law: Law) -> str:
+    """The label a reading is shown with: task, model size, batch, horizon, saturation."""
+    return law.regime.label() if law.regime is not None else "regime not recorded"
 
 
 def readings(primary: str | Law = DEFAULT_READING) -> list[Reading]:
@@ -127,7 +140,8 @@ def readings(primary: str | Law = DEFAULT_READING) -> list[Reading]:
             Reading(
                 PAPER,
                 paper_law(primary),
-                f"alpha = 1 with the knee fitted to your law's points ({len(primary.points)} S)",
+                f"alpha = 1 with the knee fitted to your law's points ({len(primary.points)} S); "
+                f"measured on {reading_label(primary)}",
             ),
         ]
     if primary not in READING_NAMES:
@@ -142,7 +156,7 @@ def readings(primary: str | Law = DEFAULT_READING) -> list[Reading]:
         PAPER,
         paper,
         f"the paper's alpha = 1, knee s_c = {paper.eta_opt.s_c:.3g} fitted to the conservative "
-        "law's points",
+        f"law's points; measured on {reading_label(conservative)}",
     )
     return [out[primary], *(r for name, r in out.items() if name != primary)]
 
@@ -161,6 +175,7 @@ __all__ = [
     "Reading",
     "default_law",
     "paper_law",
+    "reading_label",
     "readings",
     "shipped_law",
 ]

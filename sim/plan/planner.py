@@ -500,6 +500,7 @@ def _summary(
         "law": {
             "reading": laws[0].name,
             "readings": {r.name: r.provenance for r in laws},
+            "labels": {r.name: r.label for r in laws},
             "staleness_summary": law.staleness_summary,
             "eta_opt": {
                 "s_c": law.eta_opt.s_c,

@@ -31,7 +31,9 @@ def test_the_shipped_readings_and_their_provenance() -> None:
     # each is a committed fit with where it came from
     assert conservative.source["copied_from"].endswith("law-horizon/non-saturating/law.json")
     assert optimistic.source["copied_from"].endswith("law-objective/clip/law.json")
-    assert "does not saturate" in laws[0].provenance and "saturates" in laws[1].provenance
+    # each is labelled with what it was measured on, saturation included (measured at its fit)
+    assert "did not saturate within its horizon" in laws[0].provenance
+    assert "; saturated within its horizon" in laws[1].provenance
     # every reading is 1 at S = 0 and the conservative one falls faster past the knee
     for r in laws:
         assert float(r.law.eta_opt_at(0) / r.law.eta_opt_at(0)) == 1.0

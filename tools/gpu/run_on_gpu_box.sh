@@ -7,30 +7,9 @@
 # without the warm-start cache). Usage, from the repository root: OUT=/some/dir bash THIS_FILE
 set -uo pipefail
 OUT=${OUT:-/tmp/stalesim-gpu-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 STALESIM_QUIET=0
-started=$(date +%s)
-log() { echo "[$(($(date +%s) - started)) s] $*" | tee -a "$OUT/log.txt"; }
+# the wheels, the package mapping, the card, log() and stalesim()
+source "$(dirname "$0")/box_setup.sh"
 
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --root-user-action=ignore --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl 2>&1 | tail -3 | tee -a "$OUT/log.txt" ||
-        for w in .whl/*.whl; do
-            python3 -m pip install -q --root-user-action=ignore --no-index --no-deps --no-compile --target /tmp/site "$w" ||
-                log "could not install $w"
-        done
-fi
-# stalesim itself, as the package layout of pyproject.toml maps it (no build step needed)
-mkdir -p /tmp/pkg/stalesim
-for part in common cli sim kernels validate reports; do ln -sfn "$PWD/$part" "/tmp/pkg/stalesim/$part"; done
-export PYTHONPATH=/tmp/pkg:/tmp/site
-
-nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
-    --format=csv | tee -a "$OUT/log.txt"
-python3 -c "import torch, triton, polars, pydantic; print('torch', torch.__version__, 'triton', triton.__version__, 'polars', polars.__version__, 'pydantic', pydantic.__version__, torch.cuda.get_device_name(0))" 2>&1 | tee -a "$OUT/log.txt"
-
-stalesim() { python3 -c 'import sys; from stalesim.cli import main; sys.argv[0] = "stalesim"; main()' "$@"; }
 log "stalesim bench gpu --out /tmp/bench-gpu"
 timeout "${BENCH_GPU_LIMIT_S:-470}" bash -c "$(declare -f stalesim); stalesim bench gpu --out /tmp/bench-gpu" 2>&1 | tee -a "$OUT/log.txt"
 rc=${PIPESTATUS[0]}

@@ -51,6 +51,7 @@ from stalesim.validate.law.group_estimates import (
     estimate_group,
     estimate_optimum,
 )
+from stalesim.validate.law.saturation import measure_saturation
 from stalesim.validate.law.slopes import (
     FLAT_BAND,
     FLAT_RATIO_BAND,
@@ -66,6 +67,7 @@ from stalesim.validate.law.sweep_runs import (
     json_records,
     read_sweep,
 )
+from stalesim.validate.train.task_configs import task_config
 
 Progress = Callable[[int], None]
 
@@ -768,9 +770,13 @@ def describe_source(runs_dir: Path, runs: pl.DataFrame, command: str) -> dict[st
 
 
 def describe_regime(
-    runs_dir: Path, runs: pl.DataFrame, settings: FitSettings | None = None
+    runs_dir: Path,
+    runs: pl.DataFrame,
+    settings: FitSettings | None = None,
+    steps: pl.DataFrame | None = None,
 ) -> dict[str, Any] | None:
-    """What the law was measured on, from the sweep's ``config.json`` (None without one)."""
+    """What the law was measured on, from the sweep's ``config.json`` (None without one), and
+    whether its task saturated within the horizon (from ``steps``, where given)."""
     from stalesim.common.tables import read_json_object
 
     path = runs_dir / "config.json"
@@ -801,6 +807,8 @@ def describe_regime(
         fixed = fixed.filter(pl.col("staleness") <= settings.max_staleness)
     realised = fixed["staleness_mean"] if "staleness_mean" in fixed.columns else fixed["staleness"]
     horizon = settings.horizon if settings and settings.horizon else train.get("steps")
+    window = int(train.get("smoothing_window", 10))
+    saturation = measure_saturation(runs, steps, horizon, window)
     return {
         "objective": objective,
         "optimizer": opt,
@@ -815,7 +823,9 @@ def describe_regime(
             f"(~{_param_count(policy, task) / 1e3:.0f}k parameters)"
         ),
         "model_params": _param_count(policy, task),
-        "task": f"sort {task.get('n_digits')} digits of base {task.get('base')}",
+        "task": task_config(task).label,
+        "saturated": saturation.saturated if saturation else None,
+        "saturation": saturation.describe() if saturation else None,
     }
 
 
@@ -823,8 +833,9 @@ def _param_count(policy: dict[str, Any], task: dict[str, Any]) -> int:
     """Parameters of the validate policy (tied embeddings): embeddings plus blocks."""
     width, layers = int(policy.get("n_embd", 64)), int(policy.get("n_layer", 2))
     ratio = int(policy.get("mlp_ratio", 4))
-    vocab = int(task.get("base", 10)) + 3
-    block = 2 * int(task.get("n_digits", 6)) + 2
+    config = task_config(task)
+    vocab = config.vocab
+    block = config.prompt_len + config.response_len
     per_layer = 4 * width * width + 4 * width + 2 * ratio * width * width + (ratio + 1) * width
     per_layer += 4 * width  # two layer norms
     return vocab * width + block * width + layers * per_layer + 2 * width
@@ -852,7 +863,7 @@ def fit_runs_dir(
         source=describe_source(runs_dir, runs, command),
         progress=progress,
         steps=steps,
-        regime=describe_regime(runs_dir, runs, settings),
+        regime=describe_regime(runs_dir, runs, settings, steps),
     )
     path = Path(out) if out is not None else runs_dir / "law.json"
     write_json(path, result.law.to_json_dict())

@@ -23,7 +23,6 @@ import torch
 from stalesim.validate.pipeline.config import PipelineConfig
 from stalesim.validate.pipeline.engine import ContinuousBatchEngine, Sequence
 from stalesim.validate.pipeline.learner import PipelineLearner, weights_digest
-from stalesim.validate.train.tasks import SortTask
 from stalesim.validate.train.trainer import resolve_device
 from stalesim.validate.train.warm_start import build_policy
 
@@ -46,7 +45,7 @@ class RolloutWorker:
         self.t0 = t0
         cfg = config.train
         self.device = resolve_device(cfg.device)
-        self.task = SortTask(cfg.task)
+        self.task = cfg.task.build()
         policy = build_policy(cfg.policy, self.task, config.seed).to(self.device)
         policy.load_state_dict(warm_state)
         policy.requires_grad_(False)
@@ -60,7 +59,7 @@ class RolloutWorker:
 
     def _rewards(self, done: list[Sequence]) -> list[float]:
         task = self.task
-        digits = torch.tensor([s.prompt[:-1] for s in done], dtype=torch.long)
+        digits = torch.tensor([task.config.digits_of(s.prompt) for s in done], dtype=torch.long)
         responses = torch.full((len(done), task.max_response_len), task.pad_id, dtype=torch.long)
         for i, s in enumerate(done):
             responses[i, : len(s.tokens)] = torch.tensor(s.tokens)

@@ -67,8 +67,7 @@ class Coordinator:
         self.ahead = groups_ahead(algo, self.per_minibatch, self.M)
         self.inflight = algo.inflight_updates
         self.bound = drop_bound(config)
-        self.base = train.task.base
-        self.n_digits = train.task.n_digits
+        self.task = train.task
         self.rng = np.random.default_rng(config.seed)
         self.lock = threading.Condition()
         self.rec = TraceRecorder(group_size=self.G)
@@ -113,8 +112,10 @@ class Coordinator:
     def _launch(self, count: int) -> None:
         now = self.now()
         for _ in range(count):
-            g = self.rec.add_group(now, self.n_digits + 1, [0] * self.G)
-            self.digits.append(self.rng.integers(0, self.base, self.n_digits).tolist())
+            g = self.rec.add_group(now, self.task.prompt_len, [0] * self.G)
+            self.digits.append(
+                self.rng.integers(0, self.task.base, self.task.problem_width).tolist()
+            )
             self.pending.extend(range(g * self.G, (g + 1) * self.G))
             self.rewards.extend([math.nan] * self.G)
             self.open_groups += 1
@@ -234,7 +235,7 @@ class Coordinator:
         done = self.payload.pop(sid, None)
         return {
             "sample_id": sid,
-            "prompt": [*self.digits[g], self.base],
+            "prompt": self.task.prompt_of(self.digits[g]),
             "tokens": done["tokens"] if done else [],
             "logps": done["logps"] if done else [],
             "versions": done["versions"] if done else [],

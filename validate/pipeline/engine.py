@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from stalesim.validate.train.policy import Policy
-from stalesim.validate.train.tasks import SortTask
+from stalesim.validate.train.tasks import DigitTask
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ContinuousBatchEngine:
     def __init__(
         self,
         policy: Policy,
-        task: SortTask,
+        task: DigitTask,
         slots: int,
         *,
         temperature: float,

@@ -23,7 +23,7 @@ from stalesim import kernels
 from stalesim.validate.pipeline.config import PipelineConfig
 from stalesim.validate.train.collapse import CollapseDetector
 from stalesim.validate.train.policy import Rollout
-from stalesim.validate.train.tasks import SortTask
+from stalesim.validate.train.tasks import DigitTask
 from stalesim.validate.train.trainer import grpo_step_loss, resolve_device
 from stalesim.validate.train.warm_start import build_policy
 
@@ -38,7 +38,7 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def batch_tensors(
-    task: SortTask, samples: list[dict[str, Any]], digits: list[list[int]], device: torch.device
+    task: DigitTask, samples: list[dict[str, Any]], digits: list[list[int]], device: torch.device
 ) -> tuple[torch.Tensor, Rollout, torch.Tensor]:
     """Prompts ``[n, P]``, the padded rollout and rewards ``[n]`` of a batch's samples."""
     width = task.max_response_len
@@ -72,7 +72,7 @@ class PipelineLearner:
         self.cfg = config.train
         self.t0 = t0
         self.device = resolve_device(self.cfg.device)
-        self.task = SortTask(self.cfg.task)
+        self.task = self.cfg.task.build()
         self.policy = build_policy(self.cfg.policy, self.task, config.seed).to(self.device)
         self.policy.load_state_dict(warm_state)
         self.optimizer = torch.optim.AdamW(

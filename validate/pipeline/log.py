@@ -33,7 +33,7 @@ def verl_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     config, tables = load_run(run_dir)
     steps = tables["steps"].sort("step")
     samples = tables["samples"].filter(pl.col("consumed_step").is_not_null())
-    cap = config.train.task.n_digits + 1
+    cap = config.train.task.response_len
     rows = []
     previous = 0.0
     for step in steps.iter_rows(named=True):

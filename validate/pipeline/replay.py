@@ -203,10 +203,10 @@ def replay_scenario(
     if cal.learner is None:
         raise ConfigError(f"{run_dir}: no learner_timings.parquet")
     train = config.train
-    prompt = train.task.n_digits + 1
+    prompt = train.task.prompt_len
     n_embd, n_head, n_layer = train.policy.n_embd, train.policy.n_head, train.policy.n_layer
-    vocab = train.task.base + 3
-    block = prompt + train.task.n_digits + 1
+    vocab = train.task.vocab
+    block = prompt + train.task.response_len
     params = vocab * n_embd + block * n_embd + n_layer * 12 * n_embd * n_embd
     sync = weight_sync_costs(steady_tables(tables), config.algorithm.inflight_updates)
     learner = dict(cal.learner)
@@ -233,7 +233,7 @@ def replay_scenario(
                 "column": "response_tokens",
             },
             "max_prompt_tokens": prompt,
-            "max_response_tokens": train.task.n_digits + 1,
+            "max_response_tokens": train.task.response_len,
             "group_correlation": 0.0,
         },
         "cluster": {

@@ -20,7 +20,7 @@ from stalesim.validate.train.optimizers import OptimizerConfig
 from stalesim.validate.train.policy import PolicyConfig
 from stalesim.validate.train.staleness import parse_staleness
 from stalesim.validate.train.staleness_lr import LRRuleConfig
-from stalesim.validate.train.tasks import SortTaskConfig
+from stalesim.validate.train.task_configs import SortTaskConfig, TaskConfig
 from stalesim.validate.train.warm_start import WarmStartConfig
 
 TRAINING_LOSS_DEFAULTS: dict[str, Any] = {"eps_high": 0.28}
@@ -65,7 +65,7 @@ GRPOConfig = create_model(
 class TrainConfig(StrictModel):
     """Everything a training run needs except its learning rate, staleness and seed."""
 
-    task: SortTaskConfig = SortTaskConfig()
+    task: TaskConfig = SortTaskConfig()
     policy: PolicyConfig = PolicyConfig()
     warm_start: WarmStartConfig = WarmStartConfig()
     grpo: GRPOConfig = GRPOConfig()
@@ -461,6 +461,115 @@ PRESETS.update(
         ),
     }
 )
+
+
+# ---- A second task family: binary exact-match reward ------------------------------------
+# Add two 3-digit numbers (least significant digit first); reward 1 iff the 4-digit sum is
+# exactly right. The warm start (300 steps, half the demonstrations with 1-2 mistakes) passes
+# about 1 sample in 9, and about half the groups of 8 hold both outcomes. The pilot (S = 0,
+# seed 0, reports/results/law-task2/pilot): 5e-4 learned best (0.13 -> 0.53 by step 200, still
+# rising), 1e-3 and above collapsed; so the grid runs from 2^-3 x to 2 x 5e-4, with the sqrt(2)
+# step 7e-4 at the stability edge. The pilot's runs at rates of this grid have this preset's run
+# ids: a sweep into a copy of its folder resumes from them.
+_TASK2_TRAIN: dict = {
+    **_LAW_BASE,
+    "task": {"kind": "add", "n_digits": 3, "base": 10},
+    "warm_start": {"steps": 300, "corrupt_prob": 0.5, "max_mistakes": 2, "per_run_seed": True},
+    "steps": 200,
+    "target_reward": 0.5,
+}
+_TASK2_LRS = [6.25e-5, 1.25e-4, 2.5e-4, 5e-4, 7e-4, 1e-3]
+
+PRESETS["law-task2"] = {
+    "preset": "law-task2",
+    "train": _TASK2_TRAIN,
+    "grids": [{"lrs": _TASK2_LRS, "staleness": ["0", "2", "4", "8", "16"], "seeds": [0, 1, 2, 3]}],
+}
+
+
+# ---- Batch size on the non-saturating task --------------------------------------------
+# law-horizon-ns's task and horizon (sort 12 base-16 digits, 300 learner steps) at 16 x 8 and
+# 64 x 8 groups x samples per step, and 64 x 8 in M = 4 mini-batches of 16 groups (four
+# optimizer steps, i.e. versions, per learner step: S counts versions, so mini-batch m adds m
+# to its lag). The paper's bound says the knee moves with the batch. Rates: the 16 x 8 optimum
+# was 5.4e-4 at S = 0 (law-horizon-ns), falling past S = 2; a 4x batch is expected to take a
+# higher rate and four updates per batch a lower one, so the grids are shifted 2x either way.
+_NS_TASK = {"n_digits": 12, "base": 16}
+_BATCH_NS_S = ["0", "2", "4", "8", "16"]
+_BATCH_NS_SEEDS = [0, 1, 2, 3]
+
+
+def _batch_ns_preset(name: str, lrs: list[float], **train: object) -> dict:
+    return _law_preset(
+        name,
+        [{"lrs": lrs, "staleness": _BATCH_NS_S, "seeds": _BATCH_NS_SEEDS}],
+        task=_NS_TASK,
+        steps=300,
+        **train,
+    )
+
+
+PRESETS.update(
+    {
+        "law-batch-ns-16": _batch_ns_preset(
+            "law-batch-ns-16", [6.25e-5, 1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3]
+        ),
+        "law-batch-ns-64": _batch_ns_preset(
+            "law-batch-ns-64", [1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3], prompts_per_step=64
+        ),
+        "law-batch-ns-64-mb4": _batch_ns_preset(
+            "law-batch-ns-64-mb4",
+            [3.125e-5, 6.25e-5, 1.25e-4, 2.5e-4, 5e-4, 1e-3],
+            prompts_per_step=64,
+            minibatches_per_step=4,
+        ),
+    }
+)
+
+# ---- The scheduler where the lag varies within a run -----------------------------------
+#: The conservative shipped law's eta_opt curve (sim/data/laws/conservative.json, the
+#: law-horizon-ns fit) that the alternating-lag scheduler experiment drives StalenessLR with.
+#: Pinned, so that refitting the shipped law does not change the experiment's training config.
+CONSERVATIVE_LAW = {
+    "eta0": 0.0005575160119787951,
+    "s_c": 40.345237564315894,
+    "k": 1.0,
+    "alpha": 4.999999999999999,
+}
+
+
+def _alternating_scheduler_presets() -> dict[str, dict]:
+    """Learning-rate rules on the non-saturating task when the batch's lag alternates between 0
+    and 8 from one learner step to the next (``alternating:0-8``, mean lag 4): unlike lags
+    drawn per group, the batch's mean lag, which the rules read, really varies, so the law's
+    rate moves 2.5x between steps (eta(0) 5.6e-4, eta(8) 2.3e-4 on the conservative curve).
+    Rules: a constant at the law's eta(0), untuned; constants tuned at the mean lag (sqrt(2)
+    steps around eta(4) = 3.5e-4); ``StalenessLR`` on the conservative law at each batch's
+    mean lag, started at eta(0), untuned; the ESS rule from eta(0) and 2 x eta(0). 6 seeds."""
+    eta0 = CONSERVATIVE_LAW["eta0"]
+    seeds = [0, 1, 2, 3, 4, 5]
+    rule = {
+        "kind": "law",
+        **CONSERVATIVE_LAW,
+        "summary": "mean",
+        "source": "sim/data/laws/conservative.json (reports/results/law-horizon/non-saturating)",
+    }
+
+    def preset(name: str, lrs: list[float], **train: object) -> dict:
+        grids = [{"lrs": lrs, "staleness": ["alternating:0-8"], "seeds": seeds}]
+        return _law_preset(name, grids, task=_NS_TASK, steps=300, **train)
+
+    return {
+        "law-sched-alt-eta0": preset("law-sched-alt-eta0", [eta0]),
+        "law-sched-alt-constant": preset(
+            "law-sched-alt-constant", [1.75e-4, 2.5e-4, 3.5e-4, 5e-4, 7e-4]
+        ),
+        "law-sched-alt-law": preset("law-sched-alt-law", [eta0], lr_rule=rule),
+        "law-sched-alt-ess": preset("law-sched-alt-ess", [eta0, 2 * eta0], lr_rule={"kind": "ess"}),
+    }
+
+
+PRESETS.update(_alternating_scheduler_presets())
 
 
 _MIXED = ["uniform:0-32", "geometric:p=0.1,max=32"]

@@ -13,8 +13,8 @@ FLOAT_BYTES = 4
 def policy_params(train: TrainConfig) -> int:
     """Parameters of the policy: the blocks (attention 4E^2, MLP 2mE^2), embeddings, output."""
     e, p = train.policy.n_embd, train.policy
-    vocab = train.task.base + 3
-    positions = 2 * (train.task.n_digits + 1)
+    vocab = train.task.vocab
+    positions = train.task.prompt_len + train.task.response_len
     return p.n_layer * (4 + 2 * p.mlp_ratio) * e * e + (2 * vocab + positions) * e
 
 
@@ -22,8 +22,8 @@ def _activation_bytes(train: TrainConfig, sequences: int) -> int:
     """Forward activations kept for backward, per layer: the residual stream and its norms,
     attention projections, the MLP's hidden layer and the attention matrix; plus the logits."""
     p, e = train.policy, train.policy.n_embd
-    length = 2 * (train.task.n_digits + 1)
-    vocab = train.task.base + 3
+    length = train.task.prompt_len + train.task.response_len
+    vocab = train.task.vocab
     per_token_layer = (10 + 2 * p.mlp_ratio) * e + 2 * p.n_head * length
     per_token = p.n_layer * per_token_layer + 3 * vocab
     return sequences * length * per_token * FLOAT_BYTES

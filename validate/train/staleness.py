@@ -6,7 +6,10 @@ A staleness spec is a string:
 * ``uniform:A-B`` — each group's lag is drawn uniformly from ``A..B``;
 * ``geometric:p=P,max=M`` — each group's lag is drawn from a geometric law on ``0, 1, ...``
   with success probability ``P`` (mean ``(1-P)/P``), truncated at ``M`` (mass above folds onto
-  ``M``), like the ages of batches in an asynchronous buffer.
+  ``M``), like the ages of batches in an asynchronous buffer;
+* ``alternating:A-B`` — every group of a learner step has the same lag, ``A`` on even steps and
+  ``B`` on odd ones: the batch's lag itself varies within a run, so a rule that reads the
+  batch's lag (the staleness-aware learning rate) changes its rate step by step.
 
 Lags are drawn per group, so one batch mixes ages the way an asynchronous pipeline does. A lag
 cannot reach before version 0: at version ``v`` the realised lag is ``min(S, v)``, and that
@@ -30,7 +33,7 @@ import torch
 class StalenessSpec:
     """A parsed staleness spec; ``text`` is its canonical string."""
 
-    kind: str  # "fixed" | "uniform" | "geometric"
+    kind: str  # "fixed" | "uniform" | "geometric" | "alternating"
     low: int = 0
     high: int = 0
     p: float = 0.0
@@ -41,6 +44,8 @@ class StalenessSpec:
             return f"fixed:{self.high}"
         if self.kind == "uniform":
             return f"uniform:{self.low}-{self.high}"
+        if self.kind == "alternating":
+            return f"alternating:{self.low}-{self.high}"
         return f"geometric:p={self.p:g},max={self.high}"
 
     @property
@@ -52,10 +57,12 @@ class StalenessSpec:
     def max_lag(self) -> int:
         return self.high
 
-    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` nominal lags (before the clamp at version 0)."""
+    def draw(self, n: int, rng: np.random.Generator, step: int = 0) -> np.ndarray:
+        """``n`` nominal lags (before the clamp at version 0) for learner step ``step``."""
         if self.kind == "fixed":
             return np.full(n, self.high, dtype=np.int64)
+        if self.kind == "alternating":
+            return np.full(n, self.high if step % 2 else self.low, dtype=np.int64)
         if self.kind == "uniform":
             return rng.integers(self.low, self.high + 1, size=n, dtype=np.int64)
         return np.minimum(rng.geometric(self.p, size=n) - 1, self.high).astype(np.int64)
@@ -63,11 +70,13 @@ class StalenessSpec:
 
 _FIXED = re.compile(r"^(?:fixed:)?(\d{1,18})$")
 _UNIFORM = re.compile(r"^uniform:(\d{1,18})-(\d{1,18})$")
+_ALTERNATING = re.compile(r"^alternating:(\d{1,18})-(\d{1,18})$")
 _GEOMETRIC = re.compile(r"^geometric:p=([0-9.eE+-]+),max=(\d{1,18})$")
 #: Largest lag a spec may name: far beyond any run's versions, far below int64 overflow.
 MAX_LAG = 1_000_000
 ALLOWED = (
-    f"S, fixed:S, uniform:A-B or geometric:p=P,max=M (S, A, B, M integers 0..{MAX_LAG}, 0 < P <= 1)"
+    f"S, fixed:S, uniform:A-B, alternating:A-B or geometric:p=P,max=M (S, A, B, M integers "
+    f"0..{MAX_LAG}, 0 < P <= 1)"
 )
 
 
@@ -88,6 +97,11 @@ def _parse(raw: str) -> StalenessSpec:
         if low > high:
             raise ValueError(f"staleness {raw!r}: uniform needs A <= B")
         return StalenessSpec("uniform", low=low, high=high)
+    if match := _ALTERNATING.match(raw):
+        low, high = int(match[1]), int(match[2])
+        if low > high:
+            raise ValueError(f"staleness {raw!r}: alternating needs A <= B")
+        return StalenessSpec("alternating", low=low, high=high)
     if match := _GEOMETRIC.match(raw):
         try:
             p = float(match[1])

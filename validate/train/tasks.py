@@ -1,93 +1,113 @@
-"""The task family: sort a list of digits, with a verifiable reward and partial credit.
+"""The task families: problems made of random digits, with a verifiable reward.
 
-A prompt is ``n_digits`` random digits in ``0..base-1`` followed by a separator token; the right
-answer is the same digits in ascending order followed by an end-of-sequence token. Everything is
-generated on the fly from a ``torch.Generator``, so nothing is downloaded and a seed fixes the
-data. Difficulty grows with ``n_digits`` (longer answers) and ``base`` (fewer repeated digits).
+Two families share one shape. A problem is ``problem_width`` random digits in ``0..base-1``;
+its prompt ends with a separator token; the right answer is ``answer_digits`` digits followed by
+an end-of-sequence token. Everything is generated on the fly from a ``torch.Generator``, so
+nothing is downloaded and a seed fixes the data.
 
-Reward (in ``[0, 1]``): the answer is the tokens before the first end-of-sequence token. It earns
-one point per position that holds the right digit, divided by ``max(len(answer), n_digits)``, so a
-perfect answer scores 1, every wrong or missing position costs ``1/n_digits``, and padding an
-answer with extra tokens is penalised too.
+* ``sort`` (:class:`SortTask`): sort ``n_digits`` digits. Partial credit: one point per position
+  that holds the right digit, divided by ``max(len(answer), n_digits)``.
+* ``add`` (:class:`AddTask`): add two ``n_digits``-digit numbers, written least significant digit
+  first (the order in which a left-to-right model can carry). Binary exact-match reward, as
+  verifiable-reward RL uses: 1 iff the whole ``n_digits + 1``-digit sum is right and then ends,
+  else 0. No partial credit, so a group learns only where some samples pass and some fail.
 
-``vocab_size`` may enlarge the policy's vocabulary far past the task's ``base + 3`` tokens: the
-extra tokens are valid outputs that always score as wrong digits, and the warm start teaches
-the policy to leave them alone. ``gpu-small`` uses this so that training runs the fused
-log-prob kernel at tens of thousands of vocabulary columns, as an LLM would.
+``vocab_size`` may enlarge the policy's vocabulary far past the task's own tokens: the extra
+tokens are valid outputs that always score as wrong digits, and the warm start teaches the
+policy to leave them alone. ``gpu-small`` uses this so that training runs the fused log-prob
+kernel at tens of thousands of vocabulary columns, as an LLM would.
+
+A task family is one config class in :mod:`stalesim.validate.train.task_configs` (a ``kind`` tag, its
+shape, ``build()``) and one task class here; the trainer, warm start, pipeline and memory
+estimate read only the shape above.
 """
 
 from __future__ import annotations
 
 import torch
-from pydantic import Field, model_validator
-from stalesim.common.config_file import StrictModel
+from stalesim.validate.train.task_configs import (
+    AddTaskConfig,
+    SortTaskConfig,
+    TaskConfig,
+    task_config,
+)
+
+__all__ = [
+    "AddTask",
+    "AddTaskConfig",
+    "DigitTask",
+    "SortTask",
+    "SortTaskConfig",
+    "TaskConfig",
+    "task_config",
+]
 
 
-class SortTaskConfig(StrictModel):
-    """Which sorting problems are drawn."""
+class DigitTask:
+    """Token layout and prompt generation shared by the families; a subclass gives the answer
+    and the reward."""
 
-    n_digits: int = Field(6, ge=2, le=64, description="digits per prompt (and per answer)")
-    base: int = Field(10, ge=2, le=64, description="digits are drawn from 0..base-1")
-    vocab_size: int | None = Field(
-        None,
-        le=1_000_000,
-        description="total vocabulary of the policy (default: base + 3, the task's own tokens); "
-        "the tokens past those are never in a prompt or an answer, so a large value only makes "
-        "the output projection and the log-prob kernels run at an LLM-like vocabulary size",
-    )
-
-    @model_validator(mode="after")
-    def _room_for_the_task(self) -> SortTaskConfig:
-        needed = self.base + 3
-        if self.vocab_size is not None and self.vocab_size < needed:
-            raise ValueError(
-                f"vocab_size={self.vocab_size}: must be at least base + 3 = {needed} "
-                "(the digits, separator, end-of-sequence and padding tokens)"
-            )
-        return self
-
-
-class SortTask:
-    """Token layout, prompt generation and reward for one :class:`SortTaskConfig`."""
-
-    def __init__(self, config: SortTaskConfig) -> None:
+    def __init__(self, config: SortTaskConfig | AddTaskConfig) -> None:
         self.config = config
         self.n_digits = config.n_digits
         self.sep_id = config.base
         self.eos_id = config.base + 1
         self.pad_id = config.base + 2
-        #: tokens ``base + 3`` and up exist in the policy's vocabulary but never in the task
-        self.vocab_size = config.vocab_size or config.base + 3
-        self.prompt_len = config.n_digits + 1
+        #: tokens past the family's own exist in the policy's vocabulary but never in the task
+        self.vocab_size = config.vocab
+        self.problem_width = config.problem_width
+        self.answer_digits = config.answer_digits
+        self.prompt_len = config.prompt_len
         #: an answer has room for every digit and the end-of-sequence token
-        self.max_response_len = config.n_digits + 1
+        self.max_response_len = config.response_len
 
     def sample_digits(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` problems: a ``[n, n_digits]`` tensor of random digits."""
+        """``n`` problems: a ``[n, problem_width]`` tensor of random digits."""
         return torch.randint(
-            0, self.config.base, (n, self.n_digits), generator=generator, dtype=torch.long
+            0, self.config.base, (n, self.problem_width), generator=generator, dtype=torch.long
         )
 
     def prompts(self, digits: torch.Tensor) -> torch.Tensor:
-        """The ``[n, prompt_len]`` prompt tokens: the digits, then the separator."""
-        sep = torch.full((digits.shape[0], 1), self.sep_id, dtype=torch.long)
-        return torch.cat([digits, sep], dim=1)
+        """The ``[n, prompt_len]`` prompt tokens."""
+        raise NotImplementedError
+
+    def answers(self, digits: torch.Tensor) -> torch.Tensor:
+        """The ``[n, answer_digits]`` right answers."""
+        raise NotImplementedError
 
     def solutions(self, digits: torch.Tensor) -> torch.Tensor:
-        """The ``[n, max_response_len]`` correct responses: sorted digits, then end-of-sequence."""
+        """The ``[n, max_response_len]`` correct responses: the answer, then end-of-sequence."""
         eos = torch.full((digits.shape[0], 1), self.eos_id, dtype=torch.long)
-        return torch.cat([digits.sort(dim=1).values, eos], dim=1)
+        return torch.cat([self.answers(digits), eos], dim=1)
 
     def rewards(self, digits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """Reward in ``[0, 1]`` of each response (``[n, T]`` tokens) to each problem."""
-        n, width = responses.shape
-        target = digits.sort(dim=1).values
+        raise NotImplementedError
+
+    def _answer_lengths(self, responses: torch.Tensor) -> torch.Tensor:
+        """Tokens before each response's first end-of-sequence token (all of them if none)."""
+        width = responses.shape[1]
         is_eos = responses == self.eos_id
         has_eos = is_eos.any(dim=1)
-        first_eos = torch.where(
+        return torch.where(
             has_eos, is_eos.int().argmax(dim=1), torch.full_like(has_eos, width, dtype=torch.long)
         )
-        answer_len = first_eos
+
+
+class SortTask(DigitTask):
+    """Sort ``n_digits`` digits; partial credit per position."""
+
+    def prompts(self, digits: torch.Tensor) -> torch.Tensor:
+        sep = torch.full((digits.shape[0], 1), self.sep_id, dtype=torch.long)
+        return torch.cat([digits, sep], dim=1)
+
+    def answers(self, digits: torch.Tensor) -> torch.Tensor:
+        return digits.sort(dim=1).values
+
+    def rewards(self, digits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        n, width = responses.shape
+        target = self.answers(digits)
+        answer_len = self._answer_lengths(responses)
         positions = torch.arange(width).expand(n, width)
         in_answer = positions < answer_len[:, None]
         # Compare position by position over the first n_digits slots of the answer.
@@ -95,3 +115,38 @@ class SortTask:
         correct = (responses[:, :overlap] == target[:, :overlap]) & in_answer[:, :overlap]
         denominator = torch.clamp(answer_len, min=self.n_digits).to(torch.float32)
         return correct.sum(dim=1).to(torch.float32) / denominator
+
+
+class AddTask(DigitTask):
+    """Add two ``n_digits``-digit numbers, least significant digit first; exact match."""
+
+    def __init__(self, config: AddTaskConfig) -> None:
+        super().__init__(config)
+        self.plus_id = config.base + 3
+
+    def prompts(self, digits: torch.Tensor) -> torch.Tensor:
+        n = digits.shape[0]
+        plus = torch.full((n, 1), self.plus_id, dtype=torch.long)
+        sep = torch.full((n, 1), self.sep_id, dtype=torch.long)
+        return torch.cat([digits[:, : self.n_digits], plus, digits[:, self.n_digits :], sep], dim=1)
+
+    def answers(self, digits: torch.Tensor) -> torch.Tensor:
+        base, width = self.config.base, self.n_digits
+        a, b = digits[:, :width], digits[:, width:]
+        carry = torch.zeros(digits.shape[0], dtype=torch.long)
+        out = []
+        for i in range(width):  # least significant digit first: the carry moves rightwards
+            total = a[:, i] + b[:, i] + carry
+            out.append(total % base)
+            carry = total // base
+        out.append(carry)
+        return torch.stack(out, dim=1)
+
+    def rewards(self, digits: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        target = self.answers(digits)
+        length = self.answer_digits
+        if responses.shape[1] < length:
+            return torch.zeros(responses.shape[0])
+        right_length = self._answer_lengths(responses) == length
+        right_digits = (responses[:, :length] == target).all(dim=1)
+        return (right_length & right_digits).to(torch.float32)

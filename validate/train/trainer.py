@@ -44,7 +44,7 @@ from stalesim.validate.train.policy import Policy, Rollout
 from stalesim.validate.train.presets import RunConfig, TrainConfig
 from stalesim.validate.train.staleness import SnapshotRing, parse_staleness
 from stalesim.validate.train.staleness_lr import StalenessLR, ess_lr_factor
-from stalesim.validate.train.tasks import SortTask
+from stalesim.validate.train.tasks import DigitTask
 from stalesim.validate.train.warm_start import build_policy, config_hash, warm_start_state
 
 Observer = Callable[..., None]
@@ -97,7 +97,7 @@ class _Batch:
 
 def _sample_batch(
     cfg: TrainConfig,
-    task: SortTask,
+    task: DigitTask,
     behaviour: Policy,
     ring: SnapshotRing,
     behaviour_versions: np.ndarray,
@@ -137,7 +137,7 @@ def _sample_batch(
 
 def policy_reward(
     cfg: TrainConfig,
-    task: SortTask,
+    task: DigitTask,
     policy: Policy,
     generator: torch.Generator,
     device: torch.device,
@@ -149,7 +149,7 @@ def policy_reward(
 
 def policy_sample(
     cfg: TrainConfig,
-    task: SortTask,
+    task: DigitTask,
     policy: Policy,
     generator: torch.Generator,
     device: torch.device,
@@ -175,7 +175,7 @@ def policy_sample(
 
 @torch.no_grad()
 def drift_kl(
-    policy: Policy, task: SortTask, cfg: TrainConfig, prompts: torch.Tensor, rollout: Rollout
+    policy: Policy, task: DigitTask, cfg: TrainConfig, prompts: torch.Tensor, rollout: Rollout
 ) -> float:
     """KL(π_old ‖ π_new) per token: ``rollout`` was sampled by π_old (its ``logp``), ``policy``
     is π_new; the k3 estimator ``mean(r - 1 - ln r)``, ``r = π_new/π_old``, over sampled tokens.
@@ -187,7 +187,7 @@ def drift_kl(
 
 
 def sequence_logprobs(
-    policy: Policy, task: SortTask, prompts: torch.Tensor, tokens: torch.Tensor, cfg: TrainConfig
+    policy: Policy, task: DigitTask, prompts: torch.Tensor, tokens: torch.Tensor, cfg: TrainConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learner log-probs ``[n, T]`` of response ``tokens`` and the detached hidden states."""
     sequence = torch.cat([prompts, tokens], dim=1)
@@ -205,7 +205,7 @@ def sequence_logprobs(
 
 def grpo_step_loss(
     policy: Policy,
-    task: SortTask,
+    task: DigitTask,
     cfg: TrainConfig,
     prompts: torch.Tensor,
     rollout: Rollout,
@@ -269,7 +269,7 @@ def train_run(
     cfg = run.train
     device = resolve_device(cfg.device)
     spec = parse_staleness(run.staleness)
-    task = SortTask(cfg.task)
+    task = cfg.task.build()
     if warm_state is None:
         warm_state = warm_start_state(
             cfg.policy, cfg.task, cfg.warm_start.for_run(run.seed), device
@@ -312,7 +312,7 @@ def train_run(
 
     for step in range(cfg.steps):
         t0 = time.perf_counter()
-        lags = np.minimum(spec.draw(cfg.prompts_per_step, rng), version)
+        lags = np.minimum(spec.draw(cfg.prompts_per_step, rng, step), version)
         behaviour_versions = version - lags
         batch = _sample_batch(cfg, task, behaviour, ring, behaviour_versions, generator, device)
         if spec.max_lag == 0:

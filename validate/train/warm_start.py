@@ -24,7 +24,7 @@ from pydantic import Field
 from stalesim.common.config_file import StrictModel
 from stalesim.common.files import atomic_write
 from stalesim.validate.train.policy import Policy, PolicyConfig
-from stalesim.validate.train.tasks import SortTask, SortTaskConfig
+from stalesim.validate.train.tasks import DigitTask, TaskConfig
 
 
 class WarmStartConfig(StrictModel):
@@ -65,18 +65,19 @@ def config_hash(*configs: StrictModel) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def build_policy(policy_config: PolicyConfig, task: SortTask, seed: int) -> Policy:
+def build_policy(policy_config: PolicyConfig, task: DigitTask, seed: int) -> Policy:
     """A freshly initialised policy sized for ``task``."""
     torch.manual_seed(seed)
     return Policy(policy_config, task.vocab_size, task.prompt_len + task.max_response_len)
 
 
 def corrupted_demonstrations(
-    task: SortTask, digits: torch.Tensor, config: WarmStartConfig, generator: torch.Generator
+    task: DigitTask, digits: torch.Tensor, config: WarmStartConfig, generator: torch.Generator
 ) -> torch.Tensor:
-    """Correct responses, of which a fraction carry 1..max_mistakes swaps or replacements."""
+    """Correct responses, of which a fraction carry 1..max_mistakes swaps or replacements
+    among the answer's digits (never its end-of-sequence token)."""
     demos = task.solutions(digits).clone()
-    n, width = digits.shape
+    n, width = digits.shape[0], task.answer_digits
     corrupt = torch.rand(n, generator=generator) < config.corrupt_prob
     mistakes = torch.randint(1, config.max_mistakes + 1, (n,), generator=generator)
     for round_ in range(config.max_mistakes):
@@ -95,12 +96,12 @@ def corrupted_demonstrations(
 
 def train_warm_start(
     policy_config: PolicyConfig,
-    task_config: SortTaskConfig,
+    task_config: TaskConfig,
     config: WarmStartConfig,
     device: torch.device | str = "cpu",
 ) -> dict[str, torch.Tensor]:
     """Run the supervised warm start and return the policy's state dict (on CPU)."""
-    task = SortTask(task_config)
+    task = task_config.build()
     policy = build_policy(policy_config, task, config.seed).to(device)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
@@ -120,7 +121,7 @@ def train_warm_start(
 
 def warm_start_state(
     policy_config: PolicyConfig,
-    task_config: SortTaskConfig,
+    task_config: TaskConfig,
     config: WarmStartConfig,
     device: torch.device | str = "cpu",
 ) -> dict[str, torch.Tensor]:
