@@ -157,12 +157,16 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    if not argv or len(argv) > 2:
-        print("usage: python -m stalesim.validate.pipeline.rounds RUN_DIR [STEPS]")
+    if not argv or len(argv) > 2 or (len(argv) == 2 and not argv[1].isdigit()):
+        print("usage: python -m stalesim.validate.pipeline.rounds RUN_DIR [STEPS]", file=sys.stderr)
         return 2
     run = Path(argv[0])
     first = int(argv[1]) if len(argv) == 2 else 12
-    real, sim = read_rounds(run), read_rounds(run / "replay")
+    try:
+        real, sim = read_rounds(run), read_rounds(run / "replay")
+    except ValueError as err:  # a missing or damaged table: one line naming it
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     console = Console(width=160)
     table = Table(title=f"partial_rollout rounds of {run}: real | simulated (seed 0)")
     table.add_column("step", justify="right")
