@@ -113,3 +113,32 @@ def test_the_simulators_own_mode_check_applies() -> None:
     with pytest.raises(ConfigError, match=r"algorithm\.max_staleness=0"):
         config(B=4, M=2, max_staleness=0)
     assert config(B=4, M=2, max_staleness=1).algorithm.max_staleness == 1
+
+
+def test_partial_rollout_round_ends_at_the_report_that_completes_the_batch() -> None:
+    """The reply to the report that completes the round's ``B`` groups admits nothing and stops
+    the engine's live sequences, as the simulator stops them at that iteration boundary; the
+    next round starts on the next version once the engine has stopped."""
+    c = Coordinator(config(B=2, mode="partial_rollout", partial_overprovision=0.5), time.time())
+    first = c.exchange(0, 0, 0, 4, 0, [], [], {}, wait=False)
+    assert [w["sample_id"] for w in first["admit"]] == [0, 1, 2, 3]  # 3 groups launched, 4 slots
+    assert c.launched == 3
+    # groups 0 and 1 complete: the batch is there; samples 4 and 5 wait, none is live
+    items = [
+        {"sample_id": i, "tokens": [1], "logps": [0.0], "versions": [0],
+         "finish_s": 0.0, "reward": 1.0}
+        for i in range(4)
+    ]  # fmt: skip
+    reply = c.exchange(0, 0, 0, 4, 0, items, [], {}, wait=False)
+    assert reply["admit"] == []
+    assert reply["preempt"] and reply["epoch"] == 1
+    batch = c.take_batch(step=0, timeout_s=0.05)
+    assert batch is not None and batch["groups"] == [0, 1]
+    assert c.preempt_epoch == 1  # the take does not end the round a second time
+    # the engine stopped (epoch 1); round 1 waits for step 0's weights
+    assert c.exchange(0, 0, 1, 4, 0, [], [], {}, wait=False)["admit"] == []
+    c.trained = 1
+    resumed = c.exchange(0, 1, 1, 4, 0, [], [], {}, wait=False)
+    # the waiting group first, then two new ones topping the round back up to 3 groups
+    assert [w["sample_id"] for w in resumed["admit"]] == [4, 5, 6, 7]
+    assert c.launched == 5 and not resumed["preempt"]

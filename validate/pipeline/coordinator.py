@@ -17,6 +17,9 @@ states them (:mod:`stalesim.sim.modes`):
   when they have drained (or, with ``inflight_updates``, at the next decode iteration);
 * ``partial_rollout``: a round runs until ``B`` groups are complete; then every engine stops
   its live sequences, which resume next round on the new weights (their KV cache recomputed).
+  The round ends at the report that completes the batch: the reply to it admits nothing and
+  tells the engine to stop, so no sequence gains a token once the batch is complete (the
+  simulator stops them at that iteration boundary).
 
 Groups are consumed in completion order (the simulator's default ``consumption_order``); only
 the separate drop filter ``staleness_filter`` discards a group, one staler than it when
@@ -87,7 +90,9 @@ class Coordinator:
         self.trained = 0
         self.open_groups = 0
         self.round_launched = -1
+        self.round_closed = -1  # partial_rollout: the last round whose batch was complete
         self.published_version = 0
+        self.taking = 0  # groups an unfinished take_batch holds, out of the buffer
         self.weights: Any = None
         self.stopped = False
         self.decode_rows: list[tuple] = []
@@ -154,6 +159,21 @@ class Coordinator:
                 self._launch(max(0, target - len(self.buffer) - self.open_groups))
                 self.round_launched = r
 
+    def _round_complete(self) -> bool:
+        """partial_rollout: the open round's batch is in the buffer, counted as
+        :meth:`take_batch` will take it (in order, the drop filter applied)."""
+        r = self.batches_taken
+        if self.round_launched != r or self.round_closed >= r:
+            return False
+        accepted = self.taking
+        for g in self.buffer:
+            if accepted >= self.B:
+                break
+            version = r * self.M + accepted // self.per_minibatch
+            if self.bound is None or version - self.rec.g_vmin[g] <= self.bound[0]:
+                accepted += 1
+        return accepted >= self.B
+
     def _async_may_launch(self) -> bool:
         valid = self.launched - self.dropped
         return valid < self._min_version() * self.per_minibatch + self.ahead
@@ -162,6 +182,7 @@ class Coordinator:
         if self.mode == "partial_rollout":
             return (
                 self.round_launched == self.batches_taken
+                and self.round_closed < self.batches_taken
                 and self.engine_epoch[engine] >= self.preempt_epoch
             )
         if self.mode == "async" and not self.inflight:
@@ -270,6 +291,11 @@ class Coordinator:
             self.open_groups -= 1
             self.buffer.append(g)
             rec.queue(now, len(self.buffer))
+            if self.mode == "partial_rollout" and self._round_complete():
+                # the round ends now: this report's reply stops the engine's live sequences
+                # and admits nothing, rather than one decode iteration later
+                self.preempt_epoch += 1
+                self.round_closed = self.batches_taken
             self.lock.notify_all()
 
     # -- the learner's side -----------------------------------------------------------------
@@ -282,9 +308,11 @@ class Coordinator:
         rec = self.rec
         with self.lock:
             while len(batch) < self.B:
+                self.taking = len(batch)
                 while len(self.buffer) < self.B - len(batch):
                     left = deadline - time.monotonic()
                     if left <= 0 or self.stopped:
+                        self.taking = 0
                         for g in reversed(batch):  # not consumed after all: back in order
                             self.buffer.appendleft(g)
                             rec.g_step[g] = -1
@@ -311,9 +339,12 @@ class Coordinator:
                 rec.queue(now, len(self.buffer))
                 if dropped and self.mode in ("sync", "one_step", "partial_rollout"):
                     self._launch(dropped)  # batch-synchronous modes replace what they drop
+            self.taking = 0
             self.batches_taken = step + 1
-            if self.mode == "partial_rollout":
+            if self.mode == "partial_rollout" and self.round_closed < step:
+                # not closed by a report (a take that waited out drops): end the round now
                 self.preempt_epoch += 1
+                self.round_closed = step
             samples = []
             for g in batch:
                 for sid in range(g * self.G, (g + 1) * self.G):

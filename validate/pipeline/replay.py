@@ -33,7 +33,7 @@ from stalesim.common.config_file import ConfigError, validate_config
 from stalesim.common.files import write_json, write_parquet
 from stalesim.common.output_dir import output_folder
 from stalesim.common.tables import Column, read_json_object, read_table, require_finished
-from stalesim.sim import calibrate as cal_mod
+from stalesim.sim.calibrate import timings as cal_mod
 from stalesim.sim.calibrate.timings import Calibration, calibrate_tables
 from stalesim.sim.metrics import time_average, warmup_steps
 from stalesim.sim.run import simulate
