@@ -131,6 +131,7 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
             {"BLOCK_V": forward.block_v}, forward.num_warps, 3,
         )
     )  # fmt: skip
+    jobs.extend(_grad_in_forward_jobs())
     jobs.append(
         (
             onepass.scale_kernel,
@@ -138,6 +139,53 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
             {"BLOCK": 4096}, 8, 1,
         )
     )  # fmt: skip
+    return jobs
+
+
+def _grad_in_forward_jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
+    """The three kernels of the fused linear + GRPO op with the gradient in the forward, at
+    their GPU tiles in bf16 and float32."""
+    import torch
+    from stalesim.kernels import fused_linear_grpo as gif
+
+    jobs = []
+    for dtype, short in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+        cfg = gif.launch_config(dtype, torch.device("cuda"))
+        rows = {"targets_ptr": "*i64", "keep_ptr": "*u8", "n_rows": "i32", "n_vocab": ALIGNED,
+                "n_hidden": ALIGNED, "n_tiles": "i32"}  # fmt: skip
+        scales = {"exp_ptr": f"*{short}", "scale_ptr": "*fp32", "coef_ptr": "*fp32"}
+        common = {"TILE_V": cfg.tile_v, "DOT_PRECISION": cfg.dot_precision}
+        jobs.append(
+            (
+                gif.logits_exp_kernel,
+                {"hidden_ptr": f"*{short}", "weight_ptr": f"*{short}", "exp_ptr": f"*{short}",
+                 "tile_max_ptr": "*fp32", "tile_sum_ptr": "*fp32", "target_logit_ptr": "*fp32",
+                 **rows, "stride_hidden": ALIGNED, "stride_weight": ALIGNED,
+                 "stride_exp": ALIGNED, "inv_temperature": "fp32"},
+                {"GROUP_ROWS": 8, "BLOCK_N": cfg.block_n, "BLOCK_H": cfg.block_h, **common},
+                cfg.num_warps, cfg.num_stages,
+            )
+        )  # fmt: skip
+        jobs.append(
+            (
+                gif.grad_hidden_kernel,
+                {**scales, **rows, "weight_ptr": f"*{short}", "grad_hidden_ptr": f"*{short}",
+                 "stride_exp": ALIGNED, "stride_weight": ALIGNED, "stride_grad": ALIGNED},
+                {**common, "BLOCK_N": cfg.block_n, "BLOCK_H": cfg.grad_h,
+                 "BLOCK_K": cfg.block_k},
+                cfg.num_warps, cfg.num_stages,
+            )
+        )  # fmt: skip
+        jobs.append(
+            (
+                gif.grad_weight_kernel,
+                {**scales, **rows, "hidden_ptr": f"*{short}", "grad_weight_ptr": f"*{short}",
+                 "stride_exp": ALIGNED, "stride_hidden": ALIGNED, "stride_grad": ALIGNED},
+                {"ACCUMULATE": True, **common, "BLOCK_V": cfg.block_v, "BLOCK_H": cfg.grad_h,
+                 "BLOCK_R": cfg.block_r},
+                cfg.num_warps, cfg.num_stages,
+            )
+        )  # fmt: skip
     return jobs
 
 
@@ -175,8 +223,13 @@ def compile_for_sm90() -> list[dict[str, Any]]:
                 "kernel": kernel.__name__,
                 "variant": ",".join(f"{k}={v}" for k, v in constexprs.items() if k.isupper())
                 + f",warps={warps},stages={stages}",
-                "operand": arg_types.get(
-                    "hidden_ptr", arg_types.get("logits_ptr", arg_types.get("logp_ptr"))
+                "operand": next(
+                    (
+                        arg_types[n]
+                        for n in ("hidden_ptr", "logits_ptr", "exp_ptr", "logp_ptr", "grad_ptr")
+                        if n in arg_types
+                    ),
+                    None,
                 ),
                 "registers": int(resources["REG"]),
                 "local_bytes": int(resources["LOCAL"]),

@@ -85,13 +85,15 @@ SCALE_BLOCK = 4096
 
 @dataclass(frozen=True)
 class GradInForwardLaunch:
-    """Tiles of the three kernels. ``tile_v`` is the logit tile's width, the unit of the
-    partials; the gradient kernels' vocabulary blocks (``block_k`` of dHidden, ``block_v`` of
-    dWeight) divide it, so that one block reads one scale per row."""
+    """Tiles of the three kernels. The logit tile is ``block_n x tile_v`` (``block_h`` deep);
+    ``tile_v`` is the unit of the partials, and the gradient kernels' vocabulary blocks
+    (``block_k`` of dHidden, ``block_v`` of dWeight) divide it, so that one block reads one
+    scale per row. Both gradient kernels write ``grad_h``-wide blocks of their output."""
 
     block_n: int
     tile_v: int
     block_h: int
+    grad_h: int
     block_k: int
     block_v: int
     block_r: int
@@ -105,11 +107,11 @@ def launch_config(dtype: torch.dtype, device: torch.device) -> GradInForwardLaun
     GPU (a 128 x 256 logit tile, the fused forward's fastest on the H200), the smallest
     ``tl.dot`` allows under the interpreter (so test shapes span several tiles)."""
     if device.type != "cuda":
-        return GradInForwardLaunch(16, 32, 16, 16, 16, 16, 1, 1, "ieee")
+        return GradInForwardLaunch(16, 32, 16, 16, 16, 16, 16, 1, 1, "ieee")
     tf32 = dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest"
     deep = 32 if dtype == torch.float32 else 64
     return GradInForwardLaunch(
-        128, 256, deep, deep, 128, deep, num_warps=8, num_stages=3,
+        128, 256, deep, 128, deep, 128, deep, num_warps=8, num_stages=3,
         dot_precision="tf32" if tf32 else "ieee",
     )  # fmt: skip
 
@@ -446,7 +448,7 @@ def grad_in_forward(
     target_logit = new_buffer((rows,), torch.float32, device)
     keep8 = keep.view(torch.uint8)
     inv_t = 1.0 / temperature
-    h_blocks = triton.cdiv(n_hidden, cfg.block_h)
+    h_blocks = triton.cdiv(n_hidden, cfg.grad_h)
     common = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
     if n_rows == 0 and grad_weight is not None:
         grad_weight.zero_()
@@ -472,7 +474,7 @@ def grad_in_forward(
                 e, scales, coef[r0:r1], t, k, weight, grad_hidden[r0:r1],
                 c, n_vocab, n_hidden, plan.n_tiles, e.stride(0), weight.stride(0),
                 grad_hidden.stride(0), TILE_V=cfg.tile_v, BLOCK_N=cfg.block_n,
-                BLOCK_H=cfg.block_h, BLOCK_K=cfg.block_k, DOT_PRECISION=cfg.dot_precision,
+                BLOCK_H=cfg.grad_h, BLOCK_K=cfg.block_k, DOT_PRECISION=cfg.dot_precision,
                 **common,
             )  # fmt: skip
             if grad_weight is not None:
@@ -480,7 +482,7 @@ def grad_in_forward(
                     e, scales, coef[r0:r1], t, k, h, grad_weight,
                     c, n_vocab, n_hidden, plan.n_tiles, e.stride(0), h.stride(0),
                     grad_weight.stride(0), ACCUMULATE=r0 > 0, TILE_V=cfg.tile_v,
-                    BLOCK_V=cfg.block_v, BLOCK_H=cfg.block_h, BLOCK_R=cfg.block_r,
+                    BLOCK_V=cfg.block_v, BLOCK_H=cfg.grad_h, BLOCK_R=cfg.block_r,
                     DOT_PRECISION=cfg.dot_precision, **common,
                 )  # fmt: skip
     return theta, grad_hidden, grad_weight
