@@ -82,7 +82,8 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                 (
                     fused._fused_forward_kernel,
                     {**operands, "partial_max_ptr": "*fp32", "partial_sum_ptr": "*fp32",
-                     "partial_target_ptr": "*fp32", "n_splits": "i32", **sizes},
+                     "partial_target_ptr": "*fp32", "n_splits": "i32", **sizes,
+                     "row_bucket": "i32"},
                     {"HAS_BIAS": True, "GROUP_ROWS": fused.GROUP_ROWS,
                      "BLOCK_N": tile.block_n, "BLOCK_V": tile.block_v,
                      "BLOCK_H": tile.block_h, "DOT_PRECISION": cfg.dot_precision},
