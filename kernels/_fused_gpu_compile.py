@@ -71,6 +71,20 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                     backward.num_warps, 3,
                 )
             )  # fmt: skip
+        for with_entropy in (False, True):
+            jobs.append(
+                (
+                    logprob._logprob_split_forward_kernel,
+                    {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "part_max_ptr": "*fp32",
+                     "part_sum_ptr": "*fp32", "part_w_ptr": "*fp32",
+                     "target_logit_ptr": "*fp32", "keep_ptr": "*u8", "n_rows": "i32",
+                     "n_vocab": ALIGNED, "split_len": ALIGNED, "stride_row": ALIGNED,
+                     "inv_temperature": "fp32"},
+                    {"BLOCK_V": forward.block_v, "WITH_ENTROPY": with_entropy,
+                     "HAS_KEEP": short == "bf16"},
+                    forward.num_warps, 3,
+                )
+            )  # fmt: skip
         cfg = fused.launch_config(dtype, torch.device("cuda"))
         operands = {"hidden_ptr": f"*{short}", "weight_ptr": f"*{short}",
                     "bias_ptr": f"*{short}", "targets_ptr": "*i64"}  # fmt: skip
