@@ -85,6 +85,18 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                     forward.num_warps, 3,
                 )
             )  # fmt: skip
+            jobs.append(
+                (
+                    logprob._logprob_split_combine_kernel,
+                    {"part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_w_ptr": "*fp32",
+                     "target_logit_ptr": "*fp32", "targets_ptr": "*i64", "keep_ptr": "*u8",
+                     "logp_ptr": "*fp32", "lse_ptr": "*fp32", "entropy_ptr": "*fp32",
+                     "n_rows": "i32", "n_vocab": ALIGNED, "n_splits": "i32"},
+                    {"BLOCK": logprob.COMBINE_BLOCK, "WITH_ENTROPY": with_entropy,
+                     "HAS_KEEP": short == "bf16"},
+                    4, 1,
+                )
+            )  # fmt: skip
         cfg = fused.launch_config(dtype, torch.device("cuda"))
         operands = {"hidden_ptr": f"*{short}", "weight_ptr": f"*{short}",
                     "bias_ptr": f"*{short}", "targets_ptr": "*i64"}  # fmt: skip
@@ -204,6 +216,35 @@ def _grad_in_forward_jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], i
     return jobs
 
 
+SASS_OPS = ("HGMMA", "HMMA", "FFMA", "FMUL", "FADD", "MUFU", "FMNMX", "LDG", "LDGSTS", "LDS",
+            "STG", "STS", "SHFL", "BAR", "ATOMG", "RED", "BRA")  # fmt: skip
+"""SASS opcodes counted per kernel: tensor-core ops, the float pipes, ``exp`` (MUFU), memory
+traffic instructions (global loads, asynchronous copies, shared memory, stores), shuffles,
+barriers, atomics and branches."""
+
+
+def instruction_counts(sass: str, ptx: str) -> dict[str, Any]:
+    """Static instruction counts of one kernel: every SASS instruction, the opcodes of
+    :data:`SASS_OPS` (by their first dotted part), and PTX instructions (lines that are neither
+    directives, labels, braces nor comments). Static: a loop body counts once."""
+    opcodes = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass)
+    by_op = {op: sum(1 for o in opcodes if o == op) for op in SASS_OPS}
+    ptx_lines = [line.strip() for line in ptx.splitlines()]
+    ptx_count = sum(
+        1
+        for line in ptx_lines
+        if line
+        and not line.startswith((".", "//", "{", "}", "$", "@$"))
+        and line.endswith(";")
+        and not line.endswith(":")
+    )
+    return {
+        "sass_instructions": len(opcodes),
+        "sass_ops": {op: n for op, n in by_op.items() if n},
+        "ptx_instructions": ptx_count,
+    }
+
+
 def compile_for_sm90() -> list[dict[str, Any]]:
     """Compile every GPU launch configuration for sm_90; one resource report per kernel."""
     import triton
@@ -232,6 +273,15 @@ def compile_for_sm90() -> list[dict[str, Any]]:
                 check=True,
             ).stdout
         resources = dict(re.findall(r"(REG|LOCAL|SHARED):(\d+)", usage))
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+            cubin.write(compiled.asm["cubin"])
+            cubin.flush()
+            sass = subprocess.run(
+                [str(cuobjdump), "--dump-sass", cubin.name],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
         ttgir = compiled.asm["ttgir"]
         reports.append(
             {
@@ -251,6 +301,7 @@ def compile_for_sm90() -> list[dict[str, Any]]:
                 "shared_bytes": compiled.metadata.shared,
                 "uses_wgmma": "warp_group_dot" in ttgir,
                 "pipelined": "async_copy_global_to_local" in ttgir,
+                **instruction_counts(sass, compiled.asm["ptx"]),
             }
         )
     return reports

@@ -15,7 +15,8 @@ kept a running maximum per lane, which costs a second ``exp`` per logit; on an H
 Few rows (``forward_splits``): when the rows cannot give each SM :data:`PROGRAMS_PER_SM`
 programs (256 rows on 132 SMs), each row's vocabulary is split over several programs of whole
 tiles, each writing its partial max, sum of exponentials and entropy term, combined per row by
-a few elementwise ops; the bytes read are the same, spread over enough programs to keep HBM busy.
+one more small launch; the bytes read are the same, spread over enough programs to keep HBM
+busy.
 
 Backward: a two-dimensional grid, programs ``(row, tile)``: each recomputes the probabilities of
 one tile of its row from the saved log-sum-exp and writes that tile of ``dlogits``, so a row's
@@ -209,6 +210,65 @@ def _logprob_split_forward_kernel(
 
 
 @triton.jit
+def _logprob_split_combine_kernel(
+    part_max_ptr,
+    part_sum_ptr,
+    part_w_ptr,
+    target_logit_ptr,
+    targets_ptr,
+    keep_ptr,
+    logp_ptr,
+    lse_ptr,
+    entropy_ptr,
+    n_rows,
+    n_vocab,
+    n_splits,
+    BLOCK: tl.constexpr,
+    WITH_ENTROPY: tl.constexpr,
+    HAS_KEEP: tl.constexpr,
+):
+    """``BLOCK`` rows per program: their ``n_splits`` partials combined into the log-sum-exp,
+    the log-prob and the entropy (12 bytes per row and split read; one launch, so the few-rows
+    path costs two launches in all)."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = rows < n_rows
+    row_max = tl.full((BLOCK,), float("-inf"), tl.float32)
+    for split in range(0, n_splits):
+        m = tl.load(part_max_ptr + split * n_rows + rows, mask=inside, other=float("-inf"))
+        # A NaN max is kept (the one-program forward's sum carries it; here the max does too).
+        row_max = tl.where((m > row_max) | (m != m), m, row_max)
+    shift = tl.where(row_max == float("-inf"), 0.0, row_max)
+    row_sum = tl.zeros((BLOCK,), tl.float32)
+    row_w = tl.zeros((BLOCK,), tl.float32)
+    for split in range(0, n_splits):
+        at = split * n_rows + rows
+        m = tl.load(part_max_ptr + at, mask=inside, other=float("-inf"))
+        part = tl.load(part_sum_ptr + at, mask=inside, other=0.0)
+        scale = tl.exp(m - shift)
+        row_sum += part * scale
+        if WITH_ENTROPY:
+            # A split's w is relative to its own max; moving it to the row's adds
+            # (m_j - M) s_j (0, not 0 * -inf, for a split that saw only -inf logits).
+            w = tl.load(part_w_ptr + at, mask=inside, other=0.0)
+            row_w += scale * (w + tl.where(part == 0.0, 0.0, (m - shift) * part))
+    log_sum = tl.log(row_sum)
+    if HAS_KEEP:
+        keep = tl.load(keep_ptr + rows, mask=inside, other=0) != 0
+    else:
+        keep = inside
+    target = tl.load(targets_ptr + rows, mask=inside, other=0).to(tl.int64)
+    in_vocab = (target >= 0) & (target < n_vocab)
+    # Written by the split that held the target; never read otherwise.
+    target_logit = tl.load(target_logit_ptr + rows, mask=inside & keep & in_vocab, other=0.0)
+    target_logit = tl.where(in_vocab, target_logit, float("nan"))
+    tl.store(lse_ptr + rows, tl.where(keep, shift + log_sum, 0.0), mask=inside)
+    tl.store(logp_ptr + rows, tl.where(keep, (target_logit - shift) - log_sum, 0.0), mask=inside)
+    if WITH_ENTROPY:
+        entropy = log_sum - row_w / row_sum
+        tl.store(entropy_ptr + rows, tl.where(keep, entropy, 0.0), mask=inside)
+
+
+@triton.jit
 def _logprob_backward_kernel(
     logits_ptr,
     targets_ptr,
@@ -268,6 +328,10 @@ def _logprob_backward_kernel(
 PROGRAMS_PER_SM = 8
 """Forward programs per SM below which the vocabulary is split (4-warp programs: 8 keep an
 SM's loads in flight; one row per program leaves most SMs idle at a few hundred rows)."""
+
+
+COMBINE_BLOCK = 128
+"""Rows per program of the split forward's combining kernel."""
 
 
 def forward_splits(n_rows: int, n_vocab: int, block_v: int, sms: int) -> int:
@@ -338,40 +402,27 @@ def _split_forward(
     splits: int,
     cfg: LogprobLaunch,
 ) -> None:
-    """The vocabulary-split forward: partials per (split, row), then their combination (a few
-    elementwise torch ops over ``[splits, N]``, no host synchronisation)."""
+    """The vocabulary-split forward: partials per (split, row), then one combining launch (no
+    host synchronisation; two launches in all)."""
     n_rows, n_vocab = logits.shape
     tiles = triton.cdiv(n_vocab, cfg.block_v)
     split_len = triton.cdiv(tiles, splits) * cfg.block_v
     splits = triton.cdiv(n_vocab, split_len)  # no split left without columns
     device = logits.device
     part = torch.empty((3, splits, n_rows), dtype=torch.float32, device=device)
-    target_logit = torch.full((n_rows,), float("nan"), dtype=torch.float32, device=device)
+    target_logit = torch.empty((n_rows,), dtype=torch.float32, device=device)
+    keep_arg = keep if keep is not None else targets
     _logprob_split_forward_kernel[(n_rows, splits)](
-        logits, targets, part[0], part[1], part[2], target_logit,
-        keep if keep is not None else targets,
+        logits, targets, part[0], part[1], part[2], target_logit, keep_arg,
         n_rows, n_vocab, split_len, logits.stride(0), 1.0 / temperature,
         BLOCK_V=cfg.block_v, WITH_ENTROPY=entropy is not None, HAS_KEEP=keep is not None,
         num_warps=cfg.num_warps,
     )  # fmt: skip
-    part_max, part_sum, part_w = part
-    row_max = part_max.amax(dim=0)
-    # As in the one-program forward: a row whose every logit is -inf is shifted by 0.
-    shift = torch.where(row_max == float("-inf"), 0.0, row_max)
-    moved = part_max - shift
-    scale = torch.exp(moved)
-    row_sum = (part_sum * scale).sum(dim=0)
-    log_sum = torch.log(row_sum)
-    kept = keep.bool() if keep is not None else torch.ones_like(log_sum, dtype=torch.bool)
-    # target_logit stays NaN where no split held the target (outside [0, V)).
-    lse.copy_(torch.where(kept, shift + log_sum, 0.0))
-    logp.copy_(torch.where(kept, (target_logit - shift) - log_sum, 0.0))
-    if entropy is not None:
-        # A split's w is relative to its own max; moving it to the row's adds (m_j - M) s_j
-        # (0, not 0 * -inf, for a split that saw only -inf logits).
-        shifted = torch.where(part_sum == 0.0, 0.0, moved * part_sum)
-        row_w = (scale * (part_w + shifted)).sum(dim=0)
-        entropy.copy_(torch.where(kept, log_sum - row_w / row_sum, 0.0))
+    _logprob_split_combine_kernel[(triton.cdiv(n_rows, COMBINE_BLOCK),)](
+        part[0], part[1], part[2], target_logit, targets, keep_arg, logp, lse,
+        entropy if entropy is not None else lse, n_rows, n_vocab, splits,
+        BLOCK=COMBINE_BLOCK, WITH_ENTROPY=entropy is not None, HAS_KEEP=keep is not None,
+    )  # fmt: skip
 
 
 def logprob_backward(

@@ -40,6 +40,7 @@ def test_gpu_configurations_compile_without_spills() -> None:
         "_logprob_forward_kernel",
         "_logprob_backward_kernel",
         "_logprob_split_forward_kernel",
+        "_logprob_split_combine_kernel",
         "_fused_forward_kernel",
         "_fused_grad_logits_kernel",
         "grpo_forward_kernel",
