@@ -94,13 +94,8 @@ def launch_config(dtype: torch.dtype, device: torch.device) -> FusedLaunch:
     # results match torch.matmul's.
     tf32 = dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest"
     block_h = 32 if dtype == torch.float32 else 64
-    # 16-bit operands take the 128 x 256 tile: the forward measured it 15% faster than
-    # 128 x 128 on the H200 (FORWARD_CONFIGS), and the backward's logit-recompute kernel is
-    # the same matmul with another epilogue (it compiles for sm_90 without spills at 255
-    # registers); its own speed at this tile is not measured yet.
-    block_v = 128 if dtype == torch.float32 else 256
     return FusedLaunch(
-        128, block_v, block_h, num_warps=8, num_stages=3, dot_precision="tf32" if tf32 else "ieee"
+        128, 128, block_h, num_warps=8, num_stages=3, dot_precision="tf32" if tf32 else "ieee"
     )
 
 

@@ -12,9 +12,9 @@ Predicted cost at N=16,384, H=2,048, V=248,320 in bf16 (analytic, not measured):
   (Triton ``tl.dot`` for the logit tiles, cuBLAS for both gradient products). 8NHV executed
   for 6NHV of model FLOPs; the bench credits the 6NHV.
 * Memory beyond the inputs: dHidden + dWeight (``(N + V) H`` bf16 = 1,084 MB) plus a
-  2,048-row float32 dHidden chunk (16.8 MB) and a 2,048 x 5,120 bf16 slab (21.0 MB): 1.035x the
-  gradient buffers (target 1.05x), in 8 even row chunks of 49 slabs of whole 256-column
-  tiles; see :func:`backward_plan`.
+  2,048-row float32 dHidden chunk (16.8 MB) and a 2,048 x 5,248 bf16 slab (21.5 MB): 1.035x the
+  gradient buffers (target 1.05x), in 8 even row chunks of 48 even slabs; see
+  :func:`backward_plan`.
 """
 
 from __future__ import annotations
