@@ -1176,9 +1176,10 @@ def _eager_grpo_from_logp(logp, old, advantages, mask) -> torch.Tensor:
 def _fused_grpo_impls(
     compile_baselines: bool, baselines: list[Baseline] | None = None
 ) -> tuple[dict[str, Baseline], dict[str, str]]:
-    """Ours with the gradient in the forward (``triton``), ours as the low-memory log-probs
-    then the GRPO loss, eager torch and torch.compile (logits, a float32 log-softmax, the
-    loss), and Liger-Kernel's chunked fused linear GRPO loss."""
+    """Ours with the gradient in the forward (``triton``, and with the library's gradient
+    GEMMs), ours as the low-memory log-probs then the GRPO loss, eager torch and torch.compile
+    (logits, a float32 log-softmax, the loss), and Liger-Kernel's chunked fused linear GRPO
+    loss."""
     from stalesim.kernels.fused_linear import fused_linear_logprobs
     from stalesim.kernels.fused_linear_grpo import fused_linear_grpo_loss
     from stalesim.kernels.loss import grpo_loss
@@ -1203,8 +1204,17 @@ def _fused_grpo_impls(
     impls, missing = _implementations(
         FUSED_GRPO_KERNEL, grad_in_forward, eager, compile_baselines, outside, "loss"
     )
+
+    def with_library_gemms(hidden, weight, ids, old, advantages, mask) -> torch.Tensor:
+        return fused_linear_grpo_loss(
+            hidden, weight, ids, old, advantages, mask, backend="triton",
+            gradient_gemms="torch", **LOGITS_GRPO_OPTIONS,
+        )[0]  # fmt: skip
+
+    cublas = "triton + cuBLAS gradient GEMMs"
     impls = {
         "triton": impls.pop("triton"),
+        cublas: Baseline(cublas, with_library_gemms, "", "loss"),
         "triton low-memory (log-probs + GRPO loss)": Baseline(
             "triton low-memory (log-probs + GRPO loss)", low_memory, "", "loss"
         ),

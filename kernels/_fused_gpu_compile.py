@@ -213,6 +213,14 @@ def _grad_in_forward_jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], i
                 cfg.num_warps, cfg.num_stages,
             )
         )  # fmt: skip
+        jobs.append(
+            (
+                gif.scale_exp_kernel,
+                {**scales, "targets_ptr": "*i64", "keep_ptr": "*u8", "n_vocab": ALIGNED,
+                 "n_tiles": "i32", "stride_exp": ALIGNED},
+                {"TILE_V": cfg.tile_v, "BLOCK": gif.SCALE_COLUMNS}, 4, 1,
+            )
+        )  # fmt: skip
     return jobs
 
 

@@ -35,6 +35,9 @@ split evenly) and :meth:`ChunkPlan.extra_bytes` states the total. At N=16,384, H
 V=248,320 in bf16 with the default 1 GiB budget: 8 chunks of 2,048 rows, 1,041,383,424 bytes
 extra (0.96x the 1,084,227,584 bytes of gradient buffers; the peak is 1.96x them).
 
+With ``gradient_gemms="torch"`` step 3 is instead one pass writing ``D`` over ``E``, then the
+library's GEMMs (cuBLAS on a GPU); which is faster is for a GPU run to say.
+
 Masked positions (mask 0, and the ``P - L`` unused positions) are never read: a row block of
 the chunk with no kept row runs no matmul loop, and their gradient rows are exact zeros, so
 their hidden states and targets may hold anything (NaN included).
@@ -76,6 +79,15 @@ DEFAULT_MEMORY_BUDGET = 2**30
 
 SCALE_BLOCK = 4096
 """Elements per program of the backward's upstream scaling."""
+
+SCALE_COLUMNS = 2048
+"""Columns per program of the pass that writes ``D`` over ``E`` (``gradient_gemms="torch"``)."""
+
+GRADIENT_GEMMS = ("triton", "torch")
+"""How the two gradient products run: Triton kernels that apply the scales as they load ``E``
+(the default), or a pass writing ``D`` over ``E`` then the library's GEMMs (cuBLAS on a GPU:
+one more read and write of ``E``, for GEMMs at the library's speed, and a chunk's copy of its
+hidden rows with the skipped ones zeroed, ``chunk_rows * H * e`` bytes more)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,6 +386,35 @@ def grad_weight_kernel(
     tl.store(out, acc.to(grad_weight_ptr.dtype.element_ty), mask=inside)
 
 
+@triton.jit
+def scale_exp_kernel(
+    exp_ptr,  # [C, V] E in, D out (in place)
+    scale_ptr,
+    coef_ptr,
+    targets_ptr,
+    keep_ptr,
+    n_vocab,
+    n_tiles,
+    stride_exp,
+    TILE_V: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Program (row, block of columns): ``D = s E + c onehot`` written over ``E`` (exact
+    zeros for a skipped row, whatever its ``E`` holds), for the library GEMMs of
+    ``gradient_gemms="torch"``. HBM: ``E`` read once and ``D`` written once."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    inside = cols < n_vocab
+    keep = tl.load(keep_ptr + row) != 0
+    coef = tl.load(coef_ptr + row)
+    target = tl.load(targets_ptr + row).to(tl.int32)
+    live = cols < tl.where(keep, n_vocab, 0)  # a skipped row reads nothing
+    s = tl.load(scale_ptr + row * n_tiles + cols // TILE_V, mask=live, other=0.0)
+    e = tl.load(exp_ptr + row * stride_exp + cols, mask=live, other=0.0).to(tl.float32)
+    d = tl.where(keep, e * s + tl.where(cols == target, coef, 0.0), 0.0)
+    tl.store(exp_ptr + row * stride_exp + cols, d.to(exp_ptr.dtype.element_ty), mask=inside)
+
+
 # --------------------------------------------------------------------------------------------
 # The forward that makes the gradients
 # --------------------------------------------------------------------------------------------
@@ -431,9 +472,12 @@ def grad_in_forward(
     plan: ChunkPlan,
     cfg: GradInForwardLaunch,
     want_weight: bool,
+    gradient_gemms: str = "triton",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``θ[N]`` (float32, 0 where skipped), ``dHidden[N, H]`` and ``dWeight[V, H]`` (or
-    ``None``) for an upstream gradient of 1, chunk by chunk of ``plan``."""
+    ``None``) for an upstream gradient of 1, chunk by chunk of ``plan``. The gradient products
+    are the two Triton kernels that scale ``E`` as they load it, or (``"torch"``) one pass
+    that writes ``D`` over ``E`` and the library's GEMMs (cuBLAS on a GPU)."""
     n_rows, n_hidden = hidden.shape
     n_vocab = weight.shape[0]
     device, dtype = hidden.device, hidden.dtype
@@ -469,6 +513,22 @@ def grad_in_forward(
             theta[r0:r1], coef[r0:r1],
         )  # fmt: skip
         scales = tile_sum[:c]
+        if gradient_gemms == "torch":
+            with launch_on(device):
+                scale_exp_kernel[(c, triton.cdiv(n_vocab, SCALE_COLUMNS))](
+                    e, scales, coef[r0:r1], t, k, n_vocab, plan.n_tiles, e.stride(0),
+                    TILE_V=cfg.tile_v, BLOCK=SCALE_COLUMNS, num_warps=4,
+                )  # fmt: skip
+            torch.mm(e, weight, out=grad_hidden[r0:r1])
+            if grad_weight is not None:
+                # The GEMM reads every row of the chunk: a skipped row's hidden state (which
+                # may be NaN) is replaced by zeros, as the Triton kernels never load it.
+                kept = torch.where(keep[r0:r1, None], h, 0.0)
+                if r0 == 0:
+                    torch.mm(e.T, kept, out=grad_weight)
+                else:
+                    grad_weight.addmm_(e.T, kept)
+            continue
         with launch_on(device):
             grad_hidden_kernel[(triton.cdiv(c, cfg.block_n) * h_blocks,)](
                 e, scales, coef[r0:r1], t, k, weight, grad_hidden[r0:r1],
@@ -524,6 +584,7 @@ class _FusedLinearGRPO(torch.autograd.Function):
         opts: GRPOOptions,
         temperature: float,
         memory_budget: int,
+        gradient_gemms: str,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         behaviour_logp, advantages, mask = grpo_inputs
         rows, positions, _ = hidden.shape
@@ -541,6 +602,7 @@ class _FusedLinearGRPO(torch.autograd.Function):
         theta, grad_hidden, grad_weight = grad_in_forward(
             flat, weight, targets, keep, mu.reshape(-1), adv, row_weight, temperature,
             opts.eps_low, opts.eps_high, plan, cfg, want_weight=ctx.needs_input_grad[1],
+            gradient_gemms=gradient_gemms,
         )  # fmt: skip
         with torch.no_grad():
             loss, stats = grpo_loss(
@@ -573,7 +635,7 @@ class _FusedLinearGRPO(torch.autograd.Function):
                         grad, upstream, grad.numel(), BLOCK=SCALE_BLOCK
                     )
         grad_hidden, grad_weight = grads
-        return (grad_hidden.view(ctx.shape), grad_weight) + (None,) * 7
+        return (grad_hidden.view(ctx.shape), grad_weight) + (None,) * 8
 
 
 def _reference(
@@ -610,6 +672,7 @@ def fused_linear_grpo_loss(
     temperature: float = 1.0,
     options: GRPOOptions | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    gradient_gemms: str = "triton",
     backend: Backend = "auto",
     **overrides: Any,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -629,6 +692,7 @@ def fused_linear_grpo_loss(
         temperature: finite and >= 1e-3.
         memory_budget: bytes one row chunk's scaled exponentials and partials may take (see
             :func:`chunk_plan`; the op's extra memory is :meth:`ChunkPlan.extra_bytes`).
+        gradient_gemms: ``"triton"`` or ``"torch"`` (see :data:`GRADIENT_GEMMS`).
         backend: ``"auto"`` (Triton on CUDA, the reference on CPU), ``"triton"`` (on CPU: the
             interpreter) or ``"reference"``.
 
@@ -667,6 +731,10 @@ def fused_linear_grpo_loss(
             "fused_linear_grpo_loss: supports the token-level ratio without is_cap or a KL "
             f"penalty; got {', '.join(unsupported)}"
         )
+    if gradient_gemms not in GRADIENT_GEMMS:
+        raise ValueError(
+            f"gradient_gemms={gradient_gemms!r}: expected one of {', '.join(GRADIENT_GEMMS)}"
+        )
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget <= 0:
         raise ValueError(f"memory_budget={memory_budget!r}: expected a positive number of bytes")
     keep = torch.nn.functional.pad(mask != 0, (0, positions - length)).reshape(-1)
@@ -692,6 +760,6 @@ def fused_linear_grpo_loss(
     weight = weight if weight.stride(-1) == 1 else weight.contiguous()
     loss, stats = _FusedLinearGRPO.apply(
         hidden, weight, flat, flat_targets.contiguous(), keep.contiguous(),
-        (behaviour_logp, advantages, mask), opts, temperature, memory_budget,
+        (behaviour_logp, advantages, mask), opts, temperature, memory_budget, gradient_gemms,
     )  # fmt: skip
     return loss, dict(zip(STAT_NAMES[:-1], stats.unbind(0), strict=False))

@@ -49,6 +49,7 @@ def test_gpu_configurations_compile_without_spills() -> None:
         "logits_exp_kernel",
         "grad_hidden_kernel",
         "grad_weight_kernel",
+        "scale_exp_kernel",
     }
     for report in reports:
         assert report["local_bytes"] == 0, report

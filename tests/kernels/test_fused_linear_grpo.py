@@ -65,15 +65,17 @@ def reference(hidden, weight, targets, behaviour, advantages, mask, **kwargs):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize(
-    ("temperature", "aggregation"), [(1.0, "token_mean"), (0.7, "seq_mean_token_mean")]
-)
+    ("temperature", "aggregation", "gemms"),
+    [(1.0, "token_mean", "triton"), (0.7, "seq_mean_token_mean", "triton"),
+     (0.7, "constant", "torch")],
+)  # fmt: skip
 def test_loss_statistics_and_gradients_match_reference(
-    dtype: torch.dtype, temperature: float, aggregation: str
+    dtype: torch.dtype, temperature: float, aggregation: str, gemms: str
 ) -> None:
     inputs = make_inputs(int(10 * temperature) + dtype.itemsize, dtype)
     hidden, weight = inputs[:2]
     options = {"temperature": temperature, "aggregation": aggregation, "eps_high": 0.28}
-    loss, stats = fused_linear_grpo_loss(*inputs, backend="triton", **options)
+    loss, stats = fused_linear_grpo_loss(*inputs, backend="triton", gradient_gemms=gemms, **options)
     loss.backward()
     want_loss, want_stats, want_hidden, want_weight = reference(*inputs, **options)
 
@@ -87,10 +89,12 @@ def test_loss_statistics_and_gradients_match_reference(
     assert relative_error(weight.grad, want_weight) < GRAD_TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_many_even_chunks(dtype: torch.dtype) -> None:
-    """A budget of two row tiles: 7 x 10 = 70 positions walk in 3 even chunks of 32 rows (the
-    last 6), dWeight written by the first and accumulated by the others."""
+@pytest.mark.parametrize(("dtype", "gemms"), [(torch.float32, "triton"),
+                                              (torch.float16, "triton"),
+                                              (torch.float16, "torch")])  # fmt: skip
+def test_many_even_chunks(dtype: torch.dtype, gemms: str) -> None:
+    """A budget of two row tiles: 7 x 10 = 70 positions (5 row tiles) walk in 3 chunks of
+    16, 32 and 22 rows, dWeight written by the first and accumulated by the others."""
     inputs = make_inputs(20 + dtype.itemsize, dtype, rows=7, positions=10)
     hidden, weight = inputs[:2]
     cfg = op.launch_config(dtype, torch.device("cpu"))
@@ -98,7 +102,10 @@ def test_many_even_chunks(dtype: torch.dtype) -> None:
     budget = 2 * cfg.block_n * per_row + 5
     plan = op.chunk_plan(70, V, dtype.itemsize, cfg.block_n, cfg.tile_v, budget)
     assert (plan.chunk_rows, plan.n_chunks) == (32, 3)
-    loss, _ = fused_linear_grpo_loss(*inputs, memory_budget=budget, backend="triton")
+    assert plan.bounds() == [(0, 16), (16, 48), (48, 70)]
+    loss, _ = fused_linear_grpo_loss(
+        *inputs, memory_budget=budget, gradient_gemms=gemms, backend="triton"
+    )
     loss.backward()
     want_loss, _, want_hidden, want_weight = reference(*inputs)
     assert loss.item() == pytest.approx(want_loss.item(), rel=1e-5)
@@ -130,7 +137,8 @@ def test_even_chunks_and_extra_memory_at_the_target_shape() -> None:
     assert sum(sizes) == 10_000 and max(sizes) - min(sizes) <= 128
 
 
-def test_masked_positions_are_never_read() -> None:
+@pytest.mark.parametrize("gemms", ["triton", "torch"])
+def test_masked_positions_are_never_read(gemms: str) -> None:
     """NaN hidden states and out-of-range targets at masked and unused positions change
     nothing; their gradient rows are exact zeros."""
     hidden, weight, targets, behaviour, advantages, mask = make_inputs(31, torch.float32)
@@ -139,8 +147,9 @@ def test_masked_positions_are_never_read() -> None:
         hidden[:, :L][~mask] = float("nan")
     targets = torch.where(mask, targets, -100)
     loss, _ = fused_linear_grpo_loss(
-        hidden, weight, targets, behaviour, advantages, mask, backend="triton"
-    )
+        hidden, weight, targets, behaviour, advantages, mask, gradient_gemms=gemms,
+        backend="triton",
+    )  # fmt: skip
     loss.backward()
     want_loss, _, want_hidden, want_weight = reference(
         hidden, weight, targets, behaviour, advantages, mask
@@ -220,6 +229,7 @@ def test_gpu_tiles_under_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> Non
         ({"memory_budget": 0}, "memory_budget"),
         ({"memory_budget": 1000}, "memory_budget"),
         ({"temperature": 0.0}, "temperature"),
+        ({"gradient_gemms": "cublas"}, "gradient_gemms"),
     ],
 )
 def test_bad_options_raise(kwargs: dict, message: str) -> None:
