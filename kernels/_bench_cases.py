@@ -102,6 +102,11 @@ def correctness_cases(device: torch.device, quick: bool) -> list[Callable[[], di
     cases += [
         lambda name=name: _grpo_loss_case(device, name, quick, gen) for name in GRPO_OPTION_SETS
     ]
+    cases += [
+        lambda d=d, gemms=gemms: _fused_grpo_case(device, d, quick, gen, gemms)
+        for d in fused_dtypes
+        for gemms in ("triton", "torch")
+    ]
     return cases
 
 
@@ -133,12 +138,22 @@ def _correctness_row(
 def real_shape_correctness_cases(device: torch.device) -> list[Callable[[], dict[str, Any]]]:
     """bf16 checks at the sizes the GPU tiles, the vocabulary splits and the backward's row
     chunks and slabs are built for (``stalesim bench gpu`` runs them): log-probs at a real
-    vocabulary (N=1,024, V=151,936) and the fused path at gpu-small's (N=2,048, H=1,024,
-    V=32,768: 8 row chunks x 13 slabs in the backward)."""
+    vocabulary (N=1,024, V=151,936: the vocabulary-split forward on a 132-SM GPU), the fused
+    path at gpu-small's (N=2,048, H=1,024, V=32,768: 8 row chunks x 13 slabs in the
+    backward), and the fused GRPO op there in 4 row chunks, with each kind of gradient GEMM."""
     gen = torch.Generator().manual_seed(5)
+    # The fused GRPO op at gpu-small's H and V over 2 x 1,024 positions, its memory budget
+    # set for 4 chunks of 512 rows (at 32,768 columns a row takes 67,088 bytes).
+    grpo_shape, grpo_budget = (2, 1025, 1024, 1024, 32_768), 512 * 67_088
     return [
         lambda: _token_logprobs_case(device, torch.bfloat16, False, gen, shape=(1024, 151_936)),
         lambda: _fused_linear_case(device, torch.bfloat16, False, gen, shape=(2048, 32_768, 1024)),
+        *[
+            lambda gemms=gemms: _fused_grpo_case(
+                device, torch.bfloat16, False, gen, gemms, grpo_shape, grpo_budget
+            )
+            for gemms in ("triton", "torch")
+        ],
     ]
 
 
@@ -213,6 +228,66 @@ def _fused_linear_case(
         f"N={n} V={v} H={h} T={temperature}, bias",
         device,
         relative_error(got, want),
+        grad_error,
+        GRAD_TOLERANCE[dtype],
+    )
+
+
+def _fused_grpo_case(
+    device: torch.device,
+    dtype: torch.dtype,
+    quick: bool,
+    gen: torch.Generator,
+    gemms: str,
+    shape: tuple[int, int, int, int, int] | None = None,
+    memory_budget: int | None = None,
+) -> dict[str, Any]:
+    """:func:`~stalesim.kernels.fused_linear_grpo.fused_linear_grpo_loss` (``R, P, L, H, V``;
+    about 1 position in 5 masked) against its float64 reference: the loss's error relative to
+    its scale and the worse of the two gradients' relative errors."""
+    from stalesim.kernels.fused_linear_grpo import DEFAULT_MEMORY_BUDGET, fused_linear_grpo_loss
+    from stalesim.kernels.reference import fused_linear_logprobs_ref
+
+    rows, positions, length, h, v = shape or ((3, 6, 5, 24, 389) if quick else (4, 17, 16, 40, 517))
+    temperature = 0.9
+    hidden = torch.randn(rows, positions, h, generator=gen).to(dtype)
+    weight = (torch.randn(v, h, generator=gen) / h**0.5).to(dtype)
+    targets = torch.randint(0, v, (rows, length), generator=gen)
+    mask = torch.rand(rows, length, generator=gen) > 0.2
+    with torch.no_grad():
+        current = fused_linear_logprobs_ref(
+            hidden[:, :length].reshape(-1, h).double(), weight.double(), targets.reshape(-1),
+            temperature=temperature,
+        ).view(rows, length)  # fmt: skip
+    behaviour = (current + 0.3 * torch.randn(rows, length, generator=gen)).float()
+    advantages = torch.randn(rows, generator=gen)
+    options = {"temperature": temperature, **LOGITS_GRPO_OPTIONS}
+
+    exact = [t.double().requires_grad_() for t in (hidden, weight)]
+    want, _ = fused_linear_grpo_loss(
+        *exact, targets, behaviour.double(), advantages.double(), mask, backend="reference",
+        **options,
+    )  # fmt: skip
+    want.backward()
+    live = [t.to(device).requires_grad_() for t in (hidden, weight)]
+    got, _ = fused_linear_grpo_loss(
+        *live, targets.to(device), behaviour.to(device), advantages.to(device), mask.to(device),
+        memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET, gradient_gemms=gemms,
+        backend="triton", **options,
+    )  # fmt: skip
+    got.backward()
+    grad_error = max(relative_error(a.grad, b.grad) for a, b in zip(live, exact, strict=True))
+    # The loss sums terms of both signs, so it may be near 0; its error is taken relative to
+    # its scale, the token mean of |advantage| (each token's term is about A times a ratio
+    # near 1), not to its value.
+    scale = (advantages.abs()[:, None].expand(rows, length)[mask]).mean().item()
+    loss_error = abs(got.item() - want.item()) / max(scale, 1e-12)
+    return _correctness_row(
+        f"fused_linear_grpo_loss ({gemms} gradient GEMMs)",
+        dtype,
+        f"R={rows} P={positions} L={length} H={h} V={v} T={temperature}, masked positions",
+        device,
+        loss_error,
         grad_error,
         GRAD_TOLERANCE[dtype],
     )

@@ -25,7 +25,13 @@ def test_cpu_run_writes_correctness_rows_and_page(tmp_path) -> None:
     frame = pl.read_csv(out / "kernels.csv", infer_schema_length=None)
     assert tuple(frame.columns) == COLUMNS
     kernels = set(frame["kernel"])
-    assert kernels == {"token_logprobs", "fused_linear_logprobs", "grpo_loss"}
+    assert kernels == {
+        "token_logprobs",
+        "fused_linear_logprobs",
+        "grpo_loss",
+        "fused_linear_grpo_loss (triton gradient GEMMs)",
+        "fused_linear_grpo_loss (torch gradient GEMMs)",
+    }
     assert set(frame["pass"]) == {"correctness"}
     assert frame["status"].to_list() == ["ok"] * frame.height
     # The errors are real measurements: positive, and within the tolerances the rows state.
