@@ -249,3 +249,16 @@ def test_bad_inputs_raise() -> None:
         fused_linear_grpo_loss(
             hidden, weight.half(), targets, behaviour, advantages, mask, backend="triton"
         )
+
+
+def test_grouped_logit_tiles_over_many_row_blocks() -> None:
+    """7 x 25 = 175 positions are 11 row blocks of 16 in one chunk: a full group of 8 row
+    blocks walking the weight tiles side by side, and a partial group of 3."""
+    inputs = make_inputs(38, torch.float32, rows=7, positions=25)
+    hidden, weight = inputs[:2]
+    loss, _ = fused_linear_grpo_loss(*inputs, backend="triton")
+    loss.backward()
+    want_loss, _, want_hidden, want_weight = reference(*inputs)
+    assert loss.item() == pytest.approx(want_loss.item(), rel=1e-5)
+    assert relative_error(hidden.grad, want_hidden) < 1e-5
+    assert relative_error(weight.grad, want_weight) < 1e-5
