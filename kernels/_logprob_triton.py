@@ -335,11 +335,15 @@ COMBINE_BLOCK = 128
 
 
 def forward_splits(n_rows: int, n_vocab: int, block_v: int, sms: int) -> int:
-    """Programs per row of the forward: 1 (one program streams the row) when ``n_rows`` fill
-    :data:`PROGRAMS_PER_SM` programs on each of ``sms`` SMs, else enough vocabulary splits (of
-    whole tiles, at most one per tile) to do so. At V=151,936 with 2,048-wide tiles on 132
-    SMs: 256 rows take 5 splits of 15 tiles, 8,192 rows one."""
-    wanted = -(-PROGRAMS_PER_SM * sms // max(1, n_rows))
+    """Programs per row of the forward: 1 (one program streams the row) when ``n_rows`` reach
+    :data:`PROGRAMS_PER_SM` programs on each of ``sms`` SMs, else as many vocabulary splits
+    (of whole tiles, at most one per tile, at least 2) as keep the programs within that count,
+    so they run in one wave without a tail. At V=151,936 with 2,048-wide tiles on 132 SMs:
+    256 rows take 4 splits of 19 tiles (1,024 programs), 8,192 rows one."""
+    target = PROGRAMS_PER_SM * sms
+    if n_rows >= target:
+        return 1
+    wanted = max(2, target // max(1, n_rows))
     return max(1, min(wanted, -(-n_vocab // block_v)))
 
 
