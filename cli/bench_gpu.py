@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from stalesim.cli.bench_kernels import cuda_graphs_option
 from stalesim.cli.options import out_folder_option, quiet_option
 
 DEFAULT_OUT = "stalesim-out/bench-gpu"
@@ -52,8 +53,11 @@ TRAIN_LR = 3e-4
     show_default=True,
     help="Timed repeats per kernel bench measurement (median reported).",
 )
+@cuda_graphs_option()
 @quiet_option()
-def bench_gpu(out_dir: Path, train_steps: int, repeats: int, quiet: bool) -> None:
+def bench_gpu(
+    out_dir: Path, train_steps: int, repeats: int, cuda_graphs: bool, quiet: bool
+) -> None:
     """Check the kernels on a GPU: bf16 correctness (fused path included), the kernel bench
     against every installed baseline, and a short gpu-small training run through the compiled
     kernels, all under one folder; fails on a correctness failure. Needs CUDA."""
@@ -79,6 +83,7 @@ def bench_gpu(out_dir: Path, train_steps: int, repeats: int, quiet: bool) -> Non
         repeats=repeats,
         quiet=quiet,
         extra_correctness=cases.real_shape_correctness_cases(device),
+        cuda_graphs=cuda_graphs,
     )
     failures = correctness_failures(frame)
     parts["kernels"] = {

@@ -21,6 +21,17 @@ from stalesim.cli.options import out_folder_option, quiet_option
 DEFAULT_OUT = "stalesim-out/bench-kernels"
 
 
+def cuda_graphs_option():
+    """``--cuda-graphs/--no-cuda-graphs``: also time every case replayed from a CUDA graph."""
+    return click.option(
+        "--cuda-graphs/--no-cuda-graphs",
+        default=True,
+        show_default=True,
+        help="On a GPU, also time each case captured in a CUDA graph (no host time between "
+        "its kernels) and say which implementations cannot be captured.",
+    )
+
+
 @click.command("kernels")
 @out_folder_option(DEFAULT_OUT, "kernels.csv, summary.json and report.html.")
 @click.option("--quick", is_flag=True, help="Small shapes and few repeats: a smoke run.")
@@ -36,9 +47,15 @@ DEFAULT_OUT = "stalesim-out/bench-kernels"
     default=None,
     help="Timed repeats per measurement, median reported (default: 20, or 5 with --quick).",
 )
+@cuda_graphs_option()
 @quiet_option()
 def bench_kernels(
-    out_dir: Path, quick: bool, device: str | None, repeats: int | None, quiet: bool
+    out_dir: Path,
+    quick: bool,
+    device: str | None,
+    repeats: int | None,
+    cuda_graphs: bool,
+    quiet: bool,
 ) -> None:
     """Benchmark the log-prob, fused linear log-prob and GRPO loss kernels.
 
@@ -46,7 +63,7 @@ def bench_kernels(
     memory, achieved GB/s or TFLOP/s and its fraction of the measured ceiling, or, for
     correctness rows, the relative norm errors against the float64 reference.
     """
-    frame = run_kernel_bench(out_dir, quick, device, repeats, quiet)
+    frame = run_kernel_bench(out_dir, quick, device, repeats, quiet, cuda_graphs=cuda_graphs)
     failed = correctness_failures(frame)
     if failed:
         raise click.ClickException(f"correctness check failed: {', '.join(failed)}")
@@ -65,10 +82,12 @@ def run_kernel_bench(
     repeats: int | None,
     quiet: bool,
     extra_correctness: list | None = None,
+    cuda_graphs: bool = True,
 ):
     """What ``stalesim bench kernels`` does, returning the rows as a polars frame (failures
     are rows with status ``FAIL``, not exceptions). ``extra_correctness`` adds thunks to the
-    correctness half (``bench gpu`` adds checks at real shapes)."""
+    correctness half (``bench gpu`` adds checks at real shapes); ``cuda_graphs`` also times
+    each GPU case replayed from a CUDA graph."""
     import torch
     from stalesim.kernels import _bench_cases as cases
     from stalesim.kernels.backend import load_triton_module
@@ -102,7 +121,7 @@ def run_kernel_bench(
         # Every implementation's error against float64, on the inputs it is timed on.
         thunks += cases.error_cases(chosen, shapes)
         thunks += [
-            lambda case=case: cases.measure(case, chosen, repeats, ceilings)
+            lambda case=case: cases.measure(case, chosen, repeats, ceilings, cuda_graphs)
             for case in cases.timing_cases(chosen, shapes)
         ]
     with warnings.catch_warnings():
@@ -135,6 +154,8 @@ def run_kernel_bench(
             )
     elif compile_reports is not None:
         click.echo(compile_reports)
+    if chosen.type == "cuda":
+        click.echo(graph_line(rows, cuda_graphs))
     if chosen.type != "cuda":
         click.echo(NOT_MEASURED)
     page = f", {out_dir / 'report.html'}" if page_written else ""
@@ -145,6 +166,23 @@ def run_kernel_bench(
             f"not installed here; render it elsewhere with `stalesim report kernels {out_dir}`"
         )
     return frame
+
+
+def graph_line(rows: list[dict[str, Any]], cuda_graphs: bool) -> str:
+    """One line on the CUDA-graph timings: how many timed cases were captured, and each
+    implementation that could not be (with the reason its first refusal gave)."""
+    if not cuda_graphs:
+        return "CUDA graphs: not used (--no-cuda-graphs); every time includes host launch time"
+    timed = [r for r in rows if r.get("timing_note")]
+    refused: dict[str, str] = {}
+    for r in timed:
+        if r["graph_median_s"] is None:
+            refused.setdefault(f"{r['implementation']} ({r['kernel']})", r["timing_note"])
+    captured = sum(r["graph_median_s"] is not None for r in timed)
+    line = f"CUDA graphs: {captured} of {len(timed)} timed cases captured"
+    if not refused:
+        return line + "; every implementation could be captured"
+    return line + "; cannot be captured: " + "; ".join(f"{k}: {v}" for k, v in refused.items())
 
 
 def _ceilings_line(measured: dict[str, float], datasheet: dict[str, float] | None) -> str:
@@ -207,7 +245,8 @@ def _row_line(r: dict[str, Any]) -> str:
         return (
             f"{labels}: {number('median_s', '.3f', 1e3)} ms, {number('achieved', '.1f')} "
             f"{r['achieved_unit']} ({number('fraction_of_ceiling', '.1%')} of ceiling), "
-            f"peak extra {number('peak_extra_bytes', ',.0f')} B {r['status']}"
+            f"peak extra {number('peak_extra_bytes', ',.0f')} B, "
+            f"graph {number('graph_median_s', '.3f', 1e3)} ms {r['status']}"
         )
     if r.get("forward_rel_error") is not None:
         return (
@@ -253,7 +292,10 @@ def _write_results(
     from stalesim.kernels._bench_cases import COLUMNS
     from stalesim.reports.kernel_bench_page import KERNELS_CSV_TYPES
 
-    schema = {name: KERNELS_CSV_TYPES.get(name, pl.String) for name in COLUMNS}
+    # The page reads the columns of KERNELS_CSV_TYPES; the graph time is written as a number
+    # beside them (older results, without it, still render).
+    types = KERNELS_CSV_TYPES | {"graph_median_s": pl.Float64}
+    schema = {name: types.get(name, pl.String) for name in COLUMNS}
     frame = pl.DataFrame(rows, schema=schema)
     atomic_write(out_dir / "kernels.csv", lambda tmp: frame.write_csv(tmp))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -271,9 +313,26 @@ def _write_results(
         "rows": frame.height,
         "sm90_compile": compile_reports,
         "targets": targets,
+        "cuda_graphs": _graph_summary(rows),
     }
     write_json(out_dir / "summary.json", summary)
     return frame
+
+
+def _graph_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's ``cuda_graphs``: captured and refused cases, each refusal's reason."""
+    timed = [r for r in rows if r.get("timing_note")]
+    return {
+        "captured": sum(r["graph_median_s"] is not None for r in timed),
+        "timed": len(timed),
+        "not_capturable": sorted(
+            {
+                f"{r['implementation']} ({r['kernel']}): {r['timing_note']}"
+                for r in timed
+                if r["graph_median_s"] is None
+            }
+        ),
+    }
 
 
 def _print_table(frame) -> None:
@@ -288,6 +347,7 @@ def _print_table(frame) -> None:
         "dtype",
         "shape",
         "median ms",
+        "graph ms",
         "rate",
         "of ceiling",
         "fwd err",
@@ -305,6 +365,7 @@ def _print_table(frame) -> None:
             r["dtype"],
             r["shape"],
             _number(r["median_s"], ".3f", 1e3),
+            _number(r["graph_median_s"], ".3f", 1e3),
             rate,
             _number(r["fraction_of_ceiling"], ".1%"),
             _number(r["forward_rel_error"], ".1e"),

@@ -7,6 +7,8 @@ interpreter on where there is no CUDA):
 * :func:`fused_linear_logprobs` — log-probs fused with the output projection.
 * :func:`grpo_loss` — the GRPO loss and its off-policy statistics.
 * :func:`logits_grpo_loss` — the GRPO loss from logits, skipping masked and unused positions.
+* :func:`fused_linear_grpo_loss` — the GRPO loss fused with the output projection, its
+  gradients made in the forward.
 * :func:`group_advantages` — advantages normalised inside each group.
 """
 
@@ -39,6 +41,7 @@ _EXPORTS = {
     "fused_linear_logprobs": "stalesim.kernels.fused_linear",
     "grpo_loss": "stalesim.kernels.loss",
     "logits_grpo_loss": "stalesim.kernels.logits_loss",
+    "fused_linear_grpo_loss": "stalesim.kernels.fused_linear_grpo",
     "group_advantages": "stalesim.kernels.advantages",
 }
 

@@ -71,6 +71,32 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                     backward.num_warps, 3,
                 )
             )  # fmt: skip
+        for with_entropy in (False, True):
+            jobs.append(
+                (
+                    logprob._logprob_split_forward_kernel,
+                    {"logits_ptr": f"*{short}", "targets_ptr": "*i64", "part_max_ptr": "*fp32",
+                     "part_sum_ptr": "*fp32", "part_w_ptr": "*fp32",
+                     "target_logit_ptr": "*fp32", "keep_ptr": "*u8", "n_rows": "i32",
+                     "n_vocab": ALIGNED, "split_len": ALIGNED, "stride_row": ALIGNED,
+                     "inv_temperature": "fp32"},
+                    {"BLOCK_V": forward.block_v, "WITH_ENTROPY": with_entropy,
+                     "HAS_KEEP": short == "bf16"},
+                    forward.num_warps, 3,
+                )
+            )  # fmt: skip
+            jobs.append(
+                (
+                    logprob._logprob_split_combine_kernel,
+                    {"part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_w_ptr": "*fp32",
+                     "target_logit_ptr": "*fp32", "targets_ptr": "*i64", "keep_ptr": "*u8",
+                     "logp_ptr": "*fp32", "lse_ptr": "*fp32", "entropy_ptr": "*fp32",
+                     "n_rows": "i32", "n_vocab": ALIGNED, "n_splits": "i32"},
+                    {"BLOCK": logprob.COMBINE_BLOCK, "WITH_ENTROPY": with_entropy,
+                     "HAS_KEEP": short == "bf16"},
+                    4, 1,
+                )
+            )  # fmt: skip
         cfg = fused.launch_config(dtype, torch.device("cuda"))
         operands = {"hidden_ptr": f"*{short}", "weight_ptr": f"*{short}",
                     "bias_ptr": f"*{short}", "targets_ptr": "*i64"}  # fmt: skip
@@ -82,7 +108,8 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
                 (
                     fused._fused_forward_kernel,
                     {**operands, "partial_max_ptr": "*fp32", "partial_sum_ptr": "*fp32",
-                     "partial_target_ptr": "*fp32", "n_splits": "i32", **sizes},
+                     "partial_target_ptr": "*fp32", "n_splits": "i32", **sizes,
+                     "row_bucket": "i32"},
                     {"HAS_BIAS": True, "GROUP_ROWS": fused.GROUP_ROWS,
                      "BLOCK_N": tile.block_n, "BLOCK_V": tile.block_v,
                      "BLOCK_H": tile.block_h, "DOT_PRECISION": cfg.dot_precision},
@@ -131,6 +158,7 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
             {"BLOCK_V": forward.block_v}, forward.num_warps, 3,
         )
     )  # fmt: skip
+    jobs.extend(_grad_in_forward_jobs())
     jobs.append(
         (
             onepass.scale_kernel,
@@ -139,6 +167,90 @@ def _jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
         )
     )  # fmt: skip
     return jobs
+
+
+def _grad_in_forward_jobs() -> list[tuple[Any, dict[str, Any], dict[str, Any], int, int]]:
+    """The three kernels of the fused linear + GRPO op with the gradient in the forward, at
+    their GPU tiles in bf16 and float32."""
+    import torch
+    from stalesim.kernels import fused_linear_grpo as gif
+
+    jobs = []
+    for dtype, short in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+        cfg = gif.launch_config(dtype, torch.device("cuda"))
+        rows = {"targets_ptr": "*i64", "keep_ptr": "*u8", "n_rows": "i32", "n_vocab": ALIGNED,
+                "n_hidden": ALIGNED, "n_tiles": "i32"}  # fmt: skip
+        scales = {"exp_ptr": f"*{short}", "scale_ptr": "*fp32", "coef_ptr": "*fp32"}
+        common = {"TILE_V": cfg.tile_v, "DOT_PRECISION": cfg.dot_precision}
+        jobs.append(
+            (
+                gif.logits_exp_kernel,
+                {"hidden_ptr": f"*{short}", "weight_ptr": f"*{short}", "exp_ptr": f"*{short}",
+                 "tile_max_ptr": "*fp32", "tile_sum_ptr": "*fp32", "target_logit_ptr": "*fp32",
+                 **rows, "stride_hidden": ALIGNED, "stride_weight": ALIGNED,
+                 "stride_exp": ALIGNED, "inv_temperature": "fp32"},
+                {"GROUP_ROWS": 8, "BLOCK_N": cfg.block_n, "BLOCK_H": cfg.block_h, **common},
+                cfg.num_warps, cfg.num_stages,
+            )
+        )  # fmt: skip
+        jobs.append(
+            (
+                gif.grad_hidden_kernel,
+                {**scales, **rows, "weight_ptr": f"*{short}", "grad_hidden_ptr": f"*{short}",
+                 "stride_exp": ALIGNED, "stride_weight": ALIGNED, "stride_grad": ALIGNED},
+                {**common, "BLOCK_N": cfg.block_n, "BLOCK_H": cfg.grad_h,
+                 "BLOCK_K": cfg.block_k},
+                cfg.num_warps, cfg.num_stages,
+            )
+        )  # fmt: skip
+        jobs.append(
+            (
+                gif.grad_weight_kernel,
+                {**scales, **rows, "hidden_ptr": f"*{short}", "grad_weight_ptr": f"*{short}",
+                 "stride_exp": ALIGNED, "stride_hidden": ALIGNED, "stride_grad": ALIGNED},
+                {"ACCUMULATE": True, **common, "BLOCK_V": cfg.block_v, "BLOCK_H": cfg.grad_h,
+                 "BLOCK_R": cfg.block_r},
+                cfg.num_warps, cfg.num_stages,
+            )
+        )  # fmt: skip
+        jobs.append(
+            (
+                gif.scale_exp_kernel,
+                {**scales, "targets_ptr": "*i64", "keep_ptr": "*u8", "n_vocab": ALIGNED,
+                 "n_tiles": "i32", "stride_exp": ALIGNED},
+                {"TILE_V": cfg.tile_v, "BLOCK": gif.SCALE_COLUMNS}, 4, 1,
+            )
+        )  # fmt: skip
+    return jobs
+
+
+SASS_OPS = ("HGMMA", "HMMA", "FFMA", "FMUL", "FADD", "MUFU", "FMNMX", "LDG", "LDGSTS", "LDS",
+            "STG", "STS", "SHFL", "BAR", "ATOMG", "RED", "BRA")  # fmt: skip
+"""SASS opcodes counted per kernel: tensor-core ops, the float pipes, ``exp`` (MUFU), memory
+traffic instructions (global loads, asynchronous copies, shared memory, stores), shuffles,
+barriers, atomics and branches."""
+
+
+def instruction_counts(sass: str, ptx: str) -> dict[str, Any]:
+    """Static instruction counts of one kernel: every SASS instruction, the opcodes of
+    :data:`SASS_OPS` (by their first dotted part), and PTX instructions (lines that are neither
+    directives, labels, braces nor comments). Static: a loop body counts once."""
+    opcodes = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass)
+    by_op = {op: sum(1 for o in opcodes if o == op) for op in SASS_OPS}
+    ptx_lines = [line.strip() for line in ptx.splitlines()]
+    ptx_count = sum(
+        1
+        for line in ptx_lines
+        if line
+        and not line.startswith((".", "//", "{", "}", "$", "@$"))
+        and line.endswith(";")
+        and not line.endswith(":")
+    )
+    return {
+        "sass_instructions": len(opcodes),
+        "sass_ops": {op: n for op, n in by_op.items() if n},
+        "ptx_instructions": ptx_count,
+    }
 
 
 def compile_for_sm90() -> list[dict[str, Any]]:
@@ -169,20 +281,35 @@ def compile_for_sm90() -> list[dict[str, Any]]:
                 check=True,
             ).stdout
         resources = dict(re.findall(r"(REG|LOCAL|SHARED):(\d+)", usage))
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+            cubin.write(compiled.asm["cubin"])
+            cubin.flush()
+            sass = subprocess.run(
+                [str(cuobjdump), "--dump-sass", cubin.name],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
         ttgir = compiled.asm["ttgir"]
         reports.append(
             {
                 "kernel": kernel.__name__,
                 "variant": ",".join(f"{k}={v}" for k, v in constexprs.items() if k.isupper())
                 + f",warps={warps},stages={stages}",
-                "operand": arg_types.get(
-                    "hidden_ptr", arg_types.get("logits_ptr", arg_types.get("logp_ptr"))
+                "operand": next(
+                    (
+                        arg_types[n]
+                        for n in ("hidden_ptr", "logits_ptr", "exp_ptr", "logp_ptr", "grad_ptr")
+                        if n in arg_types
+                    ),
+                    None,
                 ),
                 "registers": int(resources["REG"]),
                 "local_bytes": int(resources["LOCAL"]),
                 "shared_bytes": compiled.metadata.shared,
                 "uses_wgmma": "warp_group_dot" in ttgir,
                 "pipelined": "async_copy_global_to_local" in ttgir,
+                **instruction_counts(sass, compiled.asm["ptx"]),
             }
         )
     return reports

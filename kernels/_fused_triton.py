@@ -166,6 +166,7 @@ def _fused_forward_kernel(
     stride_hidden,
     stride_weight,
     inv_temperature,
+    row_bucket,  # unused by the body: the autotuner's key for N (see row_bucket())
     HAS_BIAS: tl.constexpr,
     GROUP_ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -231,9 +232,17 @@ def _autotuned(kernel):
         )
         for c in FORWARD_CONFIGS
     ]
-    # The tuning key leaves N out: training calls vary N every step and the best tile does
-    # not depend on it once there are several waves of programs.
-    return triton.autotune(configs=configs, key=["n_hidden", "n_vocab"])(kernel)
+    # N enters the key as a power-of-two bucket of row blocks: the best tile changes with the
+    # number of waves N makes, but a training run that varies N every step must not re-tune
+    # every step.
+    return triton.autotune(configs=configs, key=["row_bucket", "n_hidden", "n_vocab"])(kernel)
+
+
+def row_bucket(n_rows: int) -> int:
+    """The autotune key's N: the number of 128-row blocks rounded up to a power of two
+    (N=16,384 and N=9,000 both tune as 128 blocks; N=2,048 as 16)."""
+    blocks = max(1, -(-n_rows // 128))
+    return 1 << (blocks - 1).bit_length()
 
 
 # The interpreter would run every candidate; it gets the one fixed tile of launch_config.
@@ -335,6 +344,7 @@ def fused_forward(
         hidden, weight, bias if bias is not None else weight, targets,
         partial[0], partial[1], partial[2],
         n_rows, n_vocab, n_hidden, splits, hidden.stride(0), weight.stride(0), 1.0 / temperature,
+        row_bucket(n_rows),
     )  # fmt: skip
     flags = {"HAS_BIAS": bias is not None, "GROUP_ROWS": GROUP_ROWS}
     if _fused_forward_tuned is not None and hidden.dtype != torch.float32:

@@ -12,12 +12,15 @@ Predicted cost at N=16,384, H=2,048, V=248,320 in bf16 (analytic, not measured):
   (Triton ``tl.dot`` for the logit tiles, cuBLAS for both gradient products). 8NHV executed
   for 6NHV of model FLOPs; the bench credits the 6NHV.
 * Memory beyond the inputs: dHidden + dWeight (``(N + V) H`` bf16 = 1,084 MB) plus a
-  2,560-row float32 dHidden chunk (21.0 MB) and a 2,560 x 4,224 bf16 slab (21.6 MB): 1.039x the
-  gradient buffers (target 1.05x); see :func:`backward_plan`.
+  2,048-row float32 dHidden chunk (16.8 MB) and a 2,048 x 5,248 bf16 slab (21.5 MB): 1.035x the
+  gradient buffers (target 1.05x), in 8 even row chunks of 48 even slabs; see
+  :func:`backward_plan`.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -35,25 +38,58 @@ from stalesim.kernels.checks import (
 EXTRA_FRACTION = 0.04
 """The backward's working memory (one row chunk's float32 dHidden plus one slab of logit
 gradients), as a fraction of the gradient buffers it fills (``(N + V) * H`` elements of the
-input dtype). At N=16,384, H=2,048, V=248,320 in bf16 that is 43 MB, so the backward's peak is
-about 1.04x its gradient buffers (see :func:`backward_plan`)."""
+input dtype). At N=16,384, H=2,048, V=248,320 in bf16 that allows 43 MB and the plan uses 38 MB,
+so the backward's peak is about 1.035x its gradient buffers (see :func:`backward_plan`)."""
 
 MIN_CHUNK_ROWS = 128
 """Rows per chunk are a multiple of this (one tensor-core tile), and at least this many."""
 
+OUTPUT_TILE = 128
+"""The output tile edge the wave count of the dHidden GEMM assumes (cuBLAS's usual tile)."""
+
+DEFAULT_SMS = 132
+"""SMs assumed off CUDA (an H100 or H200), so the plan is the same on every machine."""
+
+WAVE_GAIN = 0.02
+"""A plan with more row chunks is taken only when it fills the GPU's waves this much better."""
+
 
 @dataclass(frozen=True)
 class BackwardPlan:
-    """How the backward walks the ``[N, V]`` logit gradients: ``chunk_rows`` rows at a time,
-    each row chunk in slabs of ``slab_columns`` vocabulary columns."""
+    """How the backward walks the ``[N, V]`` logit gradients: ``n_chunks`` even row chunks of
+    at most ``chunk_rows`` rows, each in ``n_slabs`` even slabs of at most ``slab_columns``
+    vocabulary columns (chunks and slabs are whole tiles and differ by at most one)."""
 
     chunk_rows: int
     slab_columns: int
+    n_chunks: int = 1
+    n_slabs: int = 1
 
     def extra_bytes(self, n_hidden: int, element_bytes: int) -> int:
         """Working memory beyond the gradient buffers: the chunk's float32 dHidden and one
         slab (the float32 bias gradient, ``4 V`` bytes, comes on top when a bias is trained)."""
         return self.chunk_rows * (4 * n_hidden + element_bytes * self.slab_columns)
+
+    def row_bounds(self, n_rows: int) -> list[tuple[int, int]]:
+        """``(first, end)`` row of each chunk."""
+        return even_bounds(n_rows, MIN_CHUNK_ROWS, self.n_chunks)
+
+    def slab_bounds(self, n_vocab: int, tile: int) -> list[tuple[int, int]]:
+        """``(first, end)`` vocabulary column of each slab."""
+        return even_bounds(n_vocab, tile, self.n_slabs)
+
+
+def even_bounds(total: int, unit: int, parts: int) -> list[tuple[int, int]]:
+    """``[0, total)`` in ``parts`` runs of whole ``unit``s, as even as units allow (the last
+    unit may be partial); empty runs are dropped."""
+    units = math.ceil(total / unit)
+    edges = [min(total, i * units // parts * unit) for i in range(parts + 1)]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def wave_efficiency(tiles: int, sms: int) -> float:
+    """Busy fraction of the SMs over the waves ``tiles`` output tiles take on ``sms`` SMs."""
+    return tiles / (math.ceil(tiles / sms) * sms) if tiles else 1.0
 
 
 def gradient_bytes(n_rows: int, n_hidden: int, n_vocab: int, element_bytes: int) -> int:
@@ -62,19 +98,40 @@ def gradient_bytes(n_rows: int, n_hidden: int, n_vocab: int, element_bytes: int)
 
 
 def backward_plan(
-    n_rows: int, n_hidden: int, n_vocab: int, element_bytes: int, tile: int
+    n_rows: int,
+    n_hidden: int,
+    n_vocab: int,
+    element_bytes: int,
+    tile: int,
+    sms: int = DEFAULT_SMS,
 ) -> BackwardPlan:
-    """Row chunk and slab width that keep the working memory within :data:`EXTRA_FRACTION` of
-    the gradient buffers: half of it for the chunk's float32 dHidden, half for the slab.
+    """Row chunks and slabs that keep the working memory within :data:`EXTRA_FRACTION` of the
+    gradient buffers (half of it for the chunk's float32 dHidden, half for the slab), with
+    chunks split evenly and their count chosen so the dHidden GEMM of a chunk
+    (``chunk_rows / 128 x H / 128`` output tiles) fills whole waves of the ``sms`` SMs: from
+    the fewest chunks that fit, up to four more are tried and one is taken only when it is
+    :data:`WAVE_GAIN` better. At N=16,384, H=2,048 on 132 SMs, 7 chunks of 2,432 rows would run
+    304 tiles in 3 waves (77% busy); 8 chunks of 2,048 rows run 256 tiles in 2 (97%).
 
     At least :data:`MIN_CHUNK_ROWS` rows (or all of them) and one ``tile`` of columns are used,
     so very small problems may exceed the fraction by a few tiles' worth.
     """
     half = EXTRA_FRACTION * gradient_bytes(n_rows, n_hidden, n_vocab, element_bytes) / 2
-    rows = int(half // (4 * n_hidden)) // MIN_CHUNK_ROWS * MIN_CHUNK_ROWS
-    rows = min(n_rows, max(MIN_CHUNK_ROWS, rows))
+    most_tiles = max(1, int(half // (4 * n_hidden)) // MIN_CHUNK_ROWS)
+    row_tiles = max(1, math.ceil(n_rows / MIN_CHUNK_ROWS))
+    fewest = math.ceil(row_tiles / most_tiles)
+    h_tiles = math.ceil(n_hidden / OUTPUT_TILE)
+    n_chunks, best = fewest, -1.0
+    for parts in range(fewest, min(row_tiles, fewest + 4) + 1):
+        efficiency = wave_efficiency(math.ceil(row_tiles / parts) * h_tiles, sms)
+        if efficiency > best + WAVE_GAIN:
+            n_chunks, best = parts, efficiency
+    rows = max(1, min(n_rows, math.ceil(row_tiles / n_chunks) * MIN_CHUNK_ROWS))
     columns = int(half // max(1, rows * element_bytes)) // tile * tile
-    return BackwardPlan(max(1, rows), min(n_vocab, max(tile, columns)))
+    columns = min(n_vocab, max(tile, columns))
+    n_slabs = max(1, math.ceil(n_vocab / columns))
+    widest = min(n_vocab, math.ceil(math.ceil(n_vocab / tile) / n_slabs) * tile)
+    return BackwardPlan(rows, max(1, widest), n_chunks, n_slabs)
 
 
 def _dense_columns(t: torch.Tensor) -> torch.Tensor:
@@ -140,19 +197,23 @@ class _FusedLinearLogprobs(torch.autograd.Function):
         grad_weight = new_buffer((n_vocab, n_hidden), dtype, device) if want_weight else None
         grad_bias32 = new_buffer((n_vocab,), torch.float32, device) if want_bias else None
         tile = kernels.launch_config(dtype, device).block_v
-        plan = backward_plan(n_rows, n_hidden, n_vocab, hidden.element_size(), tile)
+        sms = (
+            torch.cuda.get_device_properties(device).multi_processor_count
+            if device.type == "cuda"
+            else DEFAULT_SMS
+        )
+        plan = backward_plan(n_rows, n_hidden, n_vocab, hidden.element_size(), tile, sms)
         slab_full = new_buffer((plan.chunk_rows, plan.slab_columns), dtype, device)
         chunk_hidden32 = (
             new_buffer((plan.chunk_rows, n_hidden), torch.float32, device) if want_hidden else None
         )
-        for r0 in range(0, n_rows, plan.chunk_rows):
-            r1 = min(n_rows, r0 + plan.chunk_rows)
+        slabs = plan.slab_bounds(n_vocab, tile)
+        for r0, r1 in plan.row_bounds(n_rows):
             first_chunk = r0 == 0
             if want_hidden:
                 acc = chunk_hidden32[: r1 - r0]
                 acc.zero_()
-            for v0 in range(0, n_vocab, plan.slab_columns):
-                v1 = min(n_vocab, v0 + plan.slab_columns)
+            for v0, v1 in slabs:
                 slab = slab_full[: r1 - r0, : v1 - v0]
                 with launch_on(device):
                     kernels.fused_grad_logits(

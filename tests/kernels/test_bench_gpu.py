@@ -34,6 +34,6 @@ def test_real_shape_checks_cover_the_fused_backward_chunks() -> None:
     """The fused real-shape check's backward walks several row chunks and slabs."""
     from stalesim.kernels.fused_linear import backward_plan
 
-    assert len(cases.real_shape_correctness_cases(torch.device("cpu"))) == 2
+    assert len(cases.real_shape_correctness_cases(torch.device("cpu"))) == 4
     plan = backward_plan(2048, 1024, 32_768, 2, 128)
     assert -(-2048 // plan.chunk_rows) == 8 and -(-32_768 // plan.slab_columns) == 13

@@ -67,6 +67,7 @@ def _stand_ins() -> dict[str, list[cases.Baseline]]:
             absent,
         ],
         cases.LOGITS_GRPO_KERNEL: [cases.Baseline("stand-in loss", grpo, "", "loss"), absent],
+        cases.FUSED_GRPO_KERNEL: [absent],
     }
 
 
@@ -77,7 +78,8 @@ def test_error_rows_for_every_implementation_against_float64() -> None:
     rows = [thunk() for thunk in thunks]
     assert {r["pass"] for r in rows} == {cases.ERROR_PASS}
     seen = {(r["kernel"], r["implementation"], r["shape"].rsplit(", ", 1)[-1]) for r in rows}
-    for kernel in ("token_logprobs", "fused_linear_logprobs", cases.LOGITS_GRPO_KERNEL):
+    for kernel in ("token_logprobs", "fused_linear_logprobs", cases.LOGITS_GRPO_KERNEL,
+                   cases.FUSED_GRPO_KERNEL):  # fmt: skip
         for kind in ("random logits", "peaked logits"):
             for name in ("triton", "torch eager", "absent"):
                 assert (kernel, name, kind) in seen, (kernel, name, kind)

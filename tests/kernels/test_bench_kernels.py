@@ -25,7 +25,13 @@ def test_cpu_run_writes_correctness_rows_and_page(tmp_path) -> None:
     frame = pl.read_csv(out / "kernels.csv", infer_schema_length=None)
     assert tuple(frame.columns) == COLUMNS
     kernels = set(frame["kernel"])
-    assert kernels == {"token_logprobs", "fused_linear_logprobs", "grpo_loss"}
+    assert kernels == {
+        "token_logprobs",
+        "fused_linear_logprobs",
+        "grpo_loss",
+        "fused_linear_grpo_loss (triton gradient GEMMs)",
+        "fused_linear_grpo_loss (torch gradient GEMMs)",
+    }
     assert set(frame["pass"]) == {"correctness"}
     assert frame["status"].to_list() == ["ok"] * frame.height
     # The errors are real measurements: positive, and within the tolerances the rows state.
@@ -66,8 +72,13 @@ def test_timing_half_runs_on_cpu_at_tiny_shapes() -> None:
         for pass_ in ("forward", "forward+backward"):
             assert {(kernel, pass_, "triton"), (kernel, pass_, "torch eager")} <= kinds
     assert ("grpo_loss", "forward+backward", "triton") in kinds
+    assert (cases.FEW_ROWS_KERNEL, "forward", "triton") in kinds
+    grpo = (cases.FUSED_GRPO_KERNEL, "forward+backward")
+    assert {(*grpo, "triton"), (*grpo, "triton low-memory (log-probs + GRPO loss)"),
+            (*grpo, "torch eager")} <= kinds  # fmt: skip
     # Every logits case runs on random and on peaked logits.
-    for kernel in ("token_logprobs", "fused_linear_logprobs", cases.LOGITS_GRPO_KERNEL):
+    for kernel in ("token_logprobs", "fused_linear_logprobs", cases.LOGITS_GRPO_KERNEL,
+                   cases.FUSED_GRPO_KERNEL):  # fmt: skip
         shapes_run = {c.labels["shape"].rsplit(", ", 1)[-1] for c in timed
                       if c.labels["kernel"] == kernel}  # fmt: skip
         assert shapes_run == {"random logits", "peaked logits"}, kernel
@@ -82,6 +93,7 @@ def test_timing_half_runs_on_cpu_at_tiny_shapes() -> None:
         "cut cross-entropy (cce_exact)",
         "liger triton_grpo_loss",
         "trl selective_log_softmax + loss",
+        "liger fused_linear_grpo",
     ):
         assert any(c.labels["implementation"] == name for c in timed), name
 
@@ -118,14 +130,16 @@ def test_target_verdicts_from_rows() -> None:
     rows = [
         timed("token_logprobs", "forward", 0.91),
         timed(cases.LOGITS_GRPO_KERNEL, "forward+backward", 0.85),  # 1/0.85 = 1.18x the floor
-        timed("fused_linear_logprobs", "forward+backward", 0.61, peak=1040, grads=1000),
+        timed("fused_linear_logprobs", "forward+backward", 0.68, peak=1040, grads=1000),
+        timed(cases.FEW_ROWS_KERNEL, "forward", 0.84),
+        timed(cases.FUSED_GRPO_KERNEL, "forward+backward", 0.81),
     ]
     verdicts = {v["figure"]: v for v in cases.target_verdicts(rows, at_target_shapes=True)}
     by_kernel = [verdicts[t.figure] for t in cases.TARGETS]
-    assert [v["verdict"] for v in by_kernel] == ["pass", "fail", "pass", "pass"]
+    assert [v["verdict"] for v in by_kernel] == ["pass", "fail", "pass", "pass", "fail", "pass"]
     assert by_kernel[3]["value"] == pytest.approx(1.04)
     assert by_kernel[1]["target"] == ">= 0.87"
-    rows[2] = timed("fused_linear_logprobs", "forward+backward", 0.61, peak=1060, grads=1000)
+    rows[2] = timed("fused_linear_logprobs", "forward+backward", 0.68, peak=1060, grads=1000)
     assert cases.target_verdicts(rows, True)[3]["verdict"] == "fail"
     assert {v["verdict"] for v in cases.target_verdicts(rows, False)} == {"not measured"}
     assert {v["verdict"] for v in cases.target_verdicts([], True)} == {"not measured"}
@@ -159,3 +173,28 @@ def test_without_the_page_renderer_the_data_is_kept_and_the_page_made_later(
     rendered = CliRunner().invoke(main, ["report", "kernels", str(out)])
     assert rendered.exit_code == 0, rendered.output
     assert "Relative errors" in (out / "report.html").read_text()
+
+
+def test_graph_line_names_what_cannot_be_captured() -> None:
+    """The CUDA-graph summary line and summary.json entry, from rows by hand."""
+    from stalesim.cli.bench_kernels import _graph_summary, graph_line
+
+    def timed(impl: str, seconds: float | None, note: str) -> dict:
+        return cases.row(
+            kernel="fused_linear_logprobs", implementation=impl, graph_median_s=seconds,
+            timing_note=note, **{"pass": "forward+backward"},
+        )  # fmt: skip
+
+    rows = [
+        timed("triton", 0.09, "captured in a CUDA graph"),
+        timed("torch.compile", 0.1, "captured in a CUDA graph"),
+        timed("liger fused_linear_cross_entropy", None, "capture impossible: sync"),
+        cases.row(kernel="token_logprobs", implementation="triton", **{"pass": "correctness"}),
+    ]
+    line = graph_line(rows, cuda_graphs=True)
+    assert line.startswith("CUDA graphs: 2 of 3 timed cases captured; cannot be captured: ")
+    assert "liger fused_linear_cross_entropy (fused_linear_logprobs): capture impossible" in line
+    assert "every implementation" in graph_line(rows[:2], cuda_graphs=True)
+    assert "not used" in graph_line(rows, cuda_graphs=False)
+    summary = _graph_summary(rows)
+    assert (summary["captured"], summary["timed"], len(summary["not_capturable"])) == (2, 3, 1)

@@ -39,11 +39,17 @@ def test_gpu_configurations_compile_without_spills() -> None:
     assert kernels == {
         "_logprob_forward_kernel",
         "_logprob_backward_kernel",
+        "_logprob_split_forward_kernel",
+        "_logprob_split_combine_kernel",
         "_fused_forward_kernel",
         "_fused_grad_logits_kernel",
         "grpo_forward_kernel",
         "logits_grpo_onepass_kernel",
         "scale_kernel",
+        "logits_exp_kernel",
+        "grad_hidden_kernel",
+        "grad_weight_kernel",
+        "scale_exp_kernel",
     }
     for report in reports:
         assert report["local_bytes"] == 0, report
@@ -52,5 +58,13 @@ def test_gpu_configurations_compile_without_spills() -> None:
     matmuls = [r for r in reports if r["operand"] == "*bf16" and r["kernel"].startswith("_fused")]
     # Every autotuned forward tile plus the logit-gradient kernel.
     assert len(matmuls) == len(FORWARD_CONFIGS) + 1
+    # The gradient-in-forward op's three matmuls, in bf16.
+    matmuls += [
+        r
+        for r in reports
+        if r["operand"] == "*bf16"
+        and r["kernel"] in ("logits_exp_kernel", "grad_hidden_kernel", "grad_weight_kernel")
+    ]
+    assert len(matmuls) == len(FORWARD_CONFIGS) + 4
     for report in matmuls:
         assert report["uses_wgmma"] and report["pipelined"], report

@@ -92,7 +92,10 @@ def test_backward_over_row_chunks_and_slabs(
     monkeypatch.setattr(fused_linear, "MIN_CHUNK_ROWS", 16)
     monkeypatch.setattr(fused_linear, "EXTRA_FRACTION", 1e-9)
     plan = fused_linear.backward_plan(rows, H, V, dtype.itemsize, tile)
-    assert plan == fused_linear.BackwardPlan(chunk_rows=16, slab_columns=tile)
+    assert plan == fused_linear.BackwardPlan(
+        chunk_rows=16, slab_columns=tile, n_chunks=3, n_slabs=13
+    )
+    assert plan.row_bounds(rows) == [(0, 16), (16, 32), (32, 40)]
     hidden, weight, bias, targets, upstream = make_inputs(5, dtype, True, rows=rows)
     logp = fused_linear_logprobs(hidden, weight, targets, bias=bias, backend="triton")
     logp.backward(upstream)
@@ -103,19 +106,40 @@ def test_backward_over_row_chunks_and_slabs(
 
 
 def test_backward_memory_at_the_target_shape() -> None:
-    """At N=16,384, H=2,048, V=248,320 in bf16 the backward's working memory is a 2,560-row
-    float32 dHidden chunk and a 2,560 x 4,224 bf16 slab: 1.039x the gradient buffers (the
+    """At N=16,384, H=2,048, V=248,320 in bf16 the backward's working memory is a 2,048-row
+    float32 dHidden chunk and a 2,048 x 5,248 bf16 slab: 1.035x the gradient buffers (the
     target is 1.05x), computed by hand: (16,384 + 248,320) * 2,048 * 2 = 1,084,227,584 bytes of
-    gradients; 2,560 * (2,048 * 4 + 4,224 * 2) = 42,598,400 bytes of working memory."""
+    gradients; 2,048 * (2,048 * 4 + 5,248 * 2) = 38,273,024 bytes of working memory."""
     n, h, v = 16_384, 2048, 248_320
     plan = fused_linear.backward_plan(n, h, v, 2, 128)
-    assert plan == fused_linear.BackwardPlan(chunk_rows=2560, slab_columns=4224)
+    assert plan == fused_linear.BackwardPlan(
+        chunk_rows=2048, slab_columns=5248, n_chunks=8, n_slabs=48
+    )
     grads = fused_linear.gradient_bytes(n, h, v, 2)
     assert grads == 1_084_227_584
-    assert plan.extra_bytes(h, 2) == 42_598_400
-    assert 1 + plan.extra_bytes(h, 2) / grads == pytest.approx(1.0393, abs=1e-4)
+    assert plan.extra_bytes(h, 2) == 38_273_024
+    assert 1 + plan.extra_bytes(h, 2) / grads == pytest.approx(1.0353, abs=1e-4)
     # The old design (a float32 [N, H] dHidden beside a 64 MiB slab) was 1.186x.
     assert 1 + (n * h * 4 + 64 * 2**20) / grads > 1.18
+
+
+def test_backward_chunks_are_even_and_fill_waves() -> None:
+    """The memory allows 20 row tiles (2,560 rows): 7 chunks would be 19 tiles each, 304
+    dHidden output tiles in 3 waves of 132 SMs (77% busy); 8 chunks of 16 tiles run 256 in 2
+    waves (97%), so 8 are taken, every chunk 2,048 rows (not 6 x 2,560 + 1,024). Slabs are
+    40 or 41 tiles of 128 columns."""
+    n, h, v = 16_384, 2048, 248_320
+    assert fused_linear.wave_efficiency(304, 132) == pytest.approx(304 / 396)
+    assert fused_linear.wave_efficiency(256, 132) == pytest.approx(256 / 264)
+    plan = fused_linear.backward_plan(n, h, v, 2, 128)
+    assert [b - a for a, b in plan.row_bounds(n)] == [2048] * 8
+    widths = [b - a for a, b in plan.slab_bounds(v, 128)]
+    assert sum(widths) == v and set(widths) == {40 * 128, 41 * 128}
+    # On a GPU with 114 SMs (an H100 PCIe) the same shape takes another count.
+    other = fused_linear.backward_plan(n, h, v, 2, 128, sms=114)
+    tiles = -(-128 // other.n_chunks) * 16
+    assert fused_linear.wave_efficiency(tiles, 114) >= 0.9
+    assert other.extra_bytes(h, 2) <= 0.04 * 1_084_227_584 * 1.001
 
 
 def test_only_requested_gradients_are_computed() -> None:
@@ -288,3 +312,14 @@ def test_vocabulary_splits_fill_the_gpu() -> None:
     assert kernels.splits_for(2048 // 128, tiles, 132) == 33  # 528 programs = 4 waves
     assert kernels.splits_for(1, 20, 132) == 1  # at least 16 tiles per split
     assert kernels.splits_for(4096, tiles, 132) == 1
+
+
+def test_autotune_key_buckets_the_rows() -> None:
+    """The forward's autotune key holds N as a power-of-two bucket of 128-row blocks."""
+    kernels = load_fused_kernels()
+    assert [kernels.row_bucket(n) for n in (1, 128, 129, 2048, 9000, 16_384)] == [
+        1, 1, 2, 16, 128, 128,
+    ]  # fmt: skip
+    assert kernels._autotuned(kernels._fused_forward_kernel).keys == [
+        "row_bucket", "n_hidden", "n_vocab",
+    ]  # fmt: skip
