@@ -224,6 +224,12 @@ def _finite_or_none(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def consumed_samples(trace: Trace) -> pl.DataFrame:
+    """The samples the learner consumed, warm-up included: the rows the staleness section
+    reduces (``staleness_max``, ``staleness_mean_tokens``, ``response_tokens``, ...)."""
+    return trace.samples.filter(pl.col("consumed_step").is_not_null())
+
+
 def measure(trace: Trace) -> RunSummary:
     """The run summary of one trace (the simulator's or a pipeline run's): every number is
     reduced from the trace's frames, and the cluster's counts and price from its ``info``."""
@@ -238,7 +244,7 @@ def measure(trace: Trace) -> RunSummary:
     measured = trace.steps.filter(pl.col("step") >= w)
     cadence = np.diff(np.concatenate([[0.0], ends]))[w:]
     samples = trace.samples
-    used = samples.filter(pl.col("consumed_step").is_not_null())
+    used = consumed_samples(trace)
     in_window = used.filter(pl.col("consumed_step") >= w).height
     staleness = used["staleness_max"].to_numpy().astype(np.int64)
     tokens = used["response_tokens"].to_numpy()
