@@ -20,11 +20,14 @@ on prefill) comes from the trace's ``info``, which the simulator fills; a trace 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
+from stalesim.common.config_file import validate_config
+from stalesim.common.tables import read_json_object
 from stalesim.sim.learner import PHASES as LEARNER_PHASES
 from stalesim.sim.scenario import Scenario
 from stalesim.sim.trace import Trace
@@ -168,11 +171,8 @@ class RunSummary(_Section):
         }
 
 
-def read_summary(path: Any) -> RunSummary:
+def read_summary(path: str | Path) -> RunSummary:
     """A ``summary.json`` read back and checked; one-line errors name the file."""
-    from stalesim.common.config_file import validate_config
-    from stalesim.common.tables import read_json_object
-
     return validate_config(RunSummary, read_json_object(path), source=str(path))
 
 

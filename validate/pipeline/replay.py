@@ -6,14 +6,15 @@ run's measured ones (an empirical distribution read from its ``samples.parquet``
 sync's three costs (the learner's publish, the transfer, each engine's load) are the measured
 means (:func:`weight_sync_costs`), and the mode, batch, group size, bound and engines are the
 run's. The simulator then runs as many learner steps as the run finished, and both traces (which
-have the same columns) are reduced by the same function, :func:`pipeline_metrics`:
+have the same columns) are measured by the simulator's own run summary,
+:func:`stalesim.sim.metrics.measure`; :func:`replay_metrics` reads from it:
 
 * throughput: samples and learner steps per second over the steady-state window (the
-  simulator's warm-up rule, :func:`stalesim.sim.metrics.warmup_steps`);
-* staleness of the samples consumed in that window: mean, and the full distribution, by sample
-  (each sample's max lag) and by token (each sample's token-mean lag weighted by its tokens);
-* the learner's idle fraction (time waiting for a batch over the window) and the mean number of
-  complete groups waiting in the buffer.
+  summary's warm-up rule, :func:`stalesim.sim.metrics.warmup_steps`);
+* staleness of every consumed sample: mean and distribution by sample (each sample's max lag)
+  and by token (each sample's token-mean lag weighted by its tokens);
+* the learner's idle fraction (time waiting for a batch over the summary's window) and the mean
+  number of complete groups waiting in the buffer.
 
 Errors: relative for throughput, absolute (versions) for mean staleness, Kolmogorov–Smirnov
 distance (largest gap between the two cumulative distributions) for the distributions.
@@ -31,9 +32,10 @@ from stalesim.common.files import write_json, write_parquet
 from stalesim.common.output_dir import output_folder
 from stalesim.common.tables import Column, read_json_object, read_table, require_finished
 from stalesim.sim.calibrate.timings import Calibration, calibrate
-from stalesim.sim.metrics import time_average, warmup_steps
+from stalesim.sim.metrics import consumed_samples, measure
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
+from stalesim.sim.trace import Trace
 from stalesim.validate.pipeline.config import PipelineConfig
 from stalesim.validate.pipeline.run import ENDED, PIPELINE_KIND, RUN_FILES
 
@@ -45,6 +47,7 @@ TARGETS = {"throughput_rel": 0.03, "staleness_mean_abs": 0.1, "ks": 0.1}
 RUN_TABLES: dict[str, dict[str, Column]] = {
     "samples": {
         "response_tokens": Column("int", min=0),
+        "finish_s": Column("float", min=0, nullable=True),
         "consumed_step": Column("int", min=0, nullable=True),
         "staleness_max": Column("int", min=0, nullable=True),
         "staleness_mean_tokens": Column("float", min=0, nullable=True),
@@ -55,10 +58,16 @@ RUN_TABLES: dict[str, dict[str, Column]] = {
         "end_s": Column("float", min=0),
         "idle_before_s": Column("float", min=0),
         "version_end": Column("int", min=0),
+        "tokens": Column("int", min=0),
         "publish_s": Column("float", min=0),
     },
     "queue": {"time_s": Column("float", min=0), "groups_waiting": Column("int", min=0)},
-    "busy": {"start_s": Column("float", min=0), "end_s": Column("float", min=0)},
+    "busy": {
+        "pool": Column("str"),
+        "kind": Column("str"),
+        "start_s": Column("float", min=0),
+        "end_s": Column("float", min=0),
+    },
     "weights": {
         "version": Column("int", min=0),
         "seen_s": Column("float", min=0),
@@ -218,44 +227,47 @@ def ks_distance(a: dict[float, float], b: dict[float, float]) -> float:
     return gap
 
 
-def pipeline_metrics(
-    samples: pl.DataFrame, steps: pl.DataFrame, queue: pl.DataFrame, group_count: int
-) -> dict[str, Any]:
-    """Steady-state throughput, staleness, learner idle and queue of one trace (real or
-    simulated). ``group_count`` is ``B*G``, the samples of one learner step."""
-    ends = steps["end_s"].to_numpy()
-    w = warmup_steps(len(ends))
-    start, end = (float(ends[w - 1]) if w else 0.0), float(ends[-1])
-    span = end - start
-    measured = steps.filter(pl.col("step") >= w)
-    used = samples.filter(pl.col("consumed_step") >= w)
-    lag = used["staleness_max"].to_numpy().astype(np.float64)
-    token_lag = used["staleness_mean_tokens"].to_numpy()
+def run_trace(tables: dict[str, pl.DataFrame]) -> Trace:
+    """A pipeline run's tables as a trace (the simulator's frames), ending at its last step."""
+    steps = tables["steps"]
+    return Trace(
+        samples=tables["samples"],
+        steps=steps,
+        busy=tables["busy"],
+        queue=tables["queue"],
+        end_s=float(steps["end_s"].max()),
+    )
+
+
+def replay_metrics(trace: Trace) -> dict[str, Any]:
+    """What the replay compares of one trace (real or simulated), all read from its run
+    summary (:func:`stalesim.sim.metrics.measure`), so both sides have one definition."""
+    summary = measure(trace)
+    by_sample = summary.staleness.sample_quantiles
+    lags = np.array([float(b.staleness) for b in summary.staleness.histogram])
+    counts = np.array([float(b.samples) for b in summary.staleness.histogram])
+    # the distribution the summary's token quantiles are read from: each consumed sample's
+    # token-mean lag, weighted by its tokens
+    used = consumed_samples(trace)
+    token_lag = np.round(used["staleness_mean_tokens"].to_numpy(), 3)
     tokens = used["response_tokens"].to_numpy().astype(np.float64)
-    dropped = samples.filter(
-        pl.col("dropped_reason").is_not_null()
-        & ~pl.col("dropped_reason").is_in(["in_flight", "in_buffer"])
-    ).height
+    window = summary.measured_window_s
+    idle = float(trace.steps.filter(pl.col("step") >= summary.warmup_steps)["idle_before_s"].sum())
+    steps_per_h = summary.throughput.steps_per_h
     return {
-        "steps": len(ends),
-        "warmup_steps": w,
-        "window_s": span,
-        "samples_per_s": measured.height * group_count / span if span > 0 else None,
-        "steps_per_s": measured.height / span if span > 0 else None,
-        "staleness_mean": float(lag.mean()) if lag.size else None,
-        "staleness_token_mean": float((token_lag * tokens).sum() / tokens.sum())
-        if tokens.sum() > 0
-        else None,
-        "staleness_max": float(lag.max()) if lag.size else None,
-        "staleness_hist": _distribution(lag, np.ones_like(lag)),
-        "staleness_token_hist": _distribution(np.round(token_lag, 3), tokens),
-        "learner_idle_fraction": float(measured["idle_before_s"].sum()) / span
-        if span > 0
-        else None,
-        "queue_mean_groups": time_average(
-            queue["time_s"].to_numpy(), queue["groups_waiting"].to_numpy(), start, end
-        ),
-        "dropped_samples": dropped,
+        "steps": summary.steps,
+        "warmup_steps": summary.warmup_steps,
+        "window_s": window,
+        "samples_per_s": summary.throughput.samples_per_s,
+        "steps_per_s": None if steps_per_h is None else steps_per_h / 3600.0,
+        "staleness_mean": by_sample.mean,
+        "staleness_token_mean": summary.staleness.token_quantiles.mean,
+        "staleness_max": by_sample.max,
+        "staleness_hist": _distribution(lags, counts),
+        "staleness_token_hist": _distribution(token_lag, tokens),
+        "learner_idle_fraction": idle / window if window > 0 else None,
+        "queue_mean_groups": summary.mean_queue_groups,
+        "dropped_samples": summary.dropped_samples,
     }
 
 
@@ -298,9 +310,8 @@ def replay(run_dir: str | Path, *, seed: int | None = None, out: str | Path | No
     scenario, cal = replay_scenario(run_dir, config, tables)
     n_steps = tables["steps"].height
     trace = simulate(scenario, n_steps, config.seed if seed is None else seed)
-    group_count = config.train.prompts_per_step * config.train.samples_per_prompt
-    real = pipeline_metrics(tables["samples"], tables["steps"], tables["queue"], group_count)
-    sim = pipeline_metrics(trace.samples, trace.steps, trace.queue, group_count)
+    real = replay_metrics(run_trace(tables))
+    sim = replay_metrics(trace)
     out_dir = Path(out) if out is not None else run_dir / "replay"
     result = {
         "run": str(run_dir),
