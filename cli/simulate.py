@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from stalesim.cli.options import (
@@ -15,6 +16,10 @@ from stalesim.cli.options import (
     quiet_option,
     seed_option,
 )
+
+if TYPE_CHECKING:
+    from stalesim.sim.metrics import RunSummary
+    from stalesim.sim.trace import Trace
 
 DEFAULT_OUT = "stalesim-out"
 
@@ -105,12 +110,13 @@ def simulate(
 
         with progress_bar(quiet or as_json, transient=True) as bar:
             task = bar.add_task("sensitivity (+-20% per coefficient)", total=None)
-            summary["sensitivity"] = sensitivity(
+            result = sensitivity(
                 scenario,
                 steps,
                 seed,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
+        summary = summary.model_copy(update={"sensitivity": result})
     # Every file goes to a staging folder first and is published with a completion marker, so
     # a killed run never leaves its files beside those of an earlier run.
     with output_folder(out_dir, kind="simulate") as stage:
@@ -123,7 +129,7 @@ def simulate(
     from rich.console import Console
 
     console = Console()
-    law_reading = summary.get("law") or {}
+    law_reading = summary.law or {}
     # the law is only as good as the regime it was measured in: say how far, once, at the top
     if law_reading.get("regime_distance"):
         console.print(f"law: {law_reading['regime_distance']}", markup=False)
@@ -131,7 +137,7 @@ def simulate(
     if with_sensitivity:
         from stalesim.cli.tables import sensitivity_table
 
-        console.print(sensitivity_table(summary["sensitivity"]))
+        console.print(sensitivity_table(summary.sensitivity))
     for warning in law_reading.get("warnings") or []:
         console.print(f"law warning: {warning}", markup=False)
     console.print(f"wrote {out_dir}/ (samples, steps, busy, queue .parquet; summary.json)")
@@ -174,7 +180,7 @@ def _simulate_variants(
         scenarios.append(scenario)
     rows, results = [], []
     # variants that share their synchronous counterpart share its simulation
-    on_policy: dict[str, dict | None] = {}
+    on_policy: dict[str, RunSummary | None] = {}
     with progress_bar(quiet or as_json, transient=True) as bar:
         task = bar.add_task("simulating variants", total=len(variants))
         for i, (variant, scenario) in enumerate(zip(variants, scenarios, strict=True)):
@@ -196,7 +202,7 @@ def _simulate_variants(
             "reading": laws[0].name,
             "readings": {r.name: r.provenance for r in laws},
             "labels": {r.name: r.label for r in laws},
-            "regime_distance": (results[0][2].get("law") or {}).get("regime_distance"),
+            "regime_distance": (results[0][2].law or {}).get("regime_distance"),
         },
         "variants": rows,
     }
@@ -221,13 +227,13 @@ def _simulate_variants(
     console.print(f"report: {out_dir / 'report.html'}")
 
 
-def _write_run(folder: Path, trace, summary: dict) -> None:
+def _write_run(folder: Path, trace: Trace, summary: RunSummary) -> None:
     """One simulated run's files: the trace tables and ``summary.json``."""
     from stalesim.common.files import write_json, write_parquet
 
     for name in ("samples", "steps", "busy", "queue"):
         write_parquet(folder / f"{name}.parquet", getattr(trace, name))
-    write_json(folder / "summary.json", summary)
+    write_json(folder / "summary.json", summary.to_json())
 
 
 @click.command()

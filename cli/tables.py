@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from stalesim.sim.modes import MODES
+
+if TYPE_CHECKING:
+    from stalesim.sim.metrics import RunSummary
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -14,53 +17,48 @@ def _num(value: float | None, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
+def summary_table(summary: RunSummary) -> Table:
     """Headline numbers of one run."""
-    scenario = summary["scenario"]
-    algo = scenario["algorithm"]
-    derived = summary["derived"]
+    scenario = summary.scenario or {}
+    algo = scenario.get("algorithm") or {}
+    derived = summary.derived or {}
     table = Table(
-        title=f"stalesim simulate: {scenario['name']} ({algo['mode']})", show_header=False
+        title=f"stalesim simulate: {scenario.get('name', 'run')} ({algo.get('mode', '-')})",
+        show_header=False,
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
-    tp, st, ut = summary["throughput"], summary["step_time_s"], summary["utilisation"]
-    sq, tq = summary["staleness"]["sample_quantiles"], summary["staleness"]["token_quantiles"]
+    tp, st, ut = summary.throughput, summary.step_time_s, summary.utilisation
+    sq, tq = summary.staleness.sample_quantiles, summary.staleness.token_quantiles
     rows = [
         (
             "GPUs (rollout + learner)",
-            f"{derived['rollout_gpus']} + {derived['learner_gpus']}"
-            + (" (shared)" if derived["colocated"] else ""),
+            f"{derived.get('rollout_gpus', '-')} + {derived.get('learner_gpus', '-')}"
+            + (" (shared)" if derived.get("colocated") else ""),
         ),
-        ("steps (warm-up excluded)", f"{summary['steps']} ({summary['warmup_steps']})"),
-        ("simulated time", f"{_num(summary['simulated_s'], 1)} s"),
+        ("steps (warm-up excluded)", f"{summary.steps} ({summary.warmup_steps})"),
+        ("simulated time", f"{_num(summary.simulated_s, 1)} s"),
         (
             "throughput",
-            f"{_num(tp['samples_per_s'])} samples/s, {_num(tp['tokens_per_s'], 0)} tokens/s",
+            f"{_num(tp.samples_per_s)} samples/s, {_num(tp.tokens_per_s, 0)} tokens/s",
         ),
-        ("learner steps per hour", _num(tp["steps_per_h"], 1)),
-        (
-            "step time mean / p50 / p99",
-            f"{_num(st['mean'])} / {_num(st['p50'])} / {_num(st['p99'])} s",
-        ),
-        ("utilisation rollout / learner", f"{_num(ut['rollout'], 3)} / {_num(ut['learner'], 3)}"),
-        ("mean groups waiting", _num(summary["mean_queue_groups"], 1)),
-        (
-            "staleness mean / p99 / max",
-            f"{_num(sq['mean'])} / {_num(sq['p99'], 0)} / {_num(sq['max'], 0)}",
-        ),
-        ("token-weighted staleness mean / p99", f"{_num(tq['mean'])} / {_num(tq['p99'], 0)}"),
+        ("learner steps per hour", _num(tp.steps_per_h, 1)),
+        ("step time mean / p50 / p99", f"{_num(st.mean)} / {_num(st.p50)} / {_num(st.p99)} s"),
+        ("utilisation rollout / learner", f"{_num(ut.rollout, 3)} / {_num(ut.learner, 3)}"),
+        ("mean groups waiting", _num(summary.mean_queue_groups, 1)),
+        ("staleness mean / p99 / max", f"{_num(sq.mean)} / {_num(sq.p99, 0)} / {_num(sq.max, 0)}"),
+        ("token-weighted staleness mean / p99", f"{_num(tq.mean)} / {_num(tq.p99, 0)}"),
         (
             "dropped samples",
-            ", ".join(f"{k}: {v}" for k, v in summary["dropped"].items()) or "none",
+            ", ".join(f"{k}: {v}" for k, v in summary.dropped.items()) or "none",
         ),
         (
             "GPU-hours / cost",
-            f"{_num(summary['gpu_hours'])} h / "
-            + ("-" if summary["cost_usd"] is None else f"${_num(summary['cost_usd'])}"),
+            f"{_num(summary.gpu_hours)} h / "
+            + ("-" if summary.cost_usd is None else f"${_num(summary.cost_usd)}"),
         ),
-        *law_rows(summary.get("law")),
-        ("simulator wall time", f"{_num(summary['wall_s'], 2)} s"),
+        *law_rows(summary.law),
+        ("simulator wall time", f"{_num(summary.wall_s, 2)} s"),
     ]
     for name, value in rows:
         table.add_row(name, value)

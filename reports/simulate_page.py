@@ -15,9 +15,10 @@ from typing import Any
 
 import altair as alt
 import polars as pl
-from stalesim.reports.inputs import read_json_object, read_parquet_columns
+from stalesim.reports.inputs import read_parquet_columns
 from stalesim.reports.page import Metric, Page, format_number
 from stalesim.reports.timeline import bin_intervals, step_signal_intervals
+from stalesim.sim.metrics import RunSummary, read_summary
 
 #: Time bins for utilisation and (long) queue traces: fine enough to see a learner step's
 #: rhythm in a run of a few dozen steps, coarse enough to keep the page small.
@@ -43,7 +44,7 @@ def write_simulate_report(out_dir: Path) -> Path:
 def build_simulate_page(out_dir: Path) -> Page:
     """The simulate page for the run in ``out_dir``, not yet written."""
     out_dir = Path(out_dir)
-    summary = read_json_object(out_dir / "summary.json")
+    summary = read_summary(out_dir / "summary.json")
     busy = read_parquet_columns(
         out_dir / "busy.parquet", ["pool", "unit", "kind", "start_s", "end_s"]
     )
@@ -53,8 +54,8 @@ def build_simulate_page(out_dir: Path) -> Page:
     )
 
     t_end = _trace_end(busy, queue, steps)
-    warmup_s = _number(summary.get("warmup_s")) or 0.0
-    scenario = summary.get("scenario") or {}
+    warmup_s = summary.warmup_s
+    scenario = summary.scenario or {}
 
     page = Page("Simulated cluster", subtitle=_subtitle(scenario, summary))
     for heading, metrics in headline_metrics(summary):
@@ -105,12 +106,12 @@ def build_simulate_page(out_dir: Path) -> Page:
                 "your trainer's timing logs.",
             )
             page.table(
-                phase_means(phases, first_step=int(summary.get("warmup_steps") or 0)),
+                phase_means(phases, first_step=summary.warmup_steps),
                 heading="Mean learner phase per step",
                 caption="Seconds per learner step in each phase, measured window only.",
             )
-    result = summary.get("sensitivity")
-    if isinstance(result, dict) and result.get("rows"):
+    result = summary.sensitivity
+    if result and result.get("rows"):
         page.chart(
             sensitivity_chart(result),
             heading="Sensitivity to the coefficients",
@@ -123,8 +124,8 @@ def build_simulate_page(out_dir: Path) -> Page:
             "the step time and the speed-up, and their change from the unmoved scenario.",
             collapsed=True,
         )
-    derived = summary.get("derived")
-    if isinstance(derived, dict) and derived:
+    derived = summary.derived
+    if derived:
         page.table(
             scenario_table(derived, round_numbers=True),
             heading="Derived quantities",
@@ -143,17 +144,14 @@ def build_simulate_page(out_dir: Path) -> Page:
     return page
 
 
-def headline_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
+def headline_metrics(summary: RunSummary) -> list[tuple[str, list[Metric]]]:
     """The headline numbers, in groups, exactly as the summary states them."""
-    throughput = _section(summary, "throughput")
-    step_time = _section(summary, "step_time_s")
-    utilisation = _section(summary, "utilisation")
-    staleness = _section(summary, "staleness")
-    by_sample = staleness.get("sample_quantiles") or {}
-    by_token = staleness.get("token_quantiles") or {}
-    dropped = summary.get("dropped") or {}
-
-    unconsumed = summary.get("unconsumed_at_end") or {}
+    throughput, step_time = summary.throughput, summary.step_time_s
+    utilisation = summary.utilisation
+    by_sample = summary.staleness.sample_quantiles
+    by_token = summary.staleness.token_quantiles
+    dropped = summary.dropped
+    unconsumed = summary.unconsumed_at_end
     dropped_metrics = [
         Metric(f"dropped: {reason}", count, "samples") for reason, count in dropped.items()
     ] or [Metric("dropped", 0, "samples", note="no sample was dropped")]
@@ -165,51 +163,51 @@ def headline_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
         (
             "Throughput (measured window)",
             [
-                Metric("samples/s", throughput.get("samples_per_s"), "samples/s"),
-                Metric("tokens/s", throughput.get("tokens_per_s"), "tokens/s"),
-                Metric("learner steps/h", throughput.get("steps_per_h"), "steps/h"),
+                Metric("samples/s", throughput.samples_per_s, "samples/s"),
+                Metric("tokens/s", throughput.tokens_per_s, "tokens/s"),
+                Metric("learner steps/h", throughput.steps_per_h, "steps/h"),
             ],
         ),
         (
             "Learner step time",
             [
-                Metric("step time mean", step_time.get("mean"), "s"),
-                Metric("step time p50", step_time.get("p50"), "s"),
-                Metric("step time p99", step_time.get("p99"), "s"),
+                Metric("step time mean", step_time.mean, "s"),
+                Metric("step time p50", step_time.p50, "s"),
+                Metric("step time p99", step_time.p99, "s"),
             ],
         ),
         (
             "Utilisation",
             [
-                Metric("rollout utilisation", utilisation.get("rollout"), kind="percent"),
-                Metric("learner utilisation", utilisation.get("learner"), kind="percent"),
-                Metric("mean queue", summary.get("mean_queue_groups"), "groups"),
+                Metric("rollout utilisation", utilisation.rollout, kind="percent"),
+                Metric("learner utilisation", utilisation.learner, kind="percent"),
+                Metric("mean queue", summary.mean_queue_groups, "groups"),
             ],
         ),
         (
             "Staleness (versions)",
             [
-                Metric("sample mean", by_sample.get("mean"), "versions"),
-                Metric("sample p99", by_sample.get("p99"), "versions"),
-                Metric("sample max", by_sample.get("max"), "versions"),
-                Metric("token-weighted mean", by_token.get("mean"), "versions"),
-                Metric("token-weighted p99", by_token.get("p99"), "versions"),
-                Metric("token-weighted max", by_token.get("max"), "versions"),
+                Metric("sample mean", by_sample.mean, "versions"),
+                Metric("sample p99", by_sample.p99, "versions"),
+                Metric("sample max", by_sample.max, "versions"),
+                Metric("token-weighted mean", by_token.mean, "versions"),
+                Metric("token-weighted p99", by_token.p99, "versions"),
+                Metric("token-weighted max", by_token.max, "versions"),
             ],
         ),
         ("Dropped and unconsumed", dropped_metrics),
         (
             "Run",
             [
-                Metric("learner steps", summary.get("steps")),
-                Metric("samples generated", summary.get("samples_generated"), "samples"),
-                Metric("simulated time", summary.get("simulated_s"), "s"),
-                Metric("GPU-hours", summary.get("gpu_hours"), "GPU·h"),
-                Metric("cost", summary.get("cost_usd"), "USD", note="null when no price is set"),
-                Metric("measured window", summary.get("measured_window_s"), "s"),
-                Metric("warm-up", summary.get("warmup_s"), "s"),
-                Metric("simulation wall time", summary.get("wall_s"), "s"),
-                Metric("seed", summary.get("seed")),
+                Metric("learner steps", summary.steps),
+                Metric("samples generated", summary.samples_generated, "samples"),
+                Metric("simulated time", summary.simulated_s, "s"),
+                Metric("GPU-hours", summary.gpu_hours, "GPU·h"),
+                Metric("cost", summary.cost_usd, "USD", note="null when no price is set"),
+                Metric("measured window", summary.measured_window_s, "s"),
+                Metric("warm-up", summary.warmup_s, "s"),
+                Metric("simulation wall time", summary.wall_s, "s"),
+                Metric("seed", summary.seed),
             ],
         ),
     ]
@@ -228,13 +226,13 @@ def _band(law: dict[str, Any], key: str) -> str:
     return "" if _number(lo) is None or _number(hi) is None else f" [{_g(lo)}, {_g(hi)}]"
 
 
-def law_metrics(summary: dict[str, Any]) -> list[tuple[str, list[Metric]]]:
+def law_metrics(summary: RunSummary) -> list[tuple[str, list[Metric]]]:
     """The staleness–learning-rate law read at this run's staleness under its primary reading,
     as multipliers of the user's on-policy run and time relative to the same cluster run
     synchronously; the user's learning rate, steps, hours and dollars only where the
     scenario's ``target`` gives their baseline. Never an absolute learning rate or time of the
     small model the law was measured on."""
-    law = _section(summary, "law")
+    law = summary.law or {}
     if _number(law.get("lr_multiplier")) is None:
         return []
     others = _other_readings(law)
@@ -360,13 +358,13 @@ def law_text(law: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
-def add_law_section(page: Page, summary: dict[str, Any]) -> None:
+def add_law_section(page: Page, summary: RunSummary) -> None:
     """The law's section of the page: the primary reading's cards, every reading side by side,
     and the answer in words with how far the run is from what the law was measured on."""
     groups = law_metrics(summary)
     if not groups:
         return
-    law = _section(summary, "law")
+    law = summary.law or {}
     for heading, metrics in groups:
         page.metrics(heading, metrics)
     page.prose(law_text(law))
@@ -378,9 +376,9 @@ def add_law_section(page: Page, summary: dict[str, Any]) -> None:
     )
 
 
-def staleness_chart(summary: dict[str, Any]) -> alt.TopLevelMixin:
+def staleness_chart(summary: RunSummary) -> alt.TopLevelMixin:
     """Grouped bars: share of samples and of tokens per staleness value."""
-    rows = _section(summary, "staleness").get("histogram") or []
+    rows = [row.model_dump() for row in summary.staleness.histogram]
     histogram = pl.DataFrame(
         rows, schema={"staleness": pl.Int64, "samples": pl.Float64, "tokens": pl.Float64}
     )
@@ -478,7 +476,7 @@ def utilisation_chart(
 
 
 def queue_chart(
-    queue: pl.DataFrame, *, t_end: float, warmup_s: float, summary: dict[str, Any]
+    queue: pl.DataFrame, *, t_end: float, warmup_s: float, summary: RunSummary
 ) -> alt.TopLevelMixin:
     """Groups waiting in the buffer over time: the exact step trace, or its binned mean."""
     x = alt.X(
@@ -522,7 +520,7 @@ def queue_chart(
             ),
         )
     layers = [_warmup_band(warmup_s), signal]
-    mean_queue = _number(summary.get("mean_queue_groups"))
+    mean_queue = summary.mean_queue_groups
     if mean_queue is not None:
         mean_rule = (
             alt.Chart(pl.DataFrame({"mean": [mean_queue]}))
@@ -765,7 +763,7 @@ def _queue_caption(queue: pl.DataFrame) -> str:
     return text
 
 
-def _subtitle(scenario: dict[str, Any], summary: dict[str, Any]) -> str:
+def _subtitle(scenario: dict[str, Any], summary: RunSummary) -> str:
     def get(*path: str) -> Any:
         node: Any = scenario
         for key in path:
@@ -788,8 +786,7 @@ def _subtitle(scenario: dict[str, Any], summary: dict[str, Any]) -> str:
         parts.append(f"{engines} rollout engines" + (f" × TP{tp}" if tp is not None else ""))
     if learner is not None:
         parts.append(f"{learner} learner GPUs")
-    if summary.get("steps") is not None:
-        parts.append(f"{summary['steps']} steps")
+    parts.append(f"{summary.steps} steps")
     return " · ".join(str(p) for p in parts if p)
 
 
@@ -800,11 +797,6 @@ def _trace_end(busy: pl.DataFrame, queue: pl.DataFrame, steps: pl.DataFrame) -> 
         steps["end_s"].max() if steps.height else None,
     ]
     return float(max((e for e in ends if e is not None), default=0.0))
-
-
-def _section(summary: dict[str, Any], key: str) -> dict[str, Any]:
-    value = summary.get(key)
-    return value if isinstance(value, dict) else {}
 
 
 def _number(value: Any) -> float | None:

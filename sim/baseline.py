@@ -8,11 +8,9 @@ to. This module simulates it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from stalesim.common.config_file import ConfigError
 from stalesim.sim.derived import derive
-from stalesim.sim.metrics import summarize
+from stalesim.sim.metrics import RunSummary, summarize
 from stalesim.sim.modes import MODES, ON_POLICY_REFERENCE
 from stalesim.sim.plan.sensitivity import with_mode
 from stalesim.sim.run import simulate
@@ -36,9 +34,9 @@ def on_policy_summary(
     scenario: Scenario,
     steps: int,
     seed: int,
-    own: dict[str, Any] | None = None,
-    cache: dict[str, dict[str, Any] | None] | None = None,
-) -> dict[str, Any] | None:
+    own: RunSummary | None = None,
+    cache: dict[str, RunSummary | None] | None = None,
+) -> RunSummary | None:
     """The simulate summary of :func:`on_policy_counterpart` (``own``, the scenario's own
     summary, when the scenario is on-policy); None when that setup cannot run. With ``cache``,
     scenarios that share their counterpart share its simulation."""

@@ -21,7 +21,6 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
-import numpy as np
 from pydantic import Field
 from stalesim.common.config_file import (
     ConfigError,
@@ -31,7 +30,7 @@ from stalesim.common.config_file import (
 )
 from stalesim.sim.calibrate.logs import LogCalibration, calibrate_log, with_fragment
 from stalesim.sim.calibrate.trainer_logs import log_from_rows
-from stalesim.sim.metrics import warmup_steps
+from stalesim.sim.metrics import measure
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
@@ -187,13 +186,6 @@ def load_published(name: str, overrides: tuple[str, ...] = ()) -> Scenario:
     return load_scenario(str(path), overrides=overrides)
 
 
-def mean_step_s(trace: Trace, steps: int) -> float:
-    """Mean seconds per learner step after the warm-up (the cadence of step ends)."""
-    ends = trace.steps.sort("step")["end_s"].to_numpy()
-    cadence = np.diff(np.concatenate([[0.0], ends]))[warmup_steps(steps) :]
-    return float(cadence.mean())
-
-
 @dataclass
 class Prediction:
     """The simulated pair: step times, speed-up, and what the simulator saw."""
@@ -208,11 +200,11 @@ class Prediction:
         return self.sync_step_s / self.async_step_s
 
 
-def _utilisation(trace: Trace, scenario: Scenario, steps: int, seed: int) -> dict[str, float]:
-    from stalesim.sim.metrics import summarize
-
-    u = summarize(trace, scenario, steps, seed)["utilisation"]
-    return {k: float(v) for k, v in u.items() if v is not None}
+def _step_and_utilisation(trace: Trace) -> Side:
+    """The run summary's mean step time and its busy fractions (those it has)."""
+    summary = measure(trace)
+    busy = {"rollout": summary.utilisation.rollout, "learner": summary.utilisation.learner}
+    return summary.step_time_s.mean, {k: float(v) for k, v in busy.items() if v is not None}
 
 
 Side = tuple[float, dict[str, float]]
@@ -224,7 +216,7 @@ def _side(scenario: Scenario, steps: int, seed: int, cache: dict[str, Side] | No
     if cache is not None and key in cache:
         return cache[key]
     trace = simulate(scenario, steps, seed)
-    result = (mean_step_s(trace, steps), _utilisation(trace, scenario, steps, seed))
+    result = _step_and_utilisation(trace)
     if cache is not None:
         cache[key] = result
     return result

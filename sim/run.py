@@ -59,6 +59,7 @@ def simulate(
     cpu_s = time.process_time() - cpu_started
     trace.info = {
         "derived": derived.as_dict(),
+        "rollout_engines": scenario.cluster.rollout_engines,
         "samples_finished": cluster.pool.finished_samples,
         "groups_launched": cluster.launched,
         "prefill_s": cluster.pool.prefill_s,

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stalesim.common.config_file import ConfigError
+
+if TYPE_CHECKING:
+    from stalesim.sim.metrics import RunSummary
 
 #: More variants than this in one call is a mistake (a typo in a list), not a comparison.
 MAX_VARIANTS = 64
@@ -79,22 +82,25 @@ LAW_COLUMNS = (
 )
 
 
-def variant_row(variant: list[tuple[str, str]], summary: dict[str, Any], folder: str) -> dict:
+#: The summary's columns a variant's row carries (from :meth:`RunSummary.row`), in this order.
+SUMMARY_COLUMNS = (
+    "gpus",
+    "samples_per_s",
+    "tokens_per_s",
+    "step_time_mean_s",
+    "staleness_mean",
+    "staleness_max",
+    "utilisation_rollout",
+    "utilisation_learner",
+)
+
+
+def variant_row(variant: list[tuple[str, str]], summary: RunSummary, folder: str) -> dict:
     """The headline numbers of one variant's summary, flat."""
-    throughput, step = summary["throughput"], summary["step_time_s"]
-    staleness = summary["staleness"]["sample_quantiles"]
-    law = summary.get("law") or {}
+    law = summary.law or {}
+    flat = summary.row()
     row: dict[str, Any] = {"variant": label(variant), "folder": folder}
     row |= {key: value for key, value in variant}
-    row |= {
-        "gpus": summary["derived"]["total_gpus"],
-        "samples_per_s": throughput["samples_per_s"],
-        "tokens_per_s": throughput["tokens_per_s"],
-        "step_time_mean_s": step["mean"],
-        "staleness_mean": staleness["mean"],
-        "staleness_max": staleness["max"],
-        "utilisation_rollout": summary["utilisation"]["rollout"],
-        "utilisation_learner": summary["utilisation"]["learner"],
-    }
+    row |= {name: flat[name] for name in SUMMARY_COLUMNS}
     row |= {f"law_{name}": law.get(name) for name in LAW_COLUMNS if name in law}
     return row

@@ -25,11 +25,14 @@ on-policy setup's. Everything here works on arrays, one entry per setup.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from stalesim.sim.law.model import Law, law_curve
 from stalesim.sim.law.readings import Reading
+
+if TYPE_CHECKING:
+    from stalesim.sim.metrics import RunSummary, Staleness
 
 #: Where each summary the law may name is found in a simulate summary's staleness section.
 SUMMARY_FIELDS = {
@@ -44,10 +47,10 @@ MULTIPLIERS = ("lr_multiplier", "steps_multiplier")
 INTERVAL = ("_lo", "_hi")
 
 
-def staleness_of(law: Law, staleness: dict[str, Any]) -> float | None:
-    """The summary of a simulate summary's ``staleness`` section that the law reads."""
+def staleness_of(law: Law, staleness: Staleness) -> float | None:
+    """The summary of a run summary's ``staleness`` section that the law reads."""
     section, key = SUMMARY_FIELDS[law.staleness_summary]
-    value = (staleness.get(section) or {}).get(key)
+    value = getattr(getattr(staleness, section), key)
     return None if value is None else float(value)
 
 
@@ -189,20 +192,20 @@ def to_target(
 
 def law_summary(
     readings: list[Reading],
-    summary: dict[str, Any],
+    summary: RunSummary,
     scenario: Any = None,
-    on_policy: dict[str, Any] | None = None,
+    on_policy: RunSummary | None = None,
 ) -> dict[str, Any]:
     """The law's reading of one simulated setup (a ``stalesim simulate`` summary), with the
     baseline run taken as the setup's own batch run on-policy. ``on_policy`` is the summary of
     that run (the setup's own when it is on-policy): its staleness is the baseline's ``S0``
     and time to target is relative to its step time."""
     law = readings[0].law
-    s = staleness_of(law, summary["staleness"])
-    s0 = staleness_of(law, on_policy["staleness"]) if on_policy else None
-    sync_step_time_s = _step_time(on_policy) if on_policy else None
-    steps_per_h = (summary.get("throughput") or {}).get("steps_per_h")
-    target = (summary["scenario"].get("target") or {}) if "scenario" in summary else {}
+    s = staleness_of(law, summary.staleness)
+    s0 = staleness_of(law, on_policy.staleness) if on_policy else None
+    sync_step_time_s = on_policy.step_time_from_rate_s if on_policy else None
+    steps_per_h = summary.throughput.steps_per_h
+    target = (summary.scenario or {}).get("target") or {}
     baseline_lr, baseline_steps = target.get("baseline_lr"), target.get("baseline_steps")
     out: dict[str, Any] = {
         "reading": readings[0].name,
@@ -226,7 +229,7 @@ def law_summary(
         columns,
         np.array([step_time]),
         np.ones(1),
-        np.array([summary["derived"]["total_gpus"]]),
+        np.array([_derived(summary)["total_gpus"]]),
         np.array([_price(summary)]),
         baseline_lr,
         baseline_steps,
@@ -240,13 +243,14 @@ def law_summary(
     return out
 
 
-def _step_time(summary: dict[str, Any]) -> float | None:
-    steps_per_h = (summary.get("throughput") or {}).get("steps_per_h")
-    return 3600.0 / steps_per_h if steps_per_h else None
+def _derived(summary: RunSummary) -> dict[str, Any]:
+    if summary.derived is None:
+        raise ValueError("the law's time and cost to target need a simulated run's summary")
+    return summary.derived
 
 
-def _price(summary: dict[str, Any]) -> float:
-    price = summary["derived"]["gpu"].get("price_per_gpu_hour")
+def _price(summary: RunSummary) -> float:
+    price = _derived(summary)["gpu"].get("price_per_gpu_hour")
     return float("nan") if price is None else float(price)
 
 

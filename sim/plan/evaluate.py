@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from stalesim.common.ray_address import check_ray_address
 
-#: Columns a simulated candidate carries (besides its id), in this order.
+#: Columns a simulated candidate carries (besides its id), in this order: a selection of
+#: :meth:`stalesim.sim.metrics.RunSummary.row`.
 SIM_COLUMNS = (
     "samples_per_s",
     "tokens_per_s",
@@ -54,29 +55,8 @@ def simulate_one(scenario_json: str, steps: int, seed: int) -> dict[str, float |
         # a setup the checks let through but the simulation cannot finish (e.g. an admission
         # bound that can never admit) is a finding about that setup, not a failed plan
         return {**dict.fromkeys(SIM_COLUMNS), FAILURE: _failure(exc, steps)}
-    summary = summarize(trace, scenario, steps, seed)
-    sq = summary["staleness"]["sample_quantiles"]
-    tq = summary["staleness"]["token_quantiles"]
-    steps_per_h = summary["throughput"]["steps_per_h"]
-    return {
-        "samples_per_s": summary["throughput"]["samples_per_s"],
-        "tokens_per_s": summary["throughput"]["tokens_per_s"],
-        "step_time_s": 3600.0 / steps_per_h if steps_per_h else None,
-        "staleness_mean": sq["mean"],
-        "staleness_p50": sq["p50"],
-        "staleness_p90": sq["p90"],
-        "staleness_p99": sq["p99"],
-        "staleness_max": sq["max"],
-        "token_staleness_mean": tq["mean"],
-        "token_staleness_p99": tq["p99"],
-        "utilisation_rollout": summary["utilisation"]["rollout"],
-        "utilisation_learner": summary["utilisation"]["learner"],
-        "mean_queue_groups": summary["mean_queue_groups"],
-        "dropped_samples": float(sum(summary["dropped"].values())),
-        "simulated_s": summary["simulated_s"],
-        "sim_wall_s": summary["wall_s"],
-        FAILURE: None,
-    }
+    row = summarize(trace, scenario, steps, seed).row()
+    return {**{name: row[name] for name in SIM_COLUMNS}, FAILURE: None}
 
 
 def _failure(exc: BaseException, steps: int) -> str:

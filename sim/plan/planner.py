@@ -159,7 +159,7 @@ def _baseline_staleness(law: Law, base: dict[str, Any], steps: int, seed: int) -
 
     scenario = validate_config(Scenario, base, "base scenario")
     summary = on_policy_summary(scenario, steps, seed)
-    value = None if summary is None else staleness_of(law, summary["staleness"])
+    value = None if summary is None else staleness_of(law, summary.staleness)
     if value is None:
         # the on-policy schedule: mini-batch m of a step is m versions stale, equally many
         # samples each

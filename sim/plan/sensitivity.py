@@ -18,7 +18,7 @@ from typing import Any
 
 from stalesim.common.config_file import ConfigError, validate_config
 from stalesim.sim.derived import derive
-from stalesim.sim.metrics import warmup_steps
+from stalesim.sim.metrics import measure
 from stalesim.sim.modes import MODES
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
@@ -109,11 +109,8 @@ def with_mode(scenario: Scenario, mode: str) -> Scenario:
 
 
 def step_time_s(scenario: Scenario, steps: int, seed: int) -> float:
-    """Mean learner step time (cadence of step ends) after the warm-up."""
-    ends = simulate(scenario, steps, seed).steps["end_s"].to_list()
-    w = warmup_steps(len(ends))
-    start = ends[w - 1] if w else 0.0
-    return (ends[-1] - start) / (len(ends) - w)
+    """Mean learner step time after the warm-up: the run summary's ``step_time_s.mean``."""
+    return measure(simulate(scenario, steps, seed)).step_time_s.mean
 
 
 def _get(data: dict[str, Any], key: str) -> Any:

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from stalesim.cli import main
 from stalesim.common.config_file import ConfigError
 from stalesim.sim.derived import derive
+from stalesim.sim.metrics import measure
 from stalesim.sim.published_check import (
     MECHANISMS,
     load_measurements,
     load_published,
-    mean_step_s,
     predict_pair,
     published_folder,
     scenario_names,
@@ -96,7 +96,9 @@ def test_predicted_speedup_is_sync_over_async_step_time_from_the_traces() -> Non
     assert p.sync_step_s == pytest.approx(cadences[0], rel=1e-12)
     assert p.async_step_s == pytest.approx(cadences[1], rel=1e-12)
     assert p.speedup == pytest.approx(cadences[0] / cadences[1], rel=1e-12)
-    assert mean_step_s(simulate(sync, steps, 3), steps) == pytest.approx(cadences[0], rel=1e-12)
+    assert measure(simulate(sync, steps, 3)).step_time_s.mean == pytest.approx(
+        cadences[0], rel=1e-12
+    )
 
 
 def test_mechanism_switches_are_valid_overrides() -> None:

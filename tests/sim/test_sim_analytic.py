@@ -106,19 +106,17 @@ def test_sync_step_time_and_throughput_by_hand() -> None:
         assert end == pytest.approx((k + 1) * busy + k * sync, rel=1e-9)
     cadence = busy + sync
     summary = summarize(trace, scenario, steps, 3)
-    assert summary["step_time_s"]["mean"] == pytest.approx(cadence, rel=1e-9)
-    assert summary["throughput"]["steps_per_h"] == pytest.approx(3600 / cadence, rel=1e-9)
-    assert summary["throughput"]["samples_per_s"] == pytest.approx(b / cadence, rel=1e-9)
-    assert summary["throughput"]["tokens_per_s"] == pytest.approx(tokens / cadence, rel=1e-9)
-    assert summary["utilisation"]["rollout"] == pytest.approx(
-        (prefill + decode) / cadence, rel=1e-9
-    )
-    assert summary["utilisation"]["learner"] == pytest.approx((forward + train) / cadence, rel=1e-9)
+    assert summary.step_time_s.mean == pytest.approx(cadence, rel=1e-9)
+    assert summary.throughput.steps_per_h == pytest.approx(3600 / cadence, rel=1e-9)
+    assert summary.throughput.samples_per_s == pytest.approx(b / cadence, rel=1e-9)
+    assert summary.throughput.tokens_per_s == pytest.approx(tokens / cadence, rel=1e-9)
+    assert summary.utilisation.rollout == pytest.approx((prefill + decode) / cadence, rel=1e-9)
+    assert summary.utilisation.learner == pytest.approx((forward + train) / cadence, rel=1e-9)
     # the learner takes each batch the instant its last group completes: nothing waits
-    assert summary["mean_queue_groups"] == 0.0
+    assert summary.mean_queue_groups == 0.0
     gpus = 1 + 2
-    assert summary["gpu_hours"] == pytest.approx(gpus * ends[-1] / 3600, rel=1e-12)
-    assert summary["cost_usd"] == pytest.approx(summary["gpu_hours"] * 2.99, rel=1e-12)
+    assert summary.gpu_hours == pytest.approx(gpus * ends[-1] / 3600, rel=1e-12)
+    assert summary.cost_usd == pytest.approx(summary.gpu_hours * 2.99, rel=1e-12)
 
 
 def test_one_step_overlaps_training_with_generation_by_hand() -> None:
@@ -263,6 +261,6 @@ def test_sync_batch_larger_than_the_slots_queues_by_hand() -> None:
         assert end == pytest.approx((k + 1) * (2 * wave + learn) + k * sync, rel=1e-9)
     summary = summarize(trace, scenario, steps, 0)
     cadence = 2 * wave + learn + sync
-    assert summary["throughput"]["samples_per_s"] == pytest.approx(B * G / cadence, rel=1e-9)
+    assert summary.throughput.samples_per_s == pytest.approx(B * G / cadence, rel=1e-9)
     # never more than 4 sequences at once on the engine
     assert trace.samples["start_s"].n_unique() == 2 * steps

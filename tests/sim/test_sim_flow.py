@@ -117,7 +117,7 @@ def test_streaming_async_raises_throughput_on_a_long_tailed_workload() -> None:
         )
         used = consumed(trace)
         assert used.height == 30 * 64 and used["staleness_max"].max() <= 4
-        rates[streaming] = summarize(trace, sc, 30, 0)["throughput"]["samples_per_s"]
+        rates[streaming] = summarize(trace, sc, 30, 0).throughput.samples_per_s
     assert rates[True] > 1.03 * rates[False]
 
 
@@ -209,7 +209,7 @@ def test_admission_limit_keeps_what_the_drop_filter_discards() -> None:
         assert (
             consumed(trace)["response_tokens"].mean() > consumed(filtered)["response_tokens"].mean()
         )
-        rates[name] = summarize(trace, sc, 40, 0)["throughput"]["samples_per_s"]
+        rates[name] = summarize(trace, sc, 40, 0).throughput.samples_per_s
     late = consumed(runs["completion"][1])["staleness_max"]
     assert late.max() > 1 and 0 < float((late > 1).mean()) < 0.5
     assert consumed(runs["deadline"][1])["staleness_max"].max() == 1
@@ -299,7 +299,7 @@ def test_inflight_update_keeps_or_recomputes_the_kv_cache(policy: str) -> None:
     assert second["finish_s"] == pytest.approx(resume + decode(L - n, P + n), rel=1e-12)
     # sequence 2 takes version 2 the same way (same timeline shifted): two recomputes
     assert trace.info["kv_recompute_s"] == pytest.approx(2 * recompute, rel=1e-12)
-    assert summarize(trace, sc, 2, 0)["kv_recompute_s"] == trace.info["kv_recompute_s"]
+    assert summarize(trace, sc, 2, 0).kv_recompute_s == trace.info["kv_recompute_s"]
     assert second["behaviour_version_min"] == 0 and second["behaviour_version_max"] == 1
 
 
@@ -358,8 +358,8 @@ def test_dynamic_sampling_discards_uniform_groups_and_refills_the_batch() -> Non
     # lengths are the same draws with and without it; the batch costs more generation
     plain = runs[False][1].samples
     assert s["response_tokens"].head(64).equals(plain["response_tokens"].head(64))
-    slow = summarize(trace, sc, steps, 0)["step_time_s"]["mean"]
-    fast = summarize(runs[False][1], runs[False][0], steps, 0)["step_time_s"]["mean"]
+    slow = summarize(trace, sc, steps, 0).step_time_s.mean
+    fast = summarize(runs[False][1], runs[False][0], steps, 0).step_time_s.mean
     assert slow > 1.2 * fast
 
 

@@ -101,12 +101,12 @@ def test_inflight_updates_give_per_token_staleness() -> None:
         "algorithm.mode=async", "algorithm.max_staleness=4", "algorithm.inflight_updates=true"
     )
     used = consumed(trace)
-    summary = summarize(trace, scenario, 12, 0)["staleness"]
+    summary = summarize(trace, scenario, 12, 0).staleness
     tokens = used["response_tokens"]
     per_token_mean = (used["staleness_mean_tokens"] * tokens).sum() / tokens.sum()
-    assert summary["token_quantiles"]["mean"] == pytest.approx(per_token_mean, rel=1e-12)
-    assert summary["sample_quantiles"]["mean"] == pytest.approx(used["staleness_max"].mean())
-    assert summary["token_quantiles"]["mean"] < summary["sample_quantiles"]["mean"]
+    assert summary.token_quantiles.mean == pytest.approx(per_token_mean, rel=1e-12)
+    assert summary.sample_quantiles.mean == pytest.approx(used["staleness_max"].mean())
+    assert summary.token_quantiles.mean < summary.sample_quantiles.mean
     spanning = used.filter(pl.col("behaviour_version_max") > pl.col("behaviour_version_min"))
     assert spanning.height > 0
     assert (used["staleness_min"] <= used["staleness_mean_tokens"] + 1e-9).all()
@@ -183,8 +183,8 @@ def test_littles_law_on_the_buffer_and_the_whole_system(flow: tuple[str, ...]) -
     # a discarded group (dynamic sampling) leaves when it completes: a stay of zero
     scenario, trace = run("algorithm.mode=async", "algorithm.max_staleness=4", *flow, steps=150)
     summary = summarize(trace, scenario, 150, 0)
-    start = summary["warmup_s"]
-    end = start + summary["measured_window_s"]
+    start = summary.warmup_s
+    end = start + summary.measured_window_s
     groups = trace.samples.group_by("group_id").agg(
         pl.col("group_launch_s", "group_complete_s", "left_buffer_s").first()
     )
@@ -194,7 +194,7 @@ def test_littles_law_on_the_buffer_and_the_whole_system(flow: tuple[str, ...]) -
     left = groups.filter((pl.col("left_buffer_s") > start) & (pl.col("left_buffer_s") <= end))
     rate = left.height / (end - start)
     stay = float((left["left_buffer_s"] - left["group_complete_s"]).mean())
-    occupancy = summary["mean_queue_groups"]
+    occupancy = summary.mean_queue_groups
     assert occupancy > 1.0  # a real queue, not an empty one
     assert rate * stay == pytest.approx(occupancy, rel=0.02)
 
@@ -222,7 +222,7 @@ def test_async_is_at_least_as_fast_as_sync_on_the_same_gpus() -> None:
     rates = {}
     for mode in ("sync", "one_step", "async"):
         scenario, trace = run(f"algorithm.mode={mode}", "algorithm.max_staleness=2", steps=20)
-        rates[mode] = summarize(trace, scenario, 20, 0)["throughput"]["samples_per_s"]
+        rates[mode] = summarize(trace, scenario, 20, 0).throughput.samples_per_s
     assert rates["one_step"] >= rates["sync"]
     assert rates["async"] >= rates["sync"]
     assert rates["async"] > 1.1 * rates["sync"]  # overlap is worth something here

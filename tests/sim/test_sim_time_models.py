@@ -227,7 +227,7 @@ def test_learner_phases_in_the_trace_sum_to_the_step() -> None:
     total = (inside["end_s"] - inside["start_s"]).sum()
     assert total == pytest.approx(step0["end_s"] - step0["start_s"], rel=1e-12)
     summary = summarize(trace, scenario, 3, 1)
-    assert 0 < summary["utilisation"]["learner"] < 1
+    assert 0 < summary.utilisation.learner < 1
 
 
 # -- rollout engines ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ names, only what verl's trainer would log (phase seconds, response and prompt le
 none of the run's per-decode-iteration timing tables. :func:`counterfactual` calibrates the
 simulator from a synchronous run's rows alone (``stalesim calibrate --from verl``), predicts
 other runs of the same setup in other modes, and compares their throughput and staleness with
-what those runs measured, as the replay does (:func:`stalesim.validate.pipeline.replay.pipeline_metrics`).
+what those runs measured, as the replay does (:func:`stalesim.validate.pipeline.replay.replay_metrics`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from stalesim.sim.calibrate.logs import calibrate_log, with_fragment
 from stalesim.sim.calibrate.trainer_logs import log_from_rows
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
-from stalesim.validate.pipeline.replay import TARGETS, load_run, pipeline_metrics
+from stalesim.validate.pipeline.replay import TARGETS, load_run, replay_metrics, run_trace
 
 
 def verl_rows(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -94,9 +94,8 @@ def counterfactual(
         scenario = with_fragment(base, {**fragment, "algorithm": modes})
         steps = tables["steps"].height
         trace = simulate(scenario, steps, seed)
-        group_count = target_config.train.prompts_per_step * target_config.train.samples_per_prompt
-        real = pipeline_metrics(tables["samples"], tables["steps"], tables["queue"], group_count)
-        sim = pipeline_metrics(trace.samples, trace.steps, trace.queue, group_count)
+        real = replay_metrics(run_trace(tables))
+        sim = replay_metrics(trace)
         throughput = sim["samples_per_s"] / real["samples_per_s"] - 1.0
         staleness = abs(sim["staleness_mean"] - real["staleness_mean"])
         results[name] = {

@@ -9,7 +9,7 @@ means (:func:`weight_sync_costs`), and the mode, batch, group size, bound and en
 run's. The simulator then runs as many learner steps as the run finished, with several seeds
 (its dispersions make each run one draw; the comparison reads their mean,
 :func:`pool_metrics`), and both traces (which have the same columns) are reduced by the same
-function, :func:`pipeline_metrics`:
+summary, :func:`stalesim.sim.metrics.measure` (read by :func:`replay_metrics`):
 
 * throughput: samples and learner steps per second over the steady-state window (the
   simulator's warm-up rule, :func:`stalesim.sim.metrics.warmup_steps`);
@@ -35,9 +35,10 @@ from stalesim.common.output_dir import output_folder
 from stalesim.common.tables import Column, read_json_object, read_table, require_finished
 from stalesim.sim.calibrate import timings as cal_mod
 from stalesim.sim.calibrate.timings import Calibration, calibrate_tables
-from stalesim.sim.metrics import time_average, warmup_steps
+from stalesim.sim.metrics import consumed_samples, measure, staleness_section, warmup_steps
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
+from stalesim.sim.trace import Trace
 from stalesim.validate.pipeline.config import PipelineConfig
 from stalesim.validate.pipeline.replay_stages import stage_metrics, throughput_standard_error
 from stalesim.validate.pipeline.run import ENDED, PIPELINE_KIND, RUN_FILES
@@ -49,6 +50,7 @@ TARGETS = {"throughput_rel": 0.03, "staleness_mean_abs": 0.1, "ks": 0.1}
 #: the columns the replay reads of each table of a run, with what they must hold
 RUN_TABLES: dict[str, dict[str, Column]] = {
     "samples": {
+        "finish_s": Column("float", min=0, nullable=True),
         "response_tokens": Column("int", min=0),
         "consumed_step": Column("int", min=0, nullable=True),
         "staleness_max": Column("int", min=0, nullable=True),
@@ -63,6 +65,7 @@ RUN_TABLES: dict[str, dict[str, Column]] = {
         "end_s": Column("float", min=0),
         "idle_before_s": Column("float", min=0),
         "version_end": Column("int", min=0),
+        "tokens": Column("int", min=0),
         "publish_s": Column("float", min=0),
     },
     "queue": {"time_s": Column("float", min=0), "groups_waiting": Column("int", min=0)},
@@ -280,44 +283,49 @@ def ks_distance(a: dict[float, float], b: dict[float, float]) -> float:
     return gap
 
 
-def pipeline_metrics(
-    samples: pl.DataFrame, steps: pl.DataFrame, queue: pl.DataFrame, group_count: int
-) -> dict[str, Any]:
-    """Steady-state throughput, staleness, learner idle and queue of one trace (real or
-    simulated). ``group_count`` is ``B*G``, the samples of one learner step."""
-    ends = steps["end_s"].to_numpy()
-    w = warmup_steps(len(ends))
-    start, end = (float(ends[w - 1]) if w else 0.0), float(ends[-1])
-    span = end - start
-    measured = steps.filter(pl.col("step") >= w)
-    used = samples.filter(pl.col("consumed_step") >= w)
+def run_trace(tables: dict[str, pl.DataFrame]) -> Trace:
+    """A pipeline run's tables as a trace (the simulator's frames), ending at its last step."""
+    steps = tables["steps"]
+    return Trace(
+        samples=tables["samples"],
+        steps=steps,
+        busy=tables["busy"],
+        queue=tables["queue"],
+        end_s=float(steps["end_s"].max()),
+    )
+
+
+def replay_metrics(trace: Trace) -> dict[str, Any]:
+    """What the replay compares of one trace (real or simulated), read from its run summary
+    (:func:`stalesim.sim.metrics.measure`), so both sides have one definition. Staleness is the
+    summary's own reduction (:func:`stalesim.sim.metrics.staleness_section`) over the samples
+    consumed in the steady-state window, where throughput is read too: the warm-up's fill
+    (lags still growing to their steady level) is left out of both."""
+    summary = measure(trace)
+    w = summary.warmup_steps
+    used = consumed_samples(trace).filter(pl.col("consumed_step") >= w)
+    staleness = staleness_section(used)
+    by_sample = staleness.sample_quantiles
     lag = used["staleness_max"].to_numpy().astype(np.float64)
-    token_lag = used["staleness_mean_tokens"].to_numpy()
+    token_lag = np.round(used["staleness_mean_tokens"].to_numpy(), 3)
     tokens = used["response_tokens"].to_numpy().astype(np.float64)
-    dropped = samples.filter(
-        pl.col("dropped_reason").is_not_null()
-        & ~pl.col("dropped_reason").is_in(["in_flight", "in_buffer"])
-    ).height
+    window = summary.measured_window_s
+    idle = float(trace.steps.filter(pl.col("step") >= w)["idle_before_s"].sum())
+    steps_per_h = summary.throughput.steps_per_h
     return {
-        "steps": len(ends),
+        "steps": summary.steps,
         "warmup_steps": w,
-        "window_s": span,
-        "samples_per_s": measured.height * group_count / span if span > 0 else None,
-        "steps_per_s": measured.height / span if span > 0 else None,
-        "staleness_mean": float(lag.mean()) if lag.size else None,
-        "staleness_token_mean": float((token_lag * tokens).sum() / tokens.sum())
-        if tokens.sum() > 0
-        else None,
-        "staleness_max": float(lag.max()) if lag.size else None,
+        "window_s": window,
+        "samples_per_s": summary.throughput.samples_per_s,
+        "steps_per_s": None if steps_per_h is None else steps_per_h / 3600.0,
+        "staleness_mean": by_sample.mean,
+        "staleness_token_mean": staleness.token_quantiles.mean,
+        "staleness_max": by_sample.max,
         "staleness_hist": _distribution(lag, np.ones_like(lag)),
-        "staleness_token_hist": _distribution(np.round(token_lag, 3), tokens),
-        "learner_idle_fraction": float(measured["idle_before_s"].sum()) / span
-        if span > 0
-        else None,
-        "queue_mean_groups": time_average(
-            queue["time_s"].to_numpy(), queue["groups_waiting"].to_numpy(), start, end
-        ),
-        "dropped_samples": dropped,
+        "staleness_token_hist": _distribution(token_lag, tokens),
+        "learner_idle_fraction": idle / window if window > 0 else None,
+        "queue_mean_groups": summary.mean_queue_groups,
+        "dropped_samples": summary.dropped_samples,
     }
 
 
@@ -391,13 +399,12 @@ def replay(
     scenario, cal = replay_scenario(run_dir, config, tables)
     n_steps = tables["steps"].height
     first_seed = config.seed if seed is None else seed
-    group_count = config.train.prompts_per_step * config.train.samples_per_prompt
-    real = pipeline_metrics(tables["samples"], tables["steps"], tables["queue"], group_count)
+    real = replay_metrics(run_trace(tables))
     runs, stages, per_seed, trace = [], [], [], None
     for i in range(seeds):
         simulated = simulate(scenario, n_steps, first_seed + i)
         trace = trace or simulated
-        metrics = pipeline_metrics(simulated.samples, simulated.steps, simulated.queue, group_count)
+        metrics = replay_metrics(simulated)
         runs.append(metrics)
         stages.append(stage_metrics(simulated.samples, simulated.steps, simulated.busy))
         one = compare(real, metrics)
