@@ -14,7 +14,7 @@ each S's best rate. ``skew > 1`` makes the curve fall faster above its optimum t
 measured curves do (a cliff where training breaks), which biases the three-point parabola.
 
 Each synthetic sweep goes through the same code as ``stalesim fit``
-(:func:`stalesim.validate.law.fit.replicate_groups`, the slope and ratio functions and
+(:func:`stalesim.validate.law.replicates.replicate_groups`, the slope and ratio functions and
 :class:`~stalesim.sim.law.intervals.Spread`), and the coverage is the share of the reported
 intervals that hold the truth: of ``eta_opt`` at each S, of the slope between every pair of S,
 and of the ratios ``eta(S_1)/eta(0)`` and ``eta(S_max)/eta(0)``.
@@ -139,10 +139,10 @@ def simulate_coverage(
     """Run the estimator on ``n_sim`` synthetic sweeps of ``design`` and count how often its
     intervals hold the truth (see the module docstring); ``replicates`` per sweep for the
     percentile method. Deterministic for a given ``seed``."""
-    from stalesim.validate.law.fit import (
+    from stalesim.validate.law.replicates import (
         FitSettings,
-        _drop_from_zero,
-        _first_step,
+        drop_from_zero,
+        first_step_ratio,
         replicate_groups,
     )
     from stalesim.validate.law.slopes import pair_slopes
@@ -184,7 +184,7 @@ def simulate_coverage(
             i, j = int(np.argmax(axis == record["from"])), int(np.argmax(axis == record["to"]))
             true_slope = (log_truth[j] - log_truth[i]) / (np.log(axis[j]) - np.log(axis[i]))
             hits["slope"].append(bool(record["lo"] <= true_slope <= record["hi"]))
-        for fn in (_first_step, _drop_from_zero):
+        for fn in (first_step_ratio, drop_from_zero):
             asked["ratio"] += 1 if axis[0] == 0 else 0
             record = fn(axis, eta, boot, usable, reps.spread)
             if record is None or record["lo"] is None or record["hi"] is None:
@@ -212,8 +212,8 @@ def sweep_design(runs_dir: Path) -> Design | None:
     """The design of the committed sweep in ``runs_dir`` at its full horizon, measured as
     ``stalesim fit`` measures it (default settings)."""
     from stalesim.validate.law.failure import backfill_from_steps, mark_failures
-    from stalesim.validate.law.fit import FitSettings, _realised_lag
     from stalesim.validate.law.group_estimates import build_cells, estimate_group
+    from stalesim.validate.law.replicates import FitSettings, realised_lag
     from stalesim.validate.law.sweep_runs import fixed_runs, read_sweep
 
     settings = FitSettings()
@@ -227,7 +227,7 @@ def sweep_design(runs_dir: Path) -> Design | None:
         return None
     groups = {s: build_cells(f, settings.objective) for s, f in frames.items()}
     point = {s: estimate_group(c) for s, c in groups.items()}
-    axis = np.array([_realised_lag(frames[s], s) for s in sorted(frames)])
+    axis = np.array([realised_lag(frames[s], s) for s in sorted(frames)])
     return design_from_cells(groups, point, axis)
 
 
