@@ -14,8 +14,9 @@ import pytest
 pytest.importorskip("torch")
 
 from stalesim.common.config_file import ConfigError
+from stalesim.sim.modes import MODES
 from stalesim.validate.pipeline.config import PipelineConfig
-from stalesim.validate.pipeline.coordinator import Coordinator, drop_bound
+from stalesim.validate.pipeline.coordinator import Coordinator
 
 G = 2
 
@@ -44,6 +45,11 @@ def config(B: int = 4, M: int = 1, **algorithm) -> PipelineConfig:
 def admit(c: Coordinator, version: int = 0) -> list[int]:
     reply = c.exchange(0, version, 0, 10_000, 0, [], [], {}, wait=False)
     return [w["sample_id"] for w in reply["admit"]]
+
+
+def groups(c: Coordinator):
+    """One row per group of the coordinator's trace so far."""
+    return c.snapshot()["samples"].unique("group_id", keep="first", maintain_order=True)
 
 
 def finish(c: Coordinator, ids: list[int], version: int) -> None:
@@ -82,14 +88,19 @@ def test_max_staleness_never_drops_only_the_filter_does() -> None:
         assert c.dropped == dropped
         if filt is None:
             assert batch is not None and batch["groups"] == [0, 1]
-            assert c.rec.g_version[:2] == [2, 2]
+            assert groups(c)["consumed_version"].to_list()[:2] == [2, 2]
         else:
             assert batch is None  # both dropped, nothing left to consume
-            assert c.rec.g_drop[:2] == ["staleness_filter"] * 2
+            assert groups(c)["dropped_reason"].to_list()[:2] == ["staleness_filter"] * 2
             # dropped groups leave the admission count, as the simulator's launched - dropped
             assert len(admit(c)) == 2 * G
-    assert drop_bound(config(max_staleness=1)) is None
-    assert drop_bound(config(staleness_filter=3)) == (3, "staleness_filter")
+    # the rule both runtimes ask: the drop filter's bound, never max_staleness
+    policy = MODES["async"].admission
+    assert policy is not None
+    assert Coordinator(config(max_staleness=1), 0.0).run.staleness_filter is None
+    run = Coordinator(config(staleness_filter=3), 0.0).run
+    assert policy.drop_reason(5, 2, run) is None  # 3 versions stale: within the filter
+    assert policy.drop_reason(6, 2, run) == "staleness_filter"
 
 
 @pytest.mark.parametrize(
