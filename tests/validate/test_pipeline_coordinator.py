@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import polars as pl
 import pytest
 
 pytest.importorskip("torch")
@@ -124,3 +125,56 @@ def test_the_simulators_own_mode_check_applies() -> None:
     with pytest.raises(ConfigError, match=r"algorithm\.max_staleness=0"):
         config(B=4, M=2, max_staleness=0)
     assert config(B=4, M=2, max_staleness=1).algorithm.max_staleness == 1
+
+
+def drive(c: Coordinator, steps: int) -> pl.DataFrame:
+    """Run ``steps`` learner steps with one engine that generates everything it is given at
+    once on the weights it holds, and loads each new version as soon as it is published."""
+    version = 0
+    for step in range(steps):
+        finish(c, admit(c, version), version)
+        batch = c.take_batch(step, timeout_s=1.0)
+        assert batch is not None, f"step {step}: no batch"
+        now = c.now()
+        row = {"step": step, "start_s": now, "end_s": now, "idle_before_s": 0.0,
+               "version_start": step * c.M, "version_end": (step + 1) * c.M, "tokens": 0}  # fmt: skip
+        c.step_done(row, [], [], batch["groups"])
+        version = (step + 1) * c.M
+        c.publish(version, object(), now, "digest")
+    return c.snapshot()["samples"]
+
+
+@pytest.fixture
+def toy_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two registered toy modes: a renamed sync, and an async one chunk ahead at most."""
+    from dataclasses import replace
+
+    from stalesim.sim.modes.asynchronous import ASYNC
+    from stalesim.sim.modes.sync import SYNC
+
+    from tests.sim.test_toy_mode import OneChunkAhead
+
+    monkeypatch.setitem(MODES, "toy", replace(SYNC, name="toy"))
+    ahead = replace(ASYNC, name="toy_ahead", admission=OneChunkAhead())
+    monkeypatch.setitem(MODES, "toy_ahead", ahead)
+
+
+def test_a_registered_toy_mode_runs_through_the_coordinator(toy_modes) -> None:
+    """The coordinator admits by the toy's policy: one chunk ahead although max_staleness=3
+    (async itself admits four), and every consumed sample is fresh; the renamed sync runs its
+    batches one after the other, on-policy."""
+    c = Coordinator(config(B=4, M=1, mode="toy_ahead", max_staleness=3), time.time())
+    assert len(admit(c)) == 4 * G
+    assert admit(c) == []
+    assert len(Coordinator(config(B=4, M=1, max_staleness=3), time.time()).exchange(
+        0, 0, 0, 10_000, 0, [], [], {}, wait=False)["admit"]) == 16 * G  # fmt: skip
+
+    steps = 4
+    for mode, stalest in (("toy_ahead", 0), ("async", 3), ("toy", 0)):
+        c = Coordinator(config(B=4, M=1, mode=mode, max_staleness=3), time.time())
+        c.start(time.time())
+        samples = drive(c, steps)
+        used = samples.filter(pl.col("consumed_step").is_not_null())
+        assert used.height == steps * 4 * G, mode
+        assert used["staleness_max"].max() == stalest, mode
+        assert sorted(set(used["consumed_step"].to_list())) == list(range(steps)), mode
