@@ -31,6 +31,10 @@ from stalesim.sim.time_model import DecodeTimeModel
 from stalesim.sim.trace import TraceRecorder
 
 NO_VERSION = -1
+# an engine's heap holds finish iteration and sample id packed in one int (faster to compare
+# than a pair, in the same order); sample ids stay far below 2**40
+SID_BITS = 40
+SID_MASK = (1 << SID_BITS) - 1
 
 
 class Engine:
@@ -46,7 +50,8 @@ class Engine:
         self.b = 0
         # context tokens = dsum + b * iteration; dsum sums (tokens at admission - admission iter)
         self.dsum = 0
-        self.heap: list[tuple[int, int]] = []  # (finish iteration, sample id)
+        # (finish iteration << SID_BITS) | sample id: ordered as the pair, compared as one int
+        self.heap: list[int] = []
         self.kv_free = pool.kv_tokens
         self.version = 0
         self.hist_it = [0]
@@ -59,6 +64,7 @@ class Engine:
         self.switch_load_s = 0.0
         self.prefix: dict[int, int] = {}  # group -> its live samples here (shared prompt KV)
         self.speed = 1.0  # the current span's iterations take this multiple of their model time
+        self._wake_callback = self._on_wake  # bound once: one per decode span is many
 
     # -- time ---------------------------------------------------------------------------
     def _iterations_s(self, n: int) -> float:
@@ -72,7 +78,7 @@ class Engine:
         if self.b == 0 or now <= self.t0:
             self.t0 = max(self.t0, now)
             return True
-        n_next = self.heap[0][0] - self.it0
+        n_next = (self.heap[0] >> SID_BITS) - self.it0
         span = (now - self.t0) / self.speed
         context = self.dsum + self.b * self.it0
         if round_up:
@@ -88,11 +94,11 @@ class Engine:
 
     def _schedule(self, now: float) -> None:
         if self.b:
-            n = self.heap[0][0] - self.it0
+            n = (self.heap[0] >> SID_BITS) - self.it0
             if self.pool.iteration_cv:
                 self.speed = self.pool.span_factor(n)
             event = self.pool.env.timeout(self.t0 + self._iterations_s(n) - now)
-            event.callbacks.append(self._on_wake)
+            event.callbacks.append(self._wake_callback)
             self.wake = event
         else:
             self.wake = None
@@ -195,20 +201,20 @@ class Engine:
         rec = pool.rec
         now = pool.env.now
         heap = self.heap
-        finish_it = heap[0][0]
+        finish_it = heap[0] >> SID_BITS
         self.t0 = now
         self.it0 = finish_it
         budgeted = pool.round_budget is not None
-        while heap and heap[0][0] == finish_it:
-            sid = heappop(heap)[1]
+        while heap and heap[0] >> SID_BITS == finish_it:
+            sid = heappop(heap) & SID_MASK
             stint = self._leave(sid, finish_it)
-            if stint is not None:
-                rec.sample_progress(sid, *stint)
             if budgeted and pool.done[sid] < pool.response_tokens[sid]:
+                if stint is not None:
+                    rec.sample_progress(sid, *stint)
                 pool.out_of_budget.append(sid)  # used its round's tokens; waits for the next
                 continue
             pool.finished_samples += 1
-            if rec.sample_done(sid, now):
+            if rec.sample_done(sid, now, stint):
                 pool.group_complete(sid // pool.group_size, now)
         if self.b == 0:
             self._went_idle(now)
@@ -251,18 +257,20 @@ class Engine:
             shared = live > 0
         length = pool.response_tokens[sid]
         self.kv_free -= length + (0 if shared else prompt)
+        t0, it0 = self.t0, self.it0
+        start = t0 if t0 > now else now
         if self.b == 0 and self.span_start != self.span_start:
-            self.span_start = max(self.t0, now)
-            self.pool.idle.discard(self)
+            self.span_start = start
+            pool.idle.discard(self)
         self.b += 1
-        self.dsum += context - self.it0
-        pool.admit_it[sid] = self.it0
-        pool.rec.sample_started(sid, self.index, max(self.t0, now))
+        self.dsum += context - it0
+        pool.admit_it[sid] = it0
+        pool.sample_started(sid, self.index, start)
         to_go = length - done
         budget = pool.round_budget
         if budget is not None:
             to_go = min(to_go, budget - (done - pool.round_base[sid]))
-        heappush(self.heap, (self.it0 + to_go, sid))
+        heappush(self.heap, ((it0 + to_go) << SID_BITS) | sid)
         if done and not pool.recompute_kv:
             return 0  # resumed with its KV cache kept
         return done + (0 if shared else prompt)
@@ -273,7 +281,7 @@ class Engine:
         if self.wake is None:
             return []
         self._advance(now, round_up=False)
-        parked = sorted(sid for _, sid in self.heap)
+        parked = sorted(entry & SID_MASK for entry in self.heap)
         progress = self.pool.rec.sample_progress
         for sid in parked:
             stint = self._leave(sid, self.it0)
@@ -319,6 +327,7 @@ class RolloutPool:
         # when its current round began (a round's token budget counts from there)
         self.prompt_tokens = rec.prompt_tokens
         self.response_tokens = rec.response_tokens
+        self.sample_started = rec.sample_started
         self.done: list[int] = []
         self.admit_it: list[int] = []
         self.round_base: list[int] = []
@@ -426,7 +435,8 @@ class RolloutPool:
             free -= 1
         if prefill_tokens:
             stall = prefill_tokens * engine.prefill_s_per_token
-            engine.t0 = max(engine.t0, now) + stall
+            t0 = engine.t0
+            engine.t0 = (t0 if t0 >= now else now) + stall
             self.prefill_s += stall
         if launched and pending and self.idle:
             self.request_kick()

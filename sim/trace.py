@@ -149,15 +149,31 @@ class TraceRecorder:
         self._s_vmax[sid] = max(versions)
         self._s_vsum[sid] = float(sum(versions))
 
-    def sample_done(self, sid: int, now: float, group_complete_s: float | None = None) -> bool:
-        """Sample ``sid`` finished at ``now``; True when it was its group's last (the group
-        is complete at ``group_complete_s``, by default ``now``)."""
+    def sample_done(
+        self,
+        sid: int,
+        now: float,
+        last_stint: tuple[int, int, int] | None = None,
+        group_complete_s: float | None = None,
+    ) -> bool:
+        """Sample ``sid`` finished at ``now``, its last stint's versions ``last_stint`` as
+        :meth:`sample_progress` takes them (None: recorded already); True when it was its
+        group's last sample (the group is complete at ``group_complete_s``, default ``now``)."""
         finish = self._s_finish
         if finish[sid] == finish[sid]:
             raise TraceError(f"sample {sid} finished twice")
         finish[sid] = now
+        s_vmin = self._s_vmin
+        vmin = s_vmin[sid]
+        if last_stint is not None:  # sample_progress, inline: this is the hot path
+            low, high, vsum = last_stint
+            if low < vmin:
+                s_vmin[sid] = vmin = low
+            if high > self._s_vmax[sid]:
+                self._s_vmax[sid] = high
+            self._s_vsum[sid] += vsum
         g = sid // self.group_size
-        g_vmin, vmin = self._g_vmin, self._s_vmin[sid]
+        g_vmin = self._g_vmin
         if vmin < g_vmin[g]:
             g_vmin[g] = vmin
         count = self._g_finished[g] + 1
