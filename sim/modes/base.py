@@ -230,6 +230,8 @@ def generate_batch(c: Cluster) -> Generator:
         c.launch_batch(env.now)
         pool.kick_all(env.now)
         return
+    # the batch-filling policies launch in chunks of their own until B groups are kept (the
+    # simulator's alone: the real pipeline refuses dynamic sampling)
     c.batches_launched += 1
     chunk = algo.dynamic_sampling_chunk or c.B
     goal = c.accepted + c.B
