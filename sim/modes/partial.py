@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 
 
 class PartialAdmission(Admission):
-    """Round ``r`` starts once batch ``r-1`` is taken, step ``r-1`` trained and every engine
-    holds its weights; it tops the groups generating or waiting up to ``B`` plus the
-    overprovision. Engines admit only while a round is open; taking a batch preempts them."""
+    """Round ``r`` starts once step ``r-1`` is trained and every engine holds its weights; it
+    tops the groups generating or waiting up to ``B`` plus the overprovision. Engines admit
+    only while a round is open (launched, its batch not yet taken: with enough groups left
+    over, the learner may have taken it already, and the round closes at once); taking a
+    batch preempts them."""
 
     replaces_dropped = True
     preempts_on_take = True
@@ -34,13 +36,8 @@ class PartialAdmission(Admission):
         return max(0, target - state.buffered - state.open_groups)
 
     def batch(self, state: AdmissionState, run: RunShape) -> int | None:
-        r = state.batches_taken
-        ready = (
-            r < run.steps
-            and state.batches_launched <= r
-            and state.trained >= r
-            and state.min_version >= r * run.minibatches
-        )
+        r = state.batches_launched
+        ready = r < run.steps and state.trained >= r and state.min_version >= r * run.minibatches
         return self.top_up(state, run) if ready else None
 
 

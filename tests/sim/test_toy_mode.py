@@ -90,3 +90,29 @@ def test_a_registered_toy_mode_is_screened_and_planned(toy: str, tmp_path: Path)
     # on-policy like sync: the same multipliers (1x) against the same baseline
     toy_rows = table.filter((table["mode"] == toy) & table["feasible"])
     assert toy_rows["lr_multiplier"].to_list() == pytest.approx([1.0] * toy_rows.height)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # B=2 with 100% overprovision: the learner takes the next batch from leftover groups
+        # before its round starts (a case property tests found)
+        ("algorithm.mode=partial_rollout", "algorithm.partial_overprovision=1.0"),
+        ("algorithm.mode=one_step", "algorithm.staleness_filter=1"),
+        ("algorithm.mode=sync", "workload.group_size=2", "algorithm.dynamic_sampling=true"),
+    ],
+)
+def test_the_controllers_start_batches_where_their_policy_allows(overrides) -> None:
+    """Each batch a controller starts is checked against the mode's admission policy (the
+    run raises where they disagree); small batches and single-token answers crowd the events."""
+    tiny = (
+        "workload.prompts_per_step=2",
+        "workload.group_size=1",
+        "workload.response_tokens={kind: fixed, value: 1}",
+        "cluster.rollout_engines=1",
+        "algorithm.max_staleness=0",
+        "algorithm.minibatches_per_step=1",
+        "weight_sync.pause_policy=overlapped",
+    )
+    trace = simulate(load_scenario(None, None, (*tiny, *overrides)), 4, 0)
+    assert trace.steps["step"].to_list() == [0, 1, 2, 3]
