@@ -1,4 +1,5 @@
-"""``stalesim bench sim``: simulated samples per wall-second on the large reference scenario;
+"""``stalesim bench sim``: simulated samples per wall-second on the large reference scenario,
+and as a ratio to a plain SimPy producer/consumer timed in the same run;
 ``stalesim bench plan``: candidate setups a plan decides per minute."""
 
 from __future__ import annotations
@@ -9,6 +10,46 @@ from pathlib import Path
 
 import click
 from stalesim.cli.options import overrides_option
+
+#: Producers of the plain SimPy reference (one per rollout engine of bench-large).
+REFERENCE_PRODUCERS = 64
+
+
+def plain_simpy_rate(items: int, seed: int = 0) -> tuple[float, float]:
+    """Items per wall-second through the plainest SimPy model of the same shape: producers
+    that each wait a random time per item and put it into a store, and one consumer that takes
+    them (a timeout, a put and a get per item); per wall-second and per CPU-second. The
+    machine's speed moves it as it moves the simulator, so the simulator's rate over it
+    compares runs on different machines (per CPU-second also under different load)."""
+    import random
+    import time
+
+    import simpy
+
+    rng = random.Random(seed)
+    env = simpy.Environment()
+    store = simpy.Store(env)
+    per_producer = max(1, items // REFERENCE_PRODUCERS)
+    total = per_producer * REFERENCE_PRODUCERS
+
+    def producer(delays: list[float]):
+        for i, delay in enumerate(delays):
+            yield env.timeout(delay)
+            yield store.put(i)
+
+    def consumer():
+        for _ in range(total):
+            yield store.get()
+
+    for _ in range(REFERENCE_PRODUCERS):
+        env.process(producer([rng.expovariate(1.0) for _ in range(per_producer)]))
+    done = env.process(consumer())
+    started, cpu_started = time.perf_counter(), time.process_time()
+    env.run(until=done)
+    return (
+        total / (time.perf_counter() - started),
+        total / (time.process_time() - cpu_started),
+    )
 
 
 @click.command("sim")
@@ -22,7 +63,9 @@ def bench_sim(preset: str, steps: int, runs: int, overrides: tuple[str, ...]) ->
     """Time the simulator: simulated samples per wall-second, median of several runs.
 
     A sample counts once it has finished generating (consumed or not). The time covers the
-    whole simulation including building the trace frames, not writing files.
+    whole simulation including building the trace frames, not writing files. After each run a
+    plain SimPy producer/consumer moves as many items (a timeout, a put and a get each); the
+    median ratio of the two rates compares the simulator's speed across machines and loads.
     """
     from stalesim.common.config_file import ConfigError
     from stalesim.sim.presets import load_scenario
@@ -31,7 +74,7 @@ def bench_sim(preset: str, steps: int, runs: int, overrides: tuple[str, ...]) ->
     if runs < 1 or steps < 1:
         raise ConfigError(f"--runs={runs} --steps={steps}: both must be at least 1")
     scenario = load_scenario(None, preset, overrides)
-    wall_rates, cpu_rates, walls = [], [], []
+    wall_rates, cpu_rates, walls, ratios, cpu_ratios = [], [], [], [], []
     for seed in range(runs):
         gc.collect()
         trace = simulate(scenario, steps, seed)
@@ -40,14 +83,26 @@ def bench_sim(preset: str, steps: int, runs: int, overrides: tuple[str, ...]) ->
         walls.append(trace.wall_s)
         wall_rates.append(samples / trace.wall_s)
         cpu_rates.append(samples / cpu_s)
+        del trace
+        gc.collect()
+        reference, cpu_reference = plain_simpy_rate(samples, seed)
+        ratios.append(wall_rates[-1] / reference)
+        cpu_ratios.append(cpu_rates[-1] / cpu_reference)
         click.echo(
-            f"run {seed}: {samples:,} samples in {trace.wall_s:.2f} s wall ({cpu_s:.2f} s CPU)"
-            f" = {wall_rates[-1]:,.0f} samples per wall-second"
+            f"run {seed}: {samples:,} samples in {walls[-1]:.2f} s wall ({cpu_s:.2f} s CPU)"
+            f" = {wall_rates[-1]:,.0f} samples per wall-second; plain SimPy "
+            f"{reference:,.0f} items per wall-second; ratio {ratios[-1]:.3f}x "
+            f"({cpu_ratios[-1]:.3f}x per CPU-second)"
         )
     click.echo(
         f"median: {statistics.median(wall_rates):,.0f} simulated samples per wall-second "
         f"({scenario.name}, {steps} steps, {runs} runs, median wall {statistics.median(walls):.2f} s); "
         f"{statistics.median(cpu_rates):,.0f} per CPU-second (they differ on a shared machine)"
+    )
+    click.echo(
+        f"ratio to a plain SimPy producer/consumer: {statistics.median(ratios):.3f}x per "
+        f"wall-second (per run {min(ratios):.3f}-{max(ratios):.3f}x), "
+        f"{statistics.median(cpu_ratios):.3f}x per CPU-second (median of {runs})"
     )
 
 

@@ -70,10 +70,14 @@ def pipeline(
     # everything that would stop the run once started is refused here, before any output
     check_pipeline(config, out, address)
     if not quiet:
+        from stalesim.sim.modes import MODES
+
         algo = config.algorithm
+        admission = MODES[algo.mode].admission
+        bounded = admission is not None and admission.bounded_by_max_staleness
         click.echo(
             f"pipeline {config.preset}: {algo.mode}"
-            + (f" (max_staleness {algo.max_staleness})" if algo.mode == "async" else "")
+            + (f" (max_staleness {algo.max_staleness})" if bounded else "")
             + f", {config.rollout_workers} worker(s) + 1 learner, {config.train.steps} steps"
             + f", lr {config.lr:g} -> {out}"
         )

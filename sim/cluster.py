@@ -16,6 +16,8 @@ from stalesim.sim.derived import Derived
 from stalesim.sim.engine import RolloutPool
 from stalesim.sim.lengths import sample_group_lengths
 from stalesim.sim.modes import MODES
+from stalesim.sim.modes.asynchronous import groups_ahead
+from stalesim.sim.modes.base import Admission, AdmissionState, RunShape
 from stalesim.sim.scenario import Scenario
 from stalesim.sim.trace import TraceRecorder
 
@@ -24,7 +26,6 @@ CHUNK_GROUPS = 1024
 ZERO_VARIANCE = "zero_variance"
 ABORTED = "aborted"  # still generating when the batch was full (slime aborts them)
 SURPLUS = "surplus"  # completed beyond a full batch (verl keeps the first B)
-STALENESS_FILTER = "staleness_filter"
 
 
 class GroupSource:
@@ -108,6 +109,18 @@ class Cluster:
         self.K = algo.publish_interval or self.M  # optimizer steps between publications
         self.streaming = algo.streaming
         self.rec = TraceRecorder(group_size=self.G)
+        spec = MODES[algo.mode]
+        self.admission: Admission = spec.admission or Admission()
+        self.run = RunShape(
+            steps=steps,
+            batch_groups=self.B,
+            minibatches=self.M,
+            groups_ahead=groups_ahead(algo, self.chunk, self.K),
+            overprovision=algo.partial_overprovision,
+            staleness_filter=algo.staleness_filter,
+        )
+        self.batches_launched = 0
+        self.batches_taken = 0
         self.source = GroupSource(scenario, seed)
         # learner steps vary (stragglers, shared nodes): a lognormal factor of mean 1 per
         # optimizer step, from its own generator so that lengths and rewards stay the same
@@ -115,7 +128,7 @@ class Cluster:
         self.step_sigma = math.sqrt(math.log1p(cv * cv))
         self.step_rng = np.random.default_rng([seed, 2])
         self.buffer = Buffer(self.env, self.rec)
-        preempts = MODES[algo.mode].preempts
+        preempts = spec.preempts
         # resumed partial rollouts recompute by default (their KV left the engine); in-flight
         # updates keep it (PipelineRL)
         kv_policy = algo.kv_cache_on_update or ("recompute" if preempts else "keep")
@@ -152,7 +165,6 @@ class Cluster:
         self.on_accept: Callable[[float], None] | None = None
         # kept groups held back from the learner until a whole generation batch is over
         self.held: list[tuple[int, int]] | None = None
-        self.filter = algo.staleness_filter
         # consumption deadlines (admission limit kept by the learner): the lower bound of each
         # group's deadline, and how many unfinished groups have each lower bound
         self.deadline_slack: int | None = None
@@ -166,6 +178,32 @@ class Cluster:
         self.deadline_slack = max_staleness
 
     # -- groups ---------------------------------------------------------------------------
+    def admission_state(self) -> AdmissionState:
+        """What the mode's admission policy decides from, now."""
+        return AdmissionState(
+            launched=self.launched,
+            dropped=self.dropped,
+            open_groups=self.pool.open_groups,
+            buffered=len(self.buffer),
+            batches_launched=self.batches_launched,
+            batches_taken=self.batches_taken,
+            trained=self.steps_done,
+            min_version=self.pool.min_version,
+        )
+
+    def launch_batch(self, now: float) -> None:
+        """Launch the next batch (or round) that the mode's controller reached: as many groups
+        as the mode's admission policy says. The controller's events and the policy state the
+        same rule; a disagreement is a bug in the mode, not something to run through."""
+        count = self.admission.batch(self.admission_state(), self.run)
+        if count is None:
+            raise RuntimeError(
+                f"mode {self.scenario.algorithm.mode}: its controller starts batch "
+                f"{self.batches_launched} where its admission policy does not allow it"
+            )
+        self.batches_launched += 1
+        self.launch(count, now)
+
     def launch(self, count: int, now: float) -> None:
         """Launch ``count`` new groups: their samples join the pool's queue."""
         rec, pool, source = self.rec, self.pool, self.source
@@ -189,14 +227,12 @@ class Cluster:
             self.in_flight_deadlines[floor] -= 1
             if not self.in_flight_deadlines[floor]:
                 del self.in_flight_deadlines[floor]
-            key = rec.g_vmin[group] + self.deadline_slack
+            key = rec.oldest_version(group) + self.deadline_slack
         if self.accept_limit is not None and self.accepted >= self.accept_limit:
-            rec.g_drop[group] = SURPLUS
-            rec.g_removed_s[group] = now
+            rec.drop(group, SURPLUS, now)
             self.dropped += 1
         elif self.dynamic_sampling and self.uniform_rewards[group]:
-            rec.g_drop[group] = ZERO_VARIANCE
-            rec.g_removed_s[group] = now
+            rec.drop(group, ZERO_VARIANCE, now)
             self.dropped += 1
             if self.on_drop is not None:
                 self.on_drop(now, 1)
@@ -227,9 +263,8 @@ class Cluster:
         pool.pending.clear()
         groups = sorted({sid // G for sid in pool.preempt_all(now)} | waiting)
         for g in groups:
-            rec.g_drop[g] = ABORTED
-            rec.g_removed_s[g] = now
-            if pool.max_groups is not None and rec.s_start[g * G] == rec.s_start[g * G]:
+            rec.drop(g, ABORTED, now)
+            if pool.max_groups is not None and rec.has_started(g * G):
                 pool.live_groups -= 1
         pool.open_groups -= len(groups)
         self.dropped += len(groups)
@@ -273,6 +308,7 @@ class Cluster:
         deadline first and waits while taking now would make a group miss its deadline.
         """
         env, rec, buffer, chunk = self.env, self.rec, self.buffer, self.chunk
+        drop_reason, run = self.admission.drop_reason, self.run
         taken: list[int] = []
         while len(taken) < chunk:
             need = chunk - len(taken)
@@ -283,12 +319,12 @@ class Cluster:
                     yield buffer.wait_for(len(buffer) + 1)
             dropped = 0
             for g in buffer.take(need, env.now):
-                rec.g_removed_s[g] = env.now
-                if self.filter is not None and version - rec.g_vmin[g] > self.filter:
-                    rec.g_drop[g] = STALENESS_FILTER
+                reason = drop_reason(version, rec.oldest_version(g), run)
+                if reason is not None:
+                    rec.drop(g, reason, env.now)
                     dropped += 1
                     continue
-                rec.g_version[g] = version
+                rec.take(g, env.now, version)
                 taken.append(g)
             if dropped:
                 self.dropped += dropped
@@ -299,7 +335,7 @@ class Cluster:
     def _chunk_size(self, groups: list[int]) -> tuple[int, int]:
         """Tokens of the chunk's sequences (prompt + response) and the sum of their squares
         (attention work grows with the square of a sequence's length)."""
-        G, s_prompt, s_len = self.G, self.rec.s_prompt, self.rec.s_len
+        G, s_prompt, s_len = self.G, self.rec.prompt_tokens, self.rec.response_tokens
         tokens = sq_context_tokens = 0
         for g in groups:
             first = g * G
@@ -350,6 +386,7 @@ class Cluster:
                 if not self.streaming and m < M - 1:
                     continue
                 if m == M - 1:
+                    self.batches_taken = step + 1
                     self.batch_ready[step].succeed()
                 if start != start:
                     start = env.now
@@ -373,8 +410,7 @@ class Cluster:
         now = env.now
         for groups, _ in unit:
             for g in groups:
-                rec.g_step[g] = step
-                rec.g_consumed_s[g] = now
+                rec.consume(g, step, now)
         switch_s = self.derived.learner.switch_s
         if switch_s > 0 and first_version == step * M:
             # colocated: the GPUs switch from generating to training once per learner step
@@ -392,12 +428,7 @@ class Cluster:
             version = first_version + i + 1
             end = env.now
             if version == (step + 1) * M:
-                rec.step_start.append(start)
-                rec.step_end.append(end)
-                rec.step_idle.append(waited)
-                rec.step_v0.append(step * M)
-                rec.step_v1.append(version)
-                rec.step_tokens.append(tokens)
+                rec.step_done(step, start, end, waited, step * M, version, tokens)
                 self.steps_done = step + 1
                 self.trained[step].succeed(end)
                 if self.progress is not None:
@@ -420,6 +451,3 @@ class Cluster:
             self.on_publish(version, end)
         if self.blocking and not last:
             yield self.env.timeout(sync_s)
-
-    def groups_in_flight_target(self, overprovision: float) -> int:
-        return math.ceil(self.B * (1.0 + overprovision))

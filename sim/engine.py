@@ -31,6 +31,10 @@ from stalesim.sim.time_model import DecodeTimeModel
 from stalesim.sim.trace import TraceRecorder
 
 NO_VERSION = -1
+# an engine's heap holds finish iteration and sample id packed in one int (faster to compare
+# than a pair, in the same order); sample ids stay far below 2**40
+SID_BITS = 40
+SID_MASK = (1 << SID_BITS) - 1
 
 
 class Engine:
@@ -46,7 +50,8 @@ class Engine:
         self.b = 0
         # context tokens = dsum + b * iteration; dsum sums (tokens at admission - admission iter)
         self.dsum = 0
-        self.heap: list[tuple[int, int]] = []  # (finish iteration, sample id)
+        # (finish iteration << SID_BITS) | sample id: ordered as the pair, compared as one int
+        self.heap: list[int] = []
         self.kv_free = pool.kv_tokens
         self.version = 0
         self.hist_it = [0]
@@ -59,6 +64,7 @@ class Engine:
         self.switch_load_s = 0.0
         self.prefix: dict[int, int] = {}  # group -> its live samples here (shared prompt KV)
         self.speed = 1.0  # the current span's iterations take this multiple of their model time
+        self._wake_callback = self._on_wake  # bound once: one per decode span is many
 
     # -- time ---------------------------------------------------------------------------
     def _iterations_s(self, n: int) -> float:
@@ -72,7 +78,7 @@ class Engine:
         if self.b == 0 or now <= self.t0:
             self.t0 = max(self.t0, now)
             return True
-        n_next = self.heap[0][0] - self.it0
+        n_next = (self.heap[0] >> SID_BITS) - self.it0
         span = (now - self.t0) / self.speed
         context = self.dsum + self.b * self.it0
         if round_up:
@@ -88,11 +94,11 @@ class Engine:
 
     def _schedule(self, now: float) -> None:
         if self.b:
-            n = self.heap[0][0] - self.it0
+            n = (self.heap[0] >> SID_BITS) - self.it0
             if self.pool.iteration_cv:
                 self.speed = self.pool.span_factor(n)
             event = self.pool.env.timeout(self.t0 + self._iterations_s(n) - now)
-            event.callbacks.append(self._on_wake)
+            event.callbacks.append(self._wake_callback)
             self.wake = event
         else:
             self.wake = None
@@ -113,17 +119,19 @@ class Engine:
                 event.succeed()
 
     # -- behaviour versions -------------------------------------------------------------
-    def _leave(self, sid: int, end_it: int) -> None:
-        """Take ``sid`` off the engine at iteration ``end_it``; account its tokens' versions."""
-        rec = self.pool.rec
-        start_it = rec.s_admit_it[sid]
-        prompt = rec.s_prompt[sid]
-        done = rec.s_done[sid]
+    def _leave(self, sid: int, end_it: int) -> tuple[int, int, int] | None:
+        """Take ``sid`` off the engine at iteration ``end_it``; return the versions of the
+        tokens it generated here (lowest, highest, sum over tokens), None if it generated
+        none."""
+        pool = self.pool
+        start_it = pool.admit_it[sid]
+        prompt = pool.prompt_tokens[sid]
+        done = pool.done[sid]
         self.b -= 1
         self.dsum -= prompt + done - start_it
-        self.kv_free += rec.s_len[sid]
-        if self.pool.prefix_caching:
-            g = sid // self.pool.group_size
+        self.kv_free += pool.response_tokens[sid]
+        if pool.prefix_caching:
+            g = sid // pool.group_size
             sharing = self.prefix[g] - 1
             if sharing:
                 self.prefix[g] = sharing
@@ -133,19 +141,13 @@ class Engine:
         else:
             self.kv_free += prompt
         tokens = end_it - start_it
-        rec.s_done[sid] = done + tokens
+        pool.done[sid] = done + tokens
         if tokens <= 0:
-            return
+            return None
         hist_it = self.hist_it
         if hist_it[-1] <= start_it:
             v = self.version
-            if done == 0:
-                rec.s_vmin[sid] = v
-                rec.s_vmax[sid] = v
-                rec.s_vsum[sid] = float(v * tokens)
-                return
-            vmin = vmax = v
-            vsum = v * tokens
+            return v, v, v * tokens
         else:
             i = bisect_right(hist_it, start_it) - 1
             vmin, vmax, vsum = 1 << 60, -1, 0
@@ -161,9 +163,7 @@ class Engine:
                 if hi >= end_it:
                     break
                 i += 1
-        rec.s_vmin[sid] = min(rec.s_vmin[sid], vmin)
-        rec.s_vmax[sid] = max(rec.s_vmax[sid], vmax)
-        rec.s_vsum[sid] += vsum
+        return vmin, vmax, vsum
 
     def _switch(self, version: int, stall_until: float) -> None:
         if stall_until > self.t0:
@@ -184,11 +184,10 @@ class Engine:
     def _recompute_kv(self) -> None:
         """Recompute the KV cache of every live sequence under new weights: its prompt (once
         per group when shared) and its generated tokens, as prefill."""
-        rec = self.pool.rec
         tokens = self.dsum + self.b * self.it0
         if self.pool.prefix_caching:
-            g_size = self.pool.group_size
-            tokens -= sum((n - 1) * rec.s_prompt[g * g_size] for g, n in self.prefix.items())
+            g_size, prompts = self.pool.group_size, self.pool.prompt_tokens
+            tokens -= sum((n - 1) * prompts[g * g_size] for g, n in self.prefix.items())
         stall = tokens * self.prefill_s_per_token
         self.t0 += stall
         self.pool.prefill_s += stall
@@ -202,20 +201,21 @@ class Engine:
         rec = pool.rec
         now = pool.env.now
         heap = self.heap
-        finish_it = heap[0][0]
+        finish_it = heap[0] >> SID_BITS
         self.t0 = now
         self.it0 = finish_it
-        s_finish = rec.s_finish
-        finished = pool.sample_finished
         budgeted = pool.round_budget is not None
-        while heap and heap[0][0] == finish_it:
-            sid = heappop(heap)[1]
-            self._leave(sid, finish_it)
-            if budgeted and rec.s_done[sid] < rec.s_len[sid]:
+        while heap and heap[0] >> SID_BITS == finish_it:
+            sid = heappop(heap) & SID_MASK
+            stint = self._leave(sid, finish_it)
+            if budgeted and pool.done[sid] < pool.response_tokens[sid]:
+                if stint is not None:
+                    rec.sample_progress(sid, *stint)
                 pool.out_of_budget.append(sid)  # used its round's tokens; waits for the next
                 continue
-            s_finish[sid] = now
-            finished(sid, now)
+            pool.finished_samples += 1
+            if rec.sample_done(sid, now, stint):
+                pool.group_complete(sid // pool.group_size, now)
         if self.b == 0:
             self._went_idle(now)
         self._boundary(now)
@@ -247,8 +247,7 @@ class Engine:
         """Start (or resume) ``sid`` at the current boundary ``it0``; return the tokens whose
         KV cache it computes (the caller charges the prefill once for the whole admission)."""
         pool = self.pool
-        rec = pool.rec
-        prompt, done = rec.s_prompt[sid], rec.s_done[sid]
+        prompt, done = pool.prompt_tokens[sid], pool.done[sid]
         context = prompt + done
         shared = False
         if pool.prefix_caching:
@@ -256,21 +255,22 @@ class Engine:
             live = self.prefix.get(g, 0)
             self.prefix[g] = live + 1
             shared = live > 0
-        self.kv_free -= rec.s_len[sid] + (0 if shared else prompt)
+        length = pool.response_tokens[sid]
+        self.kv_free -= length + (0 if shared else prompt)
+        t0, it0 = self.t0, self.it0
+        start = t0 if t0 > now else now
         if self.b == 0 and self.span_start != self.span_start:
-            self.span_start = max(self.t0, now)
-            self.pool.idle.discard(self)
+            self.span_start = start
+            pool.idle.discard(self)
         self.b += 1
-        self.dsum += context - self.it0
-        rec.s_admit_it[sid] = self.it0
-        rec.s_engine[sid] = self.index
-        if rec.s_start[sid] != rec.s_start[sid]:
-            rec.s_start[sid] = max(self.t0, now)
-        to_go = rec.s_len[sid] - rec.s_done[sid]
-        budget = self.pool.round_budget
+        self.dsum += context - it0
+        pool.admit_it[sid] = it0
+        pool.sample_started(sid, self.index, start)
+        to_go = length - done
+        budget = pool.round_budget
         if budget is not None:
-            to_go = min(to_go, budget - (rec.s_done[sid] - rec.s_round_base[sid]))
-        heappush(self.heap, (self.it0 + to_go, sid))
+            to_go = min(to_go, budget - (done - pool.round_base[sid]))
+        heappush(self.heap, ((it0 + to_go) << SID_BITS) | sid)
         if done and not pool.recompute_kv:
             return 0  # resumed with its KV cache kept
         return done + (0 if shared else prompt)
@@ -281,9 +281,12 @@ class Engine:
         if self.wake is None:
             return []
         self._advance(now, round_up=False)
-        parked = sorted(sid for _, sid in self.heap)
+        parked = sorted(entry & SID_MASK for entry in self.heap)
+        progress = self.pool.rec.sample_progress
         for sid in parked:
-            self._leave(sid, self.it0)
+            stint = self._leave(sid, self.it0)
+            if stint is not None:
+                progress(sid, *stint)
         self.heap.clear()
         self.t0 = now
         self._went_idle(now)
@@ -319,6 +322,15 @@ class RolloutPool:
         self.time_model = time_model
         self.inflight = inflight
         self.group_size = rec.group_size
+        # every sample's sizes (the recorder's, read only) and the engines' working state:
+        # tokens generated so far, the iteration it was last admitted at, and the tokens done
+        # when its current round began (a round's token budget counts from there)
+        self.prompt_tokens = rec.prompt_tokens
+        self.response_tokens = rec.response_tokens
+        self.sample_started = rec.sample_started
+        self.done: list[int] = []
+        self.admit_it: list[int] = []
+        self.round_base: list[int] = []
         self.on_group_complete = on_group_complete
         self.on_starve: Callable[[float], bool] | None = None
         self.launchable: Callable[[], int] = lambda: 0
@@ -350,24 +362,20 @@ class RolloutPool:
         var = math.log1p(self.iteration_cv * self.iteration_cv / max(n, 1))
         return float(self._cv_rng.lognormal(-0.5 * var, math.sqrt(var)))
 
-    def sample_finished(self, sid: int, now: float) -> None:
-        rec = self.rec
-        self.finished_samples += 1
-        g = sid // self.group_size
-        count = rec.g_finished[g] + 1
-        rec.g_finished[g] = count
-        if rec.s_vmin[sid] < rec.g_vmin[g]:
-            rec.g_vmin[g] = rec.s_vmin[sid]
-        if rec.s_vmax[sid] > rec.g_vmax[g]:
-            rec.g_vmax[g] = rec.s_vmax[sid]
-        if count == self.group_size:
-            rec.g_complete[g] = now
-            self.open_groups -= 1
-            if self.max_groups is not None:
-                self.live_groups -= 1
-                if self.pending or self.on_starve is not None:
-                    self.request_kick()  # a place under the cap opened
-            self.on_group_complete(g, now)
+    def group_complete(self, g: int, now: float) -> None:
+        """Group ``g``'s last sample finished at ``now``."""
+        self.open_groups -= 1
+        if self.max_groups is not None:
+            self.live_groups -= 1
+            if self.pending or self.on_starve is not None:
+                self.request_kick()  # a place under the cap opened
+        self.on_group_complete(g, now)
+
+    def new_round(self, samples: list[int]) -> None:
+        """Start a round for ``samples``: their round's token budget counts from here."""
+        done, base = self.done, self.round_base
+        for sid in samples:
+            base[sid] = done[sid]
 
     def drained(self) -> simpy.Event:
         """Fires once no engine has live sequences and no sample waits for one."""
@@ -379,8 +387,14 @@ class RolloutPool:
         return event
 
     def add_group(self, g: int) -> None:
-        first = g * self.group_size
-        self.pending.extend(range(first, first + self.group_size))
+        """Queue the samples of group ``g`` (registered with the recorder)."""
+        size = self.group_size
+        first = g * size
+        self.pending.extend(range(first, first + size))
+        zeros = [0] * size
+        self.done.extend(zeros)
+        self.admit_it.extend(zeros)
+        self.round_base.extend(zeros)
         self.open_groups += 1
 
     def fill(self, engine: Engine, now: float, limit: int = 1 << 30) -> None:
@@ -389,12 +403,11 @@ class RolloutPool:
         free = min(self.slots - engine.b, limit)
         if free <= 0:
             return
-        rec = self.rec
-        s_prompt, s_len = rec.s_prompt, rec.s_len
+        s_prompt, s_len = self.prompt_tokens, self.response_tokens
         shared = engine.prefix if self.prefix_caching else None
         group_size = self.group_size
         cap = self.max_groups
-        s_start = rec.s_start
+        started = self.rec.has_started
         prefill_tokens = 0
         launched = False
         while free:
@@ -406,9 +419,7 @@ class RolloutPool:
                 launched = True
             sid = pending[0]
             # a group's first sample is queued first and starts it (resumed samples have a start)
-            starts_group = (
-                cap is not None and sid % group_size == 0 and s_start[sid] != s_start[sid]
-            )
+            starts_group = cap is not None and sid % group_size == 0 and not started(sid)
             if starts_group and self.live_groups >= cap:
                 break
             # KV tokens it reserves: its prompt's only when no sample of its group holds them
@@ -424,7 +435,8 @@ class RolloutPool:
             free -= 1
         if prefill_tokens:
             stall = prefill_tokens * engine.prefill_s_per_token
-            engine.t0 = max(engine.t0, now) + stall
+            t0 = engine.t0
+            engine.t0 = (t0 if t0 >= now else now) + stall
             self.prefill_s += stall
         if launched and pending and self.idle:
             self.request_kick()

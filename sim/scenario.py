@@ -24,8 +24,6 @@ if TYPE_CHECKING:  # derived.py builds on this module
 
 # a group with all rewards equal this often or more makes dynamic sampling hopeless
 MAX_UNIFORM_PROBABILITY = 0.95
-# modes that generate one batch per learner step: the batch-filling sampling policies apply
-BATCH_SAMPLING_MODES = ("sync", "sync_colocated", "one_step")
 
 
 class HardwareConfig(StrictModel):
@@ -550,10 +548,12 @@ def check_consistent(scenario: Scenario) -> None:
             "algorithm.dynamic_sampling_policy and dynamic_sampling_chunk need "
             "algorithm.dynamic_sampling=true"
         )
-    if algo.dynamic_sampling_policy != "refill" and algo.mode not in BATCH_SAMPLING_MODES:
+    # the batch-filling sampling policies apply to modes that generate one batch per step
+    if algo.dynamic_sampling_policy != "refill" and not MODES[algo.mode].batch_sampling:
+        batch_modes = [name for name, spec in MODES.items() if spec.batch_sampling]
         raise ConfigError(
             f"algorithm.dynamic_sampling_policy={algo.dynamic_sampling_policy} fills one "
-            f"batch at a time: it needs algorithm.mode in {', '.join(BATCH_SAMPLING_MODES)}, "
+            f"batch at a time: it needs algorithm.mode in {', '.join(batch_modes)}, "
             f"not {algo.mode} (use refill)"
         )
     if algo.dynamic_sampling_max_rounds is not None and algo.dynamic_sampling_policy != (

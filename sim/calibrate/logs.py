@@ -65,8 +65,6 @@ from stalesim.sim.lengths import Fixed, LogNormal, Uniform
 from stalesim.sim.modes import MODES
 from stalesim.sim.scenario import Scenario
 
-#: Modes whose per-step generation time is the time to generate the whole batch.
-GENERATION_MODES = ("sync", "sync_colocated")
 #: Simulated steps for the generation fit (more rows of the log are averaged, not simulated).
 DEFAULT_SIM_STEPS = 6
 #: Least relative spread of tokens per step that separates the update's fixed cost.
@@ -416,10 +414,12 @@ def fit_generation(
 ) -> GenerationFit:
     """Scale the decode time model until the simulated generation phase matches the log's."""
     mode = scenario.algorithm.mode
-    if mode not in GENERATION_MODES:
+    # only an on-policy mode's per-step generation time is the whole batch's generation
+    if not MODES[mode].on_policy:
+        on_policy = [name for name, spec in MODES.items() if spec.on_policy]
         reason = (
             f"algorithm.mode={mode}: a step's generation time is the batch's generation only in "
-            f"{' or '.join(GENERATION_MODES)} runs; generation rate not fitted"
+            f"{' or '.join(on_policy)} runs; generation rate not fitted"
         )
         warnings.append(reason)
         return GenerationFit(skipped=reason)

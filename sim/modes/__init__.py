@@ -24,8 +24,10 @@ MODES: dict[str, ModeSpec] = {
 }
 #: The mode a setup's on-policy counterpart (the user's baseline run) is simulated in.
 ON_POLICY_REFERENCE = SYNC.name
+#: The mode an on-policy setup's asynchronous counterpart is simulated in (its speed-up).
+OFF_POLICY_REFERENCE = ASYNC.name
 
-__all__ = ["MODES", "ON_POLICY_REFERENCE", "ModeSpec", "install"]
+__all__ = ["MODES", "OFF_POLICY_REFERENCE", "ON_POLICY_REFERENCE", "ModeSpec", "install"]
 
 
 def install(cluster: Cluster) -> None:

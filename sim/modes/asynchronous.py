@@ -29,7 +29,14 @@ import math
 from typing import TYPE_CHECKING
 
 from stalesim.common.config_file import ConfigError
-from stalesim.sim.modes.base import ModeSpec, ScreenInputs, ScreenTiming, overlapped_screen
+from stalesim.sim.modes.base import (
+    Admission,
+    ModeSpec,
+    RunShape,
+    ScreenInputs,
+    ScreenTiming,
+    overlapped_screen,
+)
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
@@ -93,30 +100,43 @@ def groups_ahead(algo: AlgorithmConfig, chunk: int, interval: int) -> int:
     return (algo.max_staleness + 1) * chunk
 
 
-def admission_ahead(c: Cluster) -> int:
-    """Groups that may be launched beyond ``m * chunk`` (``m``: the engines' oldest version)."""
-    return groups_ahead(c.scenario.algorithm, c.chunk, c.K)
+class AsyncAdmission(Admission):
+    """A group starts whenever an engine has room, while the groups launched and not dropped
+    stay within ``m * chunk`` plus :func:`groups_ahead` (``m``: the engines' oldest version).
+    Without in-flight updates an engine with newer weights waiting drains first."""
+
+    drains_for_weights = True
+    bounded_by_max_staleness = True
+
+    def group_limit(self, min_version: int, run: RunShape) -> int | None:
+        return min_version * run.chunk + run.groups_ahead
 
 
 def _start(c: Cluster) -> None:
     env, pool = c.env, c.pool
     algo = c.scenario.algorithm
-    chunk = c.chunk
-    ahead = admission_ahead(c)
+    admission, run = c.admission, c.run
     if algo.consumption_order == "deadline":
         c.consume_by_deadline(algo.max_staleness)
+    # the limit moves only when the engines' oldest version does: ask the policy then
+    limit = admission.group_limit(pool.min_version, run)
 
     def try_launch(now: float) -> bool:
-        if c.launched - c.dropped >= pool.min_version * chunk + ahead:
+        if c.launched - c.dropped >= limit:
             return False
         c.launch(1, now)
         return True
 
     def launchable() -> int:
-        return max(0, pool.min_version * chunk + ahead - (c.launched - c.dropped))
+        return max(0, limit - (c.launched - c.dropped))
 
     def kick(_now: float, _count: int = 0) -> None:
         pool.request_kick()
+
+    def advanced(now: float) -> None:
+        nonlocal limit
+        limit = admission.group_limit(pool.min_version, run)
+        kick(now)
 
     def publish(version: int, sent: float) -> None:
         sync_s, load_s = c.derived.sync_s, c.scenario.weight_sync.load_s
@@ -132,7 +152,7 @@ def _start(c: Cluster) -> None:
 
     pool.on_starve = try_launch
     pool.launchable = launchable
-    pool.on_versions_advanced = kick
+    pool.on_versions_advanced = advanced
     c.on_drop = kick
     c.on_publish = publish
     pool.request_kick()
@@ -159,4 +179,5 @@ ASYNC = ModeSpec(
     check=check,
     recomputes_old_logprobs=False,
     screen=_screen,
+    admission=AsyncAdmission(),
 )

@@ -63,6 +63,99 @@ def overlapped_screen(
 
 
 @dataclass(frozen=True)
+class RunShape:
+    """The constants of one run that a mode's admission policy reads."""
+
+    steps: int  # learner steps
+    batch_groups: int  # B: groups one learner step consumes
+    minibatches: int  # M: optimizer steps (versions) per learner step
+    groups_ahead: int  # groups that may run ahead of the engines' weights (async's limit)
+    overprovision: float = 0.0  # extra groups a round keeps generating (partial rollouts)
+    staleness_filter: int | None = None  # the drop filter's bound, in versions
+
+    @property
+    def chunk(self) -> int:
+        """Groups one optimizer step consumes."""
+        return self.batch_groups // self.minibatches
+
+
+@dataclass(frozen=True)
+class AdmissionState:
+    """What both runtimes (the simulator's cluster and the real pipeline's coordinator) know
+    when they ask a mode's policy what may start."""
+
+    launched: int  # groups launched so far
+    dropped: int  # groups dropped or discarded so far (any reason)
+    open_groups: int  # launched and not yet complete
+    buffered: int  # complete groups waiting for the learner
+    batches_launched: int  # batches (rounds) launched
+    batches_taken: int  # batches the learner has taken
+    trained: int  # learner steps trained
+    min_version: int  # the oldest weights version an engine holds
+
+
+STALENESS_FILTER = "staleness_filter"
+
+
+class Admission:
+    """A mode's admission policy: pure rules over :class:`AdmissionState`, shared by the
+    simulator's controllers and the real pipeline's coordinator.
+
+    This base admits nothing by itself; a mode overrides what it does. ``replaces_dropped``:
+    a dropped or discarded group is replaced by a fresh one (batch-synchronous modes launch
+    exactly what they need). ``preempts_on_take``: when the learner takes a batch, every
+    engine stops its live sequences, which resume on newer weights. ``drains_for_weights``:
+    without in-flight updates, an engine with newer weights waiting stops admitting and
+    drains. ``rounds``: engines admit only while a round is open (launched, its batch not yet
+    taken). ``bounded_by_max_staleness``: ``algorithm.max_staleness`` is the admission limit.
+    """
+
+    replaces_dropped: bool = False
+    preempts_on_take: bool = False
+    drains_for_weights: bool = False
+    rounds: bool = False
+    bounded_by_max_staleness: bool = False
+
+    def batch(self, state: AdmissionState, run: RunShape) -> int | None:
+        """Groups to launch now as the next batch (or round), or None when it may not start
+        yet (or the mode launches no batches)."""
+        return None
+
+    def group_limit(self, min_version: int, run: RunShape) -> int | None:
+        """How many groups (launched and not dropped) may exist while the engines' oldest
+        weights are ``min_version``, for a mode that launches one group whenever an engine
+        has room; None for a mode that launches whole batches."""
+        return None
+
+    def engine_may_admit(self, state: AdmissionState, has_newer_weights: bool) -> bool:
+        """Whether an engine may start queued samples now (``has_newer_weights``: newer
+        weights are published that it has not loaded, and it does not take them in flight)."""
+        if self.rounds and state.batches_launched <= state.batches_taken:
+            return False
+        return not (self.drains_for_weights and has_newer_weights)
+
+    def drop_reason(self, version: int, oldest_version: int, run: RunShape) -> str | None:
+        """Why a group the learner takes for ``version`` is dropped instead of consumed
+        (``oldest_version``: the oldest weights that generated it), or None. Only the drop
+        filter drops, in every mode; an admission limit never does."""
+        bound = run.staleness_filter
+        if bound is not None and version - oldest_version > bound:
+            return STALENESS_FILTER
+        return None
+
+
+class BatchAfterTraining(Admission):
+    """Batch ``k`` starts once step ``k-1`` is trained and every engine holds its weights."""
+
+    replaces_dropped = True
+
+    def batch(self, state: AdmissionState, run: RunShape) -> int | None:
+        k = state.batches_launched
+        ready = k < run.steps and k == state.trained and state.min_version >= k * run.minibatches
+        return run.batch_groups if ready else None
+
+
+@dataclass(frozen=True)
 class ModeSpec:
     """A mode: its controller and the facts that scenario checks and the learner rely on.
 
@@ -91,6 +184,17 @@ class ModeSpec:
     on_policy: bool = False
     # the plan's closed-form estimate of this mode (None: the plan cannot screen it)
     screen: Callable[[ScreenInputs, AlgorithmConfig], ScreenTiming] | None = None
+    # which group may start, which is dropped, whether a take preempts (None: the real
+    # pipeline cannot run the mode)
+    admission: Admission | None = None
+    # generates one batch at a time, so a dynamic sampling policy can fill it
+    batch_sampling: bool = False
+
+    @property
+    def pipeline(self) -> bool:
+        """Whether the real pipeline runs this mode: it has an admission policy, and it does
+        not switch the same devices between generating and training."""
+        return self.admission is not None and not self.colocated
 
 
 def replace_dropped(c: Cluster) -> None:
@@ -121,10 +225,14 @@ def generate_batch(c: Cluster) -> Generator:
     env, pool = c.env, c.pool
     policy = algo.dynamic_sampling_policy if algo.dynamic_sampling else "refill"
     if policy == "refill":
-        replace_dropped(c)
-        c.launch(c.B, env.now)
+        if c.admission.replaces_dropped:
+            replace_dropped(c)
+        c.launch_batch(env.now)
         pool.kick_all(env.now)
         return
+    # the batch-filling policies launch in chunks of their own until B groups are kept (the
+    # simulator's alone: the real pipeline refuses dynamic sampling)
+    c.batches_launched += 1
     chunk = algo.dynamic_sampling_chunk or c.B
     goal = c.accepted + c.B
     c.accept_limit = goal

@@ -10,11 +10,37 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from stalesim.sim.modes.base import ModeSpec, ScreenInputs, ScreenTiming, generate_batch
+from stalesim.sim.modes.base import (
+    Admission,
+    AdmissionState,
+    ModeSpec,
+    RunShape,
+    ScreenInputs,
+    ScreenTiming,
+    generate_batch,
+)
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
     from stalesim.sim.scenario import AlgorithmConfig
+
+
+class OneStepAdmission(Admission):
+    """Batch ``k+1`` starts once batch ``k`` is generated (no group open) and, from the third
+    batch on, once step ``k-1`` is trained and every engine holds its weights."""
+
+    replaces_dropped = True
+
+    def batch(self, state: AdmissionState, run: RunShape) -> int | None:
+        k = state.batches_launched  # the batch to launch next
+        ready = (
+            k < run.steps
+            and state.open_groups == 0
+            and (
+                k < 2 or (state.trained >= k - 1 and state.min_version >= (k - 1) * run.minibatches)
+            )
+        )
+        return run.batch_groups if ready else None
 
 
 def _one_step(c: Cluster) -> Generator:
@@ -48,4 +74,6 @@ ONE_STEP = ModeSpec(
     start=_start,
     schedule_staleness=lambda m: 2 * m - 1,
     screen=_screen,
+    admission=OneStepAdmission(),
+    batch_sampling=True,
 )

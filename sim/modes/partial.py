@@ -9,18 +9,40 @@ prefill) unless ``algorithm.kv_cache_on_update=keep``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from stalesim.sim.modes.base import ModeSpec, overlapped_screen
+from stalesim.sim.modes.base import Admission, AdmissionState, ModeSpec, RunShape, overlapped_screen
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
 
 
+class PartialAdmission(Admission):
+    """Round ``r`` starts once step ``r-1`` is trained and every engine holds its weights; it
+    tops the groups generating or waiting up to ``B`` plus the overprovision. Engines admit
+    only while a round is open (launched, its batch not yet taken: with enough groups left
+    over, the learner may have taken it already, and the round closes at once); taking a
+    batch preempts them."""
+
+    replaces_dropped = True
+    preempts_on_take = True
+    rounds = True
+
+    def top_up(self, state: AdmissionState, run: RunShape) -> int:
+        """Groups that bring those in flight or in the buffer up to the round's target."""
+        target = math.ceil(run.batch_groups * (1.0 + run.overprovision))
+        return max(0, target - state.buffered - state.open_groups)
+
+    def batch(self, state: AdmissionState, run: RunShape) -> int | None:
+        r = state.batches_launched
+        ready = r < run.steps and state.trained >= r and state.min_version >= r * run.minibatches
+        return self.top_up(state, run) if ready else None
+
+
 def _partial(c: Cluster) -> Generator:
-    env, pool, buffer, rec = c.env, c.pool, c.buffer, c.rec
-    target = c.groups_in_flight_target(c.scenario.algorithm.partial_overprovision)
+    env, pool = c.env, c.pool
     parked: list[int] = []
     round_open = False
 
@@ -35,11 +57,15 @@ def _partial(c: Cluster) -> Generator:
     c.on_drop = replace
     for step in range(c.steps):
         round_open = True
+        first_round = True
         while True:
-            for sid in parked:
-                rec.s_round_base[sid] = rec.s_done[sid]
+            pool.new_round(parked)
             pool.pending.extend(parked)
-            c.launch(max(0, target - len(buffer) - pool.open_groups), env.now)
+            if first_round:
+                c.launch_batch(env.now)
+            else:  # the same round again, on the same weights
+                c.launch(c.admission.top_up(c.admission_state(), c.run), env.now)
+            first_round = False
             pool.kick_all(env.now)
             ready = c.batch_ready[step]
             yield ready | pool.drained()
@@ -71,4 +97,5 @@ PARTIAL_ROLLOUT = ModeSpec(
     schedule_staleness=lambda m: m - 1,
     # engines and learner overlap, with no bound on a sample's age
     screen=lambda i, algo: overlapped_screen(i, algo),
+    admission=PartialAdmission(),
 )

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from stalesim.sim.modes.base import ModeSpec, ScreenInputs, ScreenTiming, generate_batch
+from stalesim.sim.modes.base import (
+    BatchAfterTraining,
+    ModeSpec,
+    ScreenInputs,
+    ScreenTiming,
+    generate_batch,
+)
 
 if TYPE_CHECKING:
     from stalesim.sim.cluster import Cluster
@@ -47,6 +53,8 @@ SYNC = ModeSpec(
     schedule_staleness=lambda m: m - 1,
     on_policy=True,
     screen=_screen,
+    admission=BatchAfterTraining(),
+    batch_sampling=True,
 )
 SYNC_COLOCATED = ModeSpec(
     name="sync_colocated",
@@ -56,4 +64,6 @@ SYNC_COLOCATED = ModeSpec(
     schedule_staleness=lambda m: m - 1,
     on_policy=True,
     screen=_screen,
+    admission=BatchAfterTraining(),
+    batch_sampling=True,
 )

@@ -19,11 +19,9 @@ from typing import Any
 from stalesim.common.config_file import ConfigError, validate_config
 from stalesim.sim.derived import derive
 from stalesim.sim.metrics import measure
-from stalesim.sim.modes import MODES
+from stalesim.sim.modes import MODES, OFF_POLICY_REFERENCE, ON_POLICY_REFERENCE
 from stalesim.sim.run import simulate
 from stalesim.sim.scenario import Scenario
-
-SYNC_MODES = tuple(name for name, spec in MODES.items() if spec.on_policy)
 
 RELATIVE_STEP = 0.2
 MAX_STEPS = 20
@@ -81,7 +79,9 @@ def coefficients(scenario: Scenario) -> list[str]:
 
 def reference_mode(scenario: Scenario) -> str:
     """The mode the scenario's speed-up is measured against (or with, for a sync scenario)."""
-    return "async" if scenario.algorithm.mode in SYNC_MODES else "sync"
+    if MODES[scenario.algorithm.mode].on_policy:
+        return OFF_POLICY_REFERENCE
+    return ON_POLICY_REFERENCE
 
 
 def with_mode(scenario: Scenario, mode: str) -> Scenario:
@@ -101,7 +101,7 @@ def with_mode(scenario: Scenario, mode: str) -> Scenario:
         algorithm["consumption_order"] = "completion"
     if spec.colocated:
         algorithm["streaming"] = False
-    if mode in SYNC_MODES:
+    if spec.on_policy:
         algorithm["staleness_filter"] = None
     if not (spec.preempts or algorithm["inflight_updates"]):
         algorithm["kv_cache_on_update"] = None
@@ -205,7 +205,7 @@ def sensitivity(
             progress(done, total)
         if ref is None:
             return own, None
-        sync_s, async_s = (own, ref) if other == "async" else (ref, own)
+        sync_s, async_s = (ref, own) if MODES[other].on_policy else (own, ref)
         return own, sync_s / async_s
 
     base_step, base_speedup = pair(scenario)

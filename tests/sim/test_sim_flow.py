@@ -471,7 +471,7 @@ def test_chunk_size_counts_tokens_and_squared_context() -> None:
     rec = cluster.rec
     groups = [0, 2, 4]
     sids = [g * 4 + i for g in groups for i in range(4)]
-    lengths = [rec.s_prompt[i] + rec.s_len[i] for i in sids]
+    lengths = [rec.prompt_tokens[i] + rec.response_tokens[i] for i in sids]
     assert cluster._chunk_size(groups) == (sum(lengths), sum(n * n for n in lengths))
 
 

@@ -281,7 +281,7 @@ def vllm_latency_ms(model: str, tp: int) -> float:
     pool.add_group(rec.add_group(0.0, 32, [128] * 8))
     pool.kick_all(0.0)
     env.run()
-    return max(rec.s_finish) * 1e3
+    return rec.frames().samples["finish_s"].max() * 1e3
 
 
 @pytest.mark.parametrize(
@@ -335,7 +335,7 @@ def run_engine(time_model: DecodeTimeModel) -> list[float]:
         pool.add_group(rec.add_group(0.0, prompt, [length]))
     pool.kick_all(0.0)
     env.run()
-    return list(rec.s_finish)
+    return rec.frames().samples["finish_s"].to_list()
 
 
 def test_engine_takes_its_times_from_the_time_model() -> None:

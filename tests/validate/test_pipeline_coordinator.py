@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import time
 
+import polars as pl
 import pytest
 
 pytest.importorskip("torch")
 
 from stalesim.common.config_file import ConfigError
+from stalesim.sim.modes import MODES
 from stalesim.validate.pipeline.config import PipelineConfig
-from stalesim.validate.pipeline.coordinator import Coordinator, drop_bound
+from stalesim.validate.pipeline.coordinator import Coordinator
 
 G = 2
 
@@ -44,6 +46,11 @@ def config(B: int = 4, M: int = 1, **algorithm) -> PipelineConfig:
 def admit(c: Coordinator, version: int = 0) -> list[int]:
     reply = c.exchange(0, version, 0, 10_000, 0, [], [], {}, wait=False)
     return [w["sample_id"] for w in reply["admit"]]
+
+
+def groups(c: Coordinator):
+    """One row per group of the coordinator's trace so far."""
+    return c.snapshot()["samples"].unique("group_id", keep="first", maintain_order=True)
 
 
 def finish(c: Coordinator, ids: list[int], version: int) -> None:
@@ -82,14 +89,19 @@ def test_max_staleness_never_drops_only_the_filter_does() -> None:
         assert c.dropped == dropped
         if filt is None:
             assert batch is not None and batch["groups"] == [0, 1]
-            assert c.rec.g_version[:2] == [2, 2]
+            assert groups(c)["consumed_version"].to_list()[:2] == [2, 2]
         else:
             assert batch is None  # both dropped, nothing left to consume
-            assert c.rec.g_drop[:2] == ["staleness_filter"] * 2
+            assert groups(c)["dropped_reason"].to_list()[:2] == ["staleness_filter"] * 2
             # dropped groups leave the admission count, as the simulator's launched - dropped
             assert len(admit(c)) == 2 * G
-    assert drop_bound(config(max_staleness=1)) is None
-    assert drop_bound(config(staleness_filter=3)) == (3, "staleness_filter")
+    # the rule both runtimes ask: the drop filter's bound, never max_staleness
+    policy = MODES["async"].admission
+    assert policy is not None
+    assert Coordinator(config(max_staleness=1), 0.0).run.staleness_filter is None
+    run = Coordinator(config(staleness_filter=3), 0.0).run
+    assert policy.drop_reason(5, 2, run) is None  # 3 versions stale: within the filter
+    assert policy.drop_reason(6, 2, run) == "staleness_filter"
 
 
 @pytest.mark.parametrize(
@@ -142,3 +154,56 @@ def test_partial_rollout_round_ends_at_the_report_that_completes_the_batch() -> 
     # the waiting group first, then two new ones topping the round back up to 3 groups
     assert [w["sample_id"] for w in resumed["admit"]] == [4, 5, 6, 7]
     assert c.launched == 5 and not resumed["preempt"]
+
+
+def drive(c: Coordinator, steps: int) -> pl.DataFrame:
+    """Run ``steps`` learner steps with one engine that generates everything it is given at
+    once on the weights it holds, and loads each new version as soon as it is published."""
+    version = 0
+    for step in range(steps):
+        finish(c, admit(c, version), version)
+        batch = c.take_batch(step, timeout_s=1.0)
+        assert batch is not None, f"step {step}: no batch"
+        now = c.now()
+        row = {"step": step, "start_s": now, "end_s": now, "idle_before_s": 0.0,
+               "version_start": step * c.M, "version_end": (step + 1) * c.M, "tokens": 0}  # fmt: skip
+        c.step_done(row, [], [], batch["groups"])
+        version = (step + 1) * c.M
+        c.publish(version, object(), now, "digest")
+    return c.snapshot()["samples"]
+
+
+@pytest.fixture
+def toy_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two registered toy modes: a renamed sync, and an async one chunk ahead at most."""
+    from dataclasses import replace
+
+    from stalesim.sim.modes.asynchronous import ASYNC
+    from stalesim.sim.modes.sync import SYNC
+
+    from tests.sim.test_toy_mode import OneChunkAhead
+
+    monkeypatch.setitem(MODES, "toy", replace(SYNC, name="toy"))
+    ahead = replace(ASYNC, name="toy_ahead", admission=OneChunkAhead())
+    monkeypatch.setitem(MODES, "toy_ahead", ahead)
+
+
+def test_a_registered_toy_mode_runs_through_the_coordinator(toy_modes) -> None:
+    """The coordinator admits by the toy's policy: one chunk ahead although max_staleness=3
+    (async itself admits four), and every consumed sample is fresh; the renamed sync runs its
+    batches one after the other, on-policy."""
+    c = Coordinator(config(B=4, M=1, mode="toy_ahead", max_staleness=3), time.time())
+    assert len(admit(c)) == 4 * G
+    assert admit(c) == []
+    assert len(Coordinator(config(B=4, M=1, max_staleness=3), time.time()).exchange(
+        0, 0, 0, 10_000, 0, [], [], {}, wait=False)["admit"]) == 16 * G  # fmt: skip
+
+    steps = 4
+    for mode, stalest in (("toy_ahead", 0), ("async", 3), ("toy", 0)):
+        c = Coordinator(config(B=4, M=1, mode=mode, max_staleness=3), time.time())
+        c.start(time.time())
+        samples = drive(c, steps)
+        used = samples.filter(pl.col("consumed_step").is_not_null())
+        assert used.height == steps * 4 * G, mode
+        assert used["staleness_max"].max() == stalest, mode
+        assert sorted(set(used["consumed_step"].to_list())) == list(range(steps)), mode

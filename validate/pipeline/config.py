@@ -17,10 +17,6 @@ from stalesim.sim.scenario import AlgorithmConfig, Scenario
 from stalesim.validate.train.presets import PRESETS as SWEEP_PRESETS
 from stalesim.validate.train.presets import TrainConfig
 
-#: modes the real pipeline runs (``sync_colocated`` needs the learner and the engines to share
-#: devices by switching roles, which a CPU pipeline of separate processes does not model)
-PIPELINE_MODES = ("sync", "one_step", "async", "partial_rollout")
-
 
 class PipelineConfig(StrictModel):
     """One asynchronous GRPO run on Ray actors."""
@@ -40,10 +36,12 @@ class PipelineConfig(StrictModel):
     def check(self) -> PipelineConfig:
         """Raise :class:`ConfigError` (one line, naming the keys) when the sections disagree."""
         algo = self.algorithm
-        if algo.mode not in PIPELINE_MODES:
+        spec = MODES[algo.mode]
+        if not spec.pipeline:
+            allowed = (name for name, other in MODES.items() if other.pipeline)
             raise ConfigError(
                 f"algorithm.mode={algo.mode} is not run by the pipeline; allowed: "
-                f"{', '.join(PIPELINE_MODES)}"
+                f"{', '.join(allowed)}"
             )
         if algo.round_token_budget is not None:
             raise ConfigError(
@@ -60,21 +58,21 @@ class PipelineConfig(StrictModel):
             "publish_interval": (algo.publish_interval or m, m),
         }
         if algo.kv_cache_on_update is not None:
-            kv = "recompute" if algo.mode == "partial_rollout" else "keep"
+            kv = "recompute" if spec.preempts else "keep"
             fixed["kv_cache_on_update"] = (algo.kv_cache_on_update, kv)
         for key, (value, allowed) in fixed.items():
             if value != allowed:
                 raise ConfigError(
                     f"algorithm.{key}={value} is not run by the pipeline; allowed: {allowed}"
                 )
-        spec = MODES[algo.mode]
         if spec.check is not None:
             # the simulator's own refusals (an admission limit that could never admit what the
             # learner waits for would stall the pipeline just as it would the simulation)
             spec.check(Scenario(algorithm=algo))
-        if algo.inflight_updates and algo.mode != "async":
+        if algo.inflight_updates and not spec.inflight_updates:
+            allowed = " or ".join(n for n, s in MODES.items() if s.pipeline and s.inflight_updates)
             raise ConfigError(
-                f"algorithm.inflight_updates=true needs algorithm.mode=async, not {algo.mode}"
+                f"algorithm.inflight_updates=true needs algorithm.mode={allowed}, not {algo.mode}"
             )
         if algo.old_logprob_pass or algo.reference_model:
             raise ConfigError(
@@ -87,9 +85,10 @@ class PipelineConfig(StrictModel):
                 f"train.minibatches_per_step={m}"
             )
         samples = self.train.prompts_per_step * self.train.samples_per_prompt
-        if algo.mode == "sync" and samples > self.rollout_workers * self.max_num_seqs:
+        if spec.on_policy and samples > self.rollout_workers * self.max_num_seqs:
             raise ConfigError(
-                f"algorithm.mode=sync launches a whole batch at once: {samples} samples but the "
+                f"algorithm.mode={algo.mode} launches a whole batch at once: {samples} samples "
+                "but the "
                 f"engines hold {self.rollout_workers * self.max_num_seqs} (rollout_workers x "
                 "max_num_seqs)"
             )

@@ -2,32 +2,22 @@
 
 One :class:`Coordinator` (a threaded Ray actor in a run; a plain object in tests) holds what the
 simulator's cluster holds: the FIFO queue of samples waiting for an engine, the buffer of
-completed groups, each engine's weight version, and the mode's rules, written as the simulator
-states them (:mod:`stalesim.sim.modes`):
+completed groups and each engine's weight version. What may start, what is dropped and whether
+taking a batch preempts the engines it asks the mode's admission policy
+(:class:`~stalesim.sim.modes.base.Admission`), the same object the simulator's controllers ask,
+with the same :class:`~stalesim.sim.modes.base.AdmissionState`; it compares no mode names, so
+any registered mode with a policy runs here.
 
-* ``sync``: batch ``k`` starts once step ``k-1`` is trained and every engine holds its weights;
-* ``one_step``: batch ``k+1`` starts once batch ``k`` is generated and every engine holds the
-  weights of step ``k-1``;
-* ``async``: a group starts whenever an engine has a free slot, unless the admission limit
-  says it could not be consumed in time: at most
-  :func:`~stalesim.sim.modes.asynchronous.groups_ahead` groups (``(max_staleness + 1)`` chunks,
-  or ``(1 + max_stale_fraction)`` publication periods) beyond ``m`` chunks, ``m`` the oldest
-  version an engine holds, exactly as the simulator admits. Nothing is dropped for being
-  staler than ``max_staleness`` when consumed (a slow group may be); engines take new weights
-  when they have drained (or, with ``inflight_updates``, at the next decode iteration);
-* ``partial_rollout``: a round runs until ``B`` groups are complete; then every engine stops
-  its live sequences, which resume next round on the new weights (their KV cache recomputed).
-  The round ends at the report that completes the batch: the reply to it admits nothing and
-  tells the engine to stop, so no sequence gains a token once the batch is complete (the
-  simulator stops them at that iteration boundary).
-
-Groups are consumed in completion order (the simulator's default ``consumption_order``); only
-the separate drop filter ``staleness_filter`` discards a group, one staler than it when
-consumed, with its reason, and in the batch-synchronous modes a fresh group replaces it. Weights
-are published once per learner step (``publish_interval`` = M) and the learner takes whole
-batches (no ``streaming``); :meth:`PipelineConfig.check` refuses the other settings. The trace uses the simulator's recorder
-(:class:`~stalesim.sim.trace.TraceRecorder`), so the real run's samples, steps, busy intervals
-and queue have exactly the simulator's columns.
+Groups are consumed in completion order (the simulator's default ``consumption_order``).
+Weights are published once per learner step (``publish_interval`` = M) and the learner takes
+whole batches (no ``streaming``); :meth:`PipelineConfig.check` refuses the other settings.
+Preempting engines acknowledge it (their epoch) before a new round admits. A round that preempts
+(``partial_rollout``) ends at the engine report that completes its batch, counted as
+:meth:`take_batch` will take it: the reply to that report admits nothing and stops the engine's
+live sequences, so no sequence gains a token once the batch is complete (the simulator stops them
+at that iteration boundary). The trace is the
+simulator's recorder (:class:`~stalesim.sim.trace.TraceRecorder`), so the real run's samples,
+steps, busy intervals and queue have exactly the simulator's columns and accounting checks.
 """
 
 from __future__ import annotations
@@ -40,18 +30,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from stalesim.sim.cluster import STALENESS_FILTER
+from stalesim.sim.modes import MODES
 from stalesim.sim.modes.asynchronous import groups_ahead
+from stalesim.sim.modes.base import AdmissionState, RunShape
 from stalesim.sim.trace import TraceRecorder
 from stalesim.validate.pipeline.config import PipelineConfig
-
-
-def drop_bound(config: PipelineConfig) -> tuple[int, str] | None:
-    """The simulator's drop rule (``Cluster._take_chunk``): only the drop filter
-    ``algorithm.staleness_filter`` discards groups, in every mode; ``max_staleness`` limits
-    admission and never drops."""
-    f = config.algorithm.staleness_filter
-    return None if f is None else (f, STALENESS_FILTER)
 
 
 class Coordinator:
@@ -61,15 +44,24 @@ class Coordinator:
         self.config = config
         self.t0 = t0
         train, algo = config.train, config.algorithm
-        self.mode = algo.mode
         self.B = train.prompts_per_step
         self.G = train.samples_per_prompt
         self.M = train.minibatches_per_step
         self.per_minibatch = self.B // self.M
         self.steps = train.steps
-        self.ahead = groups_ahead(algo, self.per_minibatch, self.M)
+        admission = MODES[algo.mode].admission
+        if admission is None:
+            raise ValueError(f"algorithm.mode={algo.mode} has no admission policy")
+        self.policy = admission
+        self.run = RunShape(
+            steps=self.steps,
+            batch_groups=self.B,
+            minibatches=self.M,
+            groups_ahead=groups_ahead(algo, self.per_minibatch, self.M),
+            overprovision=algo.partial_overprovision,
+            staleness_filter=algo.staleness_filter,
+        )
         self.inflight = algo.inflight_updates
-        self.bound = drop_bound(config)
         self.task = train.task
         self.rng = np.random.default_rng(config.seed)
         self.lock = threading.Condition()
@@ -89,8 +81,7 @@ class Coordinator:
         self.batches_taken = 0
         self.trained = 0
         self.open_groups = 0
-        self.round_launched = -1
-        self.round_closed = -1  # partial_rollout: the last round whose batch was complete
+        self.round_closed = -1  # a preempting mode: the last round whose batch was complete
         self.published_version = 0
         self.taking = 0  # groups an unfinished take_batch holds, out of the buffer
         self.weights: Any = None
@@ -103,12 +94,10 @@ class Coordinator:
         self.step_extra: list[dict[str, Any]] = []
 
     def start(self, t0: float) -> None:
-        """Start the clock (once every actor is up) and, in one_step mode, the first batch."""
+        """Start the clock (once every actor is up) and launch what the mode allows at once."""
         with self.lock:
             self.t0 = t0
-            if self.mode == "one_step" and self.batches_launched == 0:
-                self._launch(self.B)
-                self.batches_launched = 1
+            self._admission()
 
     def now(self) -> float:
         return time.time() - self.t0
@@ -129,66 +118,56 @@ class Coordinator:
     def _min_version(self) -> int:
         return min(self.engine_version)
 
-    def _admission(self) -> None:
-        """Launch what the mode allows now (batch-level modes); async launches per group."""
-        low = self._min_version()
-        if self.mode == "sync":
-            k = self.batches_launched
-            if k < self.steps and k == self.trained and low >= k * self.M:
-                self._launch(self.B)
-                self.batches_launched += 1
-        elif self.mode == "one_step":
-            k = self.batches_launched  # the batch to launch next
-            if (
-                k < self.steps
-                and self.open_groups == 0
-                and (k < 2 or (self.trained >= k - 1 and low >= (k - 1) * self.M))
-            ):
-                self._launch(self.B)
-                self.batches_launched += 1
-        elif self.mode == "partial_rollout":
-            r = self.batches_taken
-            if (
-                r < self.steps
-                and self.round_launched < r
-                and self.trained >= r
-                and low >= r * self.M
-                and all(e >= self.preempt_epoch for e in self.engine_epoch)
-            ):
-                target = math.ceil(self.B * (1.0 + self.config.algorithm.partial_overprovision))
-                self._launch(max(0, target - len(self.buffer) - self.open_groups))
-                self.round_launched = r
+    def _state(self) -> AdmissionState:
+        return AdmissionState(
+            launched=self.launched,
+            dropped=self.dropped,
+            open_groups=self.open_groups,
+            buffered=len(self.buffer),
+            batches_launched=self.batches_launched,
+            batches_taken=self.batches_taken,
+            trained=self.trained,
+            min_version=self._min_version(),
+        )
 
     def _round_complete(self) -> bool:
-        """partial_rollout: the open round's batch is in the buffer, counted as
+        """A preempting mode's open round has its batch in the buffer, counted as
         :meth:`take_batch` will take it (in order, the drop filter applied)."""
         r = self.batches_taken
-        if self.round_launched != r or self.round_closed >= r:
+        if self.batches_launched <= r or self.round_closed >= r:
             return False
         accepted = self.taking
         for g in self.buffer:
             if accepted >= self.B:
                 break
             version = r * self.M + accepted // self.per_minibatch
-            if self.bound is None or version - self.rec.g_vmin[g] <= self.bound[0]:
+            if self.policy.drop_reason(version, self.rec.oldest_version(g), self.run) is None:
                 accepted += 1
         return accepted >= self.B
 
-    def _async_may_launch(self) -> bool:
-        valid = self.launched - self.dropped
-        return valid < self._min_version() * self.per_minibatch + self.ahead
+    def _admission(self) -> None:
+        """Launch the next batch (or round) if the mode's policy allows it now."""
+        if self.policy.preempts_on_take and min(self.engine_epoch) < self.preempt_epoch:
+            return  # engines are still stopping the last round's sequences
+        count = self.policy.batch(self._state(), self.run)
+        if count is not None:
+            self._launch(count)
+            self.batches_launched += 1
+
+    def _may_launch_group(self) -> bool:
+        """Whether the policy lets one more group start now (modes that launch per group)."""
+        limit = self.policy.group_limit(self._min_version(), self.run)
+        return limit is not None and self.launched - self.dropped < limit
 
     def _may_admit(self, engine: int) -> bool:
-        if self.mode == "partial_rollout":
-            return (
-                self.round_launched == self.batches_taken
-                and self.round_closed < self.batches_taken
-                and self.engine_epoch[engine] >= self.preempt_epoch
-            )
-        if self.mode == "async" and not self.inflight:
-            # an engine with newer weights waiting stops admitting and drains (sim: engine.py)
-            return self.engine_version[engine] >= self.published_version
-        return True
+        if self.policy.preempts_on_take and (
+            self.engine_epoch[engine] < self.preempt_epoch
+            or self.round_closed >= self.batches_taken
+        ):
+            return False  # it has not stopped its sequences yet, or the round's batch is complete
+        # with newer weights waiting and no in-flight updates, an engine may have to drain
+        newer = not self.inflight and self.engine_version[engine] < self.published_version
+        return self.policy.engine_may_admit(self._state(), newer)
 
     # -- the engines' side ------------------------------------------------------------------
     def exchange(
@@ -230,7 +209,7 @@ class Coordinator:
             if free > 0 and self._may_admit(engine):
                 while len(admit) < free:
                     if not self.pending:
-                        if self.mode != "async" or not self._async_may_launch():
+                        if not self._may_launch_group():
                             break
                         self._launch(1)
                     sid = self.pending.popleft()
@@ -238,7 +217,7 @@ class Coordinator:
         weights = None
         if self.published_version > version and self.weights is not None:
             weights = (self.published_version, self.weights)
-        preempt = self.mode == "partial_rollout" and epoch < self.preempt_epoch
+        preempt = self.policy.preempts_on_take and epoch < self.preempt_epoch
         return {
             "admit": admit,
             "weights": weights,
@@ -248,11 +227,8 @@ class Coordinator:
         }
 
     def _work(self, sid: int, engine: int) -> dict[str, Any]:
-        rec = self.rec
         g = sid // self.G
-        if rec.s_start[sid] != rec.s_start[sid]:
-            rec.s_start[sid] = self.now()
-        rec.s_engine[sid] = engine
+        self.rec.sample_started(sid, engine, self.now())
         done = self.payload.pop(sid, None)
         return {
             "sample_id": sid,
@@ -271,27 +247,15 @@ class Coordinator:
     def _sample_finished(self, engine: int, item: dict[str, Any]) -> None:
         rec = self.rec
         sid = item["sample_id"]
-        versions = item["versions"]
-        rec.s_len[sid] = len(item["tokens"])
-        rec.s_done[sid] = len(item["tokens"])
-        rec.s_engine[sid] = engine
-        rec.s_finish[sid] = item["finish_s"]
-        rec.s_vmin[sid] = min(versions)
-        rec.s_vmax[sid] = max(versions)
-        rec.s_vsum[sid] = float(sum(versions))
+        rec.sample_generated(sid, engine, len(item["tokens"]), item["versions"])
         self.payload[sid] = item
         self.rewards[sid] = float(item["reward"])
-        g = sid // self.G
-        rec.g_finished[g] += 1
-        rec.g_vmin[g] = min(rec.g_vmin[g], rec.s_vmin[sid])
-        rec.g_vmax[g] = max(rec.g_vmax[g], rec.s_vmax[sid])
-        if rec.g_finished[g] == self.G:
-            now = self.now()
-            rec.g_complete[g] = now
+        now = self.now()
+        if rec.sample_done(sid, item["finish_s"], group_complete_s=now):
             self.open_groups -= 1
-            self.buffer.append(g)
+            self.buffer.append(sid // self.G)
             rec.queue(now, len(self.buffer))
-            if self.mode == "partial_rollout" and self._round_complete():
+            if self.policy.preempts_on_take and self._round_complete():
                 # the round ends now: this report's reply stops the engine's live sequences
                 # and admits nothing, rather than one decode iteration later
                 self.preempt_epoch += 1
@@ -315,33 +279,30 @@ class Coordinator:
                         self.taking = 0
                         for g in reversed(batch):  # not consumed after all: back in order
                             self.buffer.appendleft(g)
-                            rec.g_step[g] = -1
-                            rec.g_version[g] = -1
-                            rec.g_removed_s[g] = math.nan
+                            rec.untake(g)
                         return None
                     self.lock.wait(min(left, 0.05))
                 now = self.now()
                 dropped = 0
                 for _ in range(self.B - len(batch)):
                     g = self.buffer.popleft()
-                    rec.g_removed_s[g] = now
                     version = step * self.M + len(batch) // self.per_minibatch
-                    if self.bound is not None and version - rec.g_vmin[g] > self.bound[0]:
-                        rec.g_drop[g] = self.bound[1]
+                    reason = self.policy.drop_reason(version, rec.oldest_version(g), self.run)
+                    if reason is not None:
+                        rec.drop(g, reason, now)
                         self.dropped += 1
                         dropped += 1
                         for sid in range(g * self.G, (g + 1) * self.G):
                             self.payload.pop(sid, None)
                         continue
-                    rec.g_step[g] = step
-                    rec.g_version[g] = version
+                    rec.take(g, now, version, step)
                     batch.append(g)
                 rec.queue(now, len(self.buffer))
-                if dropped and self.mode in ("sync", "one_step", "partial_rollout"):
-                    self._launch(dropped)  # batch-synchronous modes replace what they drop
+                if dropped and self.policy.replaces_dropped:
+                    self._launch(dropped)
             self.taking = 0
             self.batches_taken = step + 1
-            if self.mode == "partial_rollout" and self.round_closed < step:
+            if self.policy.preempts_on_take and self.round_closed < step:
                 # not closed by a report (a take that waited out drops): end the round now
                 self.preempt_epoch += 1
                 self.round_closed = step
@@ -374,13 +335,16 @@ class Coordinator:
         with self.lock:
             rec = self.rec
             for g in groups:
-                rec.g_consumed_s[g] = row["start_s"]
-            rec.step_start.append(row["start_s"])
-            rec.step_end.append(row["end_s"])
-            rec.step_idle.append(row["idle_before_s"])
-            rec.step_v0.append(row["version_start"])
-            rec.step_v1.append(row["version_end"])
-            rec.step_tokens.append(row["tokens"])
+                rec.consume(g, row["step"], row["start_s"])
+            rec.step_done(
+                row["step"],
+                row["start_s"],
+                row["end_s"],
+                row["idle_before_s"],
+                row["version_start"],
+                row["version_end"],
+                row["tokens"],
+            )
             self.step_extra.append(row)
             self.learner_rows.extend(learner_rows)
             for b in busy:

@@ -18,6 +18,7 @@ import polars as pl
 from stalesim.common.config_file import ConfigError
 from stalesim.sim.calibrate.logs import calibrate_log, with_fragment
 from stalesim.sim.calibrate.trainer_logs import log_from_rows
+from stalesim.sim.modes import MODES
 from stalesim.sim.presets import load_scenario
 from stalesim.sim.run import simulate
 from stalesim.validate.pipeline.replay import TARGETS, load_run, replay_metrics, run_trace
@@ -71,7 +72,7 @@ def counterfactual(
     fragment laid over; compare throughput and staleness with the target's measurement."""
     sync_run = Path(sync_run)
     config, _ = _as_run(sync_run)
-    if config.algorithm.mode not in ("sync", "sync_colocated"):
+    if not MODES[config.algorithm.mode].on_policy:
         raise ConfigError(f"{sync_run}: mode {config.algorithm.mode}; give a synchronous run")
     rows = verl_rows(sync_run)
     log = log_from_rows(rows, "verl", f"{sync_run} (as verl logs it)")
