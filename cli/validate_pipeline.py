@@ -49,7 +49,7 @@ def pipeline(
     with the timing tables `stalesim calibrate` and `stalesim validate replay` read. At the
     end it prints, and writes into summary.json, the steady-state throughput, the staleness
     of the samples consumed (mean, p50, p90, max) and the overlap (the share of the learner's
-    working time with rollouts running).
+    training time with rollouts running).
     """
     from stalesim.common.config_file import apply_overrides
     from stalesim.validate.pipeline.config import load_pipeline, preset_pipeline

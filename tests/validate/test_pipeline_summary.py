@@ -82,3 +82,19 @@ def test_the_printout_shows_every_figure(capsys: pytest.CaptureFixture[str]) -> 
     for name, value in figure_rows(figures):
         assert value in out, name
     assert "80.0" in out and "0 / 3 / 3" in out and "50.0%" in out
+
+
+def test_decoding_beside_the_publish_tail_is_not_overlap() -> None:
+    """An engine that already holds the new weights may decode while the learner's publish call
+    is still returning; a strictly alternating loop still reads 0."""
+    frame = pl.DataFrame(
+        [
+            ("learner", "train", 0.0, 1.0),
+            ("learner", "sync", 1.0, 1.4),
+            ("learner", "overhead", 1.4, 1.5),
+            ("rollout", "decode", 1.2, 2.0),
+        ],
+        schema=["pool", "kind", "start_s", "end_s"],
+        orient="row",
+    )
+    assert overlap_fraction(frame, 0.0, 2.0) == 0.0

@@ -182,6 +182,11 @@ class RolloutWorker:
                         )
                 seconds = time.perf_counter() - turn - stall
                 timings["decode"].append((index, live, context, seconds, finish))
+                if engine.live_count == 0:
+                    # the span ends with its last iteration, not after the report that follows
+                    # (under load that round trip would read as decoding beside the learner)
+                    timings["busy"].append(("rollout", index, "decode", span_start, finish))
+                    span_start = None
             elif span_start is not None:
                 timings["busy"].append(("rollout", index, "decode", span_start, self.now()))
                 span_start = None

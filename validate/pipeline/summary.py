@@ -10,9 +10,11 @@ Over the steady-state window (the learner steps after
   token's policy and the policy it trained), its mean, median (p50), 90th percentile (p90) and
   maximum; the percentiles are lags the samples had (the smallest lag with at least that share
   of samples at or below it);
-* ``overlap``: the fraction of the learner's working time (its busy intervals other than
-  waiting for a batch) during which at least one rollout engine was decoding: 0 for a strictly
-  alternating synchronous loop, near 1 when generation always runs beside training.
+* ``overlap``: the fraction of the learner's training time (its ``train`` intervals: not the
+  wait for a batch, the call overhead or the weight publish, whose tail an engine that already
+  holds the new weights may decode beside) during which at least one rollout engine was
+  decoding: 0 for a strictly alternating synchronous loop, near 1 when generation always runs
+  beside training.
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ def covered_s(starts: np.ndarray, ends: np.ndarray, a: float, b: float) -> float
 
 
 def overlap_fraction(busy: pl.DataFrame, start: float, end: float) -> float | None:
-    """Share of the learner's working time in ``[start, end)`` during which an engine decoded;
-    ``None`` when the learner did no work there."""
-    learner = busy.filter((pl.col("pool") == "learner") & (pl.col("kind") != "wait"))
+    """Share of the learner's training time in ``[start, end)`` during which an engine decoded;
+    ``None`` when the learner did not train there."""
+    learner = busy.filter((pl.col("pool") == "learner") & (pl.col("kind") == "train"))
     rollout = busy.filter((pl.col("pool") == "rollout") & (pl.col("kind") == "decode"))
     work_s, work_e = _union(learner["start_s"].to_numpy(), learner["end_s"].to_numpy())
     roll_s, roll_e = _union(rollout["start_s"].to_numpy(), rollout["end_s"].to_numpy())
@@ -116,7 +118,7 @@ def figure_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
         ("learner steps/s", num(t["steps_per_s"], ".3f")),
         ("staleness mean", num(s["mean"], ".3f")),
         ("staleness p50 / p90 / max", " / ".join(num(s[k], "g") for k in ("p50", "p90", "max"))),
-        ("overlap (learner time with rollouts running)", num(figures["overlap"], ".1%")),
+        ("overlap (training time with rollouts running)", num(figures["overlap"], ".1%")),
         ("window", f"steps {window['warmup_steps']}+ ({window['steps']} steps, "
          f"{window['seconds']:.1f} s)"),
     ]  # fmt: skip
