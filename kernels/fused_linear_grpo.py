@@ -59,6 +59,7 @@ import torch
 import triton
 import triton.language as tl
 from stalesim.kernels._buffers import new_buffer
+from stalesim.kernels._grad_in_forward import require_token_level, row_weights
 from stalesim.kernels._logprob_device import launch_on
 from stalesim.kernels.backend import Backend, load_triton_module, resolve_backend
 from stalesim.kernels.checks import (
@@ -553,21 +554,6 @@ def grad_in_forward(
 # --------------------------------------------------------------------------------------------
 
 
-def _row_weights(mask: torch.Tensor, opts: GRPOOptions) -> torch.Tensor:
-    """The aggregation weight ``a_i`` of each row (``reference.grpo_loss_ref``), float32."""
-    rows, length = mask.shape
-    tokens = (mask != 0).sum(dim=1).to(torch.float64)
-    if opts.aggregation == "token_mean":
-        weight = (1.0 / tokens.sum().clamp(min=1.0)).expand(rows)
-    elif opts.aggregation == "seq_mean_token_mean":
-        weight = 1.0 / (tokens.clamp(min=1.0) * (tokens > 0).sum().clamp(min=1))
-    else:
-        weight = torch.full(
-            (rows,), 1.0 / (rows * (opts.max_tokens or length)), dtype=torch.float64
-        )
-    return weight.to(device=mask.device, dtype=torch.float32)
-
-
 class _FusedLinearGRPO(torch.autograd.Function):
     """Loss and statistics from hidden states; both gradients are made in the forward and the
     backward only scales them by the upstream gradient (nothing at all when it is 1)."""
@@ -593,7 +579,7 @@ class _FusedLinearGRPO(torch.autograd.Function):
         pad = (0, positions - length)
         mu = torch.nn.functional.pad(torch.where(m, behaviour_logp.float(), 0.0), pad)
         adv = advantages.float()[:, None].expand(rows, positions).reshape(-1)
-        row_weight = _row_weights(mask, opts)[:, None].expand(rows, positions).reshape(-1)
+        row_weight = row_weights(mask, opts)[:, None].expand(rows, positions).reshape(-1)
         cfg = launch_config(flat.dtype, flat.device)
         plan = chunk_plan(
             flat.shape[0], weight.shape[0], flat.element_size(), cfg.block_n, cfg.tile_v,
@@ -717,20 +703,7 @@ def fused_linear_grpo_loss(
         )
     require_shape("mask", mask, (rows, length), "[R, L]")
     opts = resolve_options(options, overrides)
-    unsupported = [
-        text
-        for text, bad in (
-            (f"ratio_level={opts.ratio_level!r}", opts.ratio_level != "token"),
-            (f"is_cap={opts.is_cap}", opts.is_cap is not None),
-            (f"beta={opts.beta}", opts.beta > 0),
-        )
-        if bad
-    ]
-    if unsupported:
-        raise ValueError(
-            "fused_linear_grpo_loss: supports the token-level ratio without is_cap or a KL "
-            f"penalty; got {', '.join(unsupported)}"
-        )
+    require_token_level("fused_linear_grpo_loss", opts)
     if gradient_gemms not in GRADIENT_GEMMS:
         raise ValueError(
             f"gradient_gemms={gradient_gemms!r}: expected one of {', '.join(GRADIENT_GEMMS)}"

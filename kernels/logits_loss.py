@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from stalesim.kernels._buffers import new_buffer
+from stalesim.kernels._grad_in_forward import require_token_level, row_weights
 from stalesim.kernels._logprob_device import launch_on
 from stalesim.kernels.backend import Backend, load_triton_module, resolve_backend
 from stalesim.kernels.checks import (
@@ -148,21 +149,12 @@ def _one_pass(
     inplace_grad: bool,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`logits_grpo_loss` with the gradient computed in the forward's single read."""
-    unsupported = [
-        text
-        for text, bad in (
-            (f"ratio_level={opts.ratio_level!r}", opts.ratio_level != "token"),
-            ("proximal_logp", proximal_logp is not None),
-            (f"is_cap={opts.is_cap}", opts.is_cap is not None),
-            (f"beta={opts.beta}", opts.beta > 0),
-        )
-        if bad
-    ]
-    if unsupported:
-        raise ValueError(
-            "one_pass: supports the token-level ratio without proximal_logp, is_cap or a KL "
-            f"penalty; got {', '.join(unsupported)} (use one_pass=False)"
-        )
+    require_token_level(
+        "one_pass",
+        opts,
+        (("proximal_logp", proximal_logp is not None),),
+        " (use one_pass=False)",
+    )
     rows, positions, vocab = logits.shape
     length = mask.shape[1]
     flat = logits.reshape(rows * positions, vocab)
@@ -187,21 +179,6 @@ def _one_pass(
     )
     names = STAT_NAMES if ref_logp is not None else STAT_NAMES[:-1]
     return loss, dict(zip(names, stats.unbind(0), strict=False))
-
-
-def _row_weights(mask: torch.Tensor, opts: GRPOOptions) -> torch.Tensor:
-    """The aggregation weight ``a_i`` of each row (``reference.grpo_loss_ref``), float32."""
-    rows, length = mask.shape
-    tokens = (mask != 0).sum(dim=1).to(torch.float64)
-    if opts.aggregation == "token_mean":
-        weight = (1.0 / tokens.sum().clamp(min=1.0)).expand(rows)
-    elif opts.aggregation == "seq_mean_token_mean":
-        weight = 1.0 / (tokens.clamp(min=1.0) * (tokens > 0).sum().clamp(min=1))
-    else:
-        weight = torch.full(
-            (rows,), 1.0 / (rows * (opts.max_tokens or length)), dtype=torch.float64
-        )
-    return weight.to(device=mask.device, dtype=torch.float32)
 
 
 class _OnePassGRPO(torch.autograd.Function):
@@ -230,7 +207,7 @@ class _OnePassGRPO(torch.autograd.Function):
         # its aggregation weight.
         mu = torch.nn.functional.pad(torch.where(m, behaviour_logp.float(), 0.0), pad)
         adv = advantages.float()[:, None].expand(rows, positions).contiguous()
-        weight = _row_weights(mask, opts)[:, None].expand(rows, positions).contiguous()
+        weight = row_weights(mask, opts)[:, None].expand(rows, positions).contiguous()
         # Contiguous, so that the backward's scaling can walk the gradient as one vector.
         flat = flat.contiguous()
         n_positions = flat.shape[0]
