@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stalesim.sim.law.model import Law, load_law, slope_verdict
+from stalesim.sim.law.model import Law, load_law, ratio_verdict, slope_verdict
 
 #: Where each experiment's law sits under the results folder.
 LAW_FILES = {
@@ -141,19 +141,6 @@ def _interval(lo: Any, hi: Any, fmt: str = ".3g") -> str:
 def bands(law: Law) -> dict[str, list[float]]:
     """The equivalence bands the fit judged with (``slopes.bands``; {} in older law files)."""
     return dict((law.slopes or {}).get("bands") or {})
-
-
-def _ratio_key(lo: float | None, hi: float | None, band: list[float] | None) -> str:
-    """A ratio interval against the flat band, as the fit's own ratio verdict reads it."""
-    if lo is None or hi is None or not band:
-        return "inconclusive"
-    if band[0] <= lo and hi <= band[1]:
-        return "flat"
-    if hi < band[0]:
-        return "falls"
-    if lo > band[1]:
-        return "rises"
-    return "inconclusive"
 
 
 def coverage_of(law: Law, kind: str) -> float | None:
@@ -384,7 +371,7 @@ def _first_step_ratio(law: Law, curve: str) -> tuple[str, str]:
         f"the first S > 0 against S = 0: {curve}({first})/{curve}(0) = {ratio:.2f} "
         f"{_interval(lo, hi, '.2f')} (interval from the ends of both points' intervals)"
     )
-    return text, RATIO_FLAT_WORDS[_ratio_key(lo, hi, bands(law).get("flat_ratio"))]
+    return text, RATIO_FLAT_WORDS[ratio_verdict(lo, hi, bands(law).get("flat_ratio"))]
 
 
 def _regime_rows(experiment: str, law: Law) -> list[Finding]:

@@ -397,6 +397,21 @@ def slope_verdict(lo: float, hi: float, one_over_s: Sequence[float], flat: Seque
     return "inconclusive"
 
 
+def ratio_verdict(lo: float | None, hi: float | None, flat: Sequence[float] | None) -> str:
+    """What a ratio interval ``[lo, hi]`` such as ``eta(S_1)/eta(0)`` shows against the flat band
+    ``flat`` (``(low, high)``): ``flat`` inside it, ``falls`` wholly below it, ``rises`` wholly
+    above, else (or without a band) ``inconclusive``. The fit and the pages read it alike."""
+    if lo is None or hi is None or not flat or not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    if flat[0] <= lo and hi <= flat[1]:
+        return "flat"
+    if hi < flat[0]:
+        return "falls"
+    if lo > flat[1]:
+        return "rises"
+    return "inconclusive"
+
+
 def law_from_dict(data: Any, where: str = "law") -> Law:
     """Validate a parsed ``law.json``; a malformed one is a one-line ValueError."""
     if not isinstance(data, dict):
@@ -442,6 +457,7 @@ __all__ = [
     "law_curve",
     "law_from_dict",
     "load_law",
+    "ratio_verdict",
     "regime_distance",
     "regime_warnings",
     "slope_verdict",

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from stalesim.sim.law.intervals import Spread
+from stalesim.sim.law.model import ratio_verdict as law_ratio_verdict
 from stalesim.sim.law.model import slope_verdict
 
 #: Slopes ``d ln eta / d ln S`` that count as "∝ 1/S": within 0.3 of -1. A slope of -0.7
@@ -128,36 +129,12 @@ def regime_verdict(lo: float, hi: float) -> str:
     * ``degenerate`` — no spread at all (every replicate gave the same slope).
     """
     return slope_verdict(lo, hi, ONE_OVER_S_BAND, FLAT_BAND)
-    if hi - lo < 1e-6:
-        # every replicate gave the same slope: the grid quantised it, the seeds did not vary it
-        return "degenerate"
-    if ONE_OVER_S_BAND[0] <= lo and hi <= ONE_OVER_S_BAND[1]:
-        return "one_over_s"
-    if FLAT_BAND[0] <= lo and hi <= FLAT_BAND[1]:
-        return "flat"
-    if hi < ONE_OVER_S_BAND[0]:
-        return "steeper"
-    if lo > ONE_OVER_S_BAND[1] and hi < FLAT_BAND[0]:
-        return "falls_slower"
-    if hi < FLAT_BAND[0]:
-        return "falls"
-    if lo > FLAT_BAND[1]:
-        return "rises"
-    return "inconclusive"
 
 
 def ratio_verdict(lo: float | None, hi: float | None) -> str:
-    """A ratio ``eta(S_1)/eta(0)`` interval read against :data:`FLAT_RATIO_BAND`: ``flat``
-    inside it, ``falls`` wholly below it, ``rises`` wholly above, else ``inconclusive``."""
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return "inconclusive"
-    if FLAT_RATIO_BAND[0] <= lo and hi <= FLAT_RATIO_BAND[1]:
-        return "flat"
-    if hi < FLAT_RATIO_BAND[0]:
-        return "falls"
-    if lo > FLAT_RATIO_BAND[1]:
-        return "rises"
-    return "inconclusive"
+    """A ratio ``eta(S_1)/eta(0)`` interval read against :data:`FLAT_RATIO_BAND` (the rule is
+    :func:`stalesim.sim.law.model.ratio_verdict`)."""
+    return law_ratio_verdict(lo, hi, FLAT_RATIO_BAND)
 
 
 def _band(band: tuple[float, float]) -> str:
