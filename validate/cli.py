@@ -124,10 +124,12 @@ def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None
 
 def _add_pipeline_commands() -> None:
     # the pipeline's commands live beside what they drive; importing them loads only click
+    from stalesim.validate.knee_cli import knee_probe
     from stalesim.validate.pipeline_cli import pipeline, replay
 
     validate.add_command(pipeline)
     validate.add_command(replay)
+    validate.add_command(knee_probe)
 
 
 _add_pipeline_commands()
