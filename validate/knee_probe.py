@@ -357,8 +357,12 @@ def run_probe(
     """Run the probe: per seed, one on-policy run at ``eta0`` to the last checkpoint with the
     alignment measured at each checkpoint, and one short run per drift factor (the run at factor
     1 reuses the first). Returns the raw tables and the prediction (JSON-ready)."""
+    import torch
     from stalesim.validate.tasks import SortTask
 
+    # one torch thread, as the sweep's workers train: on a shared machine a second thread
+    # spins far more than it computes for a model this small
+    torch.set_num_threads(1)
     task = SortTask(train.task)
     last = max(settings.checkpoints)
     alignment_rows: list[dict[str, Any]] = []
