@@ -755,6 +755,11 @@ def findings(root: Path) -> list[Finding]:
         else:
             rows.append(Finding(f"horizon ({task}): {label}", "eta_max(0) ∝ 1/T", "not run", "—"))
 
+    # the knee predicted by the on-policy probe before its confirmation sweep was run
+    from stalesim.reports.law_knee import knee_rows
+
+    rows += knee_rows(root)
+
     # the failure split: where no learning rate learns, apart from where rates break training
     for name, law in laws.items():
         rows += _progress_rows(name, law)

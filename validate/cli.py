@@ -51,7 +51,7 @@ def validate() -> None:
     default="cpu-tiny",
     show_default=True,
     help="cpu-tiny, cpu-tiny-mb4, gpu-small, or a law experiment: law-clip, "
-    "law-clip-tight, law-decoupled, law-batch-{4,8,32,96}, law-horizon-ns, law-opt-sgd, "
+    "law-clip-tight, law-decoupled, law-batch-{4,8,32,96}, law-horizon-ns, law-knee-ns, law-opt-sgd, "
     "law-opt-sgd-m0.9, law-opt-adam-0, law-sched-{constant,ess,law}",
 )
 @click.option(
