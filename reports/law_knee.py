@@ -169,7 +169,7 @@ def knee_rows(root: Path) -> list[Any]:
         else:
             measured = (
                 f"{done} of {total if total is not None else '?'} runs done, not yet fitted "
-                f"(stalesim fit {CONFIRM})"
+                f"(stalesim fit {folder})"
             )
         return [Finding(EXPERIMENT, prediction, measured, "pending", "—")]
     law = load_law(law_path)
