@@ -51,9 +51,9 @@ def validate() -> None:
     default="cpu-tiny",
     show_default=True,
     help="cpu-tiny, cpu-tiny-mb4, gpu-small, or a law experiment: law-clip, "
-    "law-clip-tight, law-decoupled, law-batch-{4,8,32,96}, law-horizon-ns, law-opt-sgd, "
-    "law-opt-sgd-m0.9, law-opt-adam-0, law-sched-{constant,ess,law}, law-gpu-ns, law-task2 "
-    "(adding numbers, exact-match reward), law-batch-ns-{16,64,64-mb4}, "
+    "law-clip-tight, law-decoupled, law-batch-{4,8,32,96}, law-horizon-ns, law-knee-ns, "
+    "law-opt-sgd, law-opt-sgd-m0.9, law-opt-adam-0, law-sched-{constant,ess,law}, law-gpu-ns, "
+    "law-task2 (adding numbers, exact-match reward), law-batch-ns-{16,64,64-mb4}, "
     "law-sched-alt-{eta0,constant,law,ess}",
 )
 @click.option(
@@ -127,10 +127,12 @@ def sweep(preset, lrs, staleness, seeds, out, workers, overrides, quiet) -> None
 
 def _add_pipeline_commands() -> None:
     # the pipeline's commands live beside what they drive; importing them loads only click
+    from stalesim.cli.knee_probe import knee_probe
     from stalesim.cli.validate_pipeline import pipeline, replay
 
     validate.add_command(pipeline)
     validate.add_command(replay)
+    validate.add_command(knee_probe)
 
 
 _add_pipeline_commands()

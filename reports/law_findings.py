@@ -13,7 +13,10 @@ The experiments live under one results folder (``reports/results``):
 * ``law-horizon/law-h60.json`` and ``law-h160.json`` — the clipped sweep judged at 60 and 160
   steps (a task that saturates); ``law-horizon/non-saturating/law-h60.json`` and
   ``law-h300.json`` — 300-step runs on a harder task, judged at 60 and 300 steps;
-* ``law-scheduler`` — the staleness-aware scheduler on mixed-staleness runs.
+* ``law-scheduler`` — the staleness-aware scheduler on mixed-staleness runs;
+* ``law-knee/prediction.json`` and ``law-knee/confirm`` — the knee predicted by the on-policy
+  probe, committed before its confirmation sweep, and that sweep (read by
+  :mod:`stalesim.reports.law_knee`).
 
 The decoupled sweep is the reference that (b) and (c) change one setting of. A missing
 experiment gives the row "not run", never a guess.
@@ -741,6 +744,11 @@ def findings(root: Path) -> list[Finding]:
             rows += _horizon_rows(laws[short], laws[long_], task)
         else:
             rows.append(Finding(f"horizon ({task}): {label}", "eta_max(0) ∝ 1/T", "not run", "—"))
+
+    # the knee predicted by the on-policy probe before its confirmation sweep was run
+    from stalesim.reports.law_knee import knee_rows
+
+    rows += knee_rows(root)
 
     # the failure split: where no learning rate learns, apart from where rates break training
     for name, law in laws.items():

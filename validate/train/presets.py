@@ -9,6 +9,7 @@ the fused log-prob kernel runs at real vocabulary sizes.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Literal
 
@@ -571,6 +572,43 @@ def _alternating_scheduler_presets() -> dict[str, dict]:
 
 PRESETS.update(_alternating_scheduler_presets())
 
+
+#: eta_opt(S) of the non-saturating task's 300-step sweep (``law-horizon-ns``, its law.json),
+#: the centres of the confirmation grid below.
+_NS_ETA_OPT = {0: 5.4e-4, 2: 5.5e-4, 4: 3.3e-4, 8: 1.8e-4}
+
+
+def _knee_centre(s: int) -> float:
+    """eta_opt at ``s`` from :data:`_NS_ETA_OPT`, interpolated linearly in (ln S, ln eta)
+    between the two measured S around it (S = 3 and 6 were not run)."""
+    if s in _NS_ETA_OPT:
+        return _NS_ETA_OPT[s]
+    lo = max(k for k in _NS_ETA_OPT if 0 < k < s)
+    hi = min(k for k in _NS_ETA_OPT if k > s)
+    t = math.log(s / lo) / math.log(hi / lo)
+    return _NS_ETA_OPT[lo] * (_NS_ETA_OPT[hi] / _NS_ETA_OPT[lo]) ** t
+
+
+def _knee_rates(s: int) -> list[float]:
+    """Four sqrt(2)-spaced rates centred (in ln eta) on eta_opt(s), to 3 significant digits."""
+    return [float(f"{_knee_centre(s) * 2 ** (e / 4):.3g}") for e in (-3, -1, 1, 3)]
+
+
+#: The confirmation sweep's staleness values and its seeds (none used by law-horizon-ns).
+KNEE_S = [0, 2, 3, 4, 6, 8]
+KNEE_SEEDS = [3, 4, 5, 6, 7, 8]
+
+PRESETS["law-knee-ns"] = _law_preset(
+    "law-knee-ns",
+    # seed pairs outermost, so that a sweep stopped early has every S with the same seeds
+    [
+        {"lrs": _knee_rates(s), "staleness": [str(s)], "seeds": KNEE_SEEDS[i : i + 2]}
+        for i in range(0, len(KNEE_SEEDS), 2)
+        for s in KNEE_S
+    ],
+    task={"n_digits": 12, "base": 16},
+    steps=300,
+)
 
 _MIXED = ["uniform:0-32", "geometric:p=0.1,max=32"]
 
