@@ -1,7 +1,7 @@
 """Write README.md for one law-experiment sweep folder from its own data (config.json,
 runs.parquet, law.json); the prose that is not data comes from the arguments.
 
-Usage: python tools/write_sweep_readme.py FOLDER PRESET TITLE INTRO WALL MACHINE
+Usage: python tools/write_sweep_readme.py FOLDER PRESET TITLE INTRO WALL MACHINE [WORKERS]
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ def fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
-def main(folder: Path, preset: str, title: str, intro: str, wall: str, machine: str) -> None:
+def main(
+    folder: Path, preset: str, title: str, intro: str, wall: str, machine: str, workers: str = "2"
+) -> None:
     cfg = json.loads((folder / "config.json").read_text())
     runs = pl.read_parquet(folder / "runs.parquet")
     law_path = folder / "law.json"
@@ -38,7 +40,7 @@ def main(folder: Path, preset: str, title: str, intro: str, wall: str, machine: 
         f"# {title}", "", intro, "",
         "Real GRPO training runs made by `stalesim validate sweep` (no synthetic data), fitted "
         "by `stalesim fit`.", "",
-        f"* **Command**: `stalesim validate sweep --preset {preset} --out {folder} --workers 2` "
+        f"* **Command**: `stalesim validate sweep --preset {preset} --out {folder} --workers {workers}` "
         f"(under `nice -n 10`; resumable), then `stalesim fit {folder}`; this README: "
         f"`python tools/write_sweep_readme.py {folder} {preset} ...`",
         f"* **Wall time**: {wall}; {runs['wall_s'].sum():.0f} s of worker time over "
@@ -82,9 +84,13 @@ def main(folder: Path, preset: str, title: str, intro: str, wall: str, machine: 
             cells.append(f"{cell['reward_auc'].mean():.3f}{mark}")
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
     if law:
+        # the interval the fit made (jackknife over seeds since the re-analysis; older fits:
+        # a seed bootstrap), as law.json records it
+        method = (law.get("settings") or {}).get("interval_method_used", "percentile")
+        interval = "leave-one-seed-out jackknife" if method == "jackknife" else "seed-bootstrap"
         lines += [
             "", "## Fit (`law.json`)", "",
-            "| S | realised lag | eta_opt [95% seed-bootstrap] | flag | eta_max [95%] | flag |",
+            f"| S | realised lag | eta_opt [95% {interval}] | flag | eta_max [95%] | flag |",
             "| --- | --- | --- | --- | --- | --- |",
         ]  # fmt: skip
         for p in law["points"]:
@@ -94,7 +100,7 @@ def main(folder: Path, preset: str, title: str, intro: str, wall: str, machine: 
                 f"{p['eta_opt_flag']} | {fmt(p['eta_max'])} [{fmt(p['eta_max_lo'])}, "
                 f"{fmt(p['eta_max_hi'])}] | {p['eta_max_flag']} |"
             )
-        lines += ["", "Slopes d ln eta / d ln S (seed-bootstrap 95% intervals):", ""]
+        lines += ["", f"Slopes d ln eta / d ln S ({interval} 95% intervals):", ""]
         for curve, block in (law.get("slopes") or {}).items():
             for item in block.get("local", []):
                 lines.append(
@@ -135,4 +141,4 @@ def main(folder: Path, preset: str, title: str, intro: str, wall: str, machine: 
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), *sys.argv[2:7])
+    main(Path(sys.argv[1]), *sys.argv[2:8])
