@@ -1,8 +1,9 @@
 """Judging learning-rate rules on mixed-staleness runs: steps to target and failure rate.
 
 The runs of each rule live in their own sweep folder (a rule is part of the training config):
-``constant`` (a grid of fixed learning rates), ``ess`` (``lr * sqrt(ESS/B)``, a grid of base
-learning rates) and ``law`` (:class:`~stalesim.validate.train.staleness_lr.StalenessLR` at the law's
+``constant`` (a grid of fixed learning rates), ``eta0`` (one fixed rate, the law's own
+``eta_opt(0)``: what a user who ignores staleness would run), ``ess`` (``lr * sqrt(ESS/B)``, a
+grid of base learning rates) and ``law`` (:class:`~stalesim.validate.train.staleness_lr.StalenessLR` at the law's
 own ``eta_opt(0)``, no tuning). For every rule, staleness distribution and learning rate: the
 median over seeds of the steps to target (a run that never got there counts as never) and the
 fraction of seeds that failed (:mod:`stalesim.validate.law.failure`). A tuned rule is represented by
@@ -20,7 +21,7 @@ import polars as pl
 from stalesim.validate.law.failure import mark_failures
 from stalesim.validate.law.sweep_runs import read_sweep
 
-RULES = ("constant", "ess", "law")
+RULES = ("constant", "eta0", "ess", "law")
 
 
 def _best(frame: pl.DataFrame) -> dict[str, Any]:
@@ -118,7 +119,7 @@ if __name__ == "__main__":
         description="Evaluate the LR-rule sweeps under ROOT and write ROOT/summary.json.",
     )
     parser.add_argument(
-        "root", type=Path, help="the folder of the rule sweeps (law, constant, ess)"
+        "root", type=Path, help="the folder of the rule sweeps (constant, eta0, ess, law)"
     )
     parser.add_argument(
         "reference", type=Path, help="the fixed-S sweep giving the S = 0 best reward"
