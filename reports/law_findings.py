@@ -120,14 +120,51 @@ class Finding:
     coverage: str = ""
 
 
+#: The scheduler experiments, each a folder of rule sweeps with its ``summary.json``.
+SCHEDULER_EXPERIMENTS = ("law-scheduler", "law-sched-alt")
+
+
+def _steps_text(median: float | None) -> str:
+    return "never" if median is None else f"{median:g}"
+
+
 def scheduler_rows(root: Path) -> list[dict[str, Any]]:
-    """The scheduler comparison (``law-scheduler/summary.json``), or [] when not run."""
+    """One row per scheduler experiment, staleness distribution and rule: the rule's best rate's
+    points and its verdict against the law's rule; [] when none was run."""
     import json
 
-    path = root / "law-scheduler" / "summary.json"
-    if not path.exists():
-        return []
-    return json.loads(path.read_text())["rows"]
+    out = []
+    for experiment in SCHEDULER_EXPERIMENTS:
+        path = root / experiment / "summary.json"
+        if not path.exists():
+            continue
+        summary = json.loads(path.read_text())
+        verdicts = {(v["rule"], v["staleness_spec"]): v for v in summary["verdicts"]}
+        for row in summary["rows"]:
+            verdict = verdicts.get((row["rule"], row["staleness_spec"]))
+            steps = "; ".join(
+                f"{target}: {_steps_text(v['median'])} ({v['reached']}/{row['n_seeds']})"
+                for target, v in row["steps_to_target"].items()
+            )
+            out.append(
+                {
+                    "experiment": experiment,
+                    "staleness": row["staleness_spec"],
+                    "rule": row["rule"],
+                    "best LR": f"{row['best_lr']:.3g} (of {len(row['lrs_tried'])})",
+                    "reward AUC": round(row["reward_auc"], 4),
+                    "final reward": round(row["final_reward"], 4),
+                    "median steps to target (reached)": steps,
+                    "failure rate": row["fail_rate"],
+                    f"{summary['reference']} vs this rule": "reference"
+                    if verdict is None
+                    else f"{verdict['verdict']} ("
+                    + ", ".join(f"{k}: {v}" for k, v in verdict["by_score"].items())
+                    + ")",
+                    "seeds": row["n_seeds"],
+                }
+            )
+    return out
 
 
 def load_experiment_laws(root: Path) -> dict[str, Law]:

@@ -208,11 +208,10 @@ def _git(folder: Path, *args: str) -> str | None:
 def build_manifest(folder: Path, files: list[Path], root: Path) -> Manifest:
     """The manifest of one experiment folder from its README, git and its files."""
     text = (folder / README).read_text(encoding="utf-8")
-    # The commit that last wrote the folder's data: README edits, manifests and pages aside.
-    last = _git(
-        folder, "log", "-1", "--format=%H %cs", "--", ".",
-        ":(exclude)*README.md", f":(exclude)*{MANIFEST}", ":(exclude)*.html",
-    )  # fmt: skip
+    # The commit that last wrote the folder's own data: README edits, manifests, pages and the
+    # files of experiment folders nested inside it aside.
+    data = [f.relative_to(folder).as_posix() for f in files if f.name not in (README, MANIFEST)]
+    last = _git(folder, "log", "-1", "--format=%H %cs", "--", *data) if data else None
     git_commit, git_date = last.split() if last else (None, None)
     commit_match = _COMMIT.search(text)
     date_match = _DATE.search(text)

@@ -170,3 +170,29 @@ def test_the_committed_evidence_matches_its_manifests() -> None:
     assert len(folders) >= 20
     result = _invoke(str(RESULTS), "--check")
     assert result.exit_code == 0, result.output
+
+
+def test_a_folder_s_commit_is_the_last_that_wrote_its_own_data(tmp_path: Path) -> None:
+    """A nested experiment's later commit, or a README edit, does not move the commit of the
+    folder above it: its manifest names the commit that last wrote the files it owns."""
+    import subprocess
+
+    root = _tree(tmp_path / "results")
+    readme = README.replace(", code at commit `8c142e9`", "")
+    (root / "exp" / "README.md").write_text(readme)
+
+    def commit(message: str) -> str:
+        git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*git, "add", "-A"], check=True, capture_output=True)
+        subprocess.run([*git, "commit", "-qm", message], check=True, capture_output=True)
+        out = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True)
+        return out.stdout.decode().strip()
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    first = commit("data")
+    (root / "exp" / "nested" / "fit.txt").write_text("refitted\n")
+    (root / "exp" / "README.md").write_text(readme.replace("2 vCPU", "two vCPUs"))
+    second = commit("nested refit, README edit")
+    assert _invoke(str(root)).exit_code == 0
+    assert json.loads((root / "exp" / "manifest.json").read_text())["commit"] == first
+    assert json.loads((root / "exp" / "nested" / "manifest.json").read_text())["commit"] == second
