@@ -214,3 +214,31 @@ def test_the_command_writes_a_prediction_and_refuses_bad_input_in_one_line(
         assert run.exit_code == 2, (given, run.output)
         assert word in run.output and len(run.output.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()
+
+
+def test_the_probe_runs_on_every_task_family_its_preset_names(tiny_train, monkeypatch) -> None:
+    """The probe builds the preset's own task: on the exact-match addition task, whose answer
+    is one digit longer than its operands, it measures every lag, and the lag-0 alignment is the
+    fresh gradient itself. (A tiny binary-reward run is too noisy to read a knee from, so the
+    tables are taken before the prediction.)"""
+    from stalesim.validate.law import knee_probe
+
+    monkeypatch.setattr(
+        knee_probe, "prediction_from_tables", lambda rows, drift, *_, **__: {"rows": rows}
+    )
+    add = tiny_train.model_validate(
+        tiny_train.model_dump()
+        | {
+            "task": {"kind": "add", "n_digits": 2, "base": 3},
+            # enough supervised steps that some groups hold a pass: a binary reward with none
+            # gives every sample the same advantage, and every gradient is zero
+            "warm_start": {"steps": 200, "batch_size": 32},
+        }
+    )
+    settings = ProbeSettings(eta0=3e-3, seeds=[0], checkpoints=[6], max_lag=3, batches=8,
+                             batch_prompts=16, drift_steps=5)  # fmt: skip
+    record = knee_probe.run_probe(add, settings)
+    lags = {row["lag"]: row for row in record["alignment"]}
+    assert sorted(lags) == [0, 1, 2, 3]
+    assert lags[0]["distance"] == 0.0
+    assert lags[0]["cosine"] == pytest.approx(1.0)

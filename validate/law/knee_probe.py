@@ -358,12 +358,11 @@ def run_probe(
     alignment measured at each checkpoint, and one short run per drift factor (the run at factor
     1 reuses the first). Returns the raw tables and the prediction (JSON-ready)."""
     import torch
-    from stalesim.validate.train.tasks import SortTask
 
     # one torch thread, as the sweep's workers train: on a shared machine a second thread
     # spins far more than it computes for a model this small
     torch.set_num_threads(1)
-    task = SortTask(train.task)
+    task = train.task.build()
     last = max(settings.checkpoints)
     alignment_rows: list[dict[str, Any]] = []
     drift_rows: list[dict[str, Any]] = []
