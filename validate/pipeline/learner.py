@@ -23,6 +23,7 @@ from stalesim import kernels
 from stalesim.validate.pipeline.config import PipelineConfig
 from stalesim.validate.train.collapse import CollapseDetector
 from stalesim.validate.train.policy import Rollout
+from stalesim.validate.train.staleness_lr import UpdateLR
 from stalesim.validate.train.tasks import DigitTask
 from stalesim.validate.train.trainer import grpo_step_loss, resolve_device
 from stalesim.validate.train.warm_start import build_policy
@@ -78,6 +79,9 @@ class PipelineLearner:
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(), lr=config.lr, weight_decay=self.cfg.weight_decay
         )
+        self.update_lr = UpdateLR(
+            self.optimizer, self.cfg.lr_rule, config.lr, self.cfg.warmup_steps
+        )
         self.detector = CollapseDetector(self.cfg.collapse)
         self.version = 0
 
@@ -111,6 +115,8 @@ class PipelineLearner:
         # tokens as the simulator counts them: prompt plus response of every sample
         seq_tokens = np.array([len(s["prompt"]) + len(s["tokens"]) for s in samples])
         prep_s = time.perf_counter() - t_prep
+        # each sample's behaviour version: the oldest that generated any of its tokens
+        behaviour = np.array([min(s["versions"]) for s in samples])
         per_mb = len(samples) // M
         version_start = self.version
         timing: list[tuple] = []
@@ -123,12 +129,14 @@ class PipelineLearner:
             mb = Rollout(
                 tokens=rollout.tokens[rows], logp=rollout.logp[rows], mask=rollout.mask[rows]
             )
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.config.lr * min(
-                    1.0, (self.version + 1) / max(cfg.warmup_steps, 1)
-                )
             loss, stats, entropy = grpo_step_loss(
                 self.policy, task, cfg, prompts[rows], mb, advantages[rows]
+            )
+            self.update_lr.set(
+                self.version,
+                lags=self.version - behaviour[rows],
+                tokens=mb.mask.sum(dim=1).cpu().numpy(),
+                ess=stats.get("ess", math.nan),
             )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -153,7 +161,6 @@ class PipelineLearner:
         timing.append(
             (step, "overhead", int(seq_tokens.sum()), 1, prep_s + publish_s + extra_overhead_s)
         )
-        behaviour = np.array([min(s["versions"]) for s in samples])
         reward_mean = float(rewards.mean())
         kl = float(np.mean([s.get("approx_kl", math.nan) for s in stats_all]))
         row = {

@@ -186,4 +186,41 @@ def ess_lr_factor(ess: float) -> float:
     return math.sqrt(min(max(ess, 0.0), 1.0))
 
 
-__all__ = ["LRRuleConfig", "StalenessLR", "ess_lr_factor", "summarise_lags"]
+class UpdateLR:
+    """The learning rate of every update under an :class:`LRRuleConfig`, for any training loop
+    (the law sweeps' trainer and the Ray pipeline's learner both call it): after the linear
+    warm-up over ``warmup_steps`` updates, ``lr`` for ``constant``, :class:`StalenessLR` on the
+    mini-batch's lags for ``law``, ``lr * sqrt(ESS / B)`` for ``ess``. Call :meth:`set` once the
+    mini-batch's loss is known and before ``optimizer.step()``."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, rule: LRRuleConfig, lr: float, warmup_steps: int
+    ) -> None:
+        self.optimizer, self.rule, self.lr, self.warmup_steps = optimizer, rule, lr, warmup_steps
+        self.scheduler = (
+            StalenessLR(optimizer, rule.curve(), summary=rule.summary, warmup_steps=warmup_steps)
+            if rule.kind == "law"
+            else None
+        )
+
+    def set(
+        self,
+        version: int,
+        *,
+        lags: Sequence[float] | np.ndarray,
+        tokens: Sequence[float] | np.ndarray | None = None,
+        ess: float = math.nan,
+    ) -> float:
+        """Set the learning rate of update number ``version`` (0-based), which trains on samples
+        with these ``lags`` (and token counts) and this normalised ESS; returns it."""
+        if self.scheduler is not None:
+            self.scheduler.step(staleness=lags, tokens=tokens)
+        else:
+            warm = min(1.0, (version + 1) / max(self.warmup_steps, 1))
+            factor = ess_lr_factor(ess) if self.rule.kind == "ess" else 1.0
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr * warm * factor
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+__all__ = ["LRRuleConfig", "StalenessLR", "UpdateLR", "ess_lr_factor", "summarise_lags"]

@@ -43,7 +43,7 @@ from stalesim.validate.train.optimizers import build_optimizer
 from stalesim.validate.train.policy import Policy, Rollout
 from stalesim.validate.train.presets import RunConfig, TrainConfig
 from stalesim.validate.train.staleness import SnapshotRing, parse_staleness
-from stalesim.validate.train.staleness_lr import StalenessLR, ess_lr_factor
+from stalesim.validate.train.staleness_lr import UpdateLR
 from stalesim.validate.train.tasks import DigitTask
 from stalesim.validate.train.warm_start import build_policy, config_hash, warm_start_state
 
@@ -279,14 +279,7 @@ def train_run(
     behaviour = copy.deepcopy(policy)
     behaviour.requires_grad_(False)
     optimizer = build_optimizer(policy.parameters(), cfg.optimizer, run.lr, cfg.weight_decay)
-    scheduler = None
-    if cfg.lr_rule.kind == "law":
-        scheduler = StalenessLR(
-            optimizer,
-            cfg.lr_rule.curve(),
-            summary=cfg.lr_rule.summary,
-            warmup_steps=cfg.warmup_steps,
-        )
+    update_lr = UpdateLR(optimizer, cfg.lr_rule, run.lr, cfg.warmup_steps)
     generator = torch.Generator().manual_seed(run.seed)
     # the warm start's own score, on problems drawn apart from the training stream
     eval_generator = torch.Generator().manual_seed(10_000 + run.seed)
@@ -358,13 +351,9 @@ def train_run(
             )
             step_lags.append((version - batch.behaviour_version[group_ids]).numpy())
             step_tokens.append(mb.mask.sum(dim=1).cpu().numpy())
-            warm = min(1.0, (version + 1) / max(cfg.warmup_steps, 1))
-            if scheduler is not None:
-                scheduler.step(staleness=step_lags[-1], tokens=step_tokens[-1])
-            else:
-                factor = ess_lr_factor(stats["ess"]) if cfg.lr_rule.kind == "ess" else 1.0
-                for group in optimizer.param_groups:
-                    group["lr"] = run.lr * warm * factor
+            update_lr.set(
+                version, lags=step_lags[-1], tokens=step_tokens[-1], ess=stats.get("ess", math.nan)
+            )
             optimizer.step()
             version += 1
             ring.put(version, policy)
