@@ -67,7 +67,25 @@ LAW_FILES = {
     "horizon-160": "law-horizon/law-h160.json",
     "horizon-ns-60": "law-horizon/non-saturating/law-h60.json",
     "horizon-ns-300": "law-horizon/non-saturating/law-h300.json",
+    "knee-confirm": "law-knee/confirm/law.json",
+    "task2-add": "law-task2/sweep/law.json",
 }
+
+#: The sweeps on tasks that do not saturate within their horizon, each read for the two regimes:
+#: (law, experiment label, the S pairs read against "∝ 1/S beyond the knee").
+NON_SATURATING = (
+    (
+        "horizon-ns-300",
+        "objective: clipped PPO, non-saturating task (300 steps)",
+        ((2, 4), (2, 8), (8, 16)),
+    ),
+    (
+        "knee-confirm",
+        "non-saturating task, knee confirmation (S 0-8, 6 new seeds)",
+        ((2, 8), (4, 8), (6, 8)),
+    ),
+    ("task2-add", "exact-match addition, binary reward (200 steps)", ((2, 4), (4, 8), (8, 16))),
+)
 
 #: Batch sizes (prompts per step) compared with the decoupled sweep's 16.
 BATCHES = ("4", "8", "32", "96")
@@ -745,23 +763,24 @@ def findings(root: Path) -> list[Finding]:
                 )
             )
 
-    # (d) the two regimes on the task that does not saturate (300 steps, S in {0, 2, 8, 32})
-    ns = laws.get("horizon-ns-300")
-    if ns is not None:
-        experiment = "objective: clipped PPO, non-saturating task (300 steps)"
+    # (d) the two regimes on the tasks that do not saturate within their horizon
+    for name, experiment, pairs in NON_SATURATING:
+        law = laws.get(name)
+        if law is None:
+            continue
         for curve in ("eta_opt", "eta_max"):
-            text, verdict = _first_step_ratio(ns, curve)
+            text, verdict = _first_step_ratio(law, curve)
             rows.append(
                 Finding(
                     experiment,
                     f"{curve} flat below the knee",
                     text,
                     verdict,
-                    _coverage_text(ns, "ratio", curve),
+                    _coverage_text(law, "ratio", curve),
                 )
             )
-            for a, b in ((2, 4), (2, 8), (8, 16)):
-                text, verdict, cover = _pair_row(ns, curve, a, b)
+            for a, b in pairs:
+                text, verdict, cover = _pair_row(law, curve, a, b)
                 rows.append(
                     Finding(
                         experiment,

@@ -27,10 +27,19 @@ from typing import Any
 
 from stalesim.sim.law.model import Law, load_law
 
-PREDICTION = "law-knee/prediction.json"
-CONFIRM = "law-knee/confirm"
-
-EXPERIMENT = "knee: predicted before measured (non-saturating task)"
+#: Each knee test: the probe's prediction file, the sweep that confirms it, and its label.
+KNEE_TESTS = (
+    (
+        "law-knee/prediction.json",
+        "law-knee/confirm",
+        "knee: predicted before measured (non-saturating task)",
+    ),
+    (
+        "law-task2/knee-probe/prediction.json",
+        "law-task2/sweep",
+        "knee: predicted before measured (exact-match addition)",
+    ),
+)
 
 
 def _fmt(value: float | None, fmt: str = ".3g") -> str:
@@ -81,6 +90,12 @@ def _prediction_text(pred: dict[str, Any], record: dict[str, Any]) -> str:
     )
 
 
+def _method(law: Law) -> str:
+    """How the fit made its intervals (older fits: the seed bootstrap)."""
+    settings = getattr(law, "settings", None) or {}
+    return str(settings.get("interval_method_used") or "bootstrap")
+
+
 def _knee_finding(pred: dict[str, Any], test: dict[str, Any], law: Law) -> tuple[str, str]:
     factor = float(test["knee_band_factor"])
     s_c, (_, hi_pred) = pred["s_c"], pred["s_c_interval"]
@@ -108,7 +123,8 @@ def _knee_finding(pred: dict[str, Any], test: dict[str, Any], law: Law) -> tuple
     lo, hi = interval
     band_hi = None if bound else factor * s_c
     text += (
-        f" [{lo:.3g}, {hi:.3g}] (bootstrap; coverage not simulated), alpha = {curve.alpha:.2f}"
+        f" [{lo:.3g}, {hi:.3g}] ({_method(law)}; coverage not simulated), "
+        f"alpha = {curve.alpha:.2f}"
         f"; pre-registered band [{s_c / factor:.3g}, {_fmt(band_hi)}]"
     )
     if "s_c" in curve.fixed:
@@ -149,16 +165,21 @@ def _slope_finding(pred: dict[str, Any], test: dict[str, Any], law: Law) -> tupl
 
 
 def knee_rows(root: Path) -> list[Any]:
-    """The knee rows of the findings table for the results under ``root``."""
+    """The knee rows of the findings table for the results under ``root``: per knee test, the
+    prediction beside its confirmation's fit."""
+    return [row for test in KNEE_TESTS for row in _test_rows(root, *test)]
+
+
+def _test_rows(root: Path, prediction_file: str, confirm: str, experiment: str) -> list[Any]:
     from stalesim.reports.law_findings import Finding
 
-    path = root / PREDICTION
+    path = root / prediction_file
     if not path.exists():
-        return [Finding(EXPERIMENT, "the knee predicted by the probe", "no prediction", "—")]
+        return [Finding(experiment, "the knee predicted by the probe", "no prediction", "—")]
     record = json.loads(path.read_text())
     pred, test = record["prediction"], record["test"]
     prediction = _prediction_text(pred, record)
-    folder = root / CONFIRM
+    folder = root / confirm
     law_path = folder / "law.json"
     if not law_path.exists():
         done = _runs_done(folder)
@@ -171,14 +192,14 @@ def knee_rows(root: Path) -> list[Any]:
                 f"{done} of {total if total is not None else '?'} runs done, not yet fitted "
                 f"(stalesim fit {folder})"
             )
-        return [Finding(EXPERIMENT, prediction, measured, "pending", "—")]
+        return [Finding(experiment, prediction, measured, "pending", "—")]
     law = load_law(law_path)
     knee_text, knee_verdict = _knee_finding(pred, test, law)
     slope_text, slope_verdict, cover = _slope_finding(pred, test, law)
     return [
-        Finding(EXPERIMENT + ": the knee", prediction, knee_text, knee_verdict, "not simulated"),
+        Finding(experiment + ": the knee", prediction, knee_text, knee_verdict, "not simulated"),
         Finding(
-            EXPERIMENT + ": the stale-limited slope",
+            experiment + ": the stale-limited slope",
             f"slope {pred['slope']:.2f} beyond S_c = {pred['s_c']:.3g}",
             slope_text,
             slope_verdict,

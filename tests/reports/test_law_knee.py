@@ -11,13 +11,23 @@ from pathlib import Path
 import polars as pl
 import pytest
 from stalesim.reports.law_findings import findings
-from stalesim.reports.law_knee import EXPERIMENT, band_verdict, knee_rows
+from stalesim.reports.law_knee import KNEE_TESTS, band_verdict, knee_rows
+
+EXPERIMENT = KNEE_TESTS[0][2]
+
+
+def _rows(root: Path) -> list:
+    """The rows of the first knee test (the non-saturating task's)."""
+    return [r for r in knee_rows(root) if r.experiment.startswith(EXPERIMENT)]
+
 
 TEMPLATE = Path(__file__).parents[2] / "reports/results/law-horizon/non-saturating/law.json"
 
 
-def _prediction(root: Path, s_c: float = 3.0, lower_bound: bool = False) -> None:
-    folder = root / "law-knee"
+def _prediction(
+    root: Path, s_c: float = 3.0, lower_bound: bool = False, folder: str = "law-knee"
+) -> None:
+    folder = root / folder
     folder.mkdir(parents=True, exist_ok=True)
     record = {
         "schema": "stalesim.knee-prediction/1",
@@ -55,9 +65,9 @@ def test_band_verdict_is_an_equivalence_test() -> None:
 
 
 def test_no_prediction_and_runs_pending(tmp_path: Path) -> None:
-    assert knee_rows(tmp_path)[0].measured == "no prediction"
+    assert _rows(tmp_path)[0].measured == "no prediction"
     _prediction(tmp_path)
-    (row,) = knee_rows(tmp_path)
+    (row,) = _rows(tmp_path)
     assert row.measured == "runs pending" and row.verdict == "pending"
     assert "S_c = 3 [2, 4.5]" in row.prediction and "commit 0123456" in row.prediction
     # the findings page carries the row with nothing else under the folder
@@ -75,7 +85,7 @@ def test_runs_done_but_not_fitted(tmp_path: Path) -> None:
     pl.DataFrame({"run_id": ["a", "b", "c"], "lr": [1e-4] * 3}).write_parquet(
         folder / "runs.parquet"
     )
-    (row,) = knee_rows(tmp_path)
+    (row,) = _rows(tmp_path)
     assert row.measured.startswith("3 of 12 runs done, not yet fitted")
     assert row.verdict == "pending"
 
@@ -98,7 +108,7 @@ def test_a_fitted_confirmation_is_read_against_the_preregistered_bands(
 ) -> None:
     _prediction(tmp_path)
     _law(tmp_path, s_c, interval, pair)
-    knee_row, slope_row = knee_rows(tmp_path)
+    knee_row, slope_row = _rows(tmp_path)
     assert knee_row.verdict == knee and f"s_c = {s_c:.3g}" in knee_row.measured
     assert "band [1.5, 6]" in knee_row.measured
     assert slope_row.verdict == slope
@@ -113,21 +123,29 @@ def test_a_fit_whose_alpha_sits_on_its_bound_locates_no_knee(tmp_path: Path) -> 
     law = json.loads(path.read_text())
     law["notes"].append("eta_opt: alpha = 5 sits on its bound: the points do not pin it down")
     path.write_text(json.dumps(law))
-    knee_row, _ = knee_rows(tmp_path)
+    knee_row, _ = _rows(tmp_path)
     assert knee_row.verdict == "inconclusive" and "alpha sits on its bound" in knee_row.measured
 
 
 def test_a_pair_below_the_predicted_knee_does_not_test_the_slope(tmp_path: Path) -> None:
     _prediction(tmp_path, s_c=5.0)
     _law(tmp_path, 5.0, [3.0, 8.0], {**PAIR_IN, "from": 2.0, "to": 3.9})
-    _, slope_row = knee_rows(tmp_path)
+    _, slope_row = _rows(tmp_path)
     assert slope_row.verdict.startswith("inconclusive (not testable")
 
 
 def test_a_knee_predicted_beyond_the_grid_is_read_as_flat(tmp_path: Path) -> None:
     _prediction(tmp_path, s_c=80.0, lower_bound=True)  # /2 is beyond S = 32
     _law(tmp_path, 5.0, [3.0, 8.0], None)
-    knee_row, _ = knee_rows(tmp_path)
+    knee_row, _ = _rows(tmp_path)
     # the template's eta_opt(8)/eta_opt(0) is 0.33 [0.10, 1.05]: it overlaps the flat band
     assert knee_row.measured.startswith("predicted flat to S = ")
     assert knee_row.verdict == "inconclusive"
+
+
+def test_every_knee_test_gets_its_rows_from_its_own_folders(tmp_path: Path) -> None:
+    """The addition task's prediction and sweep are read as the first task's are."""
+    _prediction(tmp_path, s_c=8.0, lower_bound=True, folder="law-task2/knee-probe")
+    rows = knee_rows(tmp_path)
+    assert [r.measured for r in rows] == ["no prediction", "runs pending"]
+    assert rows[1].experiment == KNEE_TESTS[1][2] and "S_c ≥ 8" in rows[1].prediction
