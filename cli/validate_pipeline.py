@@ -18,7 +18,10 @@ DEFAULT_OUT = "stalesim-runs/pipeline"
 
 @click.command()
 @click.option(
-    "--preset", default="cpu", show_default=True, help="cpu, cpu-2w or gpu-small (needs CUDA)"
+    "--preset",
+    default="cpu",
+    show_default=True,
+    help="cpu, cpu-2w, cpu-ns (the law experiments' non-saturating task, 300 steps) or gpu-small (needs CUDA)",
 )
 @click.option(
     "--mode",

@@ -75,3 +75,17 @@ def test_the_ess_rule_scales_by_the_root_of_the_batch_ess() -> None:
     row, _, _ = learner.step(0, _batch(learner, [0, 0, 0, 0]), 0.0, lambda v, s: None)
     assert 0.0 < row["ess"] <= 1.0
     assert row["lr"] == pytest.approx(1e-3 * math.sqrt(row["ess"]), rel=1e-9)
+
+
+def test_the_cpu_ns_preset_trains_what_the_law_sweeps_trained() -> None:
+    """The pipeline's ``cpu-ns`` preset is the non-saturating law sweeps' train config, so a law
+    fitted on those sweeps drives its learning rate on the task it was measured on."""
+    from stalesim.validate.pipeline.config import load_pipeline, preset_pipeline
+    from stalesim.validate.train.presets import preset_sweep
+
+    data = preset_pipeline("cpu-ns")
+    data["train"] = {**data["train"], "lr_rule": {"kind": "law", **CURVE, "summary": "max"}}
+    config = load_pipeline(data, "test")
+    sweep = preset_sweep("law-horizon-ns").train.model_dump()
+    assert config.train.model_dump() | {"lr_rule": sweep["lr_rule"]} == sweep
+    assert config.train.lr_rule.summary == "max" and config.algorithm.max_staleness == 4

@@ -113,6 +113,14 @@ PRESETS: dict[str, dict] = {
         "rollout_workers": 2,
         "max_num_seqs": 128,
     },
+    # the law experiments' non-saturating task, model and horizon, on the real pipeline
+    "cpu-ns": {
+        "preset": "cpu-ns",
+        "train": SWEEP_PRESETS["law-horizon-ns"]["train"],
+        "algorithm": {"mode": "async", "max_staleness": 4, **_NO_EXTRA_PASSES},
+        "rollout_workers": 1,
+        "max_num_seqs": 256,
+    },
     "gpu-small": {
         "preset": "gpu-small",
         "train": {**SWEEP_PRESETS["gpu-small"]["train"], "steps": 300},
