@@ -90,6 +90,21 @@ def _prediction_text(pred: dict[str, Any], record: dict[str, Any]) -> str:
     )
 
 
+def knee_coverage(folder: Path) -> str:
+    """The measured coverage of the fitted knee's interval (``knee_coverage.json``, written by
+    ``python -m stalesim.validate.law.knee_coverage``), or "not simulated"."""
+    path = folder / "knee_coverage.json"
+    if not path.exists():
+        return "not simulated"
+    record = json.loads(path.read_text())
+    if record.get("coverage") is None:
+        return "not simulated (no synthetic sweep reported an interval)"
+    return (
+        f"{record['coverage']:.0%} (s_c, {record['n_sim']} synthetic sweeps of this design "
+        f"whose true knee is the fitted one; {record['reported_share']:.0%} reported one)"
+    )
+
+
 def _method(law: Law) -> str:
     """How the fit made its intervals (older fits: the seed bootstrap)."""
     settings = getattr(law, "settings", None) or {}
@@ -123,7 +138,7 @@ def _knee_finding(pred: dict[str, Any], test: dict[str, Any], law: Law) -> tuple
     lo, hi = interval
     band_hi = None if bound else factor * s_c
     text += (
-        f" [{lo:.3g}, {hi:.3g}] ({_method(law)}; coverage not simulated), "
+        f" [{lo:.3g}, {hi:.3g}] ({_method(law)}), "
         f"alpha = {curve.alpha:.2f}"
         f"; pre-registered band [{s_c / factor:.3g}, {_fmt(band_hi)}]"
     )
@@ -197,7 +212,9 @@ def _test_rows(root: Path, prediction_file: str, confirm: str, experiment: str) 
     knee_text, knee_verdict = _knee_finding(pred, test, law)
     slope_text, slope_verdict, cover = _slope_finding(pred, test, law)
     return [
-        Finding(experiment + ": the knee", prediction, knee_text, knee_verdict, "not simulated"),
+        Finding(
+            experiment + ": the knee", prediction, knee_text, knee_verdict, knee_coverage(folder)
+        ),
         Finding(
             experiment + ": the stale-limited slope",
             f"slope {pred['slope']:.2f} beyond S_c = {pred['s_c']:.3g}",

@@ -149,3 +149,13 @@ def test_every_knee_test_gets_its_rows_from_its_own_folders(tmp_path: Path) -> N
     rows = knee_rows(tmp_path)
     assert [r.measured for r in rows] == ["no prediction", "runs pending"]
     assert rows[1].experiment == KNEE_TESTS[1][2] and "S_c ≥ 8" in rows[1].prediction
+
+
+def test_the_knee_row_carries_the_measured_coverage_of_its_interval(tmp_path: Path) -> None:
+    _prediction(tmp_path)
+    _law(tmp_path, 3.5, [2.0, 5.0], PAIR_IN)
+    assert _rows(tmp_path)[0].coverage == "not simulated"
+    record = {"coverage": 0.855, "n_sim": 200, "reported_share": 1.0}
+    (tmp_path / "law-knee" / "confirm" / "knee_coverage.json").write_text(json.dumps(record))
+    knee_row = _rows(tmp_path)[0]
+    assert knee_row.coverage.startswith("86% (s_c, 200 synthetic sweeps")

@@ -1,0 +1,115 @@
+"""How often the fitted knee's "95%" interval holds the true knee: the fit run on synthetic
+sweeps whose knee is known.
+
+A synthetic sweep copies a committed sweep's design as :mod:`stalesim.validate.law.coverage`
+does (its lag axis, learning-rate grid per S, number of seeds, the objective's curvature and
+noise), but its truth ``eta*(S)`` is the sweep's own *fitted curve* at each S, so the curve's
+``s_c`` is the true knee. Each synthetic sweep goes through the same estimator as ``stalesim
+fit`` (per-S optima, leave-one-seed-out replicates, the four-parameter curve fitted to the point
+estimates and to every replicate, :func:`~stalesim.sim.law.fit.spread_intervals`), and the
+coverage is the share of the reported ``s_c`` intervals that hold the fitted ``s_c``; the share
+of sweeps that report one at all is given beside it.
+
+The pre-registered knee tests (``reports/law_knee.py``) read the ``s_c`` interval; this is
+the check of its stated level. Run ``python -m stalesim.validate.law.knee_coverage SWEEP`` to
+write ``SWEEP/knee_coverage.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def knee_coverage(runs_dir: Path, n_sim: int = 200, seed: int = 0, skew: float = 1.0) -> dict:
+    """Coverage of the ``s_c`` interval on ``n_sim`` synthetic sweeps of the sweep in
+    ``runs_dir`` (its ``law.json`` gives the true curve); deterministic for a given ``seed``."""
+    from stalesim.sim.law.fit import fit_with_bootstrap, spread_intervals
+    from stalesim.sim.law.model import load_law
+    from stalesim.validate.law.coverage import sweep_design, synthetic_groups
+    from stalesim.validate.law.group_estimates import EDGE_FLAGS
+    from stalesim.validate.law.replicates import FitSettings, replicate_groups
+
+    if n_sim < 1:
+        raise ValueError(f"n_sim {n_sim}: must be at least 1")
+    law = load_law(runs_dir / "law.json")
+    design = sweep_design(runs_dir)
+    if design is None:
+        raise ValueError(f"{runs_dir}: fewer than two staleness values; no knee to fit")
+    curve = law.eta_opt
+    truth = tuple(float(curve(a)) for a in design.axis)
+    design = replace(design, truth=truth, skew=float(skew))
+    settings = FitSettings(bootstrap=0, by_score=False, coverage_sims=0)
+    rng = np.random.default_rng(seed)
+    seeds = np.arange(design.n_seeds)
+    axis = np.array(design.axis)
+    staleness = np.array(design.staleness, dtype=float)
+    hits, fitted = [], []
+    for _ in range(n_sim):
+        groups = synthetic_groups(design, rng)
+        reps = replicate_groups(groups, settings, seeds, rng)
+        eta, boot = reps.series(staleness, lambda g: g.optimum.eta)
+        usable = np.array([reps.point[s].optimum.flag not in EDGE_FLAGS for s in design.staleness])
+        if usable.sum() < 3:
+            continue
+        fit, replicas = fit_with_bootstrap(axis, eta, boot, usable, reps.spread)
+        if fit.sc_fixed:
+            continue
+        params = np.array(
+            [r.vector() if r is not None else np.full(4, np.nan) for r in replicas]
+        ).reshape(-1, 4)
+        interval = spread_intervals(reps.spread, {"s_c": (fit.s_c, params[:, 1], True)})
+        fitted.append(fit.s_c)
+        if "s_c" in interval:
+            lo, hi = interval["s_c"]
+            hits.append(bool(lo <= curve.s_c <= hi))
+    return {
+        "sweep": str(runs_dir),
+        "true_curve": {"eta0": curve.eta0, "s_c": curve.s_c, "k": curve.k, "alpha": curve.alpha},
+        "n_sim": n_sim,
+        "seed": seed,
+        "skew": float(skew),
+        "nominal": settings.confidence,
+        "coverage": float(np.mean(hits)) if hits else None,
+        "reported_share": len(hits) / n_sim,
+        "median_fitted_s_c": float(np.median(fitted)) if fitted else None,
+        "method": "leave-one-seed-out jackknife, as stalesim fit",
+        "model": (
+            "objective = peak - a (ln lr - ln eta*)^2 + N(0, sigma^2) per run; eta*(S) = the "
+            "sweep's fitted eta_opt curve; a and sigma measured on the sweep"
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stalesim.validate.law.knee_coverage``: write ``SWEEP/knee_coverage.json``."""
+    from stalesim.common.files import write_json
+
+    parser = argparse.ArgumentParser(
+        prog="python -m stalesim.validate.law.knee_coverage",
+        description="Measure the coverage of a fitted sweep's knee (s_c) interval on synthetic "
+        "sweeps of its design whose true curve is its fitted one.",
+    )
+    parser.add_argument("sweep", type=Path, help="a fitted sweep folder (runs.parquet, law.json)")
+    parser.add_argument("--sims", type=int, default=200, help="synthetic sweeps")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not (args.sweep / "law.json").is_file() or not (args.sweep / "runs.parquet").is_file():
+        parser.error(f"{args.sweep}: not a fitted sweep folder (runs.parquet and law.json)")
+    if args.sims < 1:
+        parser.error("--sims must be >= 1")
+    out: dict[str, Any] = knee_coverage(args.sweep, args.sims, args.seed)
+    write_json(args.sweep / "knee_coverage.json", out)
+    print(
+        f"s_c coverage {out['coverage']} of {out['reported_share']:.0%} reported "
+        f"-> {args.sweep / 'knee_coverage.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
