@@ -69,6 +69,7 @@ LAW_FILES = {
     "horizon-ns-300": "law-horizon/non-saturating/law-h300.json",
     "knee-confirm": "law-knee/confirm/law.json",
     "task2-add": "law-task2/sweep/law.json",
+    "batch-ns-64": "law-batch-ns/b64/law.json",
 }
 
 #: The sweeps on tasks that do not saturate within their horizon, each read for the two regimes:
@@ -737,6 +738,24 @@ def findings(root: Path) -> list[Finding]:
                     _coverage_text(law, "slope", "eta_max"),
                 )
             )
+
+    # (b) batch size on the non-saturating task: 64 prompts per step against the knee
+    # confirmation's 16 (same task, model and horizon; other seeds)
+    ns16, ns64 = laws.get("knee-confirm"), laws.get("batch-ns-64")
+    experiment = "batch: 64 vs 16 prompts/step, non-saturating task"
+    if ns16 is None or ns64 is None:
+        rows.append(Finding(experiment, "S_c grows with batch size", "not run", "—"))
+    else:
+        text, verdict = compare_drops(ns64, ns16, "eta_opt", a_should_drop_more=False)
+        rows.append(
+            Finding(
+                experiment,
+                "S_c grows with batch size: the larger batch's eta_opt falls less by S_max",
+                f"eta_opt(S_max)/eta_opt(0), 64 vs 16 prompts: {text}",
+                verdict,
+                _drop_coverage(ns64, ns16, "eta_opt"),
+            )
+        )
 
     # (c) optimizer
     predictions = {

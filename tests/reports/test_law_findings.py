@@ -74,6 +74,9 @@ def test_verdicts_from_constructed_laws(tmp_path: Path) -> None:
     _write(tmp_path, "law-objective/clip-tight/law.json", _law((0.8, 0.7, 0.9)))
     # the larger batch falls less than 16 prompts, intervals apart
     _write(tmp_path, "law-batch/b32/law.json", _law((0.9, 0.85, 0.95)))
+    # the non-saturating task at 64 prompts per step falls less by S_max than at 16
+    _write(tmp_path, "law-batch-ns/b64/law.json", _law((0.6, 0.5, 0.7)))
+    _write(tmp_path, "law-knee/confirm/law.json", _law((0.3, 0.25, 0.4)))
     # the non-saturating task's two horizons: eta(0) the same at both (a T-independent eta0)
     _write(tmp_path, "law-horizon/non-saturating/law-h60.json", _law((0.5, 0.4, 0.6), steps=60))
     _write(tmp_path, "law-horizon/non-saturating/law-h300.json", _law((0.5, 0.4, 0.6), steps=300))
@@ -94,6 +97,8 @@ def test_verdicts_from_constructed_laws(tmp_path: Path) -> None:
     assert "0.50 [0.40, 0.60] vs 0.80 [0.70, 0.90]" in tight[0].measured
     assert by_experiment["batch: 32 vs 16 prompts/step"][0].verdict == "confirms"
     assert by_experiment["batch: 8 vs 16 prompts/step"][0].measured == "not run"
+    ns = by_experiment["batch: 64 vs 16 prompts/step, non-saturating task"][0]
+    assert ns.verdict == "confirms" and "0.60 [0.50, 0.70] vs 0.30 [0.25, 0.40]" in ns.measured
     horizon = by_experiment["horizon (non-saturating task): 60 vs 300 steps (same runs)"]
     # eta_max(0) is 3e-3 at both horizons: ratio 1 [0.71, 1.4] against the predicted 5
     assert horizon[0].prediction == "eta_max(0) ∝ 1/T: ratio 5.00"
