@@ -742,7 +742,7 @@ def findings(root: Path) -> list[Finding]:
     # (b) batch size on the non-saturating task: 64 prompts per step against the knee
     # confirmation's 16 (same task, model and horizon; other seeds)
     ns16, ns64 = laws.get("knee-confirm"), laws.get("batch-ns-64")
-    experiment = "batch: 64 vs 16 prompts/step, non-saturating task"
+    experiment = "batch: 64 vs 16 prompts/step, the non-saturating task's setup"
     if ns16 is None or ns64 is None:
         rows.append(Finding(experiment, "S_c grows with batch size", "not run", "—"))
     else:

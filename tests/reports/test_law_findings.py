@@ -97,7 +97,7 @@ def test_verdicts_from_constructed_laws(tmp_path: Path) -> None:
     assert "0.50 [0.40, 0.60] vs 0.80 [0.70, 0.90]" in tight[0].measured
     assert by_experiment["batch: 32 vs 16 prompts/step"][0].verdict == "confirms"
     assert by_experiment["batch: 8 vs 16 prompts/step"][0].measured == "not run"
-    ns = by_experiment["batch: 64 vs 16 prompts/step, non-saturating task"][0]
+    ns = by_experiment["batch: 64 vs 16 prompts/step, the non-saturating task's setup"][0]
     assert ns.verdict == "confirms" and "0.60 [0.50, 0.70] vs 0.30 [0.25, 0.40]" in ns.measured
     horizon = by_experiment["horizon (non-saturating task): 60 vs 300 steps (same runs)"]
     # eta_max(0) is 3e-3 at both horizons: ratio 1 [0.71, 1.4] against the predicted 5
