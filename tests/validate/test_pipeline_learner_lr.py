@@ -89,3 +89,19 @@ def test_the_cpu_ns_preset_trains_what_the_law_sweeps_trained() -> None:
     sweep = preset_sweep("law-horizon-ns").train.model_dump()
     assert config.train.model_dump() | {"lr_rule": sweep["lr_rule"]} == sweep
     assert config.train.lr_rule.summary == "max" and config.algorithm.max_staleness == 4
+
+
+def test_the_learner_builds_the_configured_optimizer() -> None:
+    """``train.optimizer`` reaches the pipeline's learner as it reaches the law sweeps' trainer."""
+    config = PipelineConfig.model_validate(
+        {"train": {"task": {"n_digits": 3, "base": 5},
+                   "policy": {"n_layer": 1, "n_head": 2, "n_embd": 16},
+                   "optimizer": {"name": "sgd", "momentum": 0.5}}}
+    )  # fmt: skip
+    task = config.train.task.build()
+    learner = PipelineLearner(config, build_policy(config.train.policy, task, 0).state_dict(), 0.0)
+    assert isinstance(learner.optimizer, torch.optim.SGD)
+    assert learner.optimizer.param_groups[0]["momentum"] == 0.5
+    adam = _learner({"kind": "constant"})
+    assert isinstance(adam.optimizer, torch.optim.AdamW)
+    assert adam.optimizer.param_groups[0]["betas"] == (0.9, 0.999)

@@ -22,6 +22,7 @@ import torch
 from stalesim import kernels
 from stalesim.validate.pipeline.config import PipelineConfig
 from stalesim.validate.train.collapse import CollapseDetector
+from stalesim.validate.train.optimizers import build_optimizer
 from stalesim.validate.train.policy import Rollout
 from stalesim.validate.train.staleness_lr import UpdateLR
 from stalesim.validate.train.tasks import DigitTask
@@ -76,8 +77,8 @@ class PipelineLearner:
         self.task = self.cfg.task.build()
         self.policy = build_policy(self.cfg.policy, self.task, config.seed).to(self.device)
         self.policy.load_state_dict(warm_state)
-        self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=config.lr, weight_decay=self.cfg.weight_decay
+        self.optimizer = build_optimizer(
+            self.policy.parameters(), self.cfg.optimizer, config.lr, self.cfg.weight_decay
         )
         self.update_lr = UpdateLR(
             self.optimizer, self.cfg.lr_rule, config.lr, self.cfg.warmup_steps
