@@ -107,8 +107,7 @@ def knee_coverage(folder: Path) -> str:
 
 def _method(law: Law) -> str:
     """How the fit made its intervals (older fits: the seed bootstrap)."""
-    settings = getattr(law, "settings", None) or {}
-    return str(settings.get("interval_method_used") or "bootstrap")
+    return str((law.settings or {}).get("interval_method_used") or "bootstrap")
 
 
 def _knee_finding(pred: dict[str, Any], test: dict[str, Any], law: Law) -> tuple[str, str]:

@@ -126,6 +126,22 @@ def synthetic_groups(design: Design, rng: np.random.Generator) -> dict[int, Cell
     return groups
 
 
+def synthetic_estimates(
+    design: Design, settings: Any, rng: np.random.Generator
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic sweep of ``design`` through the fit's per-S estimator: its replicates
+    (``settings`` choose the method), the ``eta_opt`` point per S, the replicate rows, and
+    which points are usable (not at a grid edge)."""
+    from stalesim.validate.law.replicates import replicate_groups
+
+    groups = synthetic_groups(design, rng)
+    reps = replicate_groups(groups, settings, np.arange(design.n_seeds), rng)
+    staleness = np.array(design.staleness, dtype=float)
+    eta, boot = reps.series(staleness, lambda g: g.optimum.eta)
+    usable = np.array([reps.point[s].optimum.flag not in EDGE_FLAGS for s in design.staleness])
+    return reps, eta, boot, usable
+
+
 def simulate_coverage(
     design: Design,
     n_sim: int,
@@ -139,12 +155,7 @@ def simulate_coverage(
     """Run the estimator on ``n_sim`` synthetic sweeps of ``design`` and count how often its
     intervals hold the truth (see the module docstring); ``replicates`` per sweep for the
     percentile method. Deterministic for a given ``seed``."""
-    from stalesim.validate.law.replicates import (
-        FitSettings,
-        drop_from_zero,
-        first_step_ratio,
-        replicate_groups,
-    )
+    from stalesim.validate.law.replicates import FitSettings, drop_from_zero, first_step_ratio
     from stalesim.validate.law.slopes import pair_slopes
 
     if n_sim < 1:
@@ -160,16 +171,11 @@ def simulate_coverage(
     rng = np.random.default_rng(seed)
     axis = np.array(design.axis)
     log_truth = np.log(np.array(design.truth))
-    seeds = np.arange(design.n_seeds)
     hits: dict[str, list[bool]] = {"eta_opt": [], "slope": [], "ratio": []}
     asked = dict.fromkeys(hits, 0)
     widths: list[float] = []
     for _ in range(n_sim):
-        groups = synthetic_groups(design, rng)
-        reps = replicate_groups(groups, settings, seeds, rng)
-        staleness = np.array(design.staleness, dtype=float)
-        eta, boot = reps.series(staleness, lambda g: g.optimum.eta)
-        usable = np.array([reps.point[s].optimum.flag not in EDGE_FLAGS for s in design.staleness])
+        reps, eta, boot, usable = synthetic_estimates(design, settings, rng)
         lo, hi = reps.spread.columns(eta, boot, log=True)
         for i in range(len(eta)):
             asked["eta_opt"] += 1

@@ -6,7 +6,7 @@ does (its lag axis, learning-rate grid per S, number of seeds, the objective's c
 noise), but its truth ``eta*(S)`` is the sweep's own *fitted curve* at each S, so the curve's
 ``s_c`` is the true knee. Each synthetic sweep goes through the same estimator as ``stalesim
 fit`` (per-S optima, leave-one-seed-out replicates, the four-parameter curve fitted to the point
-estimates and to every replicate, :func:`~stalesim.sim.law.fit.spread_intervals`), and the
+estimates and to every replicate, :func:`~stalesim.sim.law.fit.curve_record`), and the
 coverage is the share of the reported ``s_c`` intervals that hold the fitted ``s_c``; the share
 of sweeps that report one at all is given beside it.
 
@@ -28,11 +28,10 @@ import numpy as np
 def knee_coverage(runs_dir: Path, n_sim: int = 200, seed: int = 0, skew: float = 1.0) -> dict:
     """Coverage of the ``s_c`` interval on ``n_sim`` synthetic sweeps of the sweep in
     ``runs_dir`` (its ``law.json`` gives the true curve); deterministic for a given ``seed``."""
-    from stalesim.sim.law.fit import fit_with_bootstrap, spread_intervals
+    from stalesim.sim.law.fit import curve_record, fit_with_bootstrap
     from stalesim.sim.law.model import load_law
-    from stalesim.validate.law.coverage import sweep_design, synthetic_groups
-    from stalesim.validate.law.group_estimates import EDGE_FLAGS
-    from stalesim.validate.law.replicates import FitSettings, replicate_groups
+    from stalesim.validate.law.coverage import sweep_design, synthetic_estimates
+    from stalesim.validate.law.replicates import FitSettings
 
     if n_sim < 1:
         raise ValueError(f"n_sim {n_sim}: must be at least 1")
@@ -45,27 +44,20 @@ def knee_coverage(runs_dir: Path, n_sim: int = 200, seed: int = 0, skew: float =
     design = replace(design, truth=truth, skew=float(skew))
     settings = FitSettings(bootstrap=0, by_score=False, coverage_sims=0)
     rng = np.random.default_rng(seed)
-    seeds = np.arange(design.n_seeds)
     axis = np.array(design.axis)
-    staleness = np.array(design.staleness, dtype=float)
     hits, fitted = [], []
     for _ in range(n_sim):
-        groups = synthetic_groups(design, rng)
-        reps = replicate_groups(groups, settings, seeds, rng)
-        eta, boot = reps.series(staleness, lambda g: g.optimum.eta)
-        usable = np.array([reps.point[s].optimum.flag not in EDGE_FLAGS for s in design.staleness])
+        reps, eta, boot, usable = synthetic_estimates(design, settings, rng)
         if usable.sum() < 3:
             continue
         fit, replicas = fit_with_bootstrap(axis, eta, boot, usable, reps.spread)
         if fit.sc_fixed:
             continue
-        params = np.array(
-            [r.vector() if r is not None else np.full(4, np.nan) for r in replicas]
-        ).reshape(-1, 4)
-        interval = spread_intervals(reps.spread, {"s_c": (fit.s_c, params[:, 1], True)})
         fitted.append(fit.s_c)
-        if "s_c" in interval:
-            lo, hi = interval["s_c"]
+        # the s_c interval exactly as the fit writes it into law.json
+        record = curve_record(fit, replicas, axis[usable], eta[usable], axis, reps.spread)
+        if "s_c" in record["intervals"]:
+            lo, hi = record["intervals"]["s_c"]
             hits.append(bool(lo <= curve.s_c <= hi))
     return {
         "sweep": str(runs_dir),
