@@ -69,11 +69,12 @@ def by_seed(frame: pl.DataFrame, score: str) -> dict[float, dict[int, float]]:
 
 def paired_interval(differences: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
     """Mean of ``differences`` and its Student t interval at ``level`` (nan bounds below 2)."""
+    n = len(differences)
     mean = float(np.mean(differences))
-    if len(differences) < 2:
+    if n < 2:
         return mean, float("nan"), float("nan")
-    interval = stats.ttest_1samp(differences, 0.0).confidence_interval(level)
-    return mean, float(interval.low), float(interval.high)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * float(np.std(differences, ddof=1)) / np.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def rule_verdict(differences: dict[float, np.ndarray], band: float = BAND) -> str:
