@@ -110,6 +110,60 @@ def _median_steps(values: pl.Series) -> float | None:
     return median if np.isfinite(median) else None
 
 
+def compare_with_reference(
+    by_cell: dict[tuple[str, str], pl.DataFrame], reference: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every other rule against ``reference`` within each staleness distribution: per score and
+    rate the paired difference (reference minus rate) with its interval, and per rule the
+    verdict across its rates and the scores. ``by_cell`` maps ``(rule, staleness_spec)`` to that
+    cell's runs (columns ``lr``, ``seed`` and the :data:`SCORES`); the reference runs at one
+    rate."""
+    comparisons, verdicts = [], []
+    for (rule, spec), frame in sorted(by_cell.items()):
+        ours_frame = by_cell.get((reference, spec))
+        if rule == reference or ours_frame is None:
+            continue
+        by_score = {}
+        for score in SCORES:
+            rates = by_seed(ours_frame, score)
+            if len(rates) != 1:
+                raise ValueError(
+                    f"{reference}/: {len(rates)} learning rates; the reference rule runs untuned, "
+                    "at one rate"
+                )
+            (ours,) = rates.values()
+            differences = {}
+            for lr, theirs in sorted(by_seed(frame, score).items()):
+                seeds = sorted(set(ours) & set(theirs))
+                differences[lr] = np.array([ours[s] - theirs[s] for s in seeds])
+                mean, lo, hi = paired_interval(differences[lr])
+                comparisons.append(
+                    {
+                        "reference": reference,
+                        "rule": rule,
+                        "staleness_spec": spec,
+                        "score": score,
+                        "lr": lr,
+                        "difference": mean,
+                        "lo": lo,
+                        "hi": hi,
+                        "seeds": seeds,
+                        "per_seed": differences[lr].tolist(),
+                    }
+                )
+            by_score[score] = rule_verdict(differences)
+        verdicts.append(
+            {
+                "reference": reference,
+                "rule": rule,
+                "staleness_spec": spec,
+                "verdict": agreed_verdict(list(by_score.values())),
+                "by_score": by_score,
+            }
+        )
+    return comparisons, verdicts
+
+
 def evaluate_rules(root: Path, *, best_reward: float | None) -> dict[str, Any]:
     """Every rule folder under ``root``: per rule and staleness distribution its best rate's
     points, and per other rule and score the paired difference to :data:`REFERENCE`."""
@@ -131,7 +185,7 @@ def evaluate_rules(root: Path, *, best_reward: float | None) -> dict[str, Any]:
     own_target = own[0] if len(own) == 1 else None
     targets = sorted(set(TARGETS) | ({own_target} - {None}))
 
-    rows, comparisons = [], []
+    rows = []
     by_cell = runs.partition_by(["rule", "staleness_spec"], as_dict=True)
     for (rule, spec), frame in sorted(by_cell.items()):
         per_lr = (
@@ -166,47 +220,7 @@ def evaluate_rules(root: Path, *, best_reward: float | None) -> dict[str, Any]:
                 "fail_rate": float(at_best["failed"].cast(pl.Float64).mean()),
             }
         )
-    verdicts = []
-    for (rule, spec), frame in sorted(by_cell.items()):
-        reference = by_cell.get((REFERENCE, spec))
-        if rule == REFERENCE or reference is None:
-            continue
-        by_score = {}
-        for score in SCORES:
-            rates = by_seed(reference, score)
-            if len(rates) != 1:
-                raise ValueError(
-                    f"{REFERENCE}/: {len(rates)} learning rates; the reference rule runs untuned, "
-                    "at one rate"
-                )
-            (ours,) = rates.values()
-            differences = {}
-            for lr, theirs in sorted(by_seed(frame, score).items()):
-                seeds = sorted(set(ours) & set(theirs))
-                differences[lr] = np.array([ours[s] - theirs[s] for s in seeds])
-                mean, lo, hi = paired_interval(differences[lr])
-                comparisons.append(
-                    {
-                        "rule": rule,
-                        "staleness_spec": spec,
-                        "score": score,
-                        "lr": lr,
-                        "difference": mean,
-                        "lo": lo,
-                        "hi": hi,
-                        "seeds": seeds,
-                        "per_seed": differences[lr].tolist(),
-                    }
-                )
-            by_score[score] = rule_verdict(differences)
-        verdicts.append(
-            {
-                "rule": rule,
-                "staleness_spec": spec,
-                "verdict": agreed_verdict(list(by_score.values())),
-                "by_score": by_score,
-            }
-        )
+    comparisons, verdicts = compare_with_reference(by_cell, REFERENCE)
     return {
         "rows": rows,
         "comparisons": comparisons,
