@@ -202,10 +202,29 @@ def bands(law: Law) -> dict[str, list[float]]:
     return dict((law.slopes or {}).get("bands") or {})
 
 
+def calibrated_coverage(block: dict[str, Any] | None, kind: str) -> tuple[float, float] | None:
+    """The fresh-sweep coverage of ``kind``'s calibrated intervals under the symmetric and the
+    skewed model (``interval_coverage.calibration`` in law.json, written by
+    :mod:`stalesim.validate.law.calibration`); None where it has no calibration for ``kind``."""
+    calibration = (block or {}).get("calibration") or {}
+    if (calibration.get("factors") or {}).get(kind) is None:
+        return None
+    symmetric = (calibration.get("coverage") or {}).get(kind)
+    skewed = (calibration.get("skewed_coverage") or {}).get(kind)
+    if symmetric is None or skewed is None:
+        return None
+    return float(symmetric), float(skewed)
+
+
 def coverage_of(law: Law, kind: str) -> float | None:
     """The simulated coverage of ``law``'s ``kind`` intervals (``eta_opt``, ``slope`` or
-    ``ratio``), as its fit measured it on synthetic sweeps of its own design; None if not."""
+    ``ratio``), as its fit measured it on synthetic sweeps of its own design: of the calibrated
+    intervals on fresh sweeps, the lower of the two reward models, where the fit calibrated
+    them; else of the plain interval. None if not measured."""
     block = (law.slopes or {}).get("interval_coverage") or {}
+    calibrated = calibrated_coverage(block, kind)
+    if calibrated is not None:
+        return min(calibrated)
     value = (block.get("coverage") or {}).get(kind)
     return float(value) if value is not None else None
 
@@ -218,10 +237,26 @@ def _coverage_text(law: Law, kind: str, curve: str = "eta_opt") -> str:
         return "not measured"
     block = (law.slopes or {}).get("interval_coverage") or {}
     skewed = block.get("skewed") or {}
-    other = (skewed.get("coverage") or {}).get(kind)
+    plain, plain_skewed = (
+        (block.get("coverage") or {}).get(kind),
+        (skewed.get("coverage") or {}).get(kind),
+    )
+    calibrated = calibrated_coverage(block, kind)
+    if calibrated is not None:
+        factor = block["calibration"]["factors"][kind]
+        text = (
+            f"{calibrated[0]:.0%} / {calibrated[1]:.0%} ({kind}, calibrated: half-width "
+            f"×{factor:.2f}; counted on {block.get('n_sim')} fresh synthetic sweeps, reward "
+            f"symmetric / falling {skewed.get('skew', 3):g}× faster above eta_opt"
+        )
+        if plain is not None and plain_skewed is not None:
+            text += f"; the plain t interval covered {plain:.0%} / {plain_skewed:.0%}"
+        return text + ")"
     text = f"{value:.0%} ({kind}, {block.get('n_sim')} synthetic sweeps"
-    if other is not None:
-        text += f"; {other:.0%} if the reward falls {skewed.get('skew'):g}× faster above eta_opt"
+    if plain_skewed is not None:
+        text += (
+            f"; {plain_skewed:.0%} if the reward falls {skewed.get('skew'):g}× faster above eta_opt"
+        )
     return text + ")"
 
 
@@ -588,8 +623,15 @@ def _trust_region_rows(
     return rows
 
 
+#: eta(0) ∝ 1/T is confirmed only when the ratio's whole interval lies within this factor of the
+#: predicted ratio T_long/T_short (an equivalence test; the width of FLAT_RATIO_BAND around 1).
+HORIZON_RATIO_FACTOR = 1.25
+
+
 def _horizon_rows(short: Law, long_: Law, task: str) -> list[Finding]:
-    """eta(0) ∝ 1/T and S_c ∝ T, from one set of runs judged at two horizons."""
+    """eta(0) ∝ 1/T and S_c ∝ T, from one set of runs judged at two horizons: the ratio
+    eta(0, T_short)/eta(0, T_long) against T_long/T_short as an equivalence test (confirms only
+    inside :data:`HORIZON_RATIO_FACTOR` of it, refutes only wholly beyond)."""
     t_short, t_long = short.regime.steps, long_.regime.steps  # type: ignore[union-attr]
     experiment = f"horizon ({task}): {t_short} vs {t_long} steps (same runs)"
     rows = []
@@ -614,20 +656,23 @@ def _horizon_rows(short: Law, long_: Law, task: str) -> list[Finding]:
             )
             continue
         ratio, lo, hi = _ratio_from_ends(at_short, at_long)
+        band = (predicted / HORIZON_RATIO_FACTOR, predicted * HORIZON_RATIO_FACTOR)
         if lo is None or hi is None:
             verdict = "inconclusive (no interval)"
-        elif lo <= predicted <= hi:
+        elif band[0] <= lo and hi <= band[1]:
             verdict = "confirms"
         elif hi < 1:
             verdict = "refutes (the other way: smaller at the shorter horizon)"
-        elif hi < predicted:
+        elif hi < band[0]:
             verdict = "refutes (moves less than 1/T)"
-        else:
+        elif lo > band[1]:
             verdict = "refutes (moves more than 1/T)"
+        else:
+            verdict = "inconclusive"
         rows.append(
             Finding(
                 experiment,
-                f"{column}(0) ∝ 1/T: ratio {predicted:.2f}",
+                f"{column}(0) ∝ 1/T: ratio {predicted:.2f}, within [{band[0]:.2f}, {band[1]:.2f}]",
                 f"{column}(0) at T={t_short}: {s:.3g} {_interval(s_lo, s_hi)}; at "
                 f"T={t_long}: {g:.3g} {_interval(g_lo, g_hi)}; ratio {ratio:.2f} "
                 f"(interval from the ends {_interval(lo, hi, '.2f')})",

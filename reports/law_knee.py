@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from stalesim.sim.law.model import Law, load_law
 
 #: Each knee test: the probe's prediction file, the sweep that confirms it, and its label.
@@ -90,19 +91,38 @@ def _prediction_text(pred: dict[str, Any], record: dict[str, Any]) -> str:
     )
 
 
+def _knee_coverage_record(folder: Path) -> dict[str, Any] | None:
+    path = folder / "knee_coverage.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def knee_calibration(folder: Path) -> float | None:
+    """The factor the knee's interval is widened by for its stated level to hold
+    (``knee_coverage.json``'s ``calibration``), or None where none was found."""
+    record = _knee_coverage_record(folder) or {}
+    return (record.get("calibration") or {}).get("factor")
+
+
 def knee_coverage(folder: Path) -> str:
     """The measured coverage of the fitted knee's interval (``knee_coverage.json``, written by
     ``python -m stalesim.validate.law.knee_coverage``), or "not simulated"."""
-    path = folder / "knee_coverage.json"
-    if not path.exists():
+    record = _knee_coverage_record(folder)
+    if record is None:
         return "not simulated"
-    record = json.loads(path.read_text())
     if record.get("coverage") is None:
         return "not simulated (no synthetic sweep reported an interval)"
-    return (
-        f"{record['coverage']:.0%} (s_c, {record['n_sim']} synthetic sweeps of this design "
-        f"whose true knee is the fitted one; {record['reported_share']:.0%} reported one)"
+    plain = (
+        f"{record['n_sim']} synthetic sweeps of this design whose true knee is the fitted one; "
+        f"{record['reported_share']:.0%} reported one"
     )
+    calibration = record.get("calibration") or {}
+    if calibration.get("coverage") is not None:
+        return (
+            f"{calibration['coverage']:.0%} (s_c, calibrated: half-width on the log scale "
+            f"×{calibration['factor']:.2f}, counted on {calibration['n_intervals']} fresh "
+            f"sweeps; the plain interval covered {record['coverage']:.0%} of {plain})"
+        )
+    return f"{record['coverage']:.0%} (s_c, {plain})"
 
 
 def _method(law: Law) -> str:
@@ -110,7 +130,11 @@ def _method(law: Law) -> str:
     return str((law.settings or {}).get("interval_method_used") or "bootstrap")
 
 
-def _knee_finding(pred: dict[str, Any], test: dict[str, Any], law: Law) -> tuple[str, str]:
+def _knee_finding(
+    pred: dict[str, Any], test: dict[str, Any], law: Law, calibration: float | None = None
+) -> tuple[str, str]:
+    """The fitted knee against the pre-registered band; ``calibration`` widens the fitted
+    interval (on the log scale, about the estimate) to its measured level first."""
     factor = float(test["knee_band_factor"])
     s_c, (_, hi_pred) = pred["s_c"], pred["s_c_interval"]
     bound = bool(pred.get("s_c_is_lower_bound"))
@@ -136,10 +160,13 @@ def _knee_finding(pred: dict[str, Any], test: dict[str, Any], law: Law) -> tuple
         return text + " (no interval)", "inconclusive"
     lo, hi = interval
     band_hi = None if bound else factor * s_c
+    text += f" [{lo:.3g}, {hi:.3g}] ({_method(law)})"
+    if calibration is not None and calibration > 1:
+        centre, half = np.log(curve.s_c), calibration * np.log(hi / lo) / 2
+        lo, hi = float(np.exp(centre - half)), float(np.exp(centre + half))
+        text += f", calibrated to its level (×{calibration:.2f}): [{lo:.3g}, {hi:.3g}]"
     text += (
-        f" [{lo:.3g}, {hi:.3g}] ({_method(law)}), "
-        f"alpha = {curve.alpha:.2f}"
-        f"; pre-registered band [{s_c / factor:.3g}, {_fmt(band_hi)}]"
+        f", alpha = {curve.alpha:.2f}; pre-registered band [{s_c / factor:.3g}, {_fmt(band_hi)}]"
     )
     if "s_c" in curve.fixed:
         return text + " (s_c held fixed by the fit)", "inconclusive"
@@ -208,7 +235,7 @@ def _test_rows(root: Path, prediction_file: str, confirm: str, experiment: str) 
             )
         return [Finding(experiment, prediction, measured, "pending", "—")]
     law = load_law(law_path)
-    knee_text, knee_verdict = _knee_finding(pred, test, law)
+    knee_text, knee_verdict = _knee_finding(pred, test, law, knee_calibration(folder))
     slope_text, slope_verdict, cover = _slope_finding(pred, test, law)
     return [
         Finding(

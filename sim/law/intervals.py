@@ -23,7 +23,7 @@ adds no uncertainty of its own).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -38,18 +38,29 @@ class Spread:
 
     ``method`` is ``"jackknife"`` (the first ``n_loo`` rows are leave-one-seed-out estimates;
     any further rows are grid-resolution draws) or ``"percentile"`` (every row is a bootstrap
-    replicate). ``confidence`` is the nominal two-sided level.
+    replicate). ``confidence`` is the nominal two-sided level. ``scale`` widens a jackknife
+    interval's half-width by a factor found by simulation so that its coverage meets the level
+    (:mod:`stalesim.validate.law.calibration`); 1 is the plain t interval.
     """
 
     method: str = "jackknife"
     confidence: float = 0.95
     n_loo: int = 0
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"interval method {self.method!r}: not one of {', '.join(METHODS)}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence {self.confidence}: must lie strictly between 0 and 1")
+        if not self.scale >= 1:
+            raise ValueError(f"scale {self.scale}: an interval is only ever widened (>= 1)")
+        if self.scale != 1 and self.method != "jackknife":
+            raise ValueError("only a jackknife interval is widened by a calibration factor")
+
+    def widened(self, scale: float) -> Spread:
+        """The same interval with its half-width multiplied by ``scale``."""
+        return replace(self, scale=float(scale))
 
     @property
     def tail(self) -> tuple[float, float]:
@@ -111,7 +122,8 @@ class Spread:
             se, df = self._se_df(values)
             if not np.isfinite(se):
                 return None, None
-            half = se * float(stats.t.ppf((1 + self.confidence) / 2, df)) if se > 0 else 0.0
+            t = float(stats.t.ppf((1 + self.confidence) / 2, df))
+            half = self.scale * se * t if se > 0 else 0.0
             lo, hi = centre - half, centre + half
         return (float(np.exp(lo)), float(np.exp(hi))) if log else (lo, hi)
 

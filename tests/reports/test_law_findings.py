@@ -101,7 +101,7 @@ def test_verdicts_from_constructed_laws(tmp_path: Path) -> None:
     assert ns.verdict == "confirms" and "0.60 [0.50, 0.70] vs 0.30 [0.25, 0.40]" in ns.measured
     horizon = by_experiment["horizon (non-saturating task): 60 vs 300 steps (same runs)"]
     # eta_max(0) is 3e-3 at both horizons: ratio 1 [0.71, 1.4] against the predicted 5
-    assert horizon[0].prediction == "eta_max(0) ∝ 1/T: ratio 5.00"
+    assert horizon[0].prediction == "eta_max(0) ∝ 1/T: ratio 5.00, within [4.00, 6.25]"
     assert "ratio 1.00 (interval from the ends [0.71, 1.40])" in horizon[0].measured
     assert horizon[0].verdict == "refutes (moves less than 1/T)"
     page = render_findings_report(tmp_path)
@@ -194,3 +194,24 @@ def test_a_verdict_stands_only_where_every_score_agrees(tmp_path: Path) -> None:
     progress = [r for r in rows.values() if r.experiment.endswith(": progress")]
     assert len(progress) == 1 and "S=[16]" in progress[0].measured
     assert progress[0].verdict.startswith("no rate reaches the target")
+
+
+def _at_zero(law: dict, eta: float, lo: float, hi: float) -> Law:
+    law["points"][0].update(eta_opt=eta, eta_opt_lo=lo, eta_opt_hi=hi)
+    return Law.model_validate(law)
+
+
+def test_a_horizon_ratio_confirms_only_inside_its_band_around_the_prediction() -> None:
+    from stalesim.reports.law_findings import _horizon_rows
+
+    long_ = _at_zero(_law((0.5, 0.4, 0.6), steps=160), 1e-3, 0.98e-3, 1.02e-3)
+    # eta_opt(0) 2.6x higher at 60 steps against the predicted 160/60 = 2.67; the ratio's
+    # interval [2.35, 2.96] lies inside [2.13, 3.33]: confirmed
+    tight = _at_zero(_law((0.5, 0.4, 0.6), steps=60), 2.6e-3, 2.4e-3, 2.9e-3)
+    rows = _horizon_rows(tight, long_, "t")
+    assert [r.verdict for r in rows if r.prediction.startswith("eta_opt(0)")] == ["confirms"]
+    # the same estimate with an interval that holds 2.67 but reaches far beyond the band:
+    # containing the prediction is not confirming it
+    wide = _at_zero(_law((0.5, 0.4, 0.6), steps=60), 2.6e-3, 0.5e-3, 8e-3)
+    rows = _horizon_rows(wide, long_, "t")
+    assert [r.verdict for r in rows if r.prediction.startswith("eta_opt(0)")] == ["inconclusive"]

@@ -138,7 +138,7 @@ def test_a_knee_predicted_beyond_the_grid_is_read_as_flat(tmp_path: Path) -> Non
     _prediction(tmp_path, s_c=80.0, lower_bound=True)  # /2 is beyond S = 32
     _law(tmp_path, 5.0, [3.0, 8.0], None)
     knee_row, _ = _rows(tmp_path)
-    # the template's eta_opt(8)/eta_opt(0) is 0.33 [0.10, 1.05]: it overlaps the flat band
+    # the template's eta_opt(8)/eta_opt(0) is 0.33 [0.09, 1.19]: it overlaps the flat band
     assert knee_row.measured.startswith("predicted flat to S = ")
     assert knee_row.verdict == "inconclusive"
 
@@ -159,3 +159,21 @@ def test_the_knee_row_carries_the_measured_coverage_of_its_interval(tmp_path: Pa
     (tmp_path / "law-knee" / "confirm" / "knee_coverage.json").write_text(json.dumps(record))
     knee_row = _rows(tmp_path)[0]
     assert knee_row.coverage.startswith("86% (s_c, 200 synthetic sweeps")
+
+
+def test_the_knee_verdict_reads_the_interval_calibrated_to_its_level(tmp_path: Path) -> None:
+    _prediction(tmp_path)
+    _law(tmp_path, 3.5, [2.0, 5.0], PAIR_IN)
+    assert _rows(tmp_path)[0].verdict == "confirms"  # [2, 5] inside the band [1.5, 6]
+    record = {
+        "coverage": 0.55,
+        "n_sim": 200,
+        "reported_share": 1.0,
+        "calibration": {"factor": 2.0, "coverage": 0.94, "n_intervals": 200},
+    }
+    (tmp_path / "law-knee" / "confirm" / "knee_coverage.json").write_text(json.dumps(record))
+    knee_row = _rows(tmp_path)[0]
+    # widened 2x on the log scale about 3.5: [3.5 (2/5)^2 ... ] = [1.4, 8.75], beyond the band
+    assert "calibrated to its level (×2.00): [1.4, 8.75]" in knee_row.measured
+    assert knee_row.verdict == "inconclusive"
+    assert knee_row.coverage.startswith("94% (s_c, calibrated")

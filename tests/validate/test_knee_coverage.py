@@ -42,3 +42,18 @@ def test_the_command_refuses_a_folder_without_a_fit(tmp_path: Path, capsys) -> N
         main([str(tmp_path)])
     assert exit_info.value.code == 2
     assert "not a fitted sweep folder" in capsys.readouterr().err
+
+
+def test_a_noisy_knee_interval_is_calibrated_to_its_level_on_fresh_sweeps(
+    tmp_path: Path, monkeypatch
+) -> None:
+    shutil.copy(LAW, tmp_path / "law.json")
+    monkeypatch.setattr(coverage, "sweep_design", lambda path: _design(0.02))
+    result = knee_coverage(tmp_path, n_sim=60, seed=2)
+    calibration = result["calibration"]
+    # at this noise the plain jackknife interval misses the true knee far too often ...
+    assert result["coverage"] < 0.85, result
+    # ... and the widened one, counted on 60 fresh sweeps, holds it near its level
+    assert calibration["factor"] > 1.5
+    assert calibration["coverage"] >= 0.88, calibration
+    assert calibration["held_out_seed"] == 3

@@ -151,10 +151,17 @@ def simulate_coverage(
     confidence: float = 0.95,
     window: int = 1,
     replicates: int = PERCENTILE_REPLICATES,
+    scales: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run the estimator on ``n_sim`` synthetic sweeps of ``design`` and count how often its
     intervals hold the truth (see the module docstring); ``replicates`` per sweep for the
-    percentile method. Deterministic for a given ``seed``."""
+    percentile method. Deterministic for a given ``seed``.
+
+    ``scales`` widens each kind's jackknife intervals (``eta_opt``, ``slope``, ``ratio``) by a
+    calibration factor before they are judged. ``needed_scale`` is, per kind, the smallest
+    factor by which the intervals as judged would have to be widened for the share that holds
+    the truth to reach ``confidence``: the ``confidence`` quantile of |estimate - truth| /
+    half-width (on the interval's own scale, log for ``eta_opt`` and ratios)."""
     from stalesim.validate.law.replicates import FitSettings, drop_from_zero, first_step_ratio
     from stalesim.validate.law.slopes import pair_slopes
 
@@ -168,41 +175,51 @@ def simulate_coverage(
         by_score=False,
         coverage_sims=0,
     )
+    scales = {"eta_opt": 1.0, "slope": 1.0, "ratio": 1.0, **(scales or {})}
     rng = np.random.default_rng(seed)
     axis = np.array(design.axis)
     log_truth = np.log(np.array(design.truth))
     hits: dict[str, list[bool]] = {"eta_opt": [], "slope": [], "ratio": []}
+    errors: dict[str, list[float]] = {k: [] for k in hits}
     asked = dict.fromkeys(hits, 0)
     widths: list[float] = []
+
+    def judge(kind: str, centre: float, lo: float, hi: float, truth: float) -> None:
+        hits[kind].append(bool(lo <= truth <= hi))
+        errors[kind].append(relative_error(centre, lo, hi, truth))
+
     for _ in range(n_sim):
         reps, eta, boot, usable = synthetic_estimates(design, settings, rng)
-        lo, hi = reps.spread.columns(eta, boot, log=True)
+        spread = {k: reps.spread.widened(v) if v != 1 else reps.spread for k, v in scales.items()}
+        lo, hi = spread["eta_opt"].columns(eta, boot, log=True)
         for i in range(len(eta)):
             asked["eta_opt"] += 1
             if usable[i] and np.isfinite(lo[i]) and np.isfinite(hi[i]):
-                hits["eta_opt"].append(bool(lo[i] <= design.truth[i] <= hi[i]))
+                judge("eta_opt", np.log(eta[i]), np.log(lo[i]), np.log(hi[i]), log_truth[i])
                 widths.append(float(np.log(hi[i] / lo[i])))
         positive = int((axis > 0).sum())
         asked["slope"] += positive * (positive - 1) // 2
-        for record in pair_slopes(axis, eta, boot, usable, reps.spread):
+        for record in pair_slopes(axis, eta, boot, usable, spread["slope"]):
             if not (np.isfinite(record["lo"]) and np.isfinite(record["hi"])):
                 continue
             i, j = int(np.argmax(axis == record["from"])), int(np.argmax(axis == record["to"]))
             true_slope = (log_truth[j] - log_truth[i]) / (np.log(axis[j]) - np.log(axis[i]))
-            hits["slope"].append(bool(record["lo"] <= true_slope <= record["hi"]))
+            judge("slope", record["slope"], record["lo"], record["hi"], true_slope)
         for fn in (first_step_ratio, drop_from_zero):
             asked["ratio"] += 1 if axis[0] == 0 else 0
-            record = fn(axis, eta, boot, usable, reps.spread)
+            record = fn(axis, eta, boot, usable, spread["ratio"])
             if record is None or record["lo"] is None or record["hi"] is None:
                 continue
             j = int(np.argmax(axis == record["to"]))
-            true_ratio = float(np.exp(log_truth[j] - log_truth[0]))
-            hits["ratio"].append(bool(record["lo"] <= true_ratio <= record["hi"]))
+            logs = np.log([record["ratio"], record["lo"], record["hi"]])
+            judge("ratio", *logs, log_truth[j] - log_truth[0])
     return {
         "method": method,
         "nominal": confidence,
         "n_sim": n_sim,
         "coverage": {k: (float(np.mean(v)) if v else None) for k, v in hits.items()},
+        "scales": scales,
+        "needed_scale": {k: needed_scale(v, confidence) for k, v in errors.items()},
         "n_intervals": {k: len(v) for k, v in hits.items()},
         "reported_share": {k: (len(hits[k]) / asked[k] if asked[k] else None) for k in hits},
         "median_eta_opt_width_factor": float(np.exp(np.median(widths))) if widths else None,
@@ -212,6 +229,24 @@ def simulate_coverage(
             "run; truth eta* = the sweep's eta_opt; a and sigma measured on the sweep"
         ),
     }
+
+
+def relative_error(centre: float, lo: float, hi: float, truth: float) -> float:
+    """|truth - centre| in half-widths of the interval ``[lo, hi]`` around ``centre``: the
+    interval holds the truth exactly when this is at most 1 (0 or inf for a zero width)."""
+    half = (hi - lo) / 2
+    miss = abs(truth - centre)
+    if half <= 0:
+        return 0.0 if miss == 0 else float("inf")
+    return float(miss / half)
+
+
+def needed_scale(errors: list[float], confidence: float) -> float | None:
+    """The smallest factor ``c`` with at least ``confidence`` of ``errors`` at or below ``c``
+    (inf when that share never reaches it); None without errors."""
+    if not errors:
+        return None
+    return float(np.quantile(np.asarray(errors), confidence, method="inverted_cdf"))
 
 
 def sweep_design(runs_dir: Path) -> Design | None:

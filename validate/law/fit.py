@@ -37,6 +37,7 @@ from stalesim.sim.law.fit import (
 )
 from stalesim.sim.law.intervals import Spread
 from stalesim.sim.law.model import LAW_SCHEMA, PAPER_ALPHA, Law
+from stalesim.validate.law.calibration import KINDS
 from stalesim.validate.law.failure import backfill_from_steps, mark_failures
 from stalesim.validate.law.group_estimates import (
     CENSORED_FLAGS,
@@ -153,6 +154,32 @@ def fit_sweep(
             f"{int(opt_usable.sum())} staleness values ({dict(zip(staleness.astype(int).tolist(), opt_flags, strict=True))}); "
             "widen the grid"
         )
+    # the percentile bootstrap refits every replicate of every synthetic sweep: too costly to
+    # check at full size inside a fit, so it gets a smaller check (python -m
+    # stalesim.validate.law.coverage measures it properly)
+    jackknife = spread.method == "jackknife"
+    sims = settings.coverage_sims if jackknife else min(settings.coverage_sims, 20)
+    coverage, scales = None, {}
+    if sims and (jackknife or settings.bootstrap):
+        from stalesim.validate.law.calibration import interval_coverage
+        from stalesim.validate.law.coverage import design_from_cells
+
+        design = design_from_cells(groups, point, axis)
+        if design is not None:
+            coverage = interval_coverage(
+                design,
+                sims=sims,
+                method=spread.method,
+                seed=settings.seed,
+                confidence=settings.confidence,
+                window=settings.window,
+                replicates=min(settings.bootstrap, 100),
+            )
+            factors = (coverage.get("calibration") or {}).get("factors") or {}
+            scales = {k: v for k, v in factors.items() if v is not None}
+    # eta_opt's intervals, its slopes and its ratios each widened by their calibration factor
+    # (eta_max and steps are not simulated, so theirs stay the plain t interval)
+    calibrated = {k: spread.widened(scales[k]) if k in scales else spread for k in KINDS}
     opt_curve, opt_curve_boot = fit_with_bootstrap(axis, opt, opt_boot, opt_usable, spread)
     max_usable = np.array([f not in CENSORED_FLAGS for f in max_flags])
     max_curve, max_curve_boot = (None, None)
@@ -170,13 +197,12 @@ def fit_sweep(
         else None
     )
     slopes: dict[str, Any] = {
-        label: slope_block(axis, eta, boot, usable, spread, settings)
-        for label, eta, boot, usable in (
-            ("eta_opt", opt, opt_boot, opt_usable),
-            ("eta_max", emax, emax_boot, max_usable),
-        )
+        "eta_opt": slope_block(
+            axis, opt, opt_boot, opt_usable, calibrated["slope"], settings, calibrated["ratio"]
+        ),
+        "eta_max": slope_block(axis, emax, emax_boot, max_usable, spread, settings),
     }
-    opt_lo, opt_hi = spread.columns(opt, opt_boot, log=True)
+    opt_lo, opt_hi = calibrated["eta_opt"].columns(opt, opt_boot, log=True)
     max_lo, max_hi = spread.columns(emax, emax_boot, log=True)
     steps_lo, steps_hi = spread.columns(steps, steps_boot, log=True)
     progress_table = [_progress(fixed_frames[int(s)]) for s in staleness]
@@ -220,41 +246,9 @@ def fit_sweep(
         ),
     }
     if settings.by_score and steps_frame is not None:
-        slopes["by_score"] = scores_block(raw_runs, steps_frame, settings, seeds)
-    # the percentile bootstrap refits every replicate of every synthetic sweep: too costly to
-    # check at full size inside a fit, so it gets a smaller check (python -m
-    # stalesim.validate.law.coverage measures it properly)
-    jackknife = spread.method == "jackknife"
-    sims = settings.coverage_sims if jackknife else min(settings.coverage_sims, 20)
-    if sims and (jackknife or settings.bootstrap):
-        from stalesim.validate.law.coverage import design_from_cells, simulate_coverage
-
-        design = design_from_cells(groups, point, axis)
-        if design is not None:
-            from dataclasses import replace
-
-            from stalesim.validate.law.coverage import SKEW
-
-            def check(skew: float) -> dict[str, Any]:
-                return simulate_coverage(
-                    replace(design, skew=skew),
-                    sims,
-                    method=spread.method,
-                    seed=settings.seed,
-                    confidence=settings.confidence,
-                    window=settings.window,
-                    replicates=min(settings.bootstrap, 100),
-                )
-
-            cover = check(1.0)
-            skewed = check(SKEW)
-            cover["skewed"] = {
-                "skew": SKEW,
-                "coverage": skewed["coverage"],
-                "n_intervals": skewed["n_intervals"],
-                "model": "the same, with the objective falling SKEW times faster above eta*",
-            }
-            slopes["interval_coverage"] = cover
+        slopes["by_score"] = scores_block(raw_runs, steps_frame, settings, seeds, scales)
+    if coverage is not None:
+        slopes["interval_coverage"] = coverage
     fixed_optima = FixedOptima(
         frames=fixed_frames,
         staleness=staleness[opt_usable],
@@ -309,7 +303,13 @@ def fit_sweep(
             | {
                 "bootstrap_unit_used": reps.unit,
                 "interval_method_used": spread.method,
-                "interval": spread.describe(),
+                "interval": spread.describe()
+                + (
+                    "; eta_opt's intervals, slopes and ratios then widened by their calibration "
+                    f"factors {scales} (slopes.interval_coverage.calibration)"
+                    if scales
+                    else ""
+                ),
             },
             "source": source or {},
             "notes": notes,
@@ -332,11 +332,18 @@ MIN_STEPS_PER_S = 5
 
 
 def scores_block(
-    runs: pl.DataFrame, steps: pl.DataFrame, settings: FitSettings, seeds: np.ndarray | None
+    runs: pl.DataFrame,
+    steps: pl.DataFrame,
+    settings: FitSettings,
+    seeds: np.ndarray | None,
+    scales: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """eta_opt located by each of :data:`SCORES` at each of :data:`SCORE_HORIZONS` (up to the
     fit's own horizon), with its slopes and ratios, so a verdict can be checked against the
-    choice of score and horizon. Keyed ``"<score>@<horizon>"``."""
+    choice of score and horizon. Keyed ``"<score>@<horizon>"``. ``scales`` are the default
+    score's calibration factors per kind, applied here too (each score and horizon is not
+    calibrated on its own)."""
+    scales = scales or {}
     from dataclasses import replace
 
     from stalesim.validate.law.horizon import truncate_runs
@@ -382,8 +389,13 @@ def scores_block(
             eta, boot = reps.series(staleness, lambda g: g.optimum.eta)
             flags = [reps.point[int(s)].optimum.flag for s in staleness]
             usable = np.array([f not in EDGE_FLAGS for f in flags])
-            lo, hi = reps.spread.columns(eta, boot, log=True)
-            block = slope_block(axis, eta, boot, usable, reps.spread, settings)
+            widened = {
+                k: reps.spread.widened(scales[k]) if k in scales else reps.spread for k in KINDS
+            }
+            lo, hi = widened["eta_opt"].columns(eta, boot, log=True)
+            block = slope_block(
+                axis, eta, boot, usable, widened["slope"], settings, widened["ratio"]
+            )
             out[f"{score}@{horizon}"] = {
                 "score": score,
                 "score_label": SCORES[score],
@@ -418,15 +430,18 @@ def slope_block(
     usable: np.ndarray,
     spread: Spread,
     settings: FitSettings,
+    ratio_spread: Spread | None = None,
 ) -> dict[str, Any]:
-    """Every slope and ratio of one curve's points that law.json records, with intervals."""
+    """Every slope and ratio of one curve's points that law.json records, with intervals
+    (``ratio_spread``, default ``spread``, for the ratios to S = 0)."""
+    ratio_spread = ratio_spread or spread
     return {
         "local": local_slopes(axis, eta, boot, usable, spread),
         "pairs": pair_slopes(axis, eta, boot, usable, spread),
         "early": range_slope(axis, eta, boot, usable, *settings.early_range, spread),
         "late": range_slope(axis, eta, boot, usable, *settings.late_range, spread),
-        "drop_from_zero": drop_from_zero(axis, eta, boot, usable, spread),
-        "first_step": first_step_ratio(axis, eta, boot, usable, spread),
+        "drop_from_zero": drop_from_zero(axis, eta, boot, usable, ratio_spread),
+        "first_step": first_step_ratio(axis, eta, boot, usable, ratio_spread),
     }
 
 
