@@ -870,6 +870,11 @@ def findings(root: Path) -> list[Finding]:
 
     rows += knee_rows(root)
 
+    # (f) the pipeline: which lag the law reads when the lag emerges from a real run
+    from stalesim.reports.law_pipeline import pipeline_rows
+
+    rows += pipeline_rows(root)
+
     # the failure split: where no learning rate learns, apart from where rates break training
     for name, law in laws.items():
         rows += _progress_rows(name, law)
