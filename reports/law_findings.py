@@ -45,7 +45,7 @@ How verdicts are read:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -878,4 +878,18 @@ def findings(root: Path) -> list[Finding]:
     # the failure split: where no learning rate learns, apart from where rates break training
     for name, law in laws.items():
         rows += _progress_rows(name, law)
-    return rows
+    return [withheld_if_unchecked(row) for row in rows]
+
+
+def withheld_if_unchecked(row: Finding) -> Finding:
+    """A verdict that claims something (anything but inconclusive) on an interval whose coverage
+    was never simulated (eta_max's: the failure fraction's crossing plus the grid's resolution;
+    a fit run without its coverage check) is withheld: the row reads inconclusive and says what
+    it would have read."""
+    unchecked = row.coverage.startswith(("not simulated", "not measured"))
+    if not unchecked or row.verdict.startswith("inconclusive"):
+        return row
+    return replace(
+        row,
+        verdict=f"inconclusive (would read {row.verdict!r} on an interval of unchecked coverage)",
+    )
