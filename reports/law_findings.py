@@ -70,6 +70,7 @@ LAW_FILES = {
     "knee-confirm": "law-knee/confirm/law.json",
     "task2-add": "law-task2/sweep/law.json",
     "batch-ns-64": "law-batch-ns/b64/law.json",
+    "batch-ns-64-mb4": "law-batch-ns/b64-mb4/law.json",
 }
 
 #: The sweeps on tasks that do not saturate within their horizon, each read for the two regimes:
@@ -799,6 +800,24 @@ def findings(root: Path) -> list[Finding]:
                 f"eta_opt(S_max)/eta_opt(0), 64 vs 16 prompts: {text}",
                 verdict,
                 _drop_coverage(ns64, ns16, "eta_opt"),
+            )
+        )
+
+    # the same 64 groups per step trained in M = 4 mini-batches of 16 (four updates per step):
+    # the batch per update is 16, as in the knee confirmation, the data per step 64
+    mb4 = laws.get("batch-ns-64-mb4")
+    experiment = "batch: 64 prompts/step in 4 mini-batches vs in 1, the non-saturating task"
+    if mb4 is None or ns64 is None:
+        rows.append(Finding(experiment, "S_c grows with the batch per update", "not run", "—"))
+    else:
+        text, verdict = compare_drops(mb4, ns64, "eta_opt", a_should_drop_more=True)
+        rows.append(
+            Finding(
+                experiment,
+                "S_c grows with the batch per update: 16 per update falls more by S_max than 64",
+                f"eta_opt(S_max)/eta_opt(0), 4 x 16 vs 1 x 64 per step: {text}",
+                verdict,
+                _drop_coverage(mb4, ns64, "eta_opt"),
             )
         )
 

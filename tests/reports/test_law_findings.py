@@ -79,6 +79,8 @@ def test_verdicts_from_constructed_laws(tmp_path: Path) -> None:
     # the non-saturating task at 64 prompts per step falls less by S_max than at 16
     _write(tmp_path, "law-batch-ns/b64/law.json", _law((0.6, 0.5, 0.7)))
     _write(tmp_path, "law-knee/confirm/law.json", _law((0.3, 0.25, 0.4)))
+    # the same 64 groups in 4 mini-batches fall further than in one, intervals apart
+    _write(tmp_path, "law-batch-ns/b64-mb4/law.json", _law((0.2, 0.15, 0.3)))
     # the non-saturating task's two horizons: eta(0) the same at both (a T-independent eta0)
     _write(tmp_path, "law-horizon/non-saturating/law-h60.json", _law((0.5, 0.4, 0.6), steps=60))
     _write(tmp_path, "law-horizon/non-saturating/law-h300.json", _law((0.5, 0.4, 0.6), steps=300))
@@ -108,6 +110,10 @@ def test_verdicts_from_constructed_laws(tmp_path: Path) -> None:
     assert "0.50 [0.40, 0.60] vs 0.80 [0.70, 0.90]" in tight[0].measured
     assert by_experiment["batch: 32 vs 16 prompts/step"][0].verdict == "confirms"
     assert by_experiment["batch: 8 vs 16 prompts/step"][0].measured == "not run"
+    mb4 = by_experiment["batch: 64 prompts/step in 4 mini-batches vs in 1, the non-saturating task"]
+    assert (
+        mb4[0].verdict == "confirms" and "0.20 [0.15, 0.30] vs 0.60 [0.50, 0.70]" in mb4[0].measured
+    )
     ns = by_experiment["batch: 64 vs 16 prompts/step, the non-saturating task's setup"][0]
     assert ns.verdict == "confirms" and "0.60 [0.50, 0.70] vs 0.30 [0.25, 0.40]" in ns.measured
     horizon = by_experiment["horizon (non-saturating task): 60 vs 300 steps (same runs)"]
