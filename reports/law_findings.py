@@ -230,12 +230,23 @@ def coverage_of(law: Law, kind: str) -> float | None:
     return float(value) if value is not None else None
 
 
+#: The interval kinds of eta_max's points, slopes and ratios, by the eta_opt kind they mirror.
+EDGE_KIND = {"eta_opt": "eta_max", "slope": "eta_max_slope", "ratio": "eta_max_ratio"}
+#: eta_max's coverage is simulated where the fit's design holds estimated edges; elsewhere it
+#: is a grid bound (no interval) or lies outside the simulated design.
+NOT_SIMULATED = "not simulated (eta_max a grid bound here, or outside the simulated design)"
+
+
+def coverage_kind(kind: str, curve: str) -> str:
+    """The interval kind law.json's coverage block keys ``kind`` of ``curve`` by."""
+    return EDGE_KIND[kind] if curve == "eta_max" else kind
+
+
 def _coverage_text(law: Law, kind: str, curve: str = "eta_opt") -> str:
-    if curve != "eta_opt":
-        return "not simulated (eta_max: jackknife plus the grid's resolution)"
+    kind = coverage_kind(kind, curve)
     value = coverage_of(law, kind)
     if value is None:
-        return "not measured"
+        return NOT_SIMULATED if curve == "eta_max" else "not measured"
     block = (law.slopes or {}).get("interval_coverage") or {}
     skewed = block.get("skewed") or {}
     plain, plain_skewed = (
@@ -266,7 +277,7 @@ def _ends_coverage(laws: list[Law], kind: str = "eta_opt") -> str:
     covers at least ``c_a + c_b - 1`` (Bonferroni), however the two are correlated."""
     values = [coverage_of(law, kind) for law in laws]
     if None in values:
-        return "not measured"
+        return NOT_SIMULATED if kind in EDGE_KIND.values() else "not measured"
     floor = sum(values) - (len(values) - 1)  # type: ignore[arg-type]
     return f"≥ {max(floor, 0):.0%} (from the ends of {len(values)} intervals)"
 
@@ -555,9 +566,7 @@ def _pair_row(law: Law, curve: str, a: int, b: int) -> tuple[str, str, str]:
         return (
             text,
             verdict,
-            _ends_coverage([law, law])
-            if curve == "eta_opt"
-            else (_coverage_text(law, "slope", curve)),
+            _ends_coverage([law, law], coverage_kind("eta_opt", curve)),
         )
     extra, verdict = _score_agreement(law, curve, (a, b), record["verdict"], VERDICT_WORDS)
     text = (
@@ -592,11 +601,10 @@ def _progress_rows(name: str, law: Law) -> list[Finding]:
 
 def _drop_coverage(a: Law, b: Law, curve: str) -> str:
     """Coverage of the two ratio intervals a drop comparison reads."""
-    if curve != "eta_opt":
-        return _coverage_text(a, "ratio", curve)
-    ca, cb = coverage_of(a, "ratio"), coverage_of(b, "ratio")
+    kind = coverage_kind("ratio", curve)
+    ca, cb = coverage_of(a, kind), coverage_of(b, kind)
     if ca is None or cb is None:
-        return "not measured"
+        return NOT_SIMULATED if curve == "eta_max" else "not measured"
     return f"{ca:.0%} / {cb:.0%} (the two ratio intervals)"
 
 
@@ -678,9 +686,7 @@ def _horizon_rows(short: Law, long_: Law, task: str) -> list[Finding]:
                 f"T={t_long}: {g:.3g} {_interval(g_lo, g_hi)}; ratio {ratio:.2f} "
                 f"(interval from the ends {_interval(lo, hi, '.2f')})",
                 verdict,
-                _ends_coverage([short, long_])
-                if column == "eta_opt"
-                else (_coverage_text(short, "eta_opt", column)),
+                _ends_coverage([short, long_], coverage_kind("eta_opt", column)),
             )
         )
     text, verdict = _same_s_drop(short, long_, "eta_opt")

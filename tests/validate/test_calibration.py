@@ -62,8 +62,16 @@ def test_needed_scale_is_the_error_quantile_in_half_widths() -> None:
         {"needed_scale": {"eta_opt": 1.4, "slope": 0.8, "ratio": None}},
         {"needed_scale": {"eta_opt": 1.9, "slope": 0.9, "ratio": float("inf")}},
     )
-    # the larger of the two models, never below 1; none where no finite widening reaches it
-    assert factors == {"eta_opt": 1.9, "slope": 1.0, "ratio": None}
+    # the larger of the two models, never below 1; none where no finite widening reaches it,
+    # or where no interval of the kind was judged (eta_max's, on a design without edges)
+    assert factors == {
+        "eta_opt": 1.9,
+        "slope": 1.0,
+        "ratio": None,
+        "eta_max": None,
+        "eta_max_slope": None,
+        "eta_max_ratio": None,
+    }
 
 
 def test_scales_widen_what_the_simulation_judges() -> None:
@@ -89,8 +97,58 @@ def test_calibrated_intervals_hold_their_level_on_fresh_sweeps() -> None:
     assert block["skewed"]["coverage"]["eta_opt"] < 0.9, block["skewed"]["coverage"]
     calibration = block["calibration"]
     assert calibration["factors"]["eta_opt"] > 1.2
-    assert all(f is not None and f >= 1 for f in calibration["factors"].values())
+    assert all(calibration["factors"][k] >= 1 for k in ("eta_opt", "slope", "ratio"))
     # counted on 150 fresh sweeps of each model: at its level within Monte Carlo error
     for counted in (calibration["coverage"], calibration["skewed_coverage"]):
         for kind, value in counted.items():
             assert value >= 0.92, (kind, counted)
+
+
+#: The same design with stability edges: every S has one, a factor 2-3 above its optimum, and
+#: runs go from stable to unstable over about 0.2 in ln(lr), as the clipped sweep measures
+#: (0.29); the grid is widened upwards to hold them.
+EDGED = replace(
+    SKEWED,
+    lrs=tuple(tuple(t * 2.0 ** (k / 2 - 0.75) for k in range(7)) for t in _TRUTH),
+    edges=tuple(2.5 * t for t in _TRUTH),
+    edge_width=0.2,
+    skew=1.0,
+)
+
+
+def test_the_failure_width_is_recovered_from_runs_with_a_known_edge() -> None:
+    from stalesim.validate.law.coverage import edge_width, synthetic_groups
+
+    wide = replace(EDGED, n_seeds=200, edge_width=0.4)
+    groups = synthetic_groups(wide, np.random.default_rng(5))
+    cells = [groups[s] for s in wide.staleness]
+    assert edge_width(cells, wide.edges) == pytest.approx(0.4, rel=0.15)
+    # without an estimated edge there is nothing to fit
+    assert edge_width(cells, (None,) * len(cells)) is None
+
+
+def test_failures_do_not_change_the_objective_draws() -> None:
+    from stalesim.validate.law.coverage import synthetic_groups
+
+    plain = synthetic_groups(replace(EDGED, edges=None), np.random.default_rng(1))
+    edged = synthetic_groups(EDGED, np.random.default_rng(1))
+    for s in EDGED.staleness:
+        assert all(
+            np.array_equal(a, b) for a, b in zip(plain[s].values, edged[s].values, strict=True)
+        )
+        assert not any(f.any() for f in plain[s].failed)
+    # the top rate sits 3.2 widths above the edge, the lowest 7 below: (almost) all fail / none
+    assert np.mean([edged[s].failed[-1].mean() for s in EDGED.staleness]) > 0.9
+    assert not any(edged[s].failed[0].any() for s in EDGED.staleness)
+
+
+def test_eta_max_intervals_are_judged_and_calibrated_where_the_design_has_edges() -> None:
+    block = interval_coverage(
+        EDGED, sims=100, method="jackknife", seed=0, confidence=0.95, window=1, replicates=0
+    )
+    assert block["n_intervals"]["eta_max"] > 300
+    calibration = block["calibration"]
+    for kind in ("eta_max", "eta_max_slope", "eta_max_ratio"):
+        assert calibration["factors"][kind] >= 1
+        for counted in (calibration["coverage"], calibration["skewed_coverage"]):
+            assert counted[kind] >= 0.9, (kind, counted)

@@ -6,7 +6,8 @@ its level where the estimate is a smooth function of the seeds and the reward is
 ``ln lr`` around its optimum, and less where it is not: the vertex of a three-point parabola on a
 reward that falls faster above its optimum than below is biased, and a jackknife does not see a
 bias. :mod:`stalesim.validate.law.coverage` measures by how much. This module closes the gap, per
-kind of interval (``eta_opt`` per S, ``slope`` between two S, ``ratio`` to S = 0):
+kind of interval (``eta_opt`` per S, ``slope`` between two S, ``ratio`` to S = 0; the same three
+of ``eta_max``, where the sweep has stability edges to simulate):
 
 1. **Calibrate.** Simulate the design (its lag axis, grid per S, seeds, curvature and noise;
    the truth at its own ``eta_opt``) under a reward symmetric in ``ln lr`` and under one falling
@@ -29,10 +30,12 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from stalesim.validate.law.coverage import SKEW, Design, simulate_coverage
+from stalesim.validate.law.coverage import EDGE_KINDS, SKEW, Design, simulate_coverage
+from stalesim.validate.law.coverage import KINDS as OPTIMUM_KINDS
 
-#: The kinds of interval the simulation judges, each calibrated on its own.
-KINDS = ("eta_opt", "slope", "ratio")
+#: The kinds of interval the simulation judges, each calibrated on its own: eta_opt's points,
+#: slopes and ratios, and eta_max's where the design has stability edges.
+KINDS = OPTIMUM_KINDS + EDGE_KINDS
 
 
 def calibration_factors(

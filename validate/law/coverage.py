@@ -33,12 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 from stalesim.validate.law.group_estimates import EDGE_FLAGS, Cells, GroupEstimate
 
 #: Percentile-bootstrap replicates per synthetic sweep (the old method; costly, so fewer).
 PERCENTILE_REPLICATES = 200
 #: How much steeper than below its optimum the skewed synthetic objective falls above it.
 SKEW = 3.0
+#: The kinds of interval judged on eta_opt's points, and on eta_max's where the design has edges.
+KINDS = ("eta_opt", "slope", "ratio")
+EDGE_KINDS = ("eta_max", "eta_max_slope", "eta_max_ratio")
+#: Grid-resolution draws of eta_max per synthetic sweep (the fit draws ``bootstrap`` of them).
+EDGE_DRAWS = 100
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,10 @@ class Design:
     sigma: float  # run-to-run standard deviation of the objective
     peak: float = 0.5
     skew: float = 1.0
+    #: eta_max(S) per group (None where the sweep's edge is a grid bound): runs fail with
+    #: probability Phi((ln lr - ln edge) / edge_width); None: no run fails
+    edges: tuple[float | None, ...] | None = None
+    edge_width: float | None = None
 
     def label(self) -> str:
         return (
@@ -87,7 +97,13 @@ def design_from_cells(
     seeds = {int(x) for c in groups.values() for cs in (c.seeds or ()) for x in cs}
     if not curvatures or not variances or len(seeds) < 2:
         return None
+    edges = tuple(
+        float(point[order[i]].edge.eta) if point[order[i]].edge.flag == "ok" else None for i in keep
+    )
+    width = edge_width([groups[order[i]] for i in keep], edges)
     return Design(
+        edges=edges if width is not None else None,
+        edge_width=width,
         staleness=tuple(int(order[i]) for i in keep),
         axis=tuple(float(axis[i]) for i in keep),
         lrs=tuple(tuple(float(v) for v in groups[order[i]].lrs) for i in keep),
@@ -96,6 +112,31 @@ def design_from_cells(
         curvature=float(np.median(curvatures)),
         sigma=float(np.sqrt(np.mean(variances))),
     )
+
+
+def edge_width(cells: list[Cells], edges: tuple[float | None, ...]) -> float | None:
+    """The spread in ``ln lr`` over which runs go from stable to unstable around their edge:
+    the maximum-likelihood ``w`` of ``P(fail) = Phi((ln lr - ln edge) / w)`` over the runs of
+    every group whose edge is an estimate (bounded to [0.02, 3]); None without such a group."""
+    from scipy import optimize, stats
+
+    x, y = [], []
+    for c, edge in zip(cells, edges, strict=True):
+        if edge is None:
+            continue
+        for lr, failed in zip(c.lrs, c.failed, strict=True):
+            x += [np.log(lr / edge)] * len(failed)
+            y += [bool(f) for f in failed]
+    if not x:
+        return None
+    xs, ys = np.array(x), np.array(y)
+
+    def nll(log_w: float) -> float:
+        p = np.clip(stats.norm.cdf(xs / np.exp(log_w)), 1e-12, 1 - 1e-12)
+        return float(-(np.log(p[ys]).sum() + np.log(1 - p[~ys]).sum()))
+
+    best = optimize.minimize_scalar(nll, bounds=(np.log(0.02), np.log(3.0)), method="bounded")
+    return float(np.exp(best.x))
 
 
 def _lists(value: Any) -> Any:
@@ -111,15 +152,23 @@ def synthetic_groups(design: Design, rng: np.random.Generator) -> dict[int, Cell
     """One synthetic sweep of ``design``: per S, ``n_seeds`` runs at every grid rate."""
     groups = {}
     seeds = np.arange(design.n_seeds)
-    for s, lrs, truth in zip(design.staleness, design.lrs, design.truth, strict=True):
+    edges = design.edges or (None,) * len(design.staleness)
+    # failures come from a child generator, so the objective's draws do not depend on them
+    fail_rng = rng.spawn(1)[0] if design.edges is not None else None
+    for s, lrs, truth, edge in zip(design.staleness, design.lrs, design.truth, edges, strict=True):
         x = np.log(np.array(lrs))
         dx = x - np.log(truth)
         mean = design.peak - design.curvature * dx**2 * np.where(dx > 0, design.skew, 1.0)
         values = mean[:, None] + rng.normal(0.0, design.sigma, (len(lrs), design.n_seeds))
+        if fail_rng is None or edge is None:
+            failed = np.zeros((len(lrs), design.n_seeds), bool)
+        else:
+            chance = stats.norm.cdf((x - np.log(edge)) / design.edge_width)
+            failed = fail_rng.uniform(size=(len(lrs), design.n_seeds)) < chance[:, None]
         groups[s] = Cells(
             lrs=np.array(lrs),
             values=tuple(values),
-            failed=tuple(np.zeros(design.n_seeds, bool) for _ in lrs),
+            failed=tuple(failed),
             steps=tuple(np.full(design.n_seeds, np.inf) for _ in lrs),
             seeds=tuple(seeds for _ in lrs),
         )
@@ -135,7 +184,11 @@ def synthetic_estimates(
     from stalesim.validate.law.replicates import replicate_groups
 
     groups = synthetic_groups(design, rng)
-    reps = replicate_groups(groups, settings, np.arange(design.n_seeds), rng)
+    # the jackknife draws only eta_max's grid-resolution rows: from a child generator, so the
+    # next sweep's objective does not depend on how many were drawn
+    jackknife = settings.interval_method == "jackknife"
+    rep_rng = rng.spawn(1)[0] if jackknife and settings.bootstrap else rng
+    reps = replicate_groups(groups, settings, np.arange(design.n_seeds), rep_rng)
     staleness = np.array(design.staleness, dtype=float)
     eta, boot = reps.series(staleness, lambda g: g.optimum.eta)
     usable = np.array([reps.point[s].optimum.flag not in EDGE_FLAGS for s in design.staleness])
@@ -167,20 +220,23 @@ def simulate_coverage(
 
     if n_sim < 1:
         raise ValueError(f"n_sim {n_sim}: must be at least 1")
+    edges = design.edges is not None
     settings = FitSettings(
         interval_method=method,
         confidence=confidence,
         window=window,
-        bootstrap=0 if method == "jackknife" else replicates,
+        # the jackknife's only draws are eta_max's grid-resolution rows
+        bootstrap=(EDGE_DRAWS if edges else 0) if method == "jackknife" else replicates,
         by_score=False,
         coverage_sims=0,
     )
-    scales = {"eta_opt": 1.0, "slope": 1.0, "ratio": 1.0, **(scales or {})}
+    kinds = KINDS + (EDGE_KINDS if edges else ())
+    scales = {**dict.fromkeys(kinds, 1.0), **(scales or {})}
     rng = np.random.default_rng(seed)
     axis = np.array(design.axis)
-    log_truth = np.log(np.array(design.truth))
-    hits: dict[str, list[bool]] = {"eta_opt": [], "slope": [], "ratio": []}
-    errors: dict[str, list[float]] = {k: [] for k in hits}
+    staleness = np.array(design.staleness, dtype=float)
+    hits: dict[str, list[bool]] = {k: [] for k in kinds}
+    errors: dict[str, list[float]] = {k: [] for k in kinds}
     asked = dict.fromkeys(hits, 0)
     widths: list[float] = []
 
@@ -188,31 +244,52 @@ def simulate_coverage(
         hits[kind].append(bool(lo <= truth <= hi))
         errors[kind].append(relative_error(centre, lo, hi, truth))
 
-    for _ in range(n_sim):
-        reps, eta, boot, usable = synthetic_estimates(design, settings, rng)
-        spread = {k: reps.spread.widened(v) if v != 1 else reps.spread for k, v in scales.items()}
-        lo, hi = spread["eta_opt"].columns(eta, boot, log=True)
-        for i in range(len(eta)):
-            asked["eta_opt"] += 1
+    def judge_curve(
+        names: tuple[str, str, str],
+        spread: dict[str, Any],
+        est: np.ndarray,
+        boot: np.ndarray,
+        usable: np.ndarray,
+        log_truth: np.ndarray,
+    ) -> None:
+        """Every interval of one curve's points: per S, between two S, to S = 0."""
+        point, slope, ratio = names
+        lo, hi = spread[point].columns(est, boot, log=True)
+        for i in range(len(est)):
+            asked[point] += 1
             if usable[i] and np.isfinite(lo[i]) and np.isfinite(hi[i]):
-                judge("eta_opt", np.log(eta[i]), np.log(lo[i]), np.log(hi[i]), log_truth[i])
-                widths.append(float(np.log(hi[i] / lo[i])))
+                judge(point, np.log(est[i]), np.log(lo[i]), np.log(hi[i]), log_truth[i])
+                if point == "eta_opt":
+                    widths.append(float(np.log(hi[i] / lo[i])))
         positive = int((axis > 0).sum())
-        asked["slope"] += positive * (positive - 1) // 2
-        for record in pair_slopes(axis, eta, boot, usable, spread["slope"]):
+        asked[slope] += positive * (positive - 1) // 2
+        for record in pair_slopes(axis, est, boot, usable, spread[slope]):
             if not (np.isfinite(record["lo"]) and np.isfinite(record["hi"])):
                 continue
             i, j = int(np.argmax(axis == record["from"])), int(np.argmax(axis == record["to"]))
             true_slope = (log_truth[j] - log_truth[i]) / (np.log(axis[j]) - np.log(axis[i]))
-            judge("slope", record["slope"], record["lo"], record["hi"], true_slope)
+            judge(slope, record["slope"], record["lo"], record["hi"], true_slope)
         for fn in (first_step_ratio, drop_from_zero):
-            asked["ratio"] += 1 if axis[0] == 0 else 0
-            record = fn(axis, eta, boot, usable, spread["ratio"])
+            asked[ratio] += 1 if axis[0] == 0 else 0
+            record = fn(axis, est, boot, usable, spread[ratio])
             if record is None or record["lo"] is None or record["hi"] is None:
                 continue
             j = int(np.argmax(axis == record["to"]))
             logs = np.log([record["ratio"], record["lo"], record["hi"]])
-            judge("ratio", *logs, log_truth[j] - log_truth[0])
+            judge(ratio, *logs, log_truth[j] - log_truth[0])
+
+    log_opt = np.log(np.array(design.truth))
+    log_edge = np.log(np.array([np.nan if e is None else e for e in (design.edges or ())]))
+    for _ in range(n_sim):
+        reps, eta, boot, usable = synthetic_estimates(design, settings, rng)
+        spread = {k: reps.spread.widened(v) if v != 1 else reps.spread for k, v in scales.items()}
+        judge_curve(KINDS, spread, eta, boot, usable, log_opt)
+        if edges:
+            emax, emax_boot = reps.series(staleness, lambda g: g.edge.eta, with_resolution=True)
+            known = np.isfinite(log_edge) & np.array(
+                [reps.point[s].edge.flag == "ok" for s in design.staleness]
+            )
+            judge_curve(EDGE_KINDS, spread, emax, emax_boot, known, log_edge)
     return {
         "method": method,
         "nominal": confidence,

@@ -177,8 +177,8 @@ def fit_sweep(
             )
             factors = (coverage.get("calibration") or {}).get("factors") or {}
             scales = {k: v for k, v in factors.items() if v is not None}
-    # eta_opt's intervals, its slopes and its ratios each widened by their calibration factor
-    # (eta_max and steps are not simulated, so theirs stay the plain t interval)
+    # eta_opt's and eta_max's intervals, slopes and ratios each widened by their calibration
+    # factor (steps to target is not simulated, so its interval stays the plain t interval)
     calibrated = {k: spread.widened(scales[k]) if k in scales else spread for k in KINDS}
     opt_curve, opt_curve_boot = fit_with_bootstrap(axis, opt, opt_boot, opt_usable, spread)
     max_usable = np.array([f not in CENSORED_FLAGS for f in max_flags])
@@ -200,10 +200,18 @@ def fit_sweep(
         "eta_opt": slope_block(
             axis, opt, opt_boot, opt_usable, calibrated["slope"], settings, calibrated["ratio"]
         ),
-        "eta_max": slope_block(axis, emax, emax_boot, max_usable, spread, settings),
+        "eta_max": slope_block(
+            axis,
+            emax,
+            emax_boot,
+            max_usable,
+            calibrated["eta_max_slope"],
+            settings,
+            calibrated["eta_max_ratio"],
+        ),
     }
     opt_lo, opt_hi = calibrated["eta_opt"].columns(opt, opt_boot, log=True)
-    max_lo, max_hi = spread.columns(emax, emax_boot, log=True)
+    max_lo, max_hi = calibrated["eta_max"].columns(emax, emax_boot, log=True)
     steps_lo, steps_hi = spread.columns(steps, steps_boot, log=True)
     progress_table = [_progress(fixed_frames[int(s)]) for s in staleness]
 
@@ -305,7 +313,8 @@ def fit_sweep(
                 "interval_method_used": spread.method,
                 "interval": spread.describe()
                 + (
-                    "; eta_opt's intervals, slopes and ratios then widened by their calibration "
+                    "; eta_opt's and eta_max's intervals, slopes and ratios then widened by their "
+                    "calibration "
                     f"factors {scales} (slopes.interval_coverage.calibration)"
                     if scales
                     else ""

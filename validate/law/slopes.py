@@ -38,9 +38,20 @@ FLAT_RATIO_BAND = (0.8, 1.25)
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 2 or np.ptp(x) == 0 or not np.all(np.isfinite(y)):
-        return float("nan")
-    return float(np.polyfit(x, y, 1)[0])
+    return float(_slopes(x, np.asarray(y, dtype=float)[None, :])[0])
+
+
+def _slopes(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The least-squares slope of each row of ``rows`` on ``x`` (NaN for a row with a
+    non-finite value, or when ``x`` has fewer than 2 distinct values)."""
+    rows = np.atleast_2d(rows)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return np.full(rows.shape[0], np.nan)
+    centred = x - x.mean()
+    with np.errstate(invalid="ignore"):
+        out = ((rows - rows.mean(axis=1, keepdims=True)) * centred).sum(axis=1) / (centred**2).sum()
+    out[~np.all(np.isfinite(rows), axis=1)] = np.nan
+    return out
 
 
 def range_slope(
@@ -60,7 +71,7 @@ def range_slope(
     x = np.log(staleness[pick])
     slope = _slope(x, np.log(eta[pick]))
     with np.errstate(divide="ignore", invalid="ignore"):
-        reps = np.array([_slope(x, np.log(row[pick])) for row in boot])
+        reps = _slopes(x, np.log(boot[:, pick]))
     lo, hi = spread.interval(slope, reps)
     lo = float("nan") if lo is None else lo
     hi = float("nan") if hi is None else hi
