@@ -20,6 +20,7 @@ SUMMARY = "pipeline-law/summary.json"
 #: The comparisons shown, as (reference rule, other rule, what the row asks).
 QUESTIONS = (
     ("law-max", "law-mean", "the law read at the max lag against at the mean lag"),
+    ("law-mean", "law-max", "the law read at the mean lag against at the max lag"),
     ("law-max", "no correction", "the law read at the max lag against no correction"),
     ("law-mean", "no correction", "the law read at the mean lag against no correction"),
     ("law-max", "constant", "the law read at the max lag against a tuned constant"),
