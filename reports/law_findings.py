@@ -632,6 +632,29 @@ def _trust_region_rows(
     return rows
 
 
+def _drop_row(
+    experiment: str,
+    prediction: str,
+    pair: tuple[Law | None, Law | None],
+    label: str,
+    *,
+    a_should_drop_more: bool,
+) -> Finding:
+    """eta_opt(S_max)/eta_opt(0) of two sweeps against a directional prediction ("not run"
+    while either is missing)."""
+    a, b = pair
+    if a is None or b is None:
+        return Finding(experiment, prediction, "not run", "—")
+    text, verdict = compare_drops(a, b, "eta_opt", a_should_drop_more=a_should_drop_more)
+    return Finding(
+        experiment,
+        prediction,
+        f"eta_opt(S_max)/eta_opt(0), {label}: {text}",
+        verdict,
+        _drop_coverage(a, b, "eta_opt"),
+    )
+
+
 #: eta(0) ∝ 1/T is confirmed only when the ratio's whole interval lies within this factor of the
 #: predicted ratio T_long/T_short (an equivalence test; the width of FLAT_RATIO_BAND around 1).
 HORIZON_RATIO_FACTOR = 1.25
@@ -792,40 +815,28 @@ def findings(root: Path) -> list[Finding]:
             )
 
     # (b) batch size on the non-saturating task: 64 prompts per step against the knee
-    # confirmation's 16 (same task, model and horizon; other seeds)
+    # confirmation's 16 (same task, model and horizon; other seeds); and the same 64 groups per
+    # step trained in M = 4 mini-batches of 16 (four updates per step): the batch per update is
+    # 16, as in the knee confirmation, the data per step 64
     ns16, ns64 = laws.get("knee-confirm"), laws.get("batch-ns-64")
-    experiment = "batch: 64 vs 16 prompts/step, the non-saturating task's setup"
-    if ns16 is None or ns64 is None:
-        rows.append(Finding(experiment, "S_c grows with batch size", "not run", "—"))
-    else:
-        text, verdict = compare_drops(ns64, ns16, "eta_opt", a_should_drop_more=False)
-        rows.append(
-            Finding(
-                experiment,
-                "S_c grows with batch size: the larger batch's eta_opt falls less by S_max",
-                f"eta_opt(S_max)/eta_opt(0), 64 vs 16 prompts: {text}",
-                verdict,
-                _drop_coverage(ns64, ns16, "eta_opt"),
-            )
+    rows.append(
+        _drop_row(
+            "batch: 64 vs 16 prompts/step, the non-saturating task's setup",
+            "S_c grows with batch size: the larger batch's eta_opt falls less by S_max",
+            (ns64, ns16),
+            "64 vs 16 prompts",
+            a_should_drop_more=False,
         )
-
-    # the same 64 groups per step trained in M = 4 mini-batches of 16 (four updates per step):
-    # the batch per update is 16, as in the knee confirmation, the data per step 64
-    mb4 = laws.get("batch-ns-64-mb4")
-    experiment = "batch: 64 prompts/step in 4 mini-batches vs in 1, the non-saturating task"
-    if mb4 is None or ns64 is None:
-        rows.append(Finding(experiment, "S_c grows with the batch per update", "not run", "—"))
-    else:
-        text, verdict = compare_drops(mb4, ns64, "eta_opt", a_should_drop_more=True)
-        rows.append(
-            Finding(
-                experiment,
-                "S_c grows with the batch per update: 16 per update falls more by S_max than 64",
-                f"eta_opt(S_max)/eta_opt(0), 4 x 16 vs 1 x 64 per step: {text}",
-                verdict,
-                _drop_coverage(mb4, ns64, "eta_opt"),
-            )
+    )
+    rows.append(
+        _drop_row(
+            "batch: 64 prompts/step in 4 mini-batches vs in 1, the non-saturating task",
+            "S_c grows with the batch per update: 16 per update falls more by S_max than 64",
+            (laws.get("batch-ns-64-mb4"), ns64),
+            "4 x 16 vs 1 x 64 per step",
+            a_should_drop_more=True,
         )
+    )
 
     # (c) optimizer
     predictions = {

@@ -104,7 +104,7 @@ def agreed_verdict(verdicts: list[str]) -> str:
     return kinds.pop() if len(kinds) == 1 else "scores disagree"
 
 
-def _median_steps(values: pl.Series) -> float | None:
+def median_steps(values: pl.Series) -> float | None:
     """Median steps to target, a run that never got there counting as never (``None``)."""
     median = float(np.median(values.cast(pl.Float64).fill_null(np.inf).to_numpy()))
     return median if np.isfinite(median) else None
@@ -205,7 +205,7 @@ def evaluate_rules(root: Path, *, best_reward: float | None) -> dict[str, Any]:
             else:
                 continue  # another target is read from the step tables, and there are none
             steps_at[f"{target:g}"] = {
-                "median": _median_steps(judged["steps_to_target"]),
+                "median": median_steps(judged["steps_to_target"]),
                 "reached": int(judged["steps_to_target"].is_not_null().sum()),
             }
         rows.append(

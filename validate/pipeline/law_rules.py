@@ -43,7 +43,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 from stalesim.common.files import write_json
-from stalesim.validate.law.scheduler_eval import BAND, LEVEL, SCORES, compare_with_reference
+from stalesim.validate.law.scheduler_eval import (
+    BAND,
+    LEVEL,
+    SCORES,
+    compare_with_reference,
+    median_steps,
+)
 from stalesim.validate.pipeline.tradeoff import version_reward_curve
 
 #: The constant at the law rules' base rate: the run that ignores staleness.
@@ -112,9 +118,13 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         **scores_of(curve, n_steps, window),
         "lag_mean": float(used["staleness_max"].mean()),
         "lag_max": int(used["staleness_max"].max()),
-        # the per-step spread of the batch's max lag: what a max-reading rule responds to
+        # the per-step spread of the batch's max lag: what a max-reading rule responds to (in
+        # step order, so the sum is the same on every run of this command)
         "batch_max_lag_sd": float(
-            used.group_by("consumed_step").agg(pl.col("staleness_max").max())["staleness_max"].std()
+            used.group_by("consumed_step")
+            .agg(pl.col("staleness_max").max())
+            .sort("consumed_step")["staleness_max"]
+            .std()
         ),
         "applied_lr_mean": float(after_warmup["lr"].mean()),
         "applied_lr_min": float(after_warmup["lr"].min()),
@@ -168,7 +178,9 @@ def evaluate(root: Path) -> dict[str, Any]:
                     "collapsed": int(at["collapsed"].sum()),
                     "steps_to_target": {
                         t: {
-                            "median": _median([r[t] for r in targets]),
+                            "median": median_steps(
+                                pl.Series([r[t] for r in targets], dtype=pl.Float64)
+                            ),
                             "reached": sum(r[t] is not None for r in targets),
                         }
                         for t in targets[0]
@@ -199,12 +211,6 @@ def evaluate(root: Path) -> dict[str, Any]:
         ),
         "runs": runs.drop("steps_to").to_dicts(),
     }
-
-
-def _median(values: list[int | None]) -> float | None:
-    """Median steps to target, a run that never got there counting as never (``None``)."""
-    median = float(np.median([np.inf if v is None else v for v in values]))
-    return median if np.isfinite(median) else None
 
 
 def main(argv: list[str] | None = None) -> int:
