@@ -30,12 +30,11 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from stalesim.validate.law.coverage import EDGE_KINDS, SKEW, Design, simulate_coverage
-from stalesim.validate.law.coverage import KINDS as OPTIMUM_KINDS
+from stalesim.validate.law.coverage import ALL_KINDS, SKEW, Design, simulate_coverage
 
 #: The kinds of interval the simulation judges, each calibrated on its own: eta_opt's points,
 #: slopes and ratios, and eta_max's where the design has stability edges.
-KINDS = OPTIMUM_KINDS + EDGE_KINDS
+KINDS = ALL_KINDS
 
 
 def calibration_factors(

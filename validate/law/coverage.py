@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+from stalesim.sim.law.intervals import Spread
 from stalesim.validate.law.group_estimates import EDGE_FLAGS, Cells, GroupEstimate
 
 #: Percentile-bootstrap replicates per synthetic sweep (the old method; costly, so fewer).
@@ -43,6 +44,7 @@ SKEW = 3.0
 #: The kinds of interval judged on eta_opt's points, and on eta_max's where the design has edges.
 KINDS = ("eta_opt", "slope", "ratio")
 EDGE_KINDS = ("eta_max", "eta_max_slope", "eta_max_ratio")
+ALL_KINDS = KINDS + EDGE_KINDS
 #: Grid-resolution draws of eta_max per synthetic sweep (the fit draws ``bootstrap`` of them).
 EDGE_DRAWS = 100
 
@@ -230,7 +232,7 @@ def simulate_coverage(
         by_score=False,
         coverage_sims=0,
     )
-    kinds = KINDS + (EDGE_KINDS if edges else ())
+    kinds = ALL_KINDS if edges else KINDS
     scales = {**dict.fromkeys(kinds, 1.0), **(scales or {})}
     rng = np.random.default_rng(seed)
     axis = np.array(design.axis)
@@ -282,7 +284,7 @@ def simulate_coverage(
     log_edge = np.log(np.array([np.nan if e is None else e for e in (design.edges or ())]))
     for _ in range(n_sim):
         reps, eta, boot, usable = synthetic_estimates(design, settings, rng)
-        spread = {k: reps.spread.widened(v) if v != 1 else reps.spread for k, v in scales.items()}
+        spread = calibrated_spreads(reps.spread, scales, kinds)
         judge_curve(KINDS, spread, eta, boot, usable, log_opt)
         if edges:
             emax, emax_boot = reps.series(staleness, lambda g: g.edge.eta, with_resolution=True)
@@ -306,6 +308,14 @@ def simulate_coverage(
             "run; truth eta* = the sweep's eta_opt; a and sigma measured on the sweep"
         ),
     }
+
+
+def calibrated_spreads(
+    spread: Spread, scales: dict[str, float], kinds: tuple[str, ...] = ALL_KINDS
+) -> dict[str, Spread]:
+    """Per interval kind, ``spread`` widened by that kind's calibration factor (1 where it has
+    none: the plain interval)."""
+    return {k: spread.widened(scales.get(k, 1.0)) for k in kinds}
 
 
 def relative_error(centre: float, lo: float, hi: float, truth: float) -> float:

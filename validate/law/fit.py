@@ -37,7 +37,7 @@ from stalesim.sim.law.fit import (
 )
 from stalesim.sim.law.intervals import Spread
 from stalesim.sim.law.model import LAW_SCHEMA, PAPER_ALPHA, Law
-from stalesim.validate.law.calibration import KINDS
+from stalesim.validate.law.coverage import calibrated_spreads
 from stalesim.validate.law.failure import backfill_from_steps, mark_failures
 from stalesim.validate.law.group_estimates import (
     CENSORED_FLAGS,
@@ -179,7 +179,7 @@ def fit_sweep(
             scales = {k: v for k, v in factors.items() if v is not None}
     # eta_opt's and eta_max's intervals, slopes and ratios each widened by their calibration
     # factor (steps to target is not simulated, so its interval stays the plain t interval)
-    calibrated = {k: spread.widened(scales[k]) if k in scales else spread for k in KINDS}
+    calibrated = calibrated_spreads(spread, scales)
     opt_curve, opt_curve_boot = fit_with_bootstrap(axis, opt, opt_boot, opt_usable, spread)
     max_usable = np.array([f not in CENSORED_FLAGS for f in max_flags])
     max_curve, max_curve_boot = (None, None)
@@ -398,9 +398,7 @@ def scores_block(
             eta, boot = reps.series(staleness, lambda g: g.optimum.eta)
             flags = [reps.point[int(s)].optimum.flag for s in staleness]
             usable = np.array([f not in EDGE_FLAGS for f in flags])
-            widened = {
-                k: reps.spread.widened(scales[k]) if k in scales else reps.spread for k in KINDS
-            }
+            widened = calibrated_spreads(reps.spread, scales)
             lo, hi = widened["eta_opt"].columns(eta, boot, log=True)
             block = slope_block(
                 axis, eta, boot, usable, widened["slope"], settings, widened["ratio"]

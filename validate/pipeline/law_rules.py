@@ -40,7 +40,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 from stalesim.common.files import write_json
 from stalesim.validate.law.scheduler_eval import (
@@ -50,7 +49,11 @@ from stalesim.validate.law.scheduler_eval import (
     compare_with_reference,
     median_steps,
 )
-from stalesim.validate.pipeline.tradeoff import version_reward_curve
+from stalesim.validate.pipeline.tradeoff import (
+    trailing_mean,
+    version_reaching,
+    version_reward_curve,
+)
 
 #: The constant at the law rules' base rate: the run that ignores staleness.
 NO_CORRECTION = "no correction"
@@ -78,11 +81,10 @@ def scores_of(curve: pl.DataFrame, steps: int, window: int) -> dict[str, float]:
     rewards = curve.filter(pl.col("version") < steps)["reward"].to_numpy()
     if rewards.size < window:
         raise ValueError(f"{rewards.size} versions with samples, fewer than the window {window}")
-    smooth = np.convolve(rewards, np.ones(window) / window, mode="valid")
     return {
         "reward_auc": float(rewards.mean()),
         "final_reward": float(rewards[-window:].mean()),
-        "best_smoothed_reward": float(smooth.max()),
+        "best_smoothed_reward": float(trailing_mean(rewards, window).max()),
     }
 
 
@@ -96,13 +98,8 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     steps = pl.read_parquet(run_dir / "steps.parquet")
     n_steps = int(steps.height)
     curve = version_reward_curve(samples)
-    rewards = curve.filter(pl.col("version") < n_steps)
-    smooth = np.convolve(rewards["reward"].to_numpy(), np.ones(window) / window, mode="valid")
-    reached = {
-        f"{t:g}": (int(rewards["version"][int(hit[0]) + window - 1]) if hit.size else None)
-        for t in TARGETS
-        for hit in [np.flatnonzero(smooth >= t)]
-    }
+    scored = curve.filter(pl.col("version") < n_steps)
+    reached = {f"{t:g}": version_reaching(scored, window, t) for t in TARGETS}
     used = samples.filter(pl.col("consumed_step").is_not_null())
     after_warmup = steps.filter(pl.col("step") >= int(train.get("warmup_steps", 0)))
     lr_rule = train.get("lr_rule") or {}
@@ -133,16 +130,13 @@ def run_record(run_dir: Path) -> dict[str, Any]:
 
 
 def read_runs(root: Path) -> pl.DataFrame:
-    """Every finished run under ``root``, one row each (``steps_to`` as a JSON string)."""
+    """Every finished run under ``root``, one row each (``steps_to`` a struct per target)."""
     dirs = sorted(
         p.parent for p in root.rglob("config.json") if (p.parent / "steps.parquet").exists()
     )
     if not dirs:
         raise ValueError(f"{root}: no pipeline runs (folders with config.json and steps.parquet)")
-    records = [run_record(d) for d in dirs]
-    for r in records:
-        r["steps_to"] = json.dumps(r["steps_to"])
-    return pl.DataFrame(records)
+    return pl.DataFrame([run_record(d) for d in dirs])
 
 
 def _label_no_correction(runs: pl.DataFrame) -> pl.DataFrame:
@@ -164,7 +158,7 @@ def evaluate(root: Path) -> dict[str, Any]:
     rows = []
     for (rule, cell), frame in sorted(by_cell.items()):
         for lr, at in sorted(frame.partition_by("lr", as_dict=True).items()):
-            targets = [json.loads(s) for s in at["steps_to"]]
+            targets = at["steps_to"].to_list()
             rows.append(
                 {
                     "rule": rule,
@@ -187,8 +181,9 @@ def evaluate(root: Path) -> dict[str, Any]:
                     },
                 }
             )
+    references = sorted(r for r in runs["rule"].unique() if r.startswith("law-"))
     comparisons, verdicts = [], []
-    for reference in sorted(r for r in runs["rule"].unique() if r.startswith("law-")):
+    for reference in references:
         c, v = compare_with_reference(by_cell, reference)
         comparisons += c
         verdicts += v
@@ -196,7 +191,7 @@ def evaluate(root: Path) -> dict[str, Any]:
         "rows": rows,
         "comparisons": comparisons,
         "verdicts": verdicts,
-        "references": sorted(r for r in runs["rule"].unique() if r.startswith("law-")),
+        "references": references,
         "scores": {
             "reward_auc": "mean reward of the samples each learner version generated, over the "
             "run's versions",

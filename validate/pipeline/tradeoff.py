@@ -59,6 +59,20 @@ def version_reward_curve(samples: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def trailing_mean(rewards: np.ndarray, window: int) -> np.ndarray:
+    """The ``window``-version trailing mean of a reward curve (empty when it is shorter)."""
+    if rewards.size < window:
+        return np.array([])
+    return np.convolve(rewards, np.ones(window) / window, mode="valid")
+
+
+def version_reaching(curve: pl.DataFrame, window: int, target: float) -> int | None:
+    """The first version whose trailing ``window``-version mean reward reaches ``target``
+    (None if none does)."""
+    reached = np.flatnonzero(trailing_mean(curve["reward"].to_numpy(), window) >= target)
+    return int(curve["version"][int(reached[0]) + window - 1]) if reached.size else None
+
+
 def run_outcome(run_dir: Path, law: Law) -> dict[str, Any]:
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -68,13 +82,7 @@ def run_outcome(run_dir: Path, law: Law) -> dict[str, Any]:
     window, target = train["smoothing_window"], train["target_reward"]
     curve = version_reward_curve(samples)
     rewards = curve["reward"].to_numpy()
-    smooth = (
-        np.convolve(rewards, np.ones(window) / window, mode="valid")
-        if rewards.size >= window
-        else np.array([])
-    )
-    reached = np.flatnonzero(smooth >= target)
-    steps_to_target = int(curve["version"][int(reached[0]) + window - 1]) if reached.size else None
+    steps_to_target = version_reaching(curve, window, target)
     seconds_to_target = None
     if steps_to_target is not None:
         at = published.filter(pl.col("version") == steps_to_target)["time_s"]
