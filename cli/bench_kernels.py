@@ -2,8 +2,9 @@
 
 On a CUDA device: every kernel and its baselines (torch eager, torch.compile, and TRL,
 Liger-Kernel and Cut Cross-Entropy when importable; a "not installed" row with the install
-command when not) at the target shapes, with measured ceilings, and each target figure marked
-pass or fail (``summary.json``'s ``targets``). Without one:
+command when not) at the target shapes, with measured ceilings, each target figure marked
+pass or fail (``summary.json``'s ``targets``) and where each of our kernels stands against every
+peer timed on the same inputs (``peers``; see ``kernels._bench_peers``). Without one:
 the correctness half only (every kernel against the float64 reference under the Triton
 interpreter), and the output says plainly that GPU timings were not measured.
 """
@@ -90,6 +91,7 @@ def run_kernel_bench(
     each GPU case replayed from a CUDA graph."""
     import torch
     from stalesim.kernels import _bench_cases as cases
+    from stalesim.kernels._bench_peers import peer_standings
     from stalesim.kernels.backend import load_triton_module
     from stalesim.reports.kernel_bench_page import NOT_MEASURED
 
@@ -133,10 +135,13 @@ def run_kernel_bench(
     compile_reports = _sm90_compile_reports() if chosen.type != "cuda" and not quick else None
 
     targets = cases.target_verdicts(rows, chosen.type == "cuda" and shapes.target_shapes)
+    standings = peer_standings(rows)
     from stalesim.common.output_dir import output_folder
 
     with output_folder(out_dir, kind="bench kernels") as stage:
-        frame = _write_results(stage, rows, chosen, quick, ceilings, compile_reports, targets)
+        frame = _write_results(
+            stage, rows, chosen, quick, ceilings, compile_reports, targets, standings
+        )
         page_written = _write_page(stage)
     _print_table(frame)
     if ceilings:
@@ -144,6 +149,12 @@ def run_kernel_bench(
     for t in targets:
         value = "—" if t["value"] is None else f"{t['value']:.3f}"
         click.echo(f"target {t['figure']}: {value} (target {t['target']}): {t['verdict']}")
+    for entry in standings:
+        if entry["judged"]:
+            click.echo(
+                f"among peers, {entry['kernel']} {entry['pass']} {entry['implementation']} "
+                f"({entry['shape']}): {entry['standing']}"
+            )
     if isinstance(compile_reports, list):
         for r in compile_reports:
             click.echo(
@@ -284,12 +295,14 @@ def _write_results(
     ceilings: dict[str, float],
     compile_reports: list[dict[str, Any]] | str | None,
     targets: list[dict[str, Any]],
+    standings: list[dict[str, Any]],
 ):
     import polars as pl
     import torch
     import triton
     from stalesim.common.files import atomic_write, write_json
     from stalesim.kernels._bench_cases import COLUMNS
+    from stalesim.kernels._bench_peers import LEVEL_BAND
     from stalesim.reports.kernel_bench_page import KERNELS_CSV_TYPES
 
     # The page reads the columns of KERNELS_CSV_TYPES; the graph time is written as a number
@@ -313,6 +326,8 @@ def _write_results(
         "rows": frame.height,
         "sm90_compile": compile_reports,
         "targets": targets,
+        "peers": standings,
+        "peer_level_band": LEVEL_BAND,
         "cuda_graphs": _graph_summary(rows),
     }
     write_json(out_dir / "summary.json", summary)

@@ -65,6 +65,18 @@ TARGET_COLUMNS: dict[str, pl.DataType] = {
 }
 
 
+#: summary.json's ``peers``, one row each on the page: where each of our implementations
+#: stands against the peers timed on the same inputs.
+PEER_COLUMNS: dict[str, pl.DataType] = {
+    "kernel": pl.String,
+    "pass": pl.String,
+    "shape": pl.String,
+    "implementation": pl.String,
+    "seconds": pl.Float64,
+    "standing": pl.String,
+}
+
+
 def write_kernel_bench_report(out_dir: Path) -> Path:
     """Render ``out_dir/report.html`` from ``kernels.csv`` and ``summary.json`` in ``out_dir``;
     returns its path."""
@@ -93,6 +105,14 @@ def read_bench_summary(path: Path) -> dict[str, Any]:
     targets = summary.get("targets")
     if targets is not None and not _is_list_of_objects(targets):
         raise ValueError(f"{path}: targets must be a list of objects, got {targets!r}")
+    peers = summary.get("peers")
+    if peers is not None and not (
+        _is_list_of_objects(peers) and all(set(PEER_COLUMNS) <= set(p) for p in peers)
+    ):
+        raise ValueError(
+            f"{path}: peers must be a list of objects with {', '.join(PEER_COLUMNS)}, "
+            f"got {str(peers)[:120]}"
+        )
     compiled = summary.get("sm90_compile")
     if not (compiled is None or isinstance(compiled, str) or _is_list_of_objects(compiled)):
         raise ValueError(
@@ -130,6 +150,20 @@ def build_kernel_bench_page(out_dir: Path) -> Page:
             heading="Targets",
             caption="Each design target against the Triton kernel's measured figure at the "
             "target shapes; 'not measured' without a GPU or on a --quick run.",
+        )
+    peers = summary.get("peers")
+    if peers:
+        page.table(
+            pl.DataFrame([{k: p[k] for k in PEER_COLUMNS} for p in peers], schema=PEER_COLUMNS)
+            .with_columns((pl.col("seconds") * 1e3).alias("seconds"))
+            .rename({"seconds": "ms"}),
+            heading="Standing among peers",
+            caption="Each of our implementations against every other implementation timed on "
+            "the same inputs: CUDA-graph replay where both were captured, eager medians "
+            f"otherwise; within {summary.get('peer_level_band', 0):.0%} of their time is level "
+            "(the run-to-run spread of one row). On random "
+            "logits a gradient filter skips most of the backward, so the peaked rows are the "
+            "ones to read.",
         )
     if summary["gpu_timings_measured"] and timed.height:
         page.chart(timing_chart(timed), heading="Median time per implementation")

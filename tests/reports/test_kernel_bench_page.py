@@ -358,3 +358,22 @@ def test_targets_table_shows_each_verdict(gpu_out):
     with pytest.raises(ValueError, match="targets must be a list of objects"):
         write_kernel_bench_report(gpu_out)
     write_bench_output(gpu_out)  # leave the shared folder as the other tests expect it
+
+
+def test_peer_standings_table_shows_the_bench_lines(gpu_out):
+    from stalesim.kernels._bench_peers import LEVEL_BAND, peer_standings
+
+    peers = peer_standings(HAND_MADE_ROWS)
+    assert [p["standing"] for p in peers][:1] == [
+        "ahead of all 1 peers; closest torch eager (0.25x its time, no extra memory either)"
+    ]
+    write_bench_output(gpu_out, peers=peers, peer_level_band=LEVEL_BAND)
+    html = write_kernel_bench_report(gpu_out).read_text()
+    assert "<h2>Standing among peers</h2>" in html
+    assert "within 5% of their time is level" in html
+    assert "ahead of all 1 peers; closest torch eager" in html
+    assert "torch eager: out of memory" in html  # the fused row's peer that did not run
+    write_bench_output(gpu_out, peers=[{"kernel": "k"}])
+    with pytest.raises(ValueError, match="peers must be a list of objects with kernel, pass"):
+        write_kernel_bench_report(gpu_out)
+    write_bench_output(gpu_out)  # leave the shared folder as the other tests expect it
