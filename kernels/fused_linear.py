@@ -15,6 +15,16 @@ Predicted cost at N=16,384, H=2,048, V=248,320 in bf16 (analytic, not measured):
   2,048-row float32 dHidden chunk (16.8 MB) and a 2,048 x 5,248 bf16 slab (21.5 MB): 1.035x the
   gradient buffers (target 1.05x), in 8 even row chunks of 48 even slabs; see
   :func:`backward_plan`.
+
+The slab loop is not captured in a CUDA graph, by choice. At the target shape it issues 1,168
+launches (3 per slab, 2 per chunk) for about 88 ms of GPU work (measured on the H200,
+2026-11-27), about 230 us per slab against tens of microseconds of host time per slab, so the
+host stays ahead and a graph would save only the gaps between queued kernels (about 1-2 us
+each, ~1-2 ms in all, predicted). Keeping a captured graph across calls would fix the
+addresses of its outputs, so the 1 GB dWeight would be overwritten by the next call (wrong
+under gradient accumulation) unless copied out, which costs its size again in memory and breaks
+the 1.05x target; capturing inside each call saves nothing. The bench's CUDA-graph replay of
+the whole case (``graph_median_s``) measures the most a graph could gain.
 """
 
 from __future__ import annotations
