@@ -351,8 +351,8 @@ def _graph_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _print_table(frame) -> None:
-    from rich.console import Console
     from rich.table import Table
+    from stalesim.cli.tables import print_table
 
     table = Table(title="stalesim bench kernels")
     for name in (
@@ -387,4 +387,4 @@ def _print_table(frame) -> None:
             _number(r["grad_rel_error"], ".1e"),
             r["status"],
         )
-    Console(width=200).print(table)
+    print_table(table)

@@ -221,6 +221,7 @@ def _estimate(value: Any, lo: Any, hi: Any, flag: str, fitted: bool) -> str:
 
 def _print_points(console: Any, points: Any) -> None:
     from rich.table import Table
+    from stalesim.cli.tables import print_table
 
     table = Table(title="Per-staleness estimates [95% interval]")
     table.add_column("S", justify="right")
@@ -248,11 +249,12 @@ def _print_points(console: Any, points: Any) -> None:
             ),
             _fmt(row["steps_to_target"], ".0f"),
         )
-    console.print(table)
+    print_table(table, console)
 
 
 def _print_law(console: Any, law: Any) -> None:
     from rich.table import Table
+    from stalesim.cli.tables import print_table
     from stalesim.validate.law.slopes import VERDICT_TEXT
 
     table = Table(title="eta(S) = eta0 / (1 + (S/s_c)^k)^(alpha/k)")
@@ -273,7 +275,7 @@ def _print_law(console: Any, law: Any) -> None:
         quality = curve.quality
         cells += [_fmt(quality.r2_log, ".3f"), _fmt(quality.rmse_log, ".3f")]
         table.add_row(label, *cells)
-    console.print(table)
+    print_table(table, console)
     console.print(f"paper's prediction: alpha ≈ {law.alpha_paper:g} in the stale-limited regime")
     if law.regime is not None:
         console.print(f"measured on: {law.regime.label()}")

@@ -16,7 +16,7 @@ from stalesim.cli.options import (
     quiet_option,
 )
 from stalesim.cli.tables import _sci as _g
-from stalesim.cli.tables import _x
+from stalesim.cli.tables import _x, print_table
 
 DEFAULT_OUT = "stalesim-plan"
 
@@ -129,7 +129,7 @@ def plan(
     console = Console()
     for line in recommendation_lines(result.summary):
         console.print(line, highlight=False)
-    console.print(top_table(result.table))
+    print_table(top_table(result.table), console)
     console.print(f"wrote {out_dir}/ (candidates.parquet, plan.json, simulated.parquet)")
     console.print(f"report: {report}")
 

@@ -53,6 +53,7 @@ def check_published(
     import polars as pl
     from rich.console import Console
     from rich.table import Table
+    from stalesim.cli.tables import print_table
     from stalesim.common.files import write_json, write_text
     from stalesim.common.output_dir import output_folder
     from stalesim.reports.published_page import PUBLISHED_KIND, write_published_report
@@ -105,7 +106,7 @@ def check_published(
             f"{r['calibrated_speedup_rel_error']:+.0%}" if calibrated else "-",
             f"{r['calibrated_async_step_rel_error']:+.0%}" if calibrated else "-",
         )
-    console = Console(width=max(Console().width, 160))
-    console.print(table)
+    console = Console()
+    print_table(table, console)
     written = "published_check.csv/.json" + (", mechanisms.csv" if wrote_mechanisms else "")
     console.print(f"wrote {out_dir}/ ({written}, {page.name})")

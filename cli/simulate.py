@@ -77,7 +77,7 @@ def simulate(
     (your synchronous run's learning rate and learner steps to target) it also gives your
     learning rate, steps and hours.
     """
-    from stalesim.cli.tables import summary_table
+    from stalesim.cli.tables import print_table, summary_table
     from stalesim.common.output_dir import output_folder
     from stalesim.reports.simulate_page import write_simulate_report
     from stalesim.sim.baseline import on_policy_summary
@@ -133,11 +133,11 @@ def simulate(
     # the law is only as good as the regime it was measured in: say how far, once, at the top
     if law_reading.get("regime_distance"):
         console.print(f"law: {law_reading['regime_distance']}", markup=False)
-    console.print(summary_table(summary))
+    print_table(summary_table(summary), console)
     if with_sensitivity:
         from stalesim.cli.tables import sensitivity_table
 
-        console.print(sensitivity_table(summary.sensitivity))
+        print_table(sensitivity_table(summary.sensitivity), console)
     for warning in law_reading.get("warnings") or []:
         console.print(f"law warning: {warning}", markup=False)
     console.print(f"wrote {out_dir}/ (samples, steps, busy, queue .parquet; summary.json)")
@@ -217,12 +217,12 @@ def _simulate_variants(
         click.echo(json.dumps(json.loads((out_dir / "variants.json").read_text()), indent=2))
         return
     from rich.console import Console
-    from stalesim.cli.tables import variants_table
+    from stalesim.cli.tables import print_table, variants_table
 
     console = Console()
     if meta["law"]["regime_distance"]:
         console.print(f"law: {meta['law']['regime_distance']}", markup=False)
-    console.print(variants_table(meta))
+    print_table(variants_table(meta), console)
     console.print(f"wrote {out_dir}/ (variants.parquet, variants.json; one subfolder per variant)")
     console.print(f"report: {out_dir / 'report.html'}")
 
@@ -241,6 +241,7 @@ def presets() -> None:
     """List the built-in scenarios, modes, model presets, GPUs and the shipped law readings."""
     from rich.console import Console
     from rich.table import Table
+    from stalesim.cli.tables import print_table
     from stalesim.sim.hardware import CATALOG
     from stalesim.sim.models import MODELS
     from stalesim.sim.presets import preset_description, preset_names
@@ -251,7 +252,7 @@ def presets() -> None:
     scenarios.add_column("what it is")
     for name in preset_names():
         scenarios.add_row(name, preset_description(name))
-    console.print(scenarios)
+    print_table(scenarios, console)
     from stalesim.sim.modes import MODES
 
     modes = Table(title="modes (algorithm.mode)")
@@ -259,7 +260,7 @@ def presets() -> None:
     modes.add_column("what runs when")
     for name, spec in MODES.items():
         modes.add_row(name, spec.summary)
-    console.print(modes)
+    print_table(modes, console)
     models = Table(title="models (model.preset)")
     for column in ("preset", "params", "active", "layers", "KV heads", "head dim", "KV KiB/token"):
         models.add_column(column, justify="right" if column != "preset" else "left", no_wrap=True)
@@ -273,7 +274,7 @@ def presets() -> None:
             str(m.head_dim),
             f"{m.kv_bytes_per_token / 1024:.0f}",
         )
-    console.print(models)
+    print_table(models, console)
     gpus = Table(title="hardware (hardware.gpu): dense bf16, HBM size and bandwidth")
     for column in (
         "gpu",
@@ -297,8 +298,8 @@ def presets() -> None:
             str(g.gpus_per_node),
             "-" if g.price_per_gpu_hour is None else f"{g.price_per_gpu_hour:.2f}",
         )
-    console.print(gpus)
-    console.print(law_readings_table())
+    print_table(gpus, console)
+    print_table(law_readings_table(), console)
 
 
 def law_readings_table():

@@ -1,4 +1,4 @@
-"""The summary as a readable rich table."""
+"""The terminal's tables (rich), and how they are printed whole."""
 
 from __future__ import annotations
 
@@ -8,7 +8,46 @@ from rich.table import Table
 from stalesim.sim.modes import MODES
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from stalesim.sim.metrics import RunSummary
+
+
+READABLE_WIDTH = 12
+"""The narrowest a wrapping text column is squeezed to before the number columns wrap too."""
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """Print ``table`` with every cell whole. Into a file or a pipe (no terminal: nothing there
+    wraps a long line) it takes the width it needs. In a terminal too narrow for it, cells fold
+    onto further lines instead of being cut to an ellipsis or cropped at the edge, so no number
+    loses a digit and no column is dropped."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = console or Console()
+    wide = console.options.update_width(100_000)
+    natural = [
+        max(Measurement.get(console, wide, cell).maximum for cell in (c.header, *c.cells))
+        for c in table.columns
+    ]
+    # each column's padding (one space a side) and the vertical rules between and around them
+    overhead = 3 * len(natural) + 1
+    if sum(natural) + overhead > console.width:
+        if not console.is_terminal:
+            console.width = sum(natural) + overhead
+        else:
+            # First let only the text columns wrap, each keeping a readable width; where even
+            # that cannot fit, every column. A ratio would hold a column at its share and push
+            # the others past the edge, where the terminal crops them.
+            squeezed = [
+                width if column.no_wrap else min(width, READABLE_WIDTH)
+                for column, width in zip(table.columns, natural, strict=True)
+            ]
+            every = sum(squeezed) + overhead > console.width
+            for column in table.columns:
+                column.overflow, column.ratio, column.min_width = "fold", None, None
+                column.no_wrap = column.no_wrap and not every
+    console.print(table)
 
 
 def _num(value: float | None, digits: int = 2) -> str:

@@ -101,8 +101,8 @@ def pipeline(
 
 def print_run_figures(summary: dict) -> None:
     """The run's throughput, staleness and overlap (``summary["figures"]``) as a table."""
-    from rich.console import Console
     from rich.table import Table
+    from stalesim.cli.tables import print_table
     from stalesim.validate.pipeline.summary import figure_rows
 
     table = Table(title=f"pipeline {summary['mode']}: steady state")
@@ -110,7 +110,7 @@ def print_run_figures(summary: dict) -> None:
     table.add_column("value", justify="right")
     for name, value in figure_rows(summary["figures"]):
         table.add_row(name, value)
-    Console(width=100).print(table)
+    print_table(table)
 
 
 @click.command()
@@ -162,6 +162,7 @@ def print_replay(result: dict, run_dir: Path) -> None:
     """The comparison, the stage figures and the targets, as terminal tables."""
     from rich.console import Console
     from rich.table import Table
+    from stalesim.cli.tables import print_table
     from stalesim.reports.pipeline_page import stage_rows
 
     real, sim, err = result["real"], result["sim"], result["errors"]
@@ -174,7 +175,7 @@ def print_replay(result: dict, run_dir: Path) -> None:
         ("groups waiting (mean)", "queue_mean_groups", "queue_mean_groups_abs", "abs"),
     ]
     seeds = result["seeds"]
-    console = Console(width=100)
+    console = Console()
     table = Table(
         title=f"replay of {run_dir} ({result['mode']}, {result['steps']} steps; "
         f"sim: mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
@@ -191,7 +192,7 @@ def print_replay(result: dict, run_dir: Path) -> None:
         "",
         f"{err['ks_samples']:.3f} / {err['ks_tokens']:.3f}",
     )
-    console.print(table)
+    print_table(table, console)
     spread = [s["samples_per_s_rel"] for s in result["per_seed"] if s["samples_per_s_rel"]]
     if len(spread) > 1:
         console.print(
