@@ -249,3 +249,67 @@ def test_reference_backend_skips_the_same_rows() -> None:
     assert torch.allclose(logp[keep], want) and torch.allclose(entropy[keep], want_entropy)
     assert torch.equal(logp[~keep], torch.zeros(int((~keep).sum()), dtype=torch.float64))
     assert torch.equal(live.grad[~keep], torch.zeros(int((~keep).sum()), V, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float16, 2e-3), (torch.bfloat16, 2e-2)]
+)  # the bench's gradient tolerances (kernels._bench_cases.GRAD_TOLERANCE)
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_16_bit_logits_match_the_float64_reference(
+    dtype: torch.dtype, tolerance: float, one_pass: bool
+) -> None:
+    """In 16-bit logits, on an odd vocabulary (70) and lengths: the log-probs and loss are
+    float32 work on the rounded logits, so they match the reference on those logits; the
+    gradient is stored in the logits' dtype."""
+    logits, targets, behaviour, advantages, mask = _grpo_batch(12, rows=3, length=5, vocab=70)
+    rounded = logits.to(dtype)
+    live = rounded.clone().requires_grad_()
+    loss, _ = logits_grpo_loss(
+        live, targets, behaviour, advantages, mask, temperature=0.9, backend="triton",
+        one_pass=one_pass, eps_low=0.2, eps_high=0.28,
+    )  # fmt: skip
+    loss.backward()
+    exact = rounded.double().requires_grad_()
+    want, _ = logits_grpo_loss(
+        exact, targets, behaviour.double(), advantages.double(), mask, temperature=0.9,
+        backend="reference", eps_low=0.2, eps_high=0.28,
+    )  # fmt: skip
+    want.backward()
+    assert live.grad.dtype == dtype
+    assert abs(loss.item() - want.item()) <= 1e-5 * max(abs(want.item()), 1e-3)
+    assert relative_error(live.grad, exact.grad) < tolerance
+
+
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_non_finite_kept_rows_follow_the_reference(one_pass: bool) -> None:
+    """A NaN or +inf logit in a used position makes the loss NaN and that position's gradient
+    row NaN; a -inf logit away from the target is probability 0 and changes nothing else."""
+    logits, targets, behaviour, advantages, mask = _grpo_batch(13)
+    used = mask.nonzero().tolist()
+    (r0, t0), (r1, t1) = used[0], used[-1]
+    logits[r1, t1, (targets[r1, t1] + 5) % logits.shape[-1]] = float("-inf")
+    args = (targets, behaviour, advantages, mask)
+    finite = logits.clone().requires_grad_()
+    loss, _ = logits_grpo_loss(finite, *args, backend="triton", one_pass=one_pass)
+    loss.backward()
+    exact = logits.double().requires_grad_()
+    want, _ = logits_grpo_loss(exact, targets, behaviour.double(), advantages.double(), mask,
+                               backend="reference")  # fmt: skip
+    want.backward()
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(want.item(), rel=1e-5)
+    assert relative_error(finite.grad, exact.grad) < 1e-5
+    assert finite.grad[r1, t1, (targets[r1, t1] + 5) % logits.shape[-1]] == 0
+
+    for bad in (float("nan"), float("inf")):
+        poisoned = logits.clone()
+        poisoned[r0, t0, 3] = bad
+        live = poisoned.clone().requires_grad_()
+        loss, _ = logits_grpo_loss(live, *args, backend="triton", one_pass=one_pass)
+        loss.backward()
+        ref = poisoned.double().requires_grad_()
+        want, _ = logits_grpo_loss(ref, targets, behaviour.double(), advantages.double(), mask,
+                                   backend="reference")  # fmt: skip
+        want.backward()
+        assert loss.isnan() and want.isnan()
+        assert torch.equal(live.grad.isnan(), ref.grad.isnan())
+        assert bool(live.grad[r0, t0].isnan().all())
