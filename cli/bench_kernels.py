@@ -62,7 +62,9 @@ def bench_kernels(
 
     Writes one CSV row per (kernel, pass, implementation, shape): median time, peak extra
     memory, achieved GB/s or TFLOP/s and its fraction of the measured ceiling, or, for
-    correctness rows, the relative norm errors against the float64 reference.
+    correctness rows, the relative norm errors against the float64 reference. On a GPU,
+    summary.json also judges each design target and says where each of our kernels stands
+    against every peer timed on the same inputs (a line per case is printed).
     """
     frame = run_kernel_bench(out_dir, quick, device, repeats, quiet, cuda_graphs=cuda_graphs)
     failed = correctness_failures(frame)
