@@ -12,41 +12,35 @@ if TYPE_CHECKING:
     from stalesim.sim.metrics import RunSummary
 
 
-READABLE_WIDTH = 12
-"""The narrowest a wrapping text column is squeezed to before the number columns wrap too."""
-
-
 def print_table(table: Table, console: Console | None = None) -> None:
-    """Print ``table`` with every cell whole. Into a file or a pipe (no terminal: nothing there
-    wraps a long line) it takes the width it needs. In a terminal too narrow for it, cells fold
-    onto further lines instead of being cut to an ellipsis or cropped at the edge, so no number
-    loses a digit and no column is dropped."""
+    """Print ``table`` with every cell whole: cells wrap at word boundaries and fold where a word
+    is wider than its column, never cut to an ellipsis. Into a file or a pipe (no terminal, so
+    nothing there rewraps a long line) the width grows, when it must, to the narrowest at which
+    every column holds its longest word and every unwrappable column its longest cell. In a
+    terminal too narrow even for that, every column folds, so none is cropped at the edge."""
     from rich.console import Console
     from rich.measure import Measurement
 
     console = console or Console()
     wide = console.options.update_width(100_000)
-    natural = [
-        max(Measurement.get(console, wide, cell).maximum for cell in (c.header, *c.cells))
-        for c in table.columns
-    ]
+
+    def narrowest(column) -> int:
+        sizes = [Measurement.get(console, wide, cell) for cell in (column.header, *column.cells)]
+        widest = max(m.maximum if column.no_wrap else m.minimum for m in sizes)
+        return max(widest, column.min_width or 0)
+
     # each column's padding (one space a side) and the vertical rules between and around them
-    overhead = 3 * len(natural) + 1
-    if sum(natural) + overhead > console.width:
+    needed = sum(narrowest(c) for c in table.columns) + 3 * len(table.columns) + 1
+    for column in table.columns:
+        column.overflow = "fold"
+    if needed > console.width:
         if not console.is_terminal:
-            console.width = sum(natural) + overhead
+            console.width = needed
         else:
-            # First let only the text columns wrap, each keeping a readable width; where even
-            # that cannot fit, every column. A ratio would hold a column at its share and push
-            # the others past the edge, where the terminal crops them.
-            squeezed = [
-                width if column.no_wrap else min(width, READABLE_WIDTH)
-                for column, width in zip(table.columns, natural, strict=True)
-            ]
-            every = sum(squeezed) + overhead > console.width
+            # A ratio or a minimum width would hold a column at its size and push the others
+            # past the edge, where the terminal crops them.
             for column in table.columns:
-                column.overflow, column.ratio, column.min_width = "fold", None, None
-                column.no_wrap = column.no_wrap and not every
+                column.no_wrap, column.ratio, column.min_width = False, None, None
     console.print(table)
 
 

@@ -30,12 +30,27 @@ def _render(width: int, terminal: bool) -> str:
     return buffer.getvalue()
 
 
-def test_into_a_file_the_table_takes_its_natural_width():
+def test_into_a_file_the_table_widens_only_as_far_as_it_must():
     out = _render(80, terminal=False)
     assert "…" not in out
     assert all(number in out for number in NUMBERS)
-    assert "#column10" in out and "16×B200 ($4.99/h) 8×TP1+8 async≤2 128×8/1" in out
-    assert max(len(line) for line in out.splitlines()) > 80
+    assert all(f"#column{k}" in out for k in range(len(NUMBERS)))
+    # the text column wraps at its words (28 wide, its minimum), numbers never wrap
+    assert all(word in out for word in "16×B200 ($4.99/h) 8×TP1+8 async≤2 128×8/1".split())
+    widest = max(len(line) for line in out.splitlines())
+    assert 80 < widest < sum(len(n) + 3 for n in NUMBERS) + 28 + 3 + 1 + 2
+
+
+def test_a_table_that_fits_is_left_as_it_was():
+    table = Table()
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("a long description " * 8, "1.25")
+    buffer = io.StringIO()
+    print_table(table, Console(file=buffer, width=80))
+    lines = buffer.getvalue().splitlines()
+    assert max(len(line) for line in lines) == 80  # the prose wrapped inside 80 columns
+    assert sum("1.25" in line for line in lines) == 1
 
 
 def test_a_narrow_terminal_folds_cells_and_crops_nothing():
