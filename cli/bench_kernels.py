@@ -94,6 +94,8 @@ def run_kernel_bench(
     import torch
     from stalesim.kernels import _bench_cases as cases
     from stalesim.kernels._bench_peers import peer_standings
+    from stalesim.kernels._bench_targets import target_verdicts
+    from stalesim.kernels._bench_timing import datasheet_ceilings
     from stalesim.kernels.backend import load_triton_module
     from stalesim.reports.kernel_bench_page import NOT_MEASURED
 
@@ -136,7 +138,7 @@ def run_kernel_bench(
     # Without a GPU, a full run also compiles the GPU configurations for sm_90 (no GPU needed).
     compile_reports = _sm90_compile_reports() if chosen.type != "cuda" and not quick else None
 
-    targets = cases.target_verdicts(rows, chosen.type == "cuda" and shapes.target_shapes)
+    targets = target_verdicts(rows, chosen.type == "cuda" and shapes.target_shapes)
     standings = peer_standings(rows)
     from stalesim.common.output_dir import output_folder
 
@@ -147,7 +149,7 @@ def run_kernel_bench(
         page_written = _write_page(stage)
     _print_table(frame)
     if ceilings:
-        click.echo(_ceilings_line(ceilings, cases.datasheet_ceilings(torch.cuda.get_device_name())))
+        click.echo(_ceilings_line(ceilings, datasheet_ceilings(torch.cuda.get_device_name())))
     for t in targets:
         value = "—" if t["value"] is None else f"{t['value']:.3f}"
         click.echo(f"target {t['figure']}: {value} (target {t['target']}): {t['verdict']}")
@@ -314,7 +316,7 @@ def _write_results(
     frame = pl.DataFrame(rows, schema=schema)
     atomic_write(out_dir / "kernels.csv", lambda tmp: frame.write_csv(tmp))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    from stalesim.kernels._bench_cases import datasheet_ceilings
+    from stalesim.kernels._bench_timing import datasheet_ceilings
 
     summary = {
         "device": device_name,

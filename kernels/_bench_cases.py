@@ -6,20 +6,27 @@ runs each kernel and its baselines at the target shapes and reports the median t
 repeats (CUDA events), the peak memory beyond the inputs, and the achieved rate as a fraction
 of a ceiling measured on the same GPU (copy bandwidth, or the bf16 matmul rate).
 
-Every result is one row: a dict with the keys of :data:`COLUMNS`.
+Every result is one row: a dict with the keys of :data:`COLUMNS`. How a time, a peak memory and
+a ceiling are measured is ``_bench_timing``; the targets the rows are judged against are
+``_bench_targets``; where ours stand among the peers, ``_bench_peers``.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from stalesim.kernels._bench_timing import (
+    copy_seconds,
+    graph_seconds,
+    matmul_seconds,
+    median_seconds,
+    peak_extra_bytes,
+)
 
 COLUMNS: tuple[str, ...] = (
     "kernel",
@@ -384,129 +391,15 @@ TINY = BenchShapes(
 """Shapes the tests use to run the timing code on CPU under the interpreter."""
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``fn``: CUDA events on the current stream on a GPU, else a clock."""
-    for _ in range(3):
-        fn()
-    times = []
-    if device.type != "cuda":
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-    torch.cuda.synchronize()
-    for _ in range(repeats):
-        start_event = torch.cuda.Event(enable_timing=True)
-        end_event = torch.cuda.Event(enable_timing=True)
-        start_event.record()
-        fn()
-        end_event.record()
-        end_event.synchronize()
-        times.append(start_event.elapsed_time(end_event) / 1e3)
-    return statistics.median(times)
-
-
-def graph_seconds(fn: Callable[[], object], repeats: int) -> tuple[float | None, str]:
-    """Median time of ``fn`` captured once in a CUDA graph and replayed (no host time
-    between its kernels), or ``None`` and why it cannot be captured (a host synchronisation,
-    a CPU-side decision on device values, an uncapturable library call). ``fn`` has run on
-    this device before (autotuning and compilation are done)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            fn()
-    except Exception as error:  # what the capture refused is the answer, not a failure
-        torch.cuda.synchronize()
-        first = str(error).strip().splitlines()
-        return None, "capture impossible: " + (first[0][:160] if first else type(error).__name__)
-    try:
-        graph.replay()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(repeats):
-            start_event = torch.cuda.Event(enable_timing=True)
-            end_event = torch.cuda.Event(enable_timing=True)
-            start_event.record()
-            graph.replay()
-            end_event.record()
-            end_event.synchronize()
-            times.append(start_event.elapsed_time(end_event) / 1e3)
-    finally:
-        del graph
-        torch.cuda.empty_cache()
-    return statistics.median(times), "captured in a CUDA graph"
-
-
-def peak_extra_bytes(
-    fn: Callable[[], object], reset: Callable[[], None], device: torch.device
-) -> int | None:
-    """Peak CUDA memory ``fn`` allocates beyond what is live before it (after ``reset``);
-    ``None`` off CUDA, where no allocator statistics exist."""
-    if device.type != "cuda":
-        return None
-    reset()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
-
-
-DATASHEET_CEILINGS: dict[str, dict[str, float]] = {
-    "H200": {"copy_bytes_per_s": 4.8e12, "matmul_flop_per_s": 989e12},
-    "H100 SXM": {"copy_bytes_per_s": 3.35e12, "matmul_flop_per_s": 989e12},
-    "H100 PCIe": {"copy_bytes_per_s": 2.0e12, "matmul_flop_per_s": 756e12},
-    "H100 NVL": {"copy_bytes_per_s": 3.9e12, "matmul_flop_per_s": 835e12},
-}
-"""NVIDIA's datasheet figures: HBM bandwidth and dense (no sparsity) bf16 tensor-core rate.
-A measured copy reaches ~85-90% of the HBM figure and a large bf16 matmul ~80% of the rate
-(the H200 of reports/results/gpu/h200-2026-11-27 measured 4.16 TB/s and 780 TFLOP/s), so the
-bench states both and computes every fraction against the measured one."""
-
-
-def datasheet_ceilings(device_name: str) -> dict[str, float] | None:
-    """The datasheet ceilings of the card ``device_name`` names (as
-    ``torch.cuda.get_device_name`` spells it), or ``None`` for a card not listed."""
-    name = device_name.upper()
-    for card in sorted(DATASHEET_CEILINGS, key=len, reverse=True):
-        words = card.upper().split()
-        if all(word in name for word in words):
-            return DATASHEET_CEILINGS[card]
-    if "H100" in name:  # an H100 that names no form factor is the SXM part
-        return DATASHEET_CEILINGS["H100 SXM"]
-    return None
-
-
 def measure_ceilings(device: torch.device, shapes: BenchShapes, repeats: int) -> dict[str, float]:
     """Copy bandwidth (bytes/s, read + write of a large tensor) and the matmul rate (FLOP/s of
     a large square ``torch.matmul`` in the benchmark dtype) on ``device``."""
-    copy_s = _copy_seconds(device, shapes.copy_floats, repeats)
-    matmul_s = _matmul_seconds(device, shapes.matmul_size, shapes.dtype, repeats)
+    copy_s = copy_seconds(device, shapes.copy_floats, repeats)
+    matmul_s = matmul_seconds(device, shapes.matmul_size, shapes.dtype, repeats)
     return {
         "copy_bytes_per_s": 2 * shapes.copy_floats * 4 / copy_s,
         "matmul_flop_per_s": 2 * shapes.matmul_size**3 / matmul_s,
     }
-
-
-def _copy_seconds(device: torch.device, count: int, repeats: int) -> float:
-    src = torch.empty(count, dtype=torch.float32, device=device).uniform_()
-    dst = torch.empty_like(src)
-    return median_seconds(lambda: dst.copy_(src), repeats, device)
-
-
-def _matmul_seconds(device: torch.device, size: int, dtype: torch.dtype, repeats: int) -> float:
-    a = torch.randn(size, size, dtype=dtype, device=device)
-    b = torch.randn(size, size, dtype=dtype, device=device)
-    return median_seconds(lambda: torch.matmul(a, b), repeats, device)
 
 
 def _eager_token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -1480,72 +1373,3 @@ def _error_row(
         status="ok",
         note=note,
     )
-
-
-@dataclass(frozen=True)
-class Target:
-    """A speed or memory figure of a Triton kernel that the design promises."""
-
-    figure: str
-    kernel: str
-    pass_: str
-    quantity: str  # "fraction_of_ceiling" or "memory_ratio" (peak extra / gradient bytes)
-    bound: float
-    at_least: bool
-
-
-TARGETS: tuple[Target, ...] = (
-    Target("log-probs forward / copy bandwidth", "token_logprobs", "forward",
-           "fraction_of_ceiling", 0.90, True),
-    Target("log-probs -> GRPO loss fwd+bwd: floor time / time (<= 1.15x the floor)",
-           LOGITS_GRPO_KERNEL, "forward+backward", "fraction_of_ceiling", 1 / 1.15, True),
-    Target("fused linear fwd+bwd (low-memory, exact) / bf16 matmul peak (95 ms at 780 "
-           "TFLOP/s)", "fused_linear_logprobs",
-           "forward+backward", "fraction_of_ceiling", 0.675, True),
-    Target("fused linear fwd+bwd peak memory / gradient buffers", "fused_linear_logprobs",
-           "forward+backward", "memory_ratio", 1.05, False),
-    Target("log-probs forward, few rows / copy bandwidth", FEW_ROWS_KERNEL, "forward",
-           "fraction_of_ceiling", 0.85, True),
-    Target("fused linear + GRPO, gradient in the forward, fwd+bwd / bf16 matmul peak (80 ms "
-           "at 780 TFLOP/s)", FUSED_GRPO_KERNEL, "forward+backward", "fraction_of_ceiling",
-           0.80, True),
-)  # fmt: skip
-"""The design targets, at :data:`FULL` shapes in bf16 on one GPU."""
-
-
-def target_verdicts(rows: list[dict[str, Any]], at_target_shapes: bool) -> list[dict[str, Any]]:
-    """Each target with the Triton row's value and ``pass``, ``fail`` or ``not measured``
-    (no GPU row, or a run at other than the target shapes). Where a case runs on random and
-    on peaked logits, the peaked (trained-model-like) row is the one judged."""
-    verdicts = []
-    for target in TARGETS:
-        hit = [
-            r
-            for r in rows
-            if r["kernel"] == target.kernel
-            and r["pass"] == target.pass_
-            and r["implementation"] == "triton"
-            and r["median_s"] is not None
-            and not (r["shape"] or "").endswith("random logits")
-        ]
-        value = None
-        if hit and target.quantity == "memory_ratio":
-            peak, grads = hit[0]["peak_extra_bytes"], hit[0]["gradient_bytes"]
-            value = peak / grads if peak is not None and grads else None
-        elif hit:
-            value = hit[0]["fraction_of_ceiling"]
-        if value is None or not at_target_shapes:
-            verdict = "not measured"
-        elif target.at_least:
-            verdict = "pass" if value >= target.bound else "fail"
-        else:
-            verdict = "pass" if value <= target.bound else "fail"
-        verdicts.append(
-            {
-                "figure": target.figure,
-                "target": f"{'>=' if target.at_least else '<='} {target.bound:.3g}",
-                "value": value,
-                "verdict": verdict,
-            }
-        )
-    return verdicts

@@ -17,6 +17,7 @@ from stalesim.kernels._bench_logits import (
     peaked_logits,
     random_logits,
 )
+from stalesim.kernels._bench_timing import datasheet_ceilings
 from stalesim.kernels.reference import fused_linear_logprobs_ref, token_logprobs_ref
 
 CPU = torch.device("cpu")
@@ -109,13 +110,13 @@ def test_error_rows_for_every_implementation_against_float64() -> None:
     [("NVIDIA H200", 4.8e12), ("NVIDIA H100 80GB HBM3", 3.35e12), ("NVIDIA H100 PCIe", 2.0e12)],
 )
 def test_datasheet_ceilings_by_card(name: str, copy: float) -> None:
-    assert cases.datasheet_ceilings(name)["copy_bytes_per_s"] == copy
+    assert datasheet_ceilings(name)["copy_bytes_per_s"] == copy
 
 
 def test_ceilings_line_states_measured_beside_datasheet() -> None:
     measured = {"copy_bytes_per_s": 4.16e12, "matmul_flop_per_s": 780e12}
-    line = _ceilings_line(measured, cases.datasheet_ceilings("NVIDIA H200"))
+    line = _ceilings_line(measured, datasheet_ceilings("NVIDIA H200"))
     assert "4,160 GB/s measured (87% of the datasheet's 4,800)" in line
     assert "780 TFLOP/s measured (79% of the datasheet's 989)" in line
-    assert cases.datasheet_ceilings("NVIDIA A10G") is None
+    assert datasheet_ceilings("NVIDIA A10G") is None
     assert "no datasheet figures" in _ceilings_line(measured, None)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from stalesim.cli import main
 from stalesim.kernels import _bench_cases as cases
 from stalesim.kernels._bench_cases import COLUMNS, FORWARD_TOLERANCE
+from stalesim.kernels._bench_targets import TARGETS, target_verdicts
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only (interpreter) half")
@@ -134,15 +135,15 @@ def test_target_verdicts_from_rows() -> None:
         timed(cases.FEW_ROWS_KERNEL, "forward", 0.84),
         timed(cases.FUSED_GRPO_KERNEL, "forward+backward", 0.81),
     ]
-    verdicts = {v["figure"]: v for v in cases.target_verdicts(rows, at_target_shapes=True)}
-    by_kernel = [verdicts[t.figure] for t in cases.TARGETS]
+    verdicts = {v["figure"]: v for v in target_verdicts(rows, at_target_shapes=True)}
+    by_kernel = [verdicts[t.figure] for t in TARGETS]
     assert [v["verdict"] for v in by_kernel] == ["pass", "fail", "pass", "pass", "fail", "pass"]
     assert by_kernel[3]["value"] == pytest.approx(1.04)
     assert by_kernel[1]["target"] == ">= 0.87"
     rows[2] = timed("fused_linear_logprobs", "forward+backward", 0.68, peak=1060, grads=1000)
-    assert cases.target_verdicts(rows, True)[3]["verdict"] == "fail"
-    assert {v["verdict"] for v in cases.target_verdicts(rows, False)} == {"not measured"}
-    assert {v["verdict"] for v in cases.target_verdicts([], True)} == {"not measured"}
+    assert target_verdicts(rows, True)[3]["verdict"] == "fail"
+    assert {v["verdict"] for v in target_verdicts(rows, False)} == {"not measured"}
+    assert {v["verdict"] for v in target_verdicts([], True)} == {"not measured"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only (interpreter) half")
