@@ -280,6 +280,18 @@ def test_16_bit_logits_match_the_float64_reference(
     assert relative_error(live.grad, exact.grad) < tolerance
 
 
+def _triton_and_reference(logits, targets, behaviour, advantages, mask, one_pass):
+    """The loss and the logits' gradient on the Triton path and on the float64 reference."""
+    live, exact = logits.clone().requires_grad_(), logits.double().requires_grad_()
+    got, _ = logits_grpo_loss(live, targets, behaviour, advantages, mask, backend="triton",
+                              one_pass=one_pass)  # fmt: skip
+    want, _ = logits_grpo_loss(exact, targets, behaviour.double(), advantages.double(), mask,
+                               backend="reference")  # fmt: skip
+    got.backward()
+    want.backward()
+    return got, live.grad, want, exact.grad
+
+
 @pytest.mark.parametrize("one_pass", [True, False])
 def test_non_finite_kept_rows_follow_the_reference(one_pass: bool) -> None:
     """A NaN or +inf logit in a used position makes the loss NaN and that position's gradient
@@ -287,29 +299,18 @@ def test_non_finite_kept_rows_follow_the_reference(one_pass: bool) -> None:
     logits, targets, behaviour, advantages, mask = _grpo_batch(13)
     used = mask.nonzero().tolist()
     (r0, t0), (r1, t1) = used[0], used[-1]
-    logits[r1, t1, (targets[r1, t1] + 5) % logits.shape[-1]] = float("-inf")
-    args = (targets, behaviour, advantages, mask)
-    finite = logits.clone().requires_grad_()
-    loss, _ = logits_grpo_loss(finite, *args, backend="triton", one_pass=one_pass)
-    loss.backward()
-    exact = logits.double().requires_grad_()
-    want, _ = logits_grpo_loss(exact, targets, behaviour.double(), advantages.double(), mask,
-                               backend="reference")  # fmt: skip
-    want.backward()
+    away = (targets[r1, t1] + 5) % logits.shape[-1]
+    logits[r1, t1, away] = float("-inf")
+    batch = (targets, behaviour, advantages, mask, one_pass)
+    loss, grad, want, want_grad = _triton_and_reference(logits, *batch)
     assert torch.isfinite(loss) and loss.item() == pytest.approx(want.item(), rel=1e-5)
-    assert relative_error(finite.grad, exact.grad) < 1e-5
-    assert finite.grad[r1, t1, (targets[r1, t1] + 5) % logits.shape[-1]] == 0
+    assert relative_error(grad, want_grad) < 1e-5
+    assert grad[r1, t1, away] == 0
 
     for bad in (float("nan"), float("inf")):
         poisoned = logits.clone()
         poisoned[r0, t0, 3] = bad
-        live = poisoned.clone().requires_grad_()
-        loss, _ = logits_grpo_loss(live, *args, backend="triton", one_pass=one_pass)
-        loss.backward()
-        ref = poisoned.double().requires_grad_()
-        want, _ = logits_grpo_loss(ref, targets, behaviour.double(), advantages.double(), mask,
-                                   backend="reference")  # fmt: skip
-        want.backward()
+        loss, grad, want, want_grad = _triton_and_reference(poisoned, *batch)
         assert loss.isnan() and want.isnan()
-        assert torch.equal(live.grad.isnan(), ref.grad.isnan())
-        assert bool(live.grad[r0, t0].isnan().all())
+        assert torch.equal(grad.isnan(), want_grad.isnan())
+        assert bool(grad[r0, t0].isnan().all())
