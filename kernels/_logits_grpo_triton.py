@@ -11,10 +11,13 @@ HBM traffic, predicted from the access pattern and not measured: the second read
 first within one program, so it comes from L2 when the row (297 KB in bf16 at V = 151,936) is
 still there. Then a logit costs one read and one write (4 bytes in bf16) against the two-pass
 path's 6. Whether it is still there depends on how many rows are in flight: the 50 MB L2 of an
-H100 or H200 holds about 170 such rows, and this launch (one program per row, the log-prob
-forward's 2,048-wide, 4-warp tile) keeps several programs on each of the 132 SMs, so part of
-the re-read may come from HBM, between 4 and 6 bytes per logit. Sizing the rows in flight to
-L2 (a persistent grid) is a GPU tuning step not taken here.
+H100 or H200 holds about 170 such rows. This launch (one program per row, the log-prob
+forward's 2,048-wide, 4-warp tile, 48 registers per thread compiled for sm_90) fits 10 programs
+on each of the 132 SMs, 1,320 rows in flight: while one program streams its row once, the
+others stream about 390 MB, so the re-read is predicted to come from HBM (6 bytes per logit).
+Sizing the rows in flight to L2 (about one program per SM) would then need each program to keep
+about 5x more loads in flight to hold the bandwidth; that launch shape is a GPU tuning step, not
+taken here.
 
 ``scale_kernel``: the backward multiplies the stored gradient by the upstream gradient, read
 on the device; every program returns at once when it is exactly 1 (what ``loss.backward()``
