@@ -4,7 +4,8 @@ The runs of each rule live in their own sweep folder (a rule is part of the trai
 ``constant`` (a grid of fixed learning rates), ``eta0`` (one fixed rate, the law's own
 ``eta_opt(0)``: what a user who ignores staleness would run), ``ess`` (``lr * sqrt(ESS/B)``, a
 grid of base learning rates) and ``law`` (:class:`~stalesim.validate.train.staleness_lr.StalenessLR`
-at the law's own ``eta_opt(0)``, no tuning). Every rule ran the same seeds, and a seed fixes the
+at the law's own ``eta_opt(0)``, no tuning) and ``law-max`` (the same law read at the
+mini-batch's max lag instead of the rule's own summary). Every rule ran the same seeds, and a seed fixes the
 warm start and the sampling, so rules are compared seed by seed.
 
 What it guarantees:
@@ -42,7 +43,7 @@ from stalesim.validate.law.failure import mark_failures
 from stalesim.validate.law.horizon import truncate_runs
 from stalesim.validate.law.sweep_runs import read_sweep
 
-RULES = ("constant", "eta0", "ess", "law")
+RULES = ("constant", "eta0", "ess", "law", "law-max")
 #: The rule every other rule is compared with: the law's own schedule, untuned.
 REFERENCE = "law"
 #: Higher is better for each; all are in reward units (the task's reward is in [0, 1]).
