@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stalesim.kernels._bench_cases import FEW_ROWS_KERNEL, FUSED_GRPO_KERNEL, LOGITS_GRPO_KERNEL
+from stalesim.kernels._bench_peers import RANDOM_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def target_verdicts(rows: list[dict[str, Any]], at_target_shapes: bool) -> list[
             and r["pass"] == target.pass_
             and r["implementation"] == "triton"
             and r["median_s"] is not None
-            and not (r["shape"] or "").endswith("random logits")
+            and not (r["shape"] or "").endswith(RANDOM_SUFFIX)
         ]
         value = None
         if hit and target.quantity == "memory_ratio":

@@ -237,6 +237,11 @@ EDGE_KIND = {"eta_opt": "eta_max", "slope": "eta_max_slope", "ratio": "eta_max_r
 NOT_SIMULATED = "not simulated (eta_max a grid bound here, or outside the simulated design)"
 
 
+def _unmeasured(kind: str) -> str:
+    """What the coverage column says of ``kind`` (a coverage block's key) with no coverage."""
+    return NOT_SIMULATED if kind in EDGE_KIND.values() else "not measured"
+
+
 def coverage_kind(kind: str, curve: str) -> str:
     """The interval kind law.json's coverage block keys ``kind`` of ``curve`` by."""
     return EDGE_KIND[kind] if curve == "eta_max" else kind
@@ -246,7 +251,7 @@ def _coverage_text(law: Law, kind: str, curve: str = "eta_opt") -> str:
     kind = coverage_kind(kind, curve)
     value = coverage_of(law, kind)
     if value is None:
-        return NOT_SIMULATED if curve == "eta_max" else "not measured"
+        return _unmeasured(kind)
     block = (law.slopes or {}).get("interval_coverage") or {}
     skewed = block.get("skewed") or {}
     plain, plain_skewed = (
@@ -277,7 +282,7 @@ def _ends_coverage(laws: list[Law], kind: str = "eta_opt") -> str:
     covers at least ``c_a + c_b - 1`` (Bonferroni), however the two are correlated."""
     values = [coverage_of(law, kind) for law in laws]
     if None in values:
-        return NOT_SIMULATED if kind in EDGE_KIND.values() else "not measured"
+        return _unmeasured(kind)
     floor = sum(values) - (len(values) - 1)  # type: ignore[arg-type]
     return f"≥ {max(floor, 0):.0%} (from the ends of {len(values)} intervals)"
 
@@ -604,7 +609,7 @@ def _drop_coverage(a: Law, b: Law, curve: str) -> str:
     kind = coverage_kind("ratio", curve)
     ca, cb = coverage_of(a, kind), coverage_of(b, kind)
     if ca is None or cb is None:
-        return NOT_SIMULATED if curve == "eta_max" else "not measured"
+        return _unmeasured(kind)
     return f"{ca:.0%} / {cb:.0%} (the two ratio intervals)"
 
 

@@ -203,7 +203,7 @@ def build_findings_page(root: Path) -> Page:
         "The staleness–learning-rate law, tested",
         subtitle=f"{len(laws)} fitted sweeps under {root}",
     )
-    from stalesim.reports.law_findings import bands, coverage_of
+    from stalesim.reports.law_findings import EDGE_KIND, bands, coverage_of
 
     band = next((bands(law) for law in laws.values() if bands(law)), {})
     page.table(
@@ -225,17 +225,8 @@ def build_findings_page(root: Path) -> Page:
         {
             "sweep": name,
             "method": (law.settings or {}).get("interval_method_used"),
-            **{
-                kind: coverage_of(law, kind)
-                for kind in (
-                    "eta_opt",
-                    "slope",
-                    "ratio",
-                    "eta_max",
-                    "eta_max_slope",
-                    "eta_max_ratio",
-                )
-            },
+            # eta_opt's three kinds of interval, then the eta_max kinds they mirror
+            **{kind: coverage_of(law, kind) for kind in (*EDGE_KIND, *EDGE_KIND.values())},
             "synthetic sweeps": ((law.slopes or {}).get("interval_coverage") or {}).get("n_sim"),
         }
         for name, law in laws.items()

@@ -32,10 +32,6 @@ from typing import Any
 import numpy as np
 from stalesim.validate.law.coverage import ALL_KINDS, SKEW, Design, simulate_coverage
 
-#: The kinds of interval the simulation judges, each calibrated on its own: eta_opt's points,
-#: slopes and ratios, and eta_max's where the design has stability edges.
-KINDS = ALL_KINDS
-
 
 def calibration_factors(
     symmetric: dict[str, Any], skewed: dict[str, Any]
@@ -43,7 +39,9 @@ def calibration_factors(
     """Per kind, the larger of the two simulations' needed widenings, at least 1; None where
     neither judged an interval of that kind or no finite widening reaches the level."""
     out: dict[str, float | None] = {}
-    for kind in KINDS:
+    # each kind of interval the simulation judges is calibrated on its own: eta_opt's points,
+    # slopes and ratios, and eta_max's where the design has stability edges
+    for kind in ALL_KINDS:
         needs = [r["needed_scale"].get(kind) for r in (symmetric, skewed)]
         needs = [n for n in needs if n is not None]
         out[kind] = max(1.0, *needs) if needs and all(np.isfinite(needs)) else None

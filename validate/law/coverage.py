@@ -120,7 +120,7 @@ def edge_width(cells: list[Cells], edges: tuple[float | None, ...]) -> float | N
     """The spread in ``ln lr`` over which runs go from stable to unstable around their edge:
     the maximum-likelihood ``w`` of ``P(fail) = Phi((ln lr - ln edge) / w)`` over the runs of
     every group whose edge is an estimate (bounded to [0.02, 3]); None without such a group."""
-    from scipy import optimize, stats
+    from scipy import optimize
 
     x, y = [], []
     for c, edge in zip(cells, edges, strict=True):

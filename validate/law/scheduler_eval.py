@@ -3,10 +3,10 @@
 The runs of each rule live in their own sweep folder (a rule is part of the training config):
 ``constant`` (a grid of fixed learning rates), ``eta0`` (one fixed rate, the law's own
 ``eta_opt(0)``: what a user who ignores staleness would run), ``ess`` (``lr * sqrt(ESS/B)``, a
-grid of base learning rates) and ``law`` (:class:`~stalesim.validate.train.staleness_lr.StalenessLR`
+grid of base learning rates), ``law`` (:class:`~stalesim.validate.train.staleness_lr.StalenessLR`
 at the law's own ``eta_opt(0)``, no tuning) and ``law-max`` (the same law read at the
-mini-batch's max lag instead of the rule's own summary). Every rule ran the same seeds, and a seed fixes the
-warm start and the sampling, so rules are compared seed by seed.
+mini-batch's max lag instead of the rule's own summary). Every rule ran the same seeds, and a
+seed fixes the warm start and the sampling, so rules are compared seed by seed.
 
 What it guarantees:
 
